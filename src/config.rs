@@ -1,0 +1,290 @@
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A secret value; `Debug` and `Display` print a placeholder.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+/// Where the data lives. `Debug` hides a password in a Postgres URL.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    Sqlite { path: PathBuf },
+    Postgres(Secret),
+}
+
+impl DatabaseUrl {
+    pub fn parse(url: &str) -> Result<Self, String> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Self::Postgres(Secret::new(url)));
+        }
+        let rest = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .ok_or_else(|| "must start with sqlite:// or postgres://".to_string())?;
+        let path = rest.split('?').next().unwrap_or_default();
+        if path.is_empty() || path.starts_with(":memory:") {
+            return Err("needs a file path (an in-memory database is not shared between connections)".into());
+        }
+        Ok(Self::Sqlite { path: PathBuf::from(path) })
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Sqlite { path } => write!(f, "sqlite://{}", path.display()),
+            Self::Postgres(url) => {
+                let shown = match (url.0.find("://"), url.0.rfind('@')) {
+                    (Some(s), Some(at)) if at > s => format!("{}://[redacted]@{}", &url.0[..s], &url.0[at + 1..]),
+                    _ => url.0.clone(),
+                };
+                f.write_str(&shown)
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// Tunable limits; each has an environment variable listed in `.env.example`.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    pub refresh_reuse_grace: Duration,
+    pub request_timeout: Duration,
+    pub db_max_connections: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen_addr: SocketAddr,
+    pub database_url: DatabaseUrl,
+    pub public_base_url: String,
+    /// Unset is allowed only with SQLite: the key is then generated beside the database file.
+    pub secret_key: Option<Secret>,
+    pub smtp_url: Option<Secret>,
+    pub mail_dir: PathBuf,
+    pub mail_from: String,
+    pub stripe_secret_key: Option<Secret>,
+    pub stripe_webhook_secret: Option<Secret>,
+    pub stripe_api_base: Option<String>,
+    pub log_format: LogFormat,
+    pub limits: Limits,
+}
+
+/// A bad configuration value: the message names the variable.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {var}: {reason}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub reason: String,
+}
+
+fn bad(var: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError { var, reason: reason.into() }
+}
+
+pub const MIN_SECRET_KEY_BYTES: usize = 32;
+
+impl Config {
+    /// Reads the process environment (after `.env`, which `main` loads).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Builds the configuration from any key → value lookup; empty values count as unset.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |k: &str| lookup(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let secs = |var: &'static str, default: u64| -> Result<Duration, ConfigError> {
+            match get(var) {
+                None => Ok(Duration::from_secs(default)),
+                Some(v) => match v.parse::<u64>() {
+                    Ok(n) if n > 0 => Ok(Duration::from_secs(n)),
+                    _ => Err(bad(var, "must be a positive whole number of seconds")),
+                },
+            }
+        };
+
+        let listen_addr: SocketAddr = get("LISTEN_ADDR")
+            .unwrap_or_else(|| "127.0.0.1:8080".into())
+            .parse()
+            .map_err(|_| bad("LISTEN_ADDR", "must be HOST:PORT, e.g. 127.0.0.1:8080"))?;
+        let database_url = DatabaseUrl::parse(&get("DATABASE_URL").unwrap_or_else(|| "sqlite://storecrm.db".into()))
+            .map_err(|e| bad("DATABASE_URL", e))?;
+        let public_base_url = match get("PUBLIC_BASE_URL") {
+            Some(u) if u.starts_with("http://") || u.starts_with("https://") => u.trim_end_matches('/').to_string(),
+            Some(_) => return Err(bad("PUBLIC_BASE_URL", "must be an absolute http(s) URL")),
+            None => format!("http://{listen_addr}"),
+        };
+        let secret_key = get("SECRET_KEY").map(Secret::new);
+        if let Some(key) = &secret_key {
+            if key.expose().len() < MIN_SECRET_KEY_BYTES {
+                return Err(bad("SECRET_KEY", format!("must be at least {MIN_SECRET_KEY_BYTES} bytes")));
+            }
+        } else if matches!(database_url, DatabaseUrl::Postgres(_)) {
+            return Err(bad(
+                "SECRET_KEY",
+                "is required with Postgres (all instances must share it); generate one with `openssl rand -hex 32`",
+            ));
+        }
+        let smtp_url = get("SMTP_URL").map(Secret::new);
+        if let Some(url) = &smtp_url {
+            if !(url.expose().starts_with("smtp://") || url.expose().starts_with("smtps://")) {
+                return Err(bad("SMTP_URL", "must start with smtp:// or smtps://"));
+            }
+        }
+        let log_format = match get("LOG_FORMAT").as_deref() {
+            None | Some("pretty") => LogFormat::Pretty,
+            Some("json") => LogFormat::Json,
+            Some(_) => return Err(bad("LOG_FORMAT", "must be pretty or json")),
+        };
+        let stripe_api_base = get("STRIPE_API_BASE");
+        if let Some(base) = &stripe_api_base {
+            if !(base.starts_with("http://") || base.starts_with("https://")) {
+                return Err(bad("STRIPE_API_BASE", "must be an absolute http(s) URL"));
+            }
+        }
+
+        let limits = Limits {
+            access_token_ttl: secs("ACCESS_TOKEN_TTL_SECS", 15 * 60)?,
+            refresh_token_ttl: secs("REFRESH_TOKEN_TTL_SECS", 30 * 24 * 3600)?,
+            refresh_reuse_grace: secs("REFRESH_REUSE_GRACE_SECS", 10)?,
+            request_timeout: secs("REQUEST_TIMEOUT_SECS", 30)?,
+            db_max_connections: match get("DB_MAX_CONNECTIONS") {
+                None => 10,
+                Some(v) => v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=1000).contains(n))
+                    .ok_or_else(|| bad("DB_MAX_CONNECTIONS", "must be a whole number from 1 to 1000"))?,
+            },
+        };
+
+        Ok(Self {
+            listen_addr,
+            database_url,
+            public_base_url,
+            secret_key,
+            smtp_url,
+            mail_dir: PathBuf::from(get("MAIL_DIR").unwrap_or_else(|| "./mail".into())),
+            mail_from: get("MAIL_FROM").unwrap_or_else(|| "storecrm <no-reply@localhost>".into()),
+            stripe_secret_key: get("STRIPE_SECRET_KEY").map(Secret::new),
+            stripe_webhook_secret: get("STRIPE_WEBHOOK_SECRET").map(Secret::new),
+            stripe_api_base,
+            log_format,
+            limits,
+        })
+    }
+
+    /// The master secret: configured, or (SQLite only) read from / generated into
+    /// `storecrm.secret` beside the database file with mode 0600.
+    pub fn resolve_secret_key(&self) -> anyhow::Result<Secret> {
+        if let Some(key) = &self.secret_key {
+            return Ok(key.clone());
+        }
+        let DatabaseUrl::Sqlite { path } = &self.database_url else {
+            anyhow::bail!("invalid SECRET_KEY: is required with Postgres");
+        };
+        let file = path.parent().unwrap_or(Path::new(".")).join("storecrm.secret");
+        match std::fs::read_to_string(&file) {
+            Ok(existing) => {
+                let existing = existing.trim().to_string();
+                anyhow::ensure!(
+                    existing.len() >= MIN_SECRET_KEY_BYTES,
+                    "invalid SECRET_KEY: {} holds fewer than {MIN_SECRET_KEY_BYTES} bytes",
+                    file.display()
+                );
+                Ok(Secret::new(existing))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = crate::crypto::random_hex(32);
+                write_private(&file, &key)?;
+                tracing::info!(file = %file.display(), "generated a new SECRET_KEY");
+                Ok(Secret::new(key))
+            }
+            Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", file.display())),
+        }
+    }
+}
+
+fn write_private(file: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options.open(file)?;
+    f.write_all(contents.as_bytes())?;
+    f.write_all(b"\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cfg(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_setup() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.listen_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.database_url, DatabaseUrl::Sqlite { path: "storecrm.db".into() });
+        assert_eq!(c.public_base_url, "http://127.0.0.1:8080");
+        assert_eq!(c.limits.access_token_ttl, Duration::from_secs(900));
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        assert_eq!(cfg(&[("LISTEN_ADDR", "nope")]).unwrap_err().var, "LISTEN_ADDR");
+        assert_eq!(cfg(&[("DATABASE_URL", "mysql://x")]).unwrap_err().var, "DATABASE_URL");
+        assert_eq!(cfg(&[("SECRET_KEY", "short")]).unwrap_err().var, "SECRET_KEY");
+        assert_eq!(cfg(&[("DATABASE_URL", "postgres://u:p@h/db")]).unwrap_err().var, "SECRET_KEY");
+        assert_eq!(cfg(&[("LOG_FORMAT", "xml")]).unwrap_err().var, "LOG_FORMAT");
+        assert_eq!(cfg(&[("ACCESS_TOKEN_TTL_SECS", "-1")]).unwrap_err().var, "ACCESS_TOKEN_TTL_SECS");
+    }
+
+    #[test]
+    fn debug_never_shows_secrets() {
+        let c = cfg(&[
+            ("DATABASE_URL", "postgres://user:hunter2@db:5432/crm"),
+            ("SECRET_KEY", "0123456789abcdef0123456789abcdef-topsecret"),
+            ("SMTP_URL", "smtp://u:mailpass@mail:587"),
+            ("STRIPE_SECRET_KEY", "sk_test_stripesecret"),
+        ])
+        .unwrap();
+        let shown = format!("{c:?}");
+        for secret in ["hunter2", "topsecret", "mailpass", "stripesecret"] {
+            assert!(!shown.contains(secret), "{secret} leaked in {shown}");
+        }
+        assert!(shown.contains("db:5432/crm"));
+    }
+}

@@ -1,0 +1,9 @@
+//! Types that are valid by construction. Parse once at the edge, trust inside.
+
+mod cursor;
+mod email;
+mod text;
+
+pub use cursor::{Cursor, Page};
+pub use email::Email;
+pub use text::{Name, Origin, Password, double_option};

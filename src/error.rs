@@ -1,0 +1,198 @@
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::repo::RepoError;
+
+tokio::task_local! {
+    /// The id of the request being served; set by the request middleware.
+    pub static REQUEST_ID: String;
+}
+
+pub fn current_request_id() -> String {
+    REQUEST_ID.try_with(Clone::clone).unwrap_or_default()
+}
+
+/// One field that failed validation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct FieldError {
+    pub field: String,
+    pub error: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, error: impl Into<String>) -> Self {
+        Self { field: field.into(), error: error.into() }
+    }
+}
+
+/// The JSON body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Stable snake_case code, e.g. `not_found`.
+    pub error: String,
+    pub message: String,
+    pub status_code: u16,
+    /// Present on 422 only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validation_errors: Option<Vec<FieldError>>,
+    /// Seconds to wait; present on 429 only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
+    pub request_id: String,
+}
+
+/// Every failure the API reports. Internal causes are logged, never sent.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    #[error("{message}")]
+    Unauthorized { code: &'static str, message: String },
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    #[error("request body is larger than the limit")]
+    PayloadTooLarge,
+    #[error("{message}")]
+    UnsupportedMediaType { message: String },
+    #[error("{message}")]
+    Validation { message: String, errors: Vec<FieldError> },
+    #[error("too many requests")]
+    TooManyRequests { retry_after: u64 },
+    #[error("{message}")]
+    Unavailable { code: &'static str, message: String },
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl AppError {
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::Unauthorized { code: "unauthorized", message: message.into() }
+    }
+
+    pub fn invalid(field: impl Into<String>, error: impl Into<String>) -> Self {
+        let field = field.into();
+        let error = error.into();
+        Self::Validation { message: format!("{field}: {error}"), errors: vec![FieldError { field, error }] }
+    }
+
+    pub fn validation(errors: Vec<FieldError>) -> Self {
+        let message = errors.iter().map(|e| format!("{}: {}", e.field, e.error)).collect::<Vec<_>>().join(", ");
+        Self::Validation { message, errors }
+    }
+
+    pub fn internal(e: impl Into<anyhow::Error>) -> Self {
+        Self::Internal(e.into())
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest { code, .. }
+            | Self::Unauthorized { code, .. }
+            | Self::Conflict { code, .. }
+            | Self::Unavailable { code, .. } => code,
+            Self::Forbidden(_) => "forbidden",
+            Self::NotFound(_) => "not_found",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType { .. } => "unsupported_media_type",
+            Self::Validation { .. } => "validation_failed",
+            Self::TooManyRequests { .. } => "rate_limited",
+            Self::Internal(_) => "internal_error",
+        }
+    }
+}
+
+impl From<RepoError> for AppError {
+    fn from(e: RepoError) -> Self {
+        Self::Internal(e.into())
+    }
+}
+
+/// Builds an error body for a status that no handler produced (404 route, 405, 408...).
+pub fn body_for_status(status: StatusCode, request_id: String) -> ErrorBody {
+    let (code, message) = match status.as_u16() {
+        400 => ("bad_request", "the request could not be understood"),
+        401 => ("unauthorized", "a valid bearer credential is required"),
+        404 => ("not_found", "no such route"),
+        405 => ("method_not_allowed", "this route does not accept that method"),
+        408 => ("request_timeout", "the request took too long"),
+        413 => ("payload_too_large", "request body is larger than the limit"),
+        415 => ("unsupported_media_type", "send a JSON body with content-type application/json"),
+        s if s >= 500 => ("internal_error", "internal error"),
+        _ => ("error", status.canonical_reason().unwrap_or("error")),
+    };
+    ErrorBody {
+        error: code.into(),
+        message: message.into(),
+        status_code: status.as_u16(),
+        validation_errors: None,
+        retry_after: None,
+        request_id,
+    }
+}
+
+pub fn error_response(status: StatusCode, body: &ErrorBody) -> Response {
+    (status, axum::Json(body)).into_response()
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let request_id = current_request_id();
+        let message = match &self {
+            Self::Internal(cause) => {
+                tracing::error!(request_id = %request_id, error = ?cause, "internal error");
+                "internal error".to_string()
+            }
+            other => other.to_string(),
+        };
+        let (validation_errors, retry_after) = match &self {
+            Self::Validation { errors, .. } => (Some(errors.clone()), None),
+            Self::TooManyRequests { retry_after } => (None, Some(*retry_after)),
+            _ => (None, None),
+        };
+        let body = ErrorBody {
+            error: self.code().into(),
+            message,
+            status_code: status.as_u16(),
+            validation_errors,
+            retry_after,
+            request_id,
+        };
+        let mut response = error_response(status, &body);
+        let headers = response.headers_mut();
+        match &self {
+            Self::Unauthorized { .. } => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            Self::TooManyRequests { retry_after } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+pub type AppResult<T> = Result<T, AppError>;

@@ -1,0 +1,182 @@
+//! Extractors whose rejections use the contract's error shape, and the auth extractors.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use serde_json::error::Category;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::error::{AppError, FieldError};
+use crate::services::auth::{AccountAuth, AdminAuth};
+
+/// A JSON body (request) or JSON response. Bad syntax → 400, wrong shape → 422 naming the field.
+pub struct Json<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, AppError> {
+        let is_json = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                let mime = v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+                mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+            })
+            .unwrap_or(false);
+        if !is_json {
+            return Err(AppError::UnsupportedMediaType {
+                message: "send a JSON body with content-type: application/json".into(),
+            });
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
+            if r.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                AppError::PayloadTooLarge
+            } else {
+                AppError::BadRequest { code: "invalid_body", message: "the request body could not be read".into() }
+            }
+        })?;
+        parse_json(&bytes).map(Json)
+    }
+}
+
+impl<T: serde::Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// Parses JSON, reporting which field is wrong and how.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(json_error)?;
+    de.end().map_err(|e| AppError::BadRequest {
+        code: "invalid_json",
+        message: format!("the body is not valid JSON: {e}"),
+    })?;
+    Ok(value)
+}
+
+fn json_error(err: serde_path_to_error::Error<serde_json::Error>) -> AppError {
+    {
+        let inner = err.inner();
+        match inner.classify() {
+            Category::Syntax | Category::Eof | Category::Io => {
+                AppError::BadRequest { code: "invalid_json", message: format!("the body is not valid JSON: {inner}") }
+            }
+            Category::Data => {
+                let path = err.path().to_string();
+                let text = inner.to_string();
+                let (field, error) = describe(&path, &text);
+                AppError::Validation {
+                    message: format!("{field}: {}", text.split(" at line ").next().unwrap_or(&text)),
+                    errors: vec![FieldError::new(field, error)],
+                }
+            }
+        }
+    }
+}
+
+fn describe(path: &str, text: &str) -> (String, &'static str) {
+    let join = |name: &str| if path == "." || path.is_empty() { name.to_string() } else { format!("{path}.{name}") };
+    if let Some(rest) = text.strip_prefix("missing field `") {
+        return (join(rest.split('`').next().unwrap_or_default()), "required");
+    }
+    if let Some(rest) = text.strip_prefix("unknown field `") {
+        return (join(rest.split('`').next().unwrap_or_default()), "unknown_field");
+    }
+    let field = if path == "." { "body".to_string() } else { path.to_string() };
+    let error = if text.starts_with("invalid type") {
+        "invalid_type"
+    } else if text.starts_with("unknown variant") || text.starts_with("invalid value") {
+        "invalid_value"
+    } else if text.starts_with("invalid length") {
+        "invalid_length"
+    } else {
+        "invalid"
+    };
+    (field, error)
+}
+
+/// Path parameters; a value that cannot be parsed (a malformed id) names nothing that exists: 404.
+pub struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| Path(p.0))
+            .map_err(|_| AppError::NotFound("resource"))
+    }
+}
+
+/// Query parameters; malformed ones → 422.
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, AppError> {
+        let query = parts.uri.query().unwrap_or_default();
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(de).map(Query).map_err(|err| {
+            let text = err.inner().to_string();
+            let path = err.path().to_string();
+            let (field, error) = describe(&path, &text);
+            AppError::Validation { message: format!("{field}: {text}"), errors: vec![FieldError::new(field, error)] }
+        })
+    }
+}
+
+/// The bearer credential of the request, if any.
+pub fn bearer(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
+fn require_bearer(parts: &Parts) -> Result<&str, AppError> {
+    bearer(parts).ok_or_else(|| AppError::unauthorized("send Authorization: Bearer <token>"))
+}
+
+/// The `User-Agent` header, for session listings.
+pub struct UserAgent(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for UserAgent {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(UserAgent(parts.headers.get(USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_string)))
+    }
+}
+
+impl FromRequestParts<AppState> for AccountAuth {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        let token = require_bearer(parts)?;
+        state.services.auth.account(token).await
+    }
+}
+
+impl FromRequestParts<AppState> for AdminAuth {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        let token = require_bearer(parts)?.to_string();
+        let params = RawPathParams::from_request_parts(parts, state).await.map_err(|_| AppError::NotFound("store"))?;
+        let store_id = params
+            .iter()
+            .find(|(k, _)| *k == "storeId")
+            .and_then(|(_, v)| Uuid::parse_str(v).ok())
+            .ok_or(AppError::NotFound("store"))?;
+        state.services.auth.admin(store_id, &token).await
+    }
+}

@@ -1,0 +1,146 @@
+//! HTTP: one module per resource, each with its routes and their OpenAPI description.
+
+pub mod auth;
+pub mod extract;
+pub mod middleware;
+pub mod ops;
+pub mod stores;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Method, StatusCode, header};
+use serde::{Deserialize, Serialize};
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{Any, CorsLayer};
+use tower_http::timeout::TimeoutLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::domain::{Cursor, Page};
+use crate::error::{AppError, AppResult};
+
+/// Request bodies above this are refused with 413.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "storecrm", description = "The CRM of an online store platform. Errors always have the `ErrorBody` shape; \
+        every response carries `x-request-id`. Timestamps are Unix seconds; ids are UUIDv7."),
+    components(schemas(crate::error::ErrorBody, crate::error::FieldError)),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An account access token, a store API key (`sk_...`), or a profile access token"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// All routes with their OpenAPI document, before state and layers.
+pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(ops::router())
+        .merge(auth::router())
+        .merge(stores::router())
+        .split_for_parts()
+}
+
+/// The OpenAPI document generated from the code.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api().1
+}
+
+pub fn router(state: AppState, request_timeout: Duration) -> Router {
+    let (routes, openapi) = api();
+    let layers = ServiceBuilder::new()
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::request_context))
+        .layer(CatchPanicLayer::new())
+        .layer(
+            CorsLayer::new()
+                .allow_origin(Any)
+                .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("x-request-id")])
+                .expose_headers([HeaderName::from_static("x-request-id"), header::RETRY_AFTER])
+                .max_age(Duration::from_secs(3600)),
+        )
+        .layer(CompressionLayer::new())
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT));
+    routes
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+        .fallback(|| async { AppError::NotFound("route") })
+        .method_not_allowed_fallback(|| async { StatusCode::METHOD_NOT_ALLOWED })
+        .layer(layers)
+        .with_state(state)
+}
+
+/// `limit` and `cursor` of a list route.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// 1–200, default 50.
+    pub limit: Option<i64>,
+    /// The `cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// A page of a list; `cursor` is null on the last page.
+#[derive(Serialize, ToSchema)]
+pub struct Paged<T: ToSchema> {
+    pub items: Vec<T>,
+    pub cursor: Option<String>,
+}
+
+/// Page size and the id after which to continue, for lists ordered by id.
+pub fn keyset_after(q: &ListQuery, scope: &str) -> AppResult<(u32, Option<Uuid>)> {
+    let page = Page::parse(q.limit).map_err(|e| AppError::invalid("limit", e))?;
+    let after = match q.cursor.as_deref().filter(|c| !c.is_empty()) {
+        None => None,
+        Some(text) => {
+            let cursor = Cursor::decode(text, scope).map_err(|e| AppError::invalid("cursor", e))?;
+            let id = cursor
+                .after
+                .first()
+                .and_then(|v| v.as_str())
+                .and_then(|s| Uuid::parse_str(s).ok())
+                .ok_or_else(|| AppError::invalid("cursor", "invalid_cursor"))?;
+            Some(id)
+        }
+    };
+    Ok((page.limit, after))
+}
+
+/// Cuts `limit + 1` fetched rows to a page and makes the next cursor from the last row kept.
+pub fn keyset_page<R, T: ToSchema>(
+    mut rows: Vec<R>,
+    limit: u32,
+    scope: &str,
+    id: impl Fn(&R) -> Uuid,
+    view: impl Fn(R) -> T,
+) -> Paged<T> {
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    let cursor =
+        more.then(|| rows.last().map(|r| Cursor { after: vec![id(r).to_string().into()] }.encode(scope))).flatten();
+    Paged { items: rows.into_iter().map(view).collect(), cursor }
+}

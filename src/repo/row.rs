@@ -1,0 +1,41 @@
+//! Typed column access that reads the same on both backends' rows.
+
+use sqlx::Row;
+use uuid::Uuid;
+
+pub(crate) trait RowExt {
+    fn uuid(&self, col: &str) -> sqlx::Result<Uuid>;
+    fn int(&self, col: &str) -> sqlx::Result<i64>;
+    fn opt_int(&self, col: &str) -> sqlx::Result<Option<i64>>;
+    fn text(&self, col: &str) -> sqlx::Result<String>;
+    fn opt_text(&self, col: &str) -> sqlx::Result<Option<String>>;
+    fn strings(&self, col: &str) -> sqlx::Result<Vec<String>>;
+}
+
+macro_rules! impl_row_ext {
+    ($row:ty) => {
+        impl RowExt for $row {
+            fn uuid(&self, col: &str) -> sqlx::Result<Uuid> {
+                self.try_get(col)
+            }
+            fn int(&self, col: &str) -> sqlx::Result<i64> {
+                self.try_get(col)
+            }
+            fn opt_int(&self, col: &str) -> sqlx::Result<Option<i64>> {
+                self.try_get(col)
+            }
+            fn text(&self, col: &str) -> sqlx::Result<String> {
+                self.try_get(col)
+            }
+            fn opt_text(&self, col: &str) -> sqlx::Result<Option<String>> {
+                self.try_get(col)
+            }
+            fn strings(&self, col: &str) -> sqlx::Result<Vec<String>> {
+                self.try_get::<sqlx::types::Json<Vec<String>>, _>(col).map(|j| j.0)
+            }
+        }
+    };
+}
+
+impl_row_ext!(sqlx::postgres::PgRow);
+impl_row_ext!(sqlx::sqlite::SqliteRow);

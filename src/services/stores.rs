@@ -1,0 +1,141 @@
+//! Stores, their settings and their API keys.
+
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use crate::crypto::{b64, random_bytes, sha256};
+use crate::domain::{Email, Name, Origin};
+use crate::error::{AppError, AppResult, FieldError};
+use crate::repo::{ApiKeyRow, Repo, StoreRow};
+use crate::services::auth::API_KEY_PREFIX;
+
+/// A settings change; `None` leaves a field as it is, `Some(None)` clears it.
+#[derive(Debug, Default)]
+pub struct StorePatch {
+    pub name: Option<String>,
+    pub from_email: Option<Option<String>>,
+    pub from_name: Option<Option<String>>,
+    pub allowed_origins: Option<Vec<String>>,
+}
+
+/// An API key as created: the secret exists only in this value.
+pub struct NewApiKey {
+    pub key: ApiKeyRow,
+    pub secret: String,
+}
+
+pub struct Stores {
+    repo: Arc<dyn Repo>,
+}
+
+fn check<T>(errors: &mut Vec<FieldError>, field: &str, r: Result<T, &'static str>) -> Option<T> {
+    r.map_err(|e| errors.push(FieldError::new(field, e))).ok()
+}
+
+impl Stores {
+    pub fn new(repo: Arc<dyn Repo>) -> Self {
+        Self { repo }
+    }
+
+    pub async fn create(&self, owner: Uuid, name: &str) -> AppResult<StoreRow> {
+        let name = Name::parse(name).map_err(|e| AppError::invalid("name", e))?;
+        let now = crate::now();
+        let store = StoreRow {
+            id: Uuid::now_v7(),
+            name: name.into_inner(),
+            from_email: None,
+            from_name: None,
+            allowed_origins: vec![],
+            created_at: now,
+            updated_at: now,
+        };
+        self.repo.create_store(&store, owner).await?;
+        Ok(store)
+    }
+
+    pub async fn of_account(
+        &self,
+        account_id: Uuid,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> AppResult<Vec<(StoreRow, String)>> {
+        Ok(self.repo.stores_of_account(account_id, after, limit).await?)
+    }
+
+    pub async fn get(&self, store_id: Uuid) -> AppResult<StoreRow> {
+        self.repo.store_by_id(store_id).await?.ok_or(AppError::NotFound("store"))
+    }
+
+    pub async fn update(&self, store_id: Uuid, patch: StorePatch) -> AppResult<StoreRow> {
+        let mut errors = vec![];
+        let name = patch.name.map(|n| check(&mut errors, "name", Name::parse(&n)));
+        let from_email = patch
+            .from_email
+            .map(|e| e.and_then(|e| check(&mut errors, "from_email", Email::parse(&e)).map(|e| e.to_string())));
+        let from_name = patch
+            .from_name
+            .map(|n| n.and_then(|n| check(&mut errors, "from_name", Name::parse(&n)).map(Name::into_inner)));
+        let origins = patch.allowed_origins.map(|list| {
+            if list.len() > 50 {
+                errors.push(FieldError::new("allowed_origins", "too_many"));
+            }
+            list.iter()
+                .enumerate()
+                .filter_map(|(i, o)| check(&mut errors, &format!("allowed_origins[{i}]"), Origin::parse(o)))
+                .map(Origin::into_inner)
+                .collect::<Vec<_>>()
+        });
+        if !errors.is_empty() {
+            return Err(AppError::validation(errors));
+        }
+        let mut store = self.get(store_id).await?;
+        if let Some(Some(name)) = name {
+            store.name = name.into_inner();
+        }
+        if let Some(v) = from_email {
+            store.from_email = v;
+        }
+        if let Some(v) = from_name {
+            store.from_name = v;
+        }
+        if let Some(v) = origins {
+            store.allowed_origins = v;
+        }
+        store.updated_at = crate::now();
+        self.repo.update_store(&store).await?;
+        Ok(store)
+    }
+
+    pub async fn create_api_key(&self, store_id: Uuid, name: &str) -> AppResult<NewApiKey> {
+        let name = Name::parse(name).map_err(|e| AppError::invalid("name", e))?;
+        // Random part first, so the shown prefix tells keys apart; the store id last.
+        let mut raw = [0u8; 48];
+        raw[..32].copy_from_slice(&random_bytes::<32>());
+        raw[32..].copy_from_slice(store_id.as_bytes());
+        let secret = format!("{API_KEY_PREFIX}{}", b64(&raw));
+        let key = ApiKeyRow {
+            store_id,
+            id: Uuid::now_v7(),
+            name: name.into_inner(),
+            prefix: secret[..API_KEY_PREFIX.len() + 8].to_string(),
+            created_at: crate::now(),
+            last_used_at: None,
+            revoked_at: None,
+        };
+        self.repo.insert_api_key(&key, &sha256(secret.as_bytes())).await?;
+        Ok(NewApiKey { key, secret })
+    }
+
+    pub async fn api_keys(&self, store_id: Uuid, after: Option<Uuid>, limit: u32) -> AppResult<Vec<ApiKeyRow>> {
+        Ok(self.repo.api_keys(store_id, after, limit).await?)
+    }
+
+    pub async fn revoke_api_key(&self, store_id: Uuid, id: Uuid) -> AppResult<()> {
+        if self.repo.revoke_api_key(store_id, id, crate::now()).await? {
+            Ok(())
+        } else {
+            Err(AppError::NotFound("api key"))
+        }
+    }
+}
