@@ -117,15 +117,17 @@ impl Config {
     /// Builds the configuration from any key → value lookup; empty values count as unset.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |k: &str| lookup(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
-        let secs = |var: &'static str, default: u64| -> Result<Duration, ConfigError> {
+        let secs_from = |var: &'static str, default: u64, min: u64| -> Result<Duration, ConfigError> {
             match get(var) {
                 None => Ok(Duration::from_secs(default)),
                 Some(v) => match v.parse::<u64>() {
-                    Ok(n) if n > 0 => Ok(Duration::from_secs(n)),
+                    Ok(n) if n >= min => Ok(Duration::from_secs(n)),
+                    _ if min == 0 => Err(bad(var, "must be a whole number of seconds")),
                     _ => Err(bad(var, "must be a positive whole number of seconds")),
                 },
             }
         };
+        let secs = |var: &'static str, default: u64| secs_from(var, default, 1);
 
         let listen_addr: SocketAddr = get("LISTEN_ADDR")
             .unwrap_or_else(|| "127.0.0.1:8080".into())
@@ -150,10 +152,10 @@ impl Config {
             ));
         }
         let smtp_url = get("SMTP_URL").map(Secret::new);
-        if let Some(url) = &smtp_url {
-            if !(url.expose().starts_with("smtp://") || url.expose().starts_with("smtps://")) {
-                return Err(bad("SMTP_URL", "must start with smtp:// or smtps://"));
-            }
+        if let Some(url) = &smtp_url
+            && !(url.expose().starts_with("smtp://") || url.expose().starts_with("smtps://"))
+        {
+            return Err(bad("SMTP_URL", "must start with smtp:// or smtps://"));
         }
         let log_format = match get("LOG_FORMAT").as_deref() {
             None | Some("pretty") => LogFormat::Pretty,
@@ -161,16 +163,16 @@ impl Config {
             Some(_) => return Err(bad("LOG_FORMAT", "must be pretty or json")),
         };
         let stripe_api_base = get("STRIPE_API_BASE");
-        if let Some(base) = &stripe_api_base {
-            if !(base.starts_with("http://") || base.starts_with("https://")) {
-                return Err(bad("STRIPE_API_BASE", "must be an absolute http(s) URL"));
-            }
+        if let Some(base) = &stripe_api_base
+            && !(base.starts_with("http://") || base.starts_with("https://"))
+        {
+            return Err(bad("STRIPE_API_BASE", "must be an absolute http(s) URL"));
         }
 
         let limits = Limits {
             access_token_ttl: secs("ACCESS_TOKEN_TTL_SECS", 15 * 60)?,
             refresh_token_ttl: secs("REFRESH_TOKEN_TTL_SECS", 30 * 24 * 3600)?,
-            refresh_reuse_grace: secs("REFRESH_REUSE_GRACE_SECS", 10)?,
+            refresh_reuse_grace: secs_from("REFRESH_REUSE_GRACE_SECS", 10, 0)?,
             request_timeout: secs("REQUEST_TIMEOUT_SECS", 30)?,
             db_max_connections: match get("DB_MAX_CONNECTIONS") {
                 None => 10,

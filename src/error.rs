@@ -162,7 +162,7 @@ impl IntoResponse for AppError {
         let request_id = current_request_id();
         let message = match &self {
             Self::Internal(cause) => {
-                tracing::error!(request_id = %request_id, error = ?cause, "internal error");
+                tracing::error!(request_id = %request_id, error = %format_args!("{cause:#}"), "internal error");
                 "internal error".to_string()
             }
             other => other.to_string(),

@@ -158,8 +158,8 @@ impl AccountRepo for SqlRepo {
 
     async fn account_session_live(&self, session_id: Uuid, account_id: Uuid) -> RepoResult<bool> {
         on_db!(self, p => {
-            let live: Option<i64> = sqlx::query_scalar(
-                "SELECT 1 FROM account_sessions WHERE id = $1 AND account_id = $2 AND revoked_at IS NULL",
+            let live: Option<Uuid> = sqlx::query_scalar(
+                "SELECT id FROM account_sessions WHERE id = $1 AND account_id = $2 AND revoked_at IS NULL",
             )
             .bind(session_id)
             .bind(account_id)

@@ -56,8 +56,8 @@ impl ApiKeyRepo for SqlRepo {
 
     async fn revoke_api_key(&self, store_id: Uuid, id: Uuid, now: i64) -> RepoResult<bool> {
         on_db!(self, p => {
-            let found: Option<i64> = sqlx::query_scalar(
-                "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $3) WHERE store_id = $1 AND id = $2 RETURNING 1",
+            let found: Option<Uuid> = sqlx::query_scalar(
+                "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $3) WHERE store_id = $1 AND id = $2 RETURNING id",
             )
             .bind(store_id)
             .bind(id)

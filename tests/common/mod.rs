@@ -1,0 +1,300 @@
+//! Test harness: the real app on 127.0.0.1:0 against a real database, one per test.
+//! SQLite always; Postgres when TEST_DATABASE_URL is set (a fresh database per test).
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde_json::{Value, json};
+use sqlx::{Connection, Executor};
+use storecrm::app::{self, AppState};
+use storecrm::config::Config;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+pub const SECRET_KEY: &str = "test-secret-key-0123456789abcdef-0123456789abcdef";
+pub const PASSWORD: &str = "correct horse battery staple";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// One running server. Several can share one database (`sibling`).
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub backend: Backend,
+    pub database_url: String,
+    pub state: AppState,
+    vars: HashMap<String, String>,
+    dir: PathBuf,
+    pg: Option<(String, String)>,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+fn pg_admin_url() -> Option<String> {
+    std::env::var("TEST_DATABASE_URL").ok().filter(|v| !v.is_empty())
+}
+
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = url.split_once('?').map(|(b, q)| (b, Some(q))).unwrap_or((url, None));
+    let root = &base[..base.rfind('/').expect("TEST_DATABASE_URL has a database path")];
+    match query {
+        Some(q) => format!("{root}/{db}?{q}"),
+        None => format!("{root}/{db}"),
+    }
+}
+
+/// Creates a fresh database, after dropping ones that earlier runs left behind an hour ago.
+async fn fresh_pg_database(admin_url: &str) -> String {
+    let mut conn = sqlx::PgConnection::connect(admin_url).await.expect("connect to TEST_DATABASE_URL");
+    let now = storecrm::now();
+    let names: Vec<String> = sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'sc\\_test\\_%'")
+        .fetch_all(&mut conn)
+        .await
+        .expect("list test databases");
+    for name in names {
+        let stamp = name.split('_').nth(2).and_then(|t| t.parse::<i64>().ok()).unwrap_or(0);
+        if now - stamp > 3600 {
+            let _ = conn.execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))).await;
+        }
+    }
+    let name = format!("sc_test_{now}_{}", uuid::Uuid::now_v7().simple());
+    conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).await.expect("create test database");
+    name
+}
+
+impl TestApp {
+    /// `None` for Postgres when TEST_DATABASE_URL is not set.
+    pub async fn spawn(backend: Backend) -> Option<TestApp> {
+        Self::spawn_with(backend, &[]).await
+    }
+
+    pub async fn spawn_with(backend: Backend, overrides: &[(&str, &str)]) -> Option<TestApp> {
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .try_init();
+        let dir = std::env::temp_dir().join(format!("storecrm-test-{}", uuid::Uuid::now_v7().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (database_url, pg) = match backend {
+            Backend::Sqlite => (format!("sqlite://{}", dir.join("crm.db").display()), None),
+            Backend::Postgres => {
+                let admin = pg_admin_url()?;
+                let db = fresh_pg_database(&admin).await;
+                (with_database(&admin, &db), Some((admin, db)))
+            }
+        };
+        let mut vars: HashMap<String, String> = HashMap::from([
+            ("DATABASE_URL".into(), database_url.clone()),
+            ("SECRET_KEY".into(), SECRET_KEY.into()),
+            ("MAIL_DIR".into(), dir.join("mail").display().to_string()),
+            ("DB_MAX_CONNECTIONS".into(), "5".into()),
+        ]);
+        for (k, v) in overrides {
+            vars.insert(k.to_string(), v.to_string());
+        }
+        Some(Self::start(backend, vars, dir, pg).await)
+    }
+
+    async fn start(
+        backend: Backend,
+        vars: HashMap<String, String>,
+        dir: PathBuf,
+        pg: Option<(String, String)>,
+    ) -> Self {
+        let config = Config::from_lookup(|k| vars.get(k).cloned()).expect("test config");
+        let state = app::build_state(config).await.expect("build state");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel::<()>();
+        let server_state = state.clone();
+        let server = tokio::spawn(async move {
+            app::serve(listener, server_state, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        TestApp {
+            base,
+            http: reqwest::Client::new(),
+            backend,
+            database_url: vars["DATABASE_URL"].clone(),
+            state,
+            vars,
+            dir,
+            pg,
+            shutdown: Some(tx),
+            server: Some(server),
+        }
+    }
+
+    /// A second instance on the same database, as behind a load balancer.
+    pub async fn sibling(&self) -> TestApp {
+        let mut s = Self::start(self.backend, self.vars.clone(), self.dir.clone(), None).await;
+        s.dir = PathBuf::new();
+        s
+    }
+
+    /// Stops the server and removes its database.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+        if let Some((admin, db)) = self.pg.take()
+            && let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await
+        {
+            let _ = conn.execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))).await;
+        }
+        if !self.dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    pub fn req(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.base))
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut r = self.req(method, path);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        read(r.send().await.expect("request sent")).await
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        self.call(Method::GET, path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, token, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+        self.call(Method::PUT, path, token, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        self.call(Method::DELETE, path, token, None).await
+    }
+
+    /// Creates an account through the service (there is no public sign-up route), with a unique email.
+    pub async fn account(&self, name: &str) -> String {
+        let email = format!("{name}-{}@example.com", &uuid::Uuid::now_v7().simple().to_string()[20..]);
+        self.state.services.accounts.create(&email, PASSWORD).await.expect("create account");
+        email
+    }
+
+    pub async fn login(&self, email: &str) -> Value {
+        let (status, body) = self.post("/v1/auth/login", None, json!({"email": email, "password": PASSWORD})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    /// A new account, logged in, owning a new store.
+    pub async fn admin(&self, name: &str) -> Admin {
+        let email = self.account(name).await;
+        let tokens = self.login(&email).await;
+        let token = tokens["access_token"].as_str().unwrap().to_string();
+        let (status, store) = self.post("/v1/stores", Some(&token), json!({"name": format!("{name}'s shop")})).await;
+        assert_eq!(status, StatusCode::CREATED, "{store}");
+        Admin {
+            email,
+            token,
+            refresh_token: tokens["refresh_token"].as_str().unwrap().into(),
+            store_id: store["id"].as_str().unwrap().into(),
+        }
+    }
+}
+
+pub struct Admin {
+    pub email: String,
+    pub token: String,
+    pub refresh_token: String,
+    pub store_id: String,
+}
+
+impl Admin {
+    pub fn store(&self, rest: &str) -> String {
+        format!("/v1/stores/{}{rest}", self.store_id)
+    }
+}
+
+pub async fn read(resp: Response) -> (StatusCode, Value) {
+    let status = resp.status();
+    let request_id = resp.headers().get("x-request-id").map(|v| v.to_str().unwrap().to_string());
+    assert!(request_id.is_some(), "every response carries x-request-id");
+    let text = resp.text().await.unwrap();
+    let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    if status.is_client_error() || status.is_server_error() {
+        assert_error_shape(status, &body);
+        assert_eq!(body["request_id"].as_str(), request_id.as_deref(), "body and header request ids agree");
+    }
+    (status, body)
+}
+
+/// The contract's error body: code, message, status_code, request_id; validation_errors on 422 only.
+pub fn assert_error_shape(status: StatusCode, body: &Value) {
+    let code = body["error"].as_str().unwrap_or_else(|| panic!("error code missing in {body}"));
+    assert!(!code.is_empty() && code.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{code}");
+    assert!(body["message"].is_string(), "{body}");
+    assert_eq!(body["status_code"].as_u64(), Some(u64::from(status.as_u16())), "{body}");
+    assert!(body["request_id"].as_str().is_some_and(|r| !r.is_empty()), "{body}");
+    assert_eq!(body.get("validation_errors").is_some(), status == StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+}
+
+/// Asserts status and error code together.
+#[track_caller]
+pub fn expect_error(got: &(StatusCode, Value), status: u16, code: &str) {
+    assert_eq!(got.0.as_u16(), status, "{}", got.1);
+    assert_eq!(got.1["error"], code, "{}", got.1);
+}
+
+/// Runs each listed `async fn(&TestApp)` once per backend: `sqlite::name` and `postgres::name`.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let app = $crate::common::TestApp::spawn($crate::common::Backend::Sqlite).await.unwrap();
+                    super::$name(&app).await;
+                    app.stop().await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(app) = $crate::common::TestApp::spawn($crate::common::Backend::Postgres).await else {
+                        eprintln!("TEST_DATABASE_URL is not set: Postgres case skipped");
+                        return;
+                    };
+                    super::$name(&app).await;
+                    app.stop().await;
+                }
+            )*
+        }
+    };
+}
