@@ -2,6 +2,7 @@
 
 mod cursor;
 mod email;
+pub mod taxonomy;
 mod text;
 
 pub use cursor::{Cursor, Page};

@@ -4,7 +4,9 @@ pub mod auth;
 pub mod extract;
 pub mod middleware;
 pub mod ops;
+pub mod profiles;
 pub mod stores;
+pub mod taxonomies;
 
 use std::time::Duration;
 
@@ -62,6 +64,8 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(ops::router())
         .merge(auth::router())
         .merge(stores::router())
+        .merge(taxonomies::router())
+        .merge(profiles::router())
         .split_for_parts()
 }
 

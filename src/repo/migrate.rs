@@ -20,8 +20,8 @@ macro_rules! migrations {
     };
 }
 
-const POSTGRES: &[Migration] = migrations!("postgres": 1 => "0001_foundation");
-const SQLITE: &[Migration] = migrations!("sqlite": 1 => "0001_foundation");
+const POSTGRES: &[Migration] = migrations!("postgres": 1 => "0001_foundation", 2 => "0002_profiles");
+const SQLITE: &[Migration] = migrations!("sqlite": 1 => "0001_foundation", 2 => "0002_profiles");
 
 #[derive(Debug, Serialize)]
 pub struct MigrationReport {

@@ -4,16 +4,24 @@
 //! `postgres` and `sqlite` hold what is backend-specific: connecting, write transactions and
 //! the migration lists.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use uuid::Uuid;
+
+use crate::domain::Email;
+use crate::domain::taxonomy::{FieldDef, Filter, TaxonomyValue};
 
 mod accounts;
 mod api_keys;
 mod migrate;
 pub mod postgres;
+mod profiles;
 mod row;
+mod sql;
 pub mod sqlite;
 mod stores;
+mod taxonomies;
 
 pub use migrate::MigrationReport;
 
@@ -62,6 +70,8 @@ pub(crate) use on_db;
 pub(crate) trait BeginWrite {
     type Database: sqlx::Database;
     async fn begin_write(&self) -> sqlx::Result<sqlx::Transaction<'static, Self::Database>>;
+    /// The row-lock suffix for a SELECT inside a write transaction (SQLite's lock is the whole database).
+    fn for_update(&self) -> &'static str;
 }
 
 #[derive(Clone, Debug)]
@@ -172,6 +182,139 @@ pub struct ApiKeyRow {
     pub revoked_at: Option<i64>,
 }
 
+#[derive(Debug, Clone)]
+pub struct TaxonomyRow {
+    pub store_id: Uuid,
+    pub id: Uuid,
+    pub key: String,
+    pub parent_id: Option<Uuid>,
+    pub schema: Vec<FieldDef>,
+    pub status: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfileRow {
+    pub store_id: Uuid,
+    pub id: Uuid,
+    pub email: Option<String>,
+    pub verified: bool,
+    pub status: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A live session as listed on a profile: no secret.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionSummary {
+    pub id: Uuid,
+    pub created_at: i64,
+    pub last_used_at: i64,
+    pub refresh_expires_at: i64,
+    pub verified: bool,
+    pub user_agent: Option<String>,
+}
+
+/// A magic code as listed on a profile: no code, no hash.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CodeSummary {
+    pub id: Uuid,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub used: bool,
+    pub attempts: i64,
+}
+
+/// A profile with everything the admin view shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfileDetails {
+    pub profile: ProfileRow,
+    pub values: Vec<TaxonomyValue>,
+    pub promo_usage: Vec<(String, i64)>,
+    pub sessions: Vec<SessionSummary>,
+    pub codes: Vec<CodeSummary>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewProfile {
+    pub store_id: Uuid,
+    pub id: Uuid,
+    pub email: Option<Email>,
+    pub verified: bool,
+    pub status: String,
+    pub values: Vec<TaxonomyValue>,
+    pub created_at: i64,
+}
+
+/// What an update changes; `None` leaves a part as it is.
+#[derive(Debug, Clone, Default)]
+pub struct ProfileChange {
+    /// `Some(None)` clears the email. A changed email is not verified.
+    pub email: Option<Option<Email>>,
+    pub values: Option<Vec<TaxonomyValue>>,
+    pub status: Option<String>,
+    pub now: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortField {
+    CreatedAt,
+    UpdatedAt,
+    Email,
+}
+
+/// The position after which a page starts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SortValue {
+    Int(i64),
+    Text(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct ProfileSearch {
+    pub store_id: Uuid,
+    pub status: Option<String>,
+    /// Lower-cased substring of email or text taxonomy values.
+    pub text: Option<String>,
+    /// Set when `query` is a UUID: an exact id also matches.
+    pub id: Option<Uuid>,
+    pub filters: Vec<Filter>,
+    pub sort: SortField,
+    pub descending: bool,
+    pub after: Option<(SortValue, Uuid)>,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderRow {
+    pub store_id: Uuid,
+    pub order_id: String,
+    pub profile_id: Uuid,
+    pub total: Option<i64>,
+    pub currency: Option<String>,
+    pub status: Option<String>,
+    pub placed_at: Option<i64>,
+    pub metadata: serde_json::Value,
+    pub created_at: i64,
+}
+
+#[derive(Debug)]
+pub enum LinkOutcome {
+    Linked(OrderRow),
+    /// Already linked to this profile: the existing link.
+    Existing(OrderRow),
+    /// Linked to another profile of the store.
+    Elsewhere,
+}
+
+#[derive(Debug)]
+pub enum MergeOutcome {
+    Merged,
+    /// Target or source is not a profile of the store.
+    NotFound,
+}
+
 // ---- traits ------------------------------------------------------------------------------
 
 #[async_trait]
@@ -223,8 +366,60 @@ pub trait ApiKeyRepo {
     async fn use_api_key(&self, store_id: Uuid, key_hash: &[u8; 32], now: i64) -> RepoResult<Option<Uuid>>;
 }
 
-pub trait Repo: HealthRepo + AccountRepo + StoreRepo + ApiKeyRepo + Send + Sync + 'static {}
-impl<T: HealthRepo + AccountRepo + StoreRepo + ApiKeyRepo + Send + Sync + 'static> Repo for T {}
+#[async_trait]
+pub trait TaxonomyRepo {
+    /// `Conflict` when the key is taken.
+    async fn insert_taxonomy(&self, t: &TaxonomyRow) -> RepoResult<()>;
+    async fn taxonomy(&self, store_id: Uuid, id: Option<Uuid>, key: &str) -> RepoResult<Option<TaxonomyRow>>;
+    async fn taxonomies(&self, store_id: Uuid, after: Option<Uuid>, limit: u32) -> RepoResult<Vec<TaxonomyRow>>;
+    /// Schemas of the store's taxonomies among `ids` (active ones only, if `only_active`).
+    async fn schemas(
+        &self,
+        store_id: Uuid,
+        ids: &[Uuid],
+        only_active: bool,
+    ) -> RepoResult<HashMap<Uuid, Vec<FieldDef>>>;
+    /// Saves the definition and, in the same transaction, drops stored values of `dropped_fields`.
+    async fn update_taxonomy(&self, t: &TaxonomyRow, dropped_fields: &[String]) -> RepoResult<()>;
+    /// Deletes the definition and every value stored under it.
+    async fn delete_taxonomy(&self, store_id: Uuid, id: Uuid) -> RepoResult<bool>;
+}
+
+#[async_trait]
+pub trait ProfileRepo {
+    /// Inserts the profile unless its email is taken; returns the stored profile and whether it is new.
+    async fn create_profile(&self, p: &NewProfile) -> RepoResult<(ProfileDetails, bool)>;
+    async fn profile(&self, store_id: Uuid, id: Uuid) -> RepoResult<Option<ProfileDetails>>;
+    async fn find_profiles(&self, search: &ProfileSearch) -> RepoResult<Vec<ProfileDetails>>;
+    /// `Conflict` when the new email belongs to another profile.
+    async fn update_profile(
+        &self,
+        store_id: Uuid,
+        id: Uuid,
+        change: &ProfileChange,
+    ) -> RepoResult<Option<ProfileDetails>>;
+    /// §3.1, in one transaction.
+    async fn merge_profiles(&self, store_id: Uuid, target: Uuid, source: Uuid, now: i64) -> RepoResult<MergeOutcome>;
+    /// Deletes the profile and every row holding its personal data.
+    async fn erase_profile(&self, store_id: Uuid, id: Uuid) -> RepoResult<bool>;
+    async fn link_order(&self, order: &OrderRow) -> RepoResult<LinkOutcome>;
+    async fn orders(
+        &self,
+        store_id: Uuid,
+        profile_id: Uuid,
+        after: Option<(i64, String)>,
+        limit: u32,
+    ) -> RepoResult<Vec<OrderRow>>;
+}
+
+pub trait Repo:
+    HealthRepo + AccountRepo + StoreRepo + ApiKeyRepo + TaxonomyRepo + ProfileRepo + Send + Sync + 'static
+{
+}
+impl<T> Repo for T where
+    T: HealthRepo + AccountRepo + StoreRepo + ApiKeyRepo + TaxonomyRepo + ProfileRepo + Send + Sync + 'static
+{
+}
 
 #[async_trait]
 impl HealthRepo for SqlRepo {

@@ -19,4 +19,7 @@ impl BeginWrite for PgPool {
     async fn begin_write(&self) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
         self.begin().await
     }
+    fn for_update(&self) -> &'static str {
+        " FOR UPDATE"
+    }
 }

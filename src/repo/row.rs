@@ -5,17 +5,25 @@ use uuid::Uuid;
 
 pub(crate) trait RowExt {
     fn uuid(&self, col: &str) -> sqlx::Result<Uuid>;
+    fn opt_uuid(&self, col: &str) -> sqlx::Result<Option<Uuid>>;
     fn int(&self, col: &str) -> sqlx::Result<i64>;
     fn opt_int(&self, col: &str) -> sqlx::Result<Option<i64>>;
     fn text(&self, col: &str) -> sqlx::Result<String>;
     fn opt_text(&self, col: &str) -> sqlx::Result<Option<String>>;
     fn strings(&self, col: &str) -> sqlx::Result<Vec<String>>;
+    fn boolean(&self, col: &str) -> sqlx::Result<bool>;
+    fn opt_bool(&self, col: &str) -> sqlx::Result<Option<bool>>;
+    fn opt_float(&self, col: &str) -> sqlx::Result<Option<f64>>;
+    fn json<T: serde::de::DeserializeOwned>(&self, col: &str) -> sqlx::Result<T>;
 }
 
 macro_rules! impl_row_ext {
     ($row:ty) => {
         impl RowExt for $row {
             fn uuid(&self, col: &str) -> sqlx::Result<Uuid> {
+                self.try_get(col)
+            }
+            fn opt_uuid(&self, col: &str) -> sqlx::Result<Option<Uuid>> {
                 self.try_get(col)
             }
             fn int(&self, col: &str) -> sqlx::Result<i64> {
@@ -32,6 +40,18 @@ macro_rules! impl_row_ext {
             }
             fn strings(&self, col: &str) -> sqlx::Result<Vec<String>> {
                 self.try_get::<sqlx::types::Json<Vec<String>>, _>(col).map(|j| j.0)
+            }
+            fn boolean(&self, col: &str) -> sqlx::Result<bool> {
+                self.try_get(col)
+            }
+            fn opt_bool(&self, col: &str) -> sqlx::Result<Option<bool>> {
+                self.try_get(col)
+            }
+            fn opt_float(&self, col: &str) -> sqlx::Result<Option<f64>> {
+                self.try_get(col)
+            }
+            fn json<T: serde::de::DeserializeOwned>(&self, col: &str) -> sqlx::Result<T> {
+                self.try_get::<sqlx::types::Json<T>, _>(col).map(|j| j.0)
             }
         }
     };

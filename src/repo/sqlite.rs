@@ -30,4 +30,7 @@ impl BeginWrite for SqlitePool {
     async fn begin_write(&self) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
         self.begin_with("BEGIN IMMEDIATE").await
     }
+    fn for_update(&self) -> &'static str {
+        ""
+    }
 }

@@ -2,7 +2,9 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod profiles;
 pub mod stores;
+pub mod taxonomies;
 
 use std::sync::Arc;
 
@@ -14,7 +16,9 @@ use crate::repo::Repo;
 pub struct Services {
     pub accounts: accounts::Accounts,
     pub auth: auth::Auth,
+    pub profiles: profiles::Profiles,
     pub stores: stores::Stores,
+    pub taxonomies: taxonomies::Taxonomies,
 }
 
 impl Services {
@@ -22,7 +26,9 @@ impl Services {
         Self {
             accounts: accounts::Accounts::new(repo.clone(), keys.clone(), limits),
             auth: auth::Auth::new(repo.clone(), keys),
-            stores: stores::Stores::new(repo),
+            profiles: profiles::Profiles::new(repo.clone()),
+            stores: stores::Stores::new(repo.clone()),
+            taxonomies: taxonomies::Taxonomies::new(repo),
         }
     }
 }

@@ -298,3 +298,65 @@ macro_rules! backend_tests {
         }
     };
 }
+
+/// A value bound into raw SQL run by a test.
+#[derive(Clone, Debug)]
+pub enum Bind {
+    U(uuid::Uuid),
+    S(String),
+    I(i64),
+    B(Vec<u8>),
+}
+
+macro_rules! bind_all {
+    ($q:expr, $binds:expr) => {{
+        let mut q = $q;
+        for b in $binds {
+            q = match b {
+                Bind::U(v) => q.bind(*v),
+                Bind::S(v) => q.bind(v.clone()),
+                Bind::I(v) => q.bind(*v),
+                Bind::B(v) => q.bind(v.clone()),
+            };
+        }
+        q
+    }};
+}
+
+impl TestApp {
+    /// Runs raw SQL against the app's database on a separate connection (`$n` placeholders).
+    pub async fn exec(&self, sql: &str, binds: &[Bind]) {
+        use sqlx::Connection;
+        let sql = sqlx::AssertSqlSafe(sql.to_string());
+        match self.backend {
+            Backend::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&self.database_url).await.unwrap();
+                bind_all!(sqlx::query(sql), binds).execute(&mut c).await.unwrap();
+            }
+            Backend::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&self.database_url).await.unwrap();
+                bind_all!(sqlx::query(sql), binds).execute(&mut c).await.unwrap();
+            }
+        }
+    }
+
+    /// A single integer from raw SQL (`SELECT COUNT(*) ...`).
+    pub async fn scalar(&self, sql: &str, binds: &[Bind]) -> i64 {
+        use sqlx::Connection;
+        let sql = sqlx::AssertSqlSafe(sql.to_string());
+        match self.backend {
+            Backend::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&self.database_url).await.unwrap();
+                bind_all!(sqlx::query_scalar::<_, i64>(sql), binds).fetch_one(&mut c).await.unwrap()
+            }
+            Backend::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&self.database_url).await.unwrap();
+                bind_all!(sqlx::query_scalar::<_, i64>(sql), binds).fetch_one(&mut c).await.unwrap()
+            }
+        }
+    }
+}
+
+pub fn uuid(v: &Value) -> uuid::Uuid {
+    v.as_str().unwrap_or_else(|| panic!("not a uuid: {v}")).parse().unwrap()
+}

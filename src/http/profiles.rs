@@ -1,0 +1,391 @@
+//! `/v1/stores/{storeId}/profiles`: the admin side of profiles.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::domain::taxonomy::{TaxonomyEntry, entries_from_values};
+use crate::domain::{Cursor, double_option};
+use crate::error::{AppError, AppResult, ErrorBody};
+use crate::http::extract::{Json, Path, Query};
+use crate::http::stores::Deleted;
+use crate::http::{ListQuery, Paged};
+use crate::repo::{OrderRow, ProfileDetails};
+use crate::services::auth::AdminAuth;
+use crate::services::profiles::{FindParams, OrderInput, ProfileUpdate};
+
+#[derive(Serialize, ToSchema)]
+pub struct PromoUsage {
+    pub promo_code_id: String,
+    pub uses: i64,
+}
+
+/// A live session, without its tokens.
+#[derive(Serialize, ToSchema)]
+pub struct AuthTokenInfo {
+    pub id: Uuid,
+    pub created_at: i64,
+    pub last_used_at: i64,
+    pub refresh_expires_at: i64,
+    pub is_verified: bool,
+    pub user_agent: Option<String>,
+}
+
+/// A magic code, without the code.
+#[derive(Serialize, ToSchema)]
+pub struct VerificationCodeInfo {
+    pub id: Uuid,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub used: bool,
+    pub attempts: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Profile {
+    pub id: Uuid,
+    pub store_id: Uuid,
+    pub email: Option<String>,
+    pub verified: bool,
+    /// `active` or `archived`.
+    pub status: String,
+    pub taxonomies: Vec<TaxonomyEntry>,
+    pub promo_usage: Vec<PromoUsage>,
+    pub auth_tokens: Vec<AuthTokenInfo>,
+    pub verification_codes: Vec<VerificationCodeInfo>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl From<ProfileDetails> for Profile {
+    fn from(d: ProfileDetails) -> Self {
+        let p = d.profile;
+        Self {
+            id: p.id,
+            store_id: p.store_id,
+            email: p.email,
+            verified: p.verified,
+            status: p.status,
+            taxonomies: entries_from_values(d.values),
+            promo_usage: d
+                .promo_usage
+                .into_iter()
+                .map(|(promo_code_id, uses)| PromoUsage { promo_code_id, uses })
+                .collect(),
+            auth_tokens: d
+                .sessions
+                .into_iter()
+                .map(|s| AuthTokenInfo {
+                    id: s.id,
+                    created_at: s.created_at,
+                    last_used_at: s.last_used_at,
+                    refresh_expires_at: s.refresh_expires_at,
+                    is_verified: s.verified,
+                    user_agent: s.user_agent,
+                })
+                .collect(),
+            verification_codes: d
+                .codes
+                .into_iter()
+                .map(|c| VerificationCodeInfo {
+                    id: c.id,
+                    created_at: c.created_at,
+                    expires_at: c.expires_at,
+                    used: c.used,
+                    attempts: c.attempts,
+                })
+                .collect(),
+            created_at: p.created_at,
+            updated_at: p.updated_at,
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct CreateProfile {
+    pub email: String,
+    #[serde(default)]
+    pub taxonomies: Vec<TaxonomyEntry>,
+}
+
+/// Absent fields stay. `taxonomies` replaces all entries. A changed email is no longer verified;
+/// `email: null` removes it.
+#[derive(Deserialize, ToSchema)]
+pub struct UpdateProfile {
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub email: Option<Option<String>>,
+    pub taxonomies: Option<Vec<TaxonomyEntry>>,
+    pub status: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct MergeRequest {
+    /// The profile merged into the target and then deleted.
+    #[serde(alias = "sourceId")]
+    pub source_id: Uuid,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FindQuery {
+    /// Case-insensitive substring of the email or a text taxonomy value, or an exact profile id.
+    pub query: Option<String>,
+    /// JSON-encoded `TaxonomyQuery[]`; all filters and fields are AND-ed.
+    pub taxonomy_query: Option<String>,
+    /// `active` or `archived`.
+    pub status: Option<String>,
+    /// 1–200, default 50.
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+    /// `created_at` (default), `updated_at` or `email`.
+    pub sort_field: Option<String>,
+    /// `asc` (default) or `desc`.
+    pub sort_direction: Option<String>,
+}
+
+/// An order of the commerce system linked to a profile.
+#[derive(Serialize, ToSchema)]
+pub struct Order {
+    pub order_id: String,
+    pub profile_id: Uuid,
+    /// Minor units.
+    pub total: Option<i64>,
+    pub currency: Option<String>,
+    pub status: Option<String>,
+    pub placed_at: Option<i64>,
+    #[schema(value_type = Object)]
+    pub metadata: Value,
+    pub created_at: i64,
+}
+
+impl From<OrderRow> for Order {
+    fn from(o: OrderRow) -> Self {
+        Self {
+            order_id: o.order_id,
+            profile_id: o.profile_id,
+            total: o.total,
+            currency: o.currency,
+            status: o.status,
+            placed_at: o.placed_at,
+            metadata: o.metadata,
+            created_at: o.created_at,
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct LinkOrder {
+    #[serde(alias = "orderId")]
+    pub order_id: String,
+    pub total: Option<i64>,
+    /// ISO 4217, e.g. `EUR`.
+    pub currency: Option<String>,
+    pub status: Option<String>,
+    #[serde(alias = "placedAt")]
+    pub placed_at: Option<i64>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+}
+
+/// Everything storecrm holds about one profile.
+#[derive(Serialize, ToSchema)]
+pub struct ProfileExport {
+    pub profile: Profile,
+    pub orders: Vec<Order>,
+    /// Live sessions (metadata only).
+    pub sessions: Vec<AuthTokenInfo>,
+    pub exported_at: i64,
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_profile, find_profiles))
+        .routes(routes!(get_profile, update_profile, erase_profile))
+        .routes(routes!(merge_profiles))
+        .routes(routes!(export_profile))
+        .routes(routes!(link_order, list_orders))
+}
+
+/// Create a profile; idempotent on email (201 new, 200 existing).
+#[utoipa::path(post, path = "/v1/stores/{storeId}/profiles", tag = "profiles", security(("bearer" = [])),
+    params(("storeId" = Uuid, Path)), request_body = CreateProfile,
+    responses((status = 201, body = Profile), (status = 200, body = Profile, description = "existing profile"),
+              (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create_profile(
+    State(state): State<AppState>,
+    auth: AdminAuth,
+    Json(body): Json<CreateProfile>,
+) -> AppResult<(StatusCode, Json<Profile>)> {
+    let (details, created) = state.services.profiles.create(auth.store_id, &body.email, &body.taxonomies).await?;
+    Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(details.into())))
+}
+
+/// Search and list profiles with keyset paging.
+#[utoipa::path(get, path = "/v1/stores/{storeId}/profiles", tag = "profiles", security(("bearer" = [])),
+    params(("storeId" = Uuid, Path), FindQuery),
+    responses((status = 200, body = Paged<Profile>), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+pub async fn find_profiles(
+    State(state): State<AppState>,
+    auth: AdminAuth,
+    Query(q): Query<FindQuery>,
+) -> AppResult<Json<Paged<Profile>>> {
+    let params = FindParams {
+        query: q.query,
+        taxonomy_query: q.taxonomy_query,
+        status: q.status,
+        limit: q.limit,
+        cursor: q.cursor,
+        sort_field: q.sort_field,
+        sort_direction: q.sort_direction,
+    };
+    let (rows, cursor) = state.services.profiles.find(auth.store_id, params).await?;
+    Ok(Json(Paged { items: rows.into_iter().map(Profile::from).collect(), cursor }))
+}
+
+/// One profile.
+#[utoipa::path(get, path = "/v1/stores/{storeId}/profiles/{id}", tag = "profiles", security(("bearer" = [])),
+    params(("storeId" = Uuid, Path), ("id" = Uuid, Path)),
+    responses((status = 200, body = Profile), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_profile(
+    State(state): State<AppState>,
+    auth: AdminAuth,
+    Path(path): Path<(Uuid, Uuid)>,
+) -> AppResult<Json<Profile>> {
+    Ok(Json(state.services.profiles.get(auth.store_id, path.1).await?.into()))
+}
+
+/// Change a profile's email, taxonomies or status.
+#[utoipa::path(put, path = "/v1/stores/{storeId}/profiles/{id}", tag = "profiles", security(("bearer" = [])),
+    params(("storeId" = Uuid, Path), ("id" = Uuid, Path)), request_body = UpdateProfile,
+    responses((status = 200, body = Profile), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody, description = "email_taken"), (status = 422, body = ErrorBody)))]
+pub async fn update_profile(
+    State(state): State<AppState>,
+    auth: AdminAuth,
+    Path(path): Path<(Uuid, Uuid)>,
+    Json(body): Json<UpdateProfile>,
+) -> AppResult<Json<Profile>> {
+    let update = ProfileUpdate { email: body.email, taxonomies: body.taxonomies, status: body.status };
+    Ok(Json(state.services.profiles.update(auth.store_id, path.1, update).await?.into()))
+}
+
+/// GDPR erasure: the profile and all its personal data are deleted and its sessions end.
+#[utoipa::path(delete, path = "/v1/stores/{storeId}/profiles/{id}", tag = "profiles", security(("bearer" = [])),
+    params(("storeId" = Uuid, Path), ("id" = Uuid, Path)),
+    responses((status = 200, body = Deleted), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn erase_profile(
+    State(state): State<AppState>,
+    auth: AdminAuth,
+    Path(path): Path<(Uuid, Uuid)>,
+) -> AppResult<Json<Deleted>> {
+    state.services.profiles.erase(auth.store_id, path.1).await?;
+    Ok(Json(Deleted { deleted: true }))
+}
+
+/// Merge `source_id` into this profile (§3.1), in one transaction; the source is deleted.
+#[utoipa::path(post, path = "/v1/stores/{storeId}/profiles/{id}/merge", tag = "profiles", security(("bearer" = [])),
+    params(("storeId" = Uuid, Path), ("id" = Uuid, Path, description = "the target")), request_body = MergeRequest,
+    responses((status = 200, body = Profile), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 422, body = ErrorBody, description = "source is the target")))]
+pub async fn merge_profiles(
+    State(state): State<AppState>,
+    auth: AdminAuth,
+    Path(path): Path<(Uuid, Uuid)>,
+    Json(body): Json<MergeRequest>,
+) -> AppResult<Json<Profile>> {
+    Ok(Json(state.services.profiles.merge(auth.store_id, path.1, body.source_id).await?.into()))
+}
+
+/// GDPR export: one JSON document with everything held about the profile.
+#[utoipa::path(get, path = "/v1/stores/{storeId}/profiles/{id}/export", tag = "profiles", security(("bearer" = [])),
+    params(("storeId" = Uuid, Path), ("id" = Uuid, Path)),
+    responses((status = 200, body = ProfileExport), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn export_profile(
+    State(state): State<AppState>,
+    auth: AdminAuth,
+    Path(path): Path<(Uuid, Uuid)>,
+) -> AppResult<Json<ProfileExport>> {
+    let export = state.services.profiles.export(auth.store_id, path.1).await?;
+    let profile = Profile::from(export.profile);
+    let sessions = profile
+        .auth_tokens
+        .iter()
+        .map(|t| AuthTokenInfo {
+            id: t.id,
+            created_at: t.created_at,
+            last_used_at: t.last_used_at,
+            refresh_expires_at: t.refresh_expires_at,
+            is_verified: t.is_verified,
+            user_agent: t.user_agent.clone(),
+        })
+        .collect();
+    Ok(Json(ProfileExport {
+        profile,
+        orders: export.orders.into_iter().map(Order::from).collect(),
+        sessions,
+        exported_at: crate::now(),
+    }))
+}
+
+/// Link an order to the profile (201; the same link again answers 200; an order of another profile 409).
+#[utoipa::path(post, path = "/v1/stores/{storeId}/profiles/{id}/orders", tag = "profiles", security(("bearer" = [])),
+    params(("storeId" = Uuid, Path), ("id" = Uuid, Path)), request_body = LinkOrder,
+    responses((status = 201, body = Order), (status = 200, body = Order), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "order_linked_elsewhere"),
+              (status = 422, body = ErrorBody)))]
+pub async fn link_order(
+    State(state): State<AppState>,
+    auth: AdminAuth,
+    Path(path): Path<(Uuid, Uuid)>,
+    Json(body): Json<LinkOrder>,
+) -> AppResult<(StatusCode, Json<Order>)> {
+    let input = OrderInput {
+        order_id: body.order_id,
+        total: body.total,
+        currency: body.currency,
+        status: body.status,
+        placed_at: body.placed_at,
+        metadata: body.metadata,
+    };
+    let (order, created) = state.services.profiles.link_order(auth.store_id, path.1, input).await?;
+    Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(order.into())))
+}
+
+/// The profile's linked orders, oldest link first.
+#[utoipa::path(get, path = "/v1/stores/{storeId}/profiles/{id}/orders", tag = "profiles", security(("bearer" = [])),
+    params(("storeId" = Uuid, Path), ("id" = Uuid, Path), ListQuery),
+    responses((status = 200, body = Paged<Order>), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn list_orders(
+    State(state): State<AppState>,
+    auth: AdminAuth,
+    Path(path): Path<(Uuid, Uuid)>,
+    Query(q): Query<ListQuery>,
+) -> AppResult<Json<Paged<Order>>> {
+    let scope = format!("orders:{}:{}", auth.store_id, path.1);
+    let limit = crate::domain::Page::parse(q.limit).map_err(|e| AppError::invalid("limit", e))?.limit;
+    let after = match q.cursor.as_deref().filter(|c| !c.is_empty()) {
+        None => None,
+        Some(c) => {
+            let cursor = Cursor::decode(c, &scope).map_err(|e| AppError::invalid("cursor", e))?;
+            match (cursor.after.first().and_then(Value::as_i64), cursor.after.get(1).and_then(Value::as_str)) {
+                (Some(at), Some(id)) => Some((at, id.to_string())),
+                _ => return Err(AppError::invalid("cursor", "invalid_cursor")),
+            }
+        }
+    };
+    let mut rows = state.services.profiles.orders(auth.store_id, path.1, after, limit + 1).await?;
+    let cursor = if rows.len() > limit as usize {
+        rows.truncate(limit as usize);
+        rows.last().map(|o| Cursor { after: vec![o.created_at.into(), o.order_id.clone().into()] }.encode(&scope))
+    } else {
+        None
+    };
+    Ok(Json(Paged { items: rows.into_iter().map(Order::from).collect(), cursor }))
+}
