@@ -41,6 +41,16 @@ enum Command {
         #[command(subcommand)]
         command: ApiKeysCommand,
     },
+    /// Insert synthetic profiles with taxonomy values (benchmarks, load tests) → {"seeded": {...}}
+    Seed {
+        #[arg(long)]
+        store: Uuid,
+        #[arg(long, default_value_t = 10_000)]
+        profiles: u64,
+        /// Profiles per transaction.
+        #[arg(long, default_value_t = 2_000)]
+        batch: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -162,6 +172,12 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             })?;
             let store = services.stores.create(account.id, &name).await.map_err(fail)?;
             print(json!({ "store": Store::from(store) }));
+        }
+        Command::Seed { store, profiles, batch } => {
+            services.stores.get(store).await.map_err(|_| anyhow::anyhow!("no store has the id {store}"))?;
+            let seeder = storecrm::services::seed::Seeder::new(state.repo.clone());
+            let report = seeder.seed(store, profiles, batch.clamp(1, 10_000)).await.map_err(fail)?;
+            print(json!({ "seeded": report }));
         }
         Command::ApiKeys { command: ApiKeysCommand::Create { store, name } } => {
             services.stores.get(store).await.map_err(|_| anyhow::anyhow!("no store has the id {store}"))?;

@@ -389,6 +389,9 @@ pub trait TaxonomyRepo {
 pub trait ProfileRepo {
     /// Inserts the profile unless its email is taken; returns the stored profile and whether it is new.
     async fn create_profile(&self, p: &NewProfile) -> RepoResult<(ProfileDetails, bool)>;
+    /// Inserts many profiles in one transaction with multi-row statements; emails already taken are
+    /// skipped. Returns how many were inserted.
+    async fn bulk_insert_profiles(&self, profiles: &[NewProfile]) -> RepoResult<u64>;
     async fn profile(&self, store_id: Uuid, id: Uuid) -> RepoResult<Option<ProfileDetails>>;
     async fn find_profiles(&self, search: &ProfileSearch) -> RepoResult<Vec<ProfileDetails>>;
     /// `Conflict` when the new email belongs to another profile.

@@ -86,14 +86,14 @@ fn order(r: &impl RowExt) -> sqlx::Result<OrderRow> {
     })
 }
 
-/// INSERT statements for a profile's values, in chunks.
-fn value_inserts(store_id: Uuid, profile_id: Uuid, values: &[TaxonomyValue]) -> Vec<SqlBuilder> {
-    values
-        .chunks(INSERT_CHUNK)
+/// INSERT statements for values, each tagged with its store and profile, in chunks.
+fn value_inserts<'a>(rows: impl IntoIterator<Item = (Uuid, Uuid, &'a TaxonomyValue)>) -> Vec<SqlBuilder> {
+    let rows: Vec<_> = rows.into_iter().collect();
+    rows.chunks(INSERT_CHUNK)
         .map(|chunk| {
             let mut b =
                 SqlBuilder::new(&format!("INSERT INTO profile_taxonomy_values ({VALUE_COLUMNS}, store_id) VALUES "));
-            for (i, v) in chunk.iter().enumerate() {
+            for (i, (store_id, profile_id, v)) in chunk.iter().enumerate() {
                 if i > 0 {
                     b.push(", ");
                 }
@@ -104,7 +104,7 @@ fn value_inserts(store_id: Uuid, profile_id: Uuid, values: &[TaxonomyValue]) -> 
                     StoredValue::Geo { lat, lon, label } => (None, None, None, Some(*lat), Some(*lon), label.clone()),
                 };
                 b.list([
-                    Param::Uuid(profile_id),
+                    Param::Uuid(*profile_id),
                     Param::Uuid(v.taxonomy_id),
                     Param::Text(v.field_key.clone()),
                     Param::Int(i64::from(v.value_pos)),
@@ -116,12 +116,16 @@ fn value_inserts(store_id: Uuid, profile_id: Uuid, values: &[TaxonomyValue]) -> 
                     Param::OptFloat(lat),
                     Param::OptFloat(lon),
                     Param::OptText(label),
-                    Param::Uuid(store_id),
+                    Param::Uuid(*store_id),
                 ]);
             }
             b
         })
         .collect()
+}
+
+fn profile_values(store_id: Uuid, profile_id: Uuid, values: &[TaxonomyValue]) -> Vec<SqlBuilder> {
+    value_inserts(values.iter().map(|v| (store_id, profile_id, v)))
 }
 
 /// Recomputes `search_text` of the given profiles inside an open transaction `$tx`.
@@ -344,7 +348,7 @@ impl ProfileRepo for SqlRepo {
             .rows_affected()
                 == 1;
             if inserted {
-                for b in value_inserts(n.store_id, n.id, &n.values) {
+                for b in profile_values(n.store_id, n.id, &n.values) {
                     bind_params!(sqlx::query(sqlx::AssertSqlSafe(b.sql)), &b.params).execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
@@ -360,6 +364,53 @@ impl ProfileRepo for SqlRepo {
         });
         let details = self.profile(n.store_id, id).await?.ok_or(RepoError::Db(sqlx::Error::RowNotFound))?;
         Ok((details, created))
+    }
+
+    async fn bulk_insert_profiles(&self, profiles: &[NewProfile]) -> RepoResult<u64> {
+        let mut statements = vec![];
+        for chunk in profiles.chunks(INSERT_CHUNK) {
+            let mut b = SqlBuilder::new(
+                "INSERT INTO profiles (store_id, id, email, email_key, verified, status, search_text, created_at, updated_at) VALUES ",
+            );
+            for (i, n) in chunk.iter().enumerate() {
+                if i > 0 {
+                    b.push(", ");
+                }
+                let key = n.email.as_ref().map(|e| e.key());
+                b.list([
+                    Param::Uuid(n.store_id),
+                    Param::Uuid(n.id),
+                    Param::OptText(n.email.as_ref().map(|e| e.to_string())),
+                    Param::OptText(key.clone()),
+                    Param::OptBool(Some(n.verified)),
+                    Param::Text(n.status.clone()),
+                    Param::Text(search_text(key.as_deref(), text_values(&n.values))),
+                    Param::Int(n.created_at),
+                    Param::Int(n.created_at),
+                ]);
+            }
+            b.push(" ON CONFLICT (store_id, email_key) DO NOTHING RETURNING id");
+            statements.push(b);
+        }
+        let by_id: std::collections::HashMap<Uuid, &NewProfile> = profiles.iter().map(|n| (n.id, n)).collect();
+        on_db!(self, p => {
+            let mut tx = p.begin_write().await?;
+            let mut inserted: Vec<Uuid> = vec![];
+            for b in &statements {
+                let ids: Vec<Uuid> =
+                    bind_params!(sqlx::query_scalar(sqlx::AssertSqlSafe(b.sql.clone())), &b.params).fetch_all(&mut *tx).await?;
+                inserted.extend(ids);
+            }
+            let values = inserted.iter().flat_map(|id| {
+                let n = by_id[id];
+                n.values.iter().map(move |v| (n.store_id, n.id, v))
+            });
+            for b in value_inserts(values) {
+                bind_params!(sqlx::query(sqlx::AssertSqlSafe(b.sql)), &b.params).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(inserted.len() as u64)
+        })
     }
 
     async fn profile(&self, store_id: Uuid, id: Uuid) -> RepoResult<Option<ProfileDetails>> {
@@ -421,7 +472,7 @@ impl ProfileRepo for SqlRepo {
                             .bind(id)
                             .execute(&mut *tx)
                             .await?;
-                        for b in value_inserts(store_id, id, values) {
+                        for b in profile_values(store_id, id, values) {
                             bind_params!(sqlx::query(sqlx::AssertSqlSafe(b.sql)), &b.params).execute(&mut *tx).await?;
                         }
                     }

@@ -3,6 +3,7 @@
 pub mod accounts;
 pub mod auth;
 pub mod profiles;
+pub mod seed;
 pub mod stores;
 pub mod taxonomies;
 
