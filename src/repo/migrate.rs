@@ -20,8 +20,14 @@ macro_rules! migrations {
     };
 }
 
-const POSTGRES: &[Migration] = migrations!("postgres": 1 => "0001_foundation");
-const SQLITE: &[Migration] = migrations!("sqlite": 1 => "0001_foundation");
+const POSTGRES: &[Migration] = migrations!("postgres":
+    1 => "0001_foundation",
+    3 => "0003_mail_outbox",
+);
+const SQLITE: &[Migration] = migrations!("sqlite":
+    1 => "0001_foundation",
+    3 => "0003_mail_outbox",
+);
 
 #[derive(Debug, Serialize)]
 pub struct MigrationReport {

@@ -10,12 +10,15 @@ use uuid::Uuid;
 mod accounts;
 mod api_keys;
 mod migrate;
+mod outbox;
 pub mod postgres;
 mod row;
 pub mod sqlite;
 mod stores;
 
 pub use migrate::MigrationReport;
+pub use outbox::{ClaimedMail, NewOutboxMail, OutboxRepo};
+pub(crate) use outbox::{OUTBOX_INSERT_SQL, insert_outbox_mail};
 
 use crate::config::DatabaseUrl;
 
@@ -223,8 +226,8 @@ pub trait ApiKeyRepo {
     async fn use_api_key(&self, store_id: Uuid, key_hash: &[u8; 32], now: i64) -> RepoResult<Option<Uuid>>;
 }
 
-pub trait Repo: HealthRepo + AccountRepo + StoreRepo + ApiKeyRepo + Send + Sync + 'static {}
-impl<T: HealthRepo + AccountRepo + StoreRepo + ApiKeyRepo + Send + Sync + 'static> Repo for T {}
+pub trait Repo: HealthRepo + AccountRepo + StoreRepo + ApiKeyRepo + OutboxRepo + Send + Sync + 'static {}
+impl<T: HealthRepo + AccountRepo + StoreRepo + ApiKeyRepo + OutboxRepo + Send + Sync + 'static> Repo for T {}
 
 #[async_trait]
 impl HealthRepo for SqlRepo {
