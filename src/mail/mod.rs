@@ -13,9 +13,11 @@ use lettre::message::{Mailbox, MultiPart};
 use serde::{Deserialize, Serialize};
 
 pub mod file;
+pub mod outbox;
 pub mod smtp;
 
 pub use file::FileMailer;
+pub use outbox::{OutboxSettings, OutboxWorker, spawn_outbox_worker};
 pub use smtp::SmtpMailer;
 
 /// One mail as stored in the outbox (JSON) and handed to a transport.
