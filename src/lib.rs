@@ -14,6 +14,8 @@ pub mod domain;
 pub mod error;
 /// Routes, extractors, middleware and the OpenAPI document.
 pub mod http;
+/// Mail: transports, the outbox worker.
+pub mod mail;
 /// Prometheus request counters and latency histograms.
 pub mod metrics;
 /// Repository traits and the SQL implementation for Postgres and SQLite.

@@ -20,8 +20,16 @@ macro_rules! migrations {
     };
 }
 
-const POSTGRES: &[Migration] = migrations!("postgres": 1 => "0001_foundation", 2 => "0002_profiles");
-const SQLITE: &[Migration] = migrations!("sqlite": 1 => "0001_foundation", 2 => "0002_profiles");
+const POSTGRES: &[Migration] = migrations!("postgres":
+    1 => "0001_foundation",
+    2 => "0002_profiles",
+    3 => "0003_mail_outbox",
+);
+const SQLITE: &[Migration] = migrations!("sqlite":
+    1 => "0001_foundation",
+    2 => "0002_profiles",
+    3 => "0003_mail_outbox",
+);
 
 #[derive(Debug, Serialize)]
 pub struct MigrationReport {

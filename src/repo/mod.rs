@@ -15,6 +15,7 @@ use crate::domain::taxonomy::{FieldDef, Filter, TaxonomyValue};
 mod accounts;
 mod api_keys;
 mod migrate;
+mod outbox;
 pub mod postgres;
 mod profiles;
 mod row;
@@ -24,6 +25,8 @@ mod stores;
 mod taxonomies;
 
 pub use migrate::MigrationReport;
+pub use outbox::{ClaimedMail, NewOutboxMail, OutboxRepo};
+pub(crate) use outbox::{OUTBOX_INSERT_SQL, insert_outbox_mail};
 
 use crate::config::DatabaseUrl;
 
@@ -416,11 +419,20 @@ pub trait ProfileRepo {
 }
 
 pub trait Repo:
-    HealthRepo + AccountRepo + StoreRepo + ApiKeyRepo + TaxonomyRepo + ProfileRepo + Send + Sync + 'static
+    HealthRepo + AccountRepo + StoreRepo + ApiKeyRepo + TaxonomyRepo + ProfileRepo + OutboxRepo + Send + Sync + 'static
 {
 }
 impl<T> Repo for T where
-    T: HealthRepo + AccountRepo + StoreRepo + ApiKeyRepo + TaxonomyRepo + ProfileRepo + Send + Sync + 'static
+    T: HealthRepo
+        + AccountRepo
+        + StoreRepo
+        + ApiKeyRepo
+        + TaxonomyRepo
+        + ProfileRepo
+        + OutboxRepo
+        + Send
+        + Sync
+        + 'static
 {
 }
 

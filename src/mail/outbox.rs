@@ -1,0 +1,223 @@
+//! The outbox worker: claims due rows under a lease, sends them, deletes the delivered ones and
+//! reschedules the rest with exponential backoff. Any number of workers, in one process or in
+//! many, may drain the same database: a leased row is invisible to the others.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{Notify, watch};
+use tokio::task::{JoinHandle, JoinSet};
+
+use super::{MailError, Mailer};
+use crate::repo::{ClaimedMail, Repo, RepoResult};
+
+#[derive(Debug, Clone)]
+pub struct OutboxSettings {
+    /// How often to look for due mail when nobody wakes the worker.
+    pub poll_interval: Duration,
+    /// How long a claimed row is reserved for this worker (whole seconds, at least 1).
+    /// Sends are abandoned at half of it, so a row is never sent by two workers at once.
+    pub lease: Duration,
+    /// Delay after the first failure; it doubles with each further one.
+    pub backoff_base: Duration,
+    /// Ceiling of the delay (before up to 10% of jitter).
+    pub backoff_max: Duration,
+    /// Attempts before a mail is given up on and parked with `failed_at` set.
+    pub max_attempts: u32,
+    /// Rows claimed, and sent concurrently, per round.
+    pub batch_size: u32,
+}
+
+impl Default for OutboxSettings {
+    /// 12 attempts from 30 s doubling up to 1 h: a mail rides out about six hours of outage.
+    fn default() -> Self {
+        Self {
+            poll_interval: Duration::from_millis(500),
+            lease: Duration::from_secs(120),
+            backoff_base: Duration::from_secs(30),
+            backoff_max: Duration::from_secs(3600),
+            max_attempts: 12,
+            batch_size: 10,
+        }
+    }
+}
+
+impl OutboxSettings {
+    /// The wait after `failures` failed attempts (1 for the first): `base · 2^(failures-1)`, capped,
+    /// plus `jitter` (in [0, 1)) times 10%, so mails that failed together do not retry together.
+    pub fn backoff(&self, failures: u32, jitter: f64) -> Duration {
+        let doublings = failures.saturating_sub(1).min(31);
+        let delay = self.backoff_base.saturating_mul(1 << doublings).min(self.backoff_max);
+        delay + delay.mul_f64(0.1 * jitter.clamp(0.0, 1.0))
+    }
+}
+
+fn unix_millis() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
+}
+
+/// The first whole second at which `delay` has fully passed: a retry never comes early.
+fn due_at(now_millis: i64, delay: Duration) -> i64 {
+    let millis = now_millis.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2));
+    millis.saturating_add(999) / 1000
+}
+
+pub struct OutboxWorker {
+    repo: Arc<dyn Repo>,
+    mailer: Arc<dyn Mailer>,
+    settings: OutboxSettings,
+    wake: Arc<Notify>,
+}
+
+impl OutboxWorker {
+    pub fn new(repo: Arc<dyn Repo>, mailer: Arc<dyn Mailer>, settings: OutboxSettings) -> Self {
+        Self { repo, mailer, settings, wake: Arc::new(Notify::new()) }
+    }
+
+    /// Uses a `Notify` created beforehand, e.g. one the enqueuing services already hold.
+    pub fn with_wake(mut self, wake: Arc<Notify>) -> Self {
+        self.wake = wake;
+        self
+    }
+
+    /// `notify_one()` on it makes the worker look for due mail now rather than at the next poll.
+    pub fn wake_handle(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    fn batch_size(&self) -> u32 {
+        self.settings.batch_size.max(1)
+    }
+
+    /// One round: claims up to `batch_size` due mails, sends them concurrently and records each
+    /// outcome. Returns how many were claimed.
+    pub async fn run_once(&self) -> RepoResult<usize> {
+        let lease_secs = self.settings.lease.as_secs().max(1) as i64;
+        let claimed = self.repo.claim_due_mail(crate::now(), lease_secs, self.batch_size()).await?;
+        let count = claimed.len();
+        let send_timeout = Duration::from_secs(lease_secs as u64) / 2;
+        let mut sends = JoinSet::new();
+        for mail in claimed {
+            let mailer = self.mailer.clone();
+            sends.spawn(async move {
+                let outcome = tokio::time::timeout(send_timeout, mailer.send(&mail.message))
+                    .await
+                    .unwrap_or_else(|_| Err(MailError::Transient("timed out".into())));
+                (mail, outcome)
+            });
+        }
+        while let Some(joined) = sends.join_next().await {
+            match joined {
+                Ok((mail, outcome)) => self.record(mail, outcome).await,
+                Err(e) => tracing::error!(error = %e, "outbox send task died; its mail is retried when the lease ends"),
+            }
+        }
+        Ok(count)
+    }
+
+    async fn record(&self, mail: ClaimedMail, outcome: Result<(), MailError>) {
+        let recorded = match outcome {
+            Ok(()) => {
+                tracing::debug!(mail_id = %mail.id, "mail delivered");
+                self.repo.mail_delivered(mail.id).await
+            }
+            Err(error) => {
+                let attempts = mail.attempts.saturating_add(1);
+                let give_up = u32::try_from(attempts).unwrap_or(0) >= self.settings.max_attempts;
+                let next_attempt_at = if give_up {
+                    crate::now()
+                } else {
+                    let delay = self.settings.backoff(attempts as u32, rand::random::<f64>());
+                    tracing::warn!(mail_id = %mail.id, store_id = ?mail.store_id, attempts, retry_in_secs = delay.as_secs(),
+                        error = %error, "mail not delivered; will retry");
+                    due_at(unix_millis(), delay)
+                };
+                if give_up {
+                    tracing::error!(mail_id = %mail.id, store_id = ?mail.store_id, attempts, error = %error,
+                        "mail not delivered; giving up, the outbox row is kept with failed_at set");
+                }
+                self.repo.mail_failed(mail.id, attempts, next_attempt_at, &error.to_string(), give_up).await
+            }
+        };
+        if let Err(e) = recorded {
+            tracing::error!(mail_id = %mail.id, error = %e, "cannot record a mail's outcome; it may be sent again");
+        }
+    }
+
+    /// Runs until `shutdown` turns true (or its sender is dropped); a round in progress finishes first.
+    pub fn spawn(self, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+        tokio::spawn(self.run(shutdown))
+    }
+
+    async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut db_failures: u32 = 0;
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let pause = match self.run_once().await {
+                // A full batch suggests more is due: go again at once.
+                Ok(n) if n >= self.batch_size() as usize => {
+                    db_failures = 0;
+                    continue;
+                }
+                Ok(_) => {
+                    db_failures = 0;
+                    self.settings.poll_interval
+                }
+                Err(e) => {
+                    // Back off while the database is away instead of logging at poll rate.
+                    db_failures = db_failures.saturating_add(1);
+                    tracing::error!(error = %e, "outbox worker cannot claim mail");
+                    (self.settings.poll_interval * 2u32.saturating_pow(db_failures.min(6))).min(Duration::from_secs(30))
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = self.wake.notified() => {}
+                changed = shutdown.changed() => if changed.is_err() { break },
+            }
+        }
+        tracing::debug!("outbox worker stopped");
+    }
+}
+
+/// Starts a worker with its own wake handle; use [`OutboxWorker`] to share one with enqueuers.
+pub fn spawn_outbox_worker(
+    repo: Arc<dyn Repo>,
+    mailer: Arc<dyn Mailer>,
+    settings: OutboxSettings,
+    shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    OutboxWorker::new(repo, mailer, settings).spawn(shutdown)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_then_caps_with_bounded_jitter() {
+        let s = OutboxSettings::default();
+        let secs = |failures| s.backoff(failures, 0.0).as_secs();
+        assert_eq!([secs(1), secs(2), secs(3), secs(7), secs(8), secs(40)], [30, 60, 120, 1920, 3600, 3600]);
+        assert_eq!(s.backoff(0, 0.0), Duration::from_secs(30));
+        assert_eq!(s.backoff(u32::MAX, 0.0), Duration::from_secs(3600));
+        assert_eq!(s.backoff(1, 0.5), Duration::from_millis(31_500));
+        assert!(s.backoff(8, 0.999) < Duration::from_secs(3960));
+    }
+
+    #[test]
+    fn retries_are_due_no_earlier_than_the_delay() {
+        assert_eq!(due_at(10_000, Duration::from_secs(30)), 40);
+        assert_eq!(due_at(10_001, Duration::from_secs(30)), 41);
+        assert_eq!(due_at(10_500, Duration::from_millis(200)), 11);
+    }
+
+    #[test]
+    fn defaults_keep_sends_inside_the_lease() {
+        let s = OutboxSettings::default();
+        assert!(s.lease / 2 > Duration::from_secs(30), "the SMTP timeout must fit in half a lease");
+        assert!(s.max_attempts > 1 && s.batch_size > 0);
+    }
+}
