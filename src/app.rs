@@ -1,4 +1,4 @@
-//! The application: state, router and serve loop, shared by `main` and the tests.
+//! The application: state, router, background tasks and the serve loop, shared by `main` and the tests.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -7,9 +7,11 @@ use std::sync::Arc;
 
 use axum::Router;
 use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
 
 use crate::config::{Config, DatabaseUrl};
 use crate::crypto::Keys;
+use crate::mail::{Mailer, OutboxSettings, OutboxWorker, mailer_from_config};
 use crate::metrics::Metrics;
 use crate::repo::{Repo, SqlRepo};
 use crate::services::Services;
@@ -19,6 +21,9 @@ pub struct AppInner {
     pub repo: Arc<dyn Repo>,
     pub services: Services,
     pub metrics: Metrics,
+    pub mailer: Arc<dyn Mailer>,
+    /// Wakes the outbox worker when a request has queued mail.
+    pub mail_wake: Arc<Notify>,
 }
 
 /// Cheap to clone; every handler receives it.
@@ -45,8 +50,11 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     }
     let keys = Keys::derive(&config.resolve_secret_key()?);
     let repo: Arc<dyn Repo> = Arc::new(sql);
-    let services = Services::new(repo.clone(), keys, config.limits.clone());
-    Ok(AppState(Arc::new(AppInner { config, repo, services, metrics: Metrics::default() })))
+    let mailer = mailer_from_config(&config)?;
+    let mail_wake = Arc::new(Notify::new());
+    let services =
+        Services::new(repo.clone(), keys, config.limits.clone(), config.mail_from.clone(), mail_wake.clone());
+    Ok(AppState(Arc::new(AppInner { config, repo, services, metrics: Metrics::default(), mailer, mail_wake })))
 }
 
 pub fn build_router(state: AppState) -> Router {
@@ -54,14 +62,43 @@ pub fn build_router(state: AppState) -> Router {
     crate::http::router(state, timeout)
 }
 
-/// Serves until `shutdown` resolves, then drains in-flight requests.
+/// Starts the outbox worker and the janitor; they stop when `shutdown` turns true.
+pub fn spawn_background(state: &AppState, shutdown: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
+    let settings = OutboxSettings { poll_interval: state.config.limits.mail_poll_interval, ..OutboxSettings::default() };
+    let worker = OutboxWorker::new(state.repo.clone(), state.mailer.clone(), settings).with_wake(state.mail_wake.clone());
+    let janitor_state = state.clone();
+    let mut janitor_shutdown = shutdown.clone();
+    let janitor = tokio::spawn(async move {
+        let interval = janitor_state.config.limits.janitor_interval;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                changed = janitor_shutdown.changed() => if changed.is_err() || *janitor_shutdown.borrow() { break },
+            }
+            match janitor_state.services.sessions.sweep(crate::now()).await {
+                Ok(report) => tracing::info!(?report, "janitor pass"),
+                Err(e) => tracing::warn!(error = %e, "janitor pass failed"),
+            }
+        }
+    });
+    vec![worker.spawn(shutdown), janitor]
+}
+
+/// Serves until `shutdown` resolves, drains in-flight requests, then stops the background tasks.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let (stop, stopped) = watch::channel(false);
+    let background = spawn_background(&state, stopped);
     let app = build_router(state);
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+    let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    let _ = stop.send(true);
+    for task in background {
+        let _ = task.await;
+    }
+    served
 }

@@ -75,6 +75,16 @@ pub struct Limits {
     pub refresh_reuse_grace: Duration,
     pub request_timeout: Duration,
     pub db_max_connections: u32,
+    pub code_ttl: Duration,
+    pub code_max_attempts: u32,
+    pub code_limit_per_email: u32,
+    pub code_limit_per_ip: u32,
+    pub code_limit_window: Duration,
+    pub guest_ttl: Duration,
+    pub janitor_interval: Duration,
+    pub mail_poll_interval: Duration,
+    /// Take the client address from `X-Forwarded-For` (behind a trusted load balancer only).
+    pub trust_forwarded_for: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -169,6 +179,19 @@ impl Config {
             return Err(bad("STRIPE_API_BASE", "must be an absolute http(s) URL"));
         }
 
+        let count = |var: &'static str, default: u32| -> Result<u32, ConfigError> {
+            match get(var) {
+                None => Ok(default),
+                Some(v) => v.parse::<u32>().ok().filter(|n| *n > 0).ok_or_else(|| bad(var, "must be a positive whole number")),
+            }
+        };
+        let flag = |var: &'static str| -> Result<bool, ConfigError> {
+            match get(var).as_deref() {
+                None | Some("false" | "0" | "no") => Ok(false),
+                Some("true" | "1" | "yes") => Ok(true),
+                Some(_) => Err(bad(var, "must be true or false")),
+            }
+        };
         let limits = Limits {
             access_token_ttl: secs("ACCESS_TOKEN_TTL_SECS", 15 * 60)?,
             refresh_token_ttl: secs("REFRESH_TOKEN_TTL_SECS", 30 * 24 * 3600)?,
@@ -182,6 +205,23 @@ impl Config {
                     .filter(|n| (1..=1000).contains(n))
                     .ok_or_else(|| bad("DB_MAX_CONNECTIONS", "must be a whole number from 1 to 1000"))?,
             },
+            code_ttl: secs("CODE_TTL_SECS", 600)?,
+            code_max_attempts: count("CODE_MAX_ATTEMPTS", 5)?,
+            code_limit_per_email: count("CODE_LIMIT_PER_EMAIL", 5)?,
+            code_limit_per_ip: count("CODE_LIMIT_PER_IP", 30)?,
+            code_limit_window: secs("CODE_LIMIT_WINDOW_SECS", 900)?,
+            guest_ttl: secs("GUEST_TTL_SECS", 30 * 24 * 3600)?,
+            janitor_interval: secs("JANITOR_INTERVAL_SECS", 3600)?,
+            mail_poll_interval: match get("MAIL_POLL_INTERVAL_MS") {
+                None => Duration::from_millis(500),
+                Some(v) => v
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| *n >= 10)
+                    .map(Duration::from_millis)
+                    .ok_or_else(|| bad("MAIL_POLL_INTERVAL_MS", "must be at least 10 (milliseconds)"))?,
+            },
+            trust_forwarded_for: flag("TRUST_FORWARDED_FOR")?,
         };
 
         Ok(Self {

@@ -69,6 +69,26 @@ pub struct AccountClaims {
 }
 
 pub const ACCOUNT_TOKEN_TYPE: &str = "account";
+pub const PROFILE_TOKEN_TYPE: &str = "profile";
+
+/// Claims of a profile access token: bound to one store and one session.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ProfileClaims {
+    pub sub: uuid::Uuid,
+    pub store: uuid::Uuid,
+    pub sid: uuid::Uuid,
+    /// The session was opened with a magic code.
+    pub ver: bool,
+    pub typ: String,
+    pub iat: i64,
+    pub exp: i64,
+}
+
+/// Only the token type, to route a bearer to the right check.
+#[derive(Debug, Deserialize)]
+pub struct TokenType {
+    pub typ: String,
+}
 
 /// `n` random bytes from the thread-local CSPRNG.
 pub fn random_bytes<const N: usize>() -> [u8; N] {
@@ -91,6 +111,11 @@ pub fn random_token() -> String {
 /// Hash for high-entropy secrets (refresh tokens, API keys): a plain SHA-256 suffices.
 pub fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
+}
+
+/// Compares two byte strings in time independent of where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 pub fn b64(data: &[u8]) -> String {

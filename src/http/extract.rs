@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::error::{AppError, FieldError};
-use crate::services::auth::{AccountAuth, AdminAuth};
+use crate::services::auth::{AccountAuth, AdminAuth, ProfileActor, ProfileAuth};
 
 /// A JSON body (request) or JSON response. Bad syntax → 400, wrong shape → 422 naming the field.
 pub struct Json<T>(pub T);
@@ -166,6 +166,12 @@ impl FromRequestParts<AppState> for AccountAuth {
     }
 }
 
+/// A UUID path parameter by name; malformed or missing → 404 (`what` names the resource).
+async fn path_uuid(parts: &mut Parts, state: &AppState, name: &str, what: &'static str) -> Result<Uuid, AppError> {
+    let params = RawPathParams::from_request_parts(parts, state).await.map_err(|_| AppError::NotFound(what))?;
+    params.iter().find(|(k, _)| *k == name).and_then(|(_, v)| Uuid::parse_str(v).ok()).ok_or(AppError::NotFound(what))
+}
+
 impl FromRequestParts<AppState> for AdminAuth {
     type Rejection = AppError;
 
@@ -178,5 +184,63 @@ impl FromRequestParts<AppState> for AdminAuth {
             .and_then(|(_, v)| Uuid::parse_str(v).ok())
             .ok_or(AppError::NotFound("store"))?;
         state.services.auth.admin(store_id, &token).await
+    }
+}
+
+impl FromRequestParts<AppState> for ProfileAuth {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        let token = require_bearer(parts)?.to_string();
+        let store_id = path_uuid(parts, state, "storeId", "store").await?;
+        state.services.auth.profile(store_id, &token).await
+    }
+}
+
+/// An optional profile bearer (connect, verify): absent is fine, present must be valid.
+pub struct MaybeProfile(pub Option<ProfileAuth>);
+
+impl FromRequestParts<AppState> for MaybeProfile {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        if parts.headers.get(AUTHORIZATION).is_none() {
+            return Ok(MaybeProfile(None));
+        }
+        ProfileAuth::from_request_parts(parts, state).await.map(|a| MaybeProfile(Some(a)))
+    }
+}
+
+/// An admin of the store or the profile named by the `id` path parameter.
+impl FromRequestParts<AppState> for ProfileActor {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        let token = require_bearer(parts)?.to_string();
+        let store_id = path_uuid(parts, state, "storeId", "store").await?;
+        let profile_id = path_uuid(parts, state, "id", "profile").await?;
+        state.services.auth.admin_or_self(store_id, profile_id, &token).await
+    }
+}
+
+/// The client's address: the peer, or the first `X-Forwarded-For` hop when TRUST_FORWARDED_FOR is set.
+pub struct ClientIp(pub Option<std::net::IpAddr>);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        if state.config.limits.trust_forwarded_for
+            && let Some(ip) = parts
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .and_then(|v| v.trim().parse().ok())
+        {
+            return Ok(ClientIp(Some(ip)));
+        }
+        let peer = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+        Ok(ClientIp(peer))
     }
 }

@@ -5,6 +5,7 @@ pub mod extract;
 pub mod middleware;
 pub mod ops;
 pub mod profiles;
+pub mod sessions;
 pub mod stores;
 pub mod taxonomies;
 
@@ -66,6 +67,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(stores::router())
         .merge(taxonomies::router())
         .merge(profiles::router())
+        .merge(sessions::router())
         .split_for_parts()
 }
 

@@ -24,11 +24,13 @@ const POSTGRES: &[Migration] = migrations!("postgres":
     1 => "0001_foundation",
     2 => "0002_profiles",
     3 => "0003_mail_outbox",
+    4 => "0004_sessions",
 );
 const SQLITE: &[Migration] = migrations!("sqlite":
     1 => "0001_foundation",
     2 => "0002_profiles",
     3 => "0003_mail_outbox",
+    4 => "0004_sessions",
 );
 
 #[derive(Debug, Serialize)]

@@ -19,6 +19,7 @@ mod outbox;
 pub mod postgres;
 mod profiles;
 mod row;
+mod sessions;
 mod sql;
 pub mod sqlite;
 mod stores;
@@ -318,6 +319,79 @@ pub enum MergeOutcome {
     NotFound,
 }
 
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfileSessionRow {
+    pub store_id: Uuid,
+    pub id: Uuid,
+    pub profile_id: Uuid,
+    pub verified: bool,
+    pub user_agent: Option<String>,
+    pub created_at: i64,
+    pub last_used_at: i64,
+    pub refresh_expires_at: i64,
+}
+
+/// A magic code to check inside [`OpenSession`].
+#[derive(Debug, Clone)]
+pub struct CodeCheck {
+    pub code_hash: [u8; 32],
+    pub max_attempts: i64,
+}
+
+/// Opens a profile session, resolving the profile by the §4 rules in one transaction:
+/// no email → a new guest; an email a profile has → that profile (a calling guest without email
+/// is merged into it); an email nobody has → attached to a calling guest without email, or a new
+/// profile. With `code`, the code is checked first and the profile marked verified.
+#[derive(Debug, Clone)]
+pub struct OpenSession {
+    pub store_id: Uuid,
+    pub email: Option<Email>,
+    pub caller: Option<Uuid>,
+    pub code: Option<CodeCheck>,
+    /// A new profile gets this id.
+    pub new_profile_id: Uuid,
+    pub session_id: Uuid,
+    pub user_agent: Option<String>,
+    pub refresh_hash: [u8; 32],
+    pub refresh_expires_at: i64,
+    pub now: i64,
+}
+
+#[derive(Debug)]
+pub enum OpenOutcome {
+    Opened(ProfileSessionRow),
+    /// No live code, or the wrong one (its attempt was counted).
+    WrongCode,
+    /// The store does not exist.
+    NoStore,
+}
+
+#[derive(Debug)]
+pub enum ProfileRotateOutcome {
+    Rotated(ProfileSessionRow),
+    Reused,
+    Invalid,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewCode {
+    pub store_id: Uuid,
+    pub id: Uuid,
+    pub email_key: String,
+    pub code_hash: [u8; 32],
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// What one janitor pass removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct SweepReport {
+    pub guests: u64,
+    pub sessions: u64,
+    pub codes: u64,
+    pub rate_limits: u64,
+}
+
 // ---- traits ------------------------------------------------------------------------------
 
 #[async_trait]
@@ -418,8 +492,25 @@ pub trait ProfileRepo {
     ) -> RepoResult<Vec<OrderRow>>;
 }
 
+#[async_trait]
+pub trait SessionRepo {
+    async fn open_profile_session(&self, open: &OpenSession) -> RepoResult<OpenOutcome>;
+    async fn rotate_profile_refresh(&self, store_id: Uuid, rotation: &RefreshRotation) -> RepoResult<ProfileRotateOutcome>;
+    /// The session if it is live (not revoked, not expired) and belongs to the profile.
+    async fn live_profile_session(&self, store_id: Uuid, session_id: Uuid, profile_id: Uuid) -> RepoResult<Option<ProfileSessionRow>>;
+    async fn profile_sessions(&self, store_id: Uuid, profile_id: Uuid) -> RepoResult<Vec<SessionSummary>>;
+    async fn revoke_profile_session(&self, store_id: Uuid, profile_id: Uuid, session_id: Uuid, now: i64) -> RepoResult<bool>;
+    async fn revoke_profile_sessions(&self, store_id: Uuid, profile_id: Uuid, now: i64) -> RepoResult<u64>;
+    /// Voids the email's older codes, stores the new one and queues its mail, in one transaction.
+    async fn store_code(&self, code: &NewCode, mail: &NewOutboxMail) -> RepoResult<()>;
+    /// Counts a hit in the fixed window starting at `window_start`; returns the hits so far.
+    async fn hit_rate_limit(&self, store_id: Uuid, bucket: &str, window_start: i64) -> RepoResult<i64>;
+    /// Removes guests without email idle since `guest_cutoff`, ended sessions, old codes and windows.
+    async fn sweep(&self, now: i64, guest_cutoff: i64) -> RepoResult<SweepReport>;
+}
+
 pub trait Repo:
-    HealthRepo + AccountRepo + StoreRepo + ApiKeyRepo + TaxonomyRepo + ProfileRepo + OutboxRepo + Send + Sync + 'static
+    HealthRepo + AccountRepo + StoreRepo + ApiKeyRepo + TaxonomyRepo + ProfileRepo + OutboxRepo + SessionRepo + Send + Sync + 'static
 {
 }
 impl<T> Repo for T where
@@ -430,6 +521,7 @@ impl<T> Repo for T where
         + TaxonomyRepo
         + ProfileRepo
         + OutboxRepo
+        + SessionRepo
         + Send
         + Sync
         + 'static

@@ -160,6 +160,100 @@ macro_rules! refresh_search_text {
 }
 pub(crate) use refresh_search_text;
 
+/// §3.1 inside an open write transaction `$tx` of pool `$pool`; evaluates to `false` (and changes
+/// nothing) when either profile is missing. Shared by the merge route and by connect / verify.
+macro_rules! merge_in_tx {
+    ($tx:ident, $pool:ident, $store:expr, $target:expr, $source:expr, $now:expr) => {
+        'merge: {
+            let (store_id, target, source, now): (Uuid, Uuid, Uuid, i64) = ($store, $target, $source, $now);
+            let p = $pool;
+    // Lock both rows in id order, so two merges over the same pair cannot deadlock.
+    let lock = format!(
+        "SELECT id, email, email_key, verified FROM profiles WHERE store_id = $1 AND id IN ($2, $3) ORDER BY id{}",
+        p.for_update()
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(lock)).bind(store_id).bind(target).bind(source).fetch_all(&mut *$tx).await?;
+    if rows.len() != 2 {
+        break 'merge false;
+    }
+    let (t, s) = if rows[0].uuid("id")? == target { (&rows[0], &rows[1]) } else { (&rows[1], &rows[0]) };
+    let verified = t.boolean("verified")? || s.boolean("verified")?;
+    let t_email = t.opt_text("email")?;
+    let s_email = s.opt_text("email")?;
+    let s_key = s.opt_text("email_key")?;
+
+    // Taxonomies: target wins per field; the source's other fields move over.
+    sqlx::query(
+        "DELETE FROM profile_taxonomy_values WHERE store_id = $1 AND profile_id = $3 AND EXISTS (
+            SELECT 1 FROM profile_taxonomy_values t WHERE t.store_id = $1 AND t.profile_id = $2
+            AND t.taxonomy_id = profile_taxonomy_values.taxonomy_id AND t.field_key = profile_taxonomy_values.field_key)",
+    )
+    .bind(store_id)
+    .bind(target)
+    .bind(source)
+    .execute(&mut *$tx)
+    .await?;
+    sqlx::query("UPDATE profile_taxonomy_values SET profile_id = $2 WHERE store_id = $1 AND profile_id = $3")
+        .bind(store_id)
+        .bind(target)
+        .bind(source)
+        .execute(&mut *$tx)
+        .await?;
+    // Promo usage is summed.
+    sqlx::query(
+        "INSERT INTO profile_promo_usage (store_id, profile_id, promo_code_id, uses)
+         SELECT store_id, $2, promo_code_id, uses FROM profile_promo_usage WHERE store_id = $1 AND profile_id = $3
+         ON CONFLICT (store_id, profile_id, promo_code_id) DO UPDATE SET uses = profile_promo_usage.uses + excluded.uses",
+    )
+    .bind(store_id)
+    .bind(target)
+    .bind(source)
+    .execute(&mut *$tx)
+    .await?;
+    sqlx::query("UPDATE profile_orders SET profile_id = $2 WHERE store_id = $1 AND profile_id = $3")
+        .bind(store_id)
+        .bind(target)
+        .bind(source)
+        .execute(&mut *$tx)
+        .await?;
+    // The source goes (its sessions, promo rows and remaining values with it); its email
+    // passes to a target that has none, otherwise its magic codes go too.
+    sqlx::query("DELETE FROM profiles WHERE store_id = $1 AND id = $2")
+        .bind(store_id)
+        .bind(source)
+        .execute(&mut *$tx)
+        .await?;
+    let take_email = t_email.is_none() && s_email.is_some();
+    if !take_email && let Some(key) = &s_key {
+        sqlx::query("DELETE FROM magic_codes WHERE store_id = $1 AND email_key = $2")
+            .bind(store_id)
+            .bind(key)
+            .execute(&mut *$tx)
+            .await?;
+    }
+    if take_email {
+        sqlx::query("UPDATE profiles SET email = $3, email_key = $4 WHERE store_id = $1 AND id = $2")
+            .bind(store_id)
+            .bind(target)
+            .bind(&s_email)
+            .bind(&s_key)
+            .execute(&mut *$tx)
+            .await?;
+    }
+    sqlx::query("UPDATE profiles SET verified = $3, updated_at = $4 WHERE store_id = $1 AND id = $2")
+        .bind(store_id)
+        .bind(target)
+        .bind(verified)
+        .bind(now)
+        .execute(&mut *$tx)
+        .await?;
+            refresh_search_text!($tx, store_id, &[target]);
+            true
+        }
+    };
+}
+pub(crate) use merge_in_tx;
+
 fn condition_sql(b: &mut SqlBuilder, condition: &Condition) {
     match condition {
         Condition::TextIn(values) => {
@@ -502,87 +596,9 @@ impl ProfileRepo for SqlRepo {
     async fn merge_profiles(&self, store_id: Uuid, target: Uuid, source: Uuid, now: i64) -> RepoResult<MergeOutcome> {
         on_db!(self, p => {
             let mut tx = p.begin_write().await?;
-            // Lock both rows in id order, so two merges over the same pair cannot deadlock.
-            let lock = format!(
-                "SELECT id, email, email_key, verified FROM profiles WHERE store_id = $1 AND id IN ($2, $3) ORDER BY id{}",
-                p.for_update()
-            );
-            let rows = sqlx::query(sqlx::AssertSqlSafe(lock)).bind(store_id).bind(target).bind(source).fetch_all(&mut *tx).await?;
-            if rows.len() != 2 {
+            if !merge_in_tx!(tx, p, store_id, target, source, now) {
                 return Ok(MergeOutcome::NotFound);
             }
-            let (t, s) = if rows[0].uuid("id")? == target { (&rows[0], &rows[1]) } else { (&rows[1], &rows[0]) };
-            let verified = t.boolean("verified")? || s.boolean("verified")?;
-            let t_email = t.opt_text("email")?;
-            let s_email = s.opt_text("email")?;
-            let s_key = s.opt_text("email_key")?;
-
-            // Taxonomies: target wins per field; the source's other fields move over.
-            sqlx::query(
-                "DELETE FROM profile_taxonomy_values WHERE store_id = $1 AND profile_id = $3 AND EXISTS (
-                    SELECT 1 FROM profile_taxonomy_values t WHERE t.store_id = $1 AND t.profile_id = $2
-                    AND t.taxonomy_id = profile_taxonomy_values.taxonomy_id AND t.field_key = profile_taxonomy_values.field_key)",
-            )
-            .bind(store_id)
-            .bind(target)
-            .bind(source)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query("UPDATE profile_taxonomy_values SET profile_id = $2 WHERE store_id = $1 AND profile_id = $3")
-                .bind(store_id)
-                .bind(target)
-                .bind(source)
-                .execute(&mut *tx)
-                .await?;
-            // Promo usage is summed.
-            sqlx::query(
-                "INSERT INTO profile_promo_usage (store_id, profile_id, promo_code_id, uses)
-                 SELECT store_id, $2, promo_code_id, uses FROM profile_promo_usage WHERE store_id = $1 AND profile_id = $3
-                 ON CONFLICT (store_id, profile_id, promo_code_id) DO UPDATE SET uses = profile_promo_usage.uses + excluded.uses",
-            )
-            .bind(store_id)
-            .bind(target)
-            .bind(source)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query("UPDATE profile_orders SET profile_id = $2 WHERE store_id = $1 AND profile_id = $3")
-                .bind(store_id)
-                .bind(target)
-                .bind(source)
-                .execute(&mut *tx)
-                .await?;
-            // The source goes (its sessions, promo rows and remaining values with it); its email
-            // passes to a target that has none, otherwise its magic codes go too.
-            sqlx::query("DELETE FROM profiles WHERE store_id = $1 AND id = $2")
-                .bind(store_id)
-                .bind(source)
-                .execute(&mut *tx)
-                .await?;
-            let take_email = t_email.is_none() && s_email.is_some();
-            if !take_email && let Some(key) = &s_key {
-                sqlx::query("DELETE FROM magic_codes WHERE store_id = $1 AND email_key = $2")
-                    .bind(store_id)
-                    .bind(key)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            if take_email {
-                sqlx::query("UPDATE profiles SET email = $3, email_key = $4 WHERE store_id = $1 AND id = $2")
-                    .bind(store_id)
-                    .bind(target)
-                    .bind(&s_email)
-                    .bind(&s_key)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            sqlx::query("UPDATE profiles SET verified = $3, updated_at = $4 WHERE store_id = $1 AND id = $2")
-                .bind(store_id)
-                .bind(target)
-                .bind(verified)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            refresh_search_text!(tx, store_id, &[target]);
             tx.commit().await?;
             Ok(MergeOutcome::Merged)
         })

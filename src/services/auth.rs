@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use crate::crypto::{ACCOUNT_TOKEN_TYPE, AccountClaims, Keys, sha256, unb64};
+use crate::crypto::{ACCOUNT_TOKEN_TYPE, AccountClaims, Keys, PROFILE_TOKEN_TYPE, ProfileClaims, TokenType, sha256, unb64};
 use crate::error::{AppError, AppResult};
 use crate::repo::{Repo, SessionMembership};
 
@@ -29,6 +29,23 @@ pub enum Actor {
 pub struct AdminAuth {
     pub store_id: Uuid,
     pub actor: Actor,
+}
+
+/// A profile, authenticated by an access token of a live session of this store.
+#[derive(Debug, Clone, Copy)]
+pub struct ProfileAuth {
+    pub store_id: Uuid,
+    pub profile_id: Uuid,
+    pub session_id: Uuid,
+    /// The session was opened with a magic code.
+    pub verified: bool,
+}
+
+/// Who may act on a profile: an admin of its store, or the profile itself.
+#[derive(Debug, Clone)]
+pub enum ProfileActor {
+    Admin(AdminAuth),
+    Itself(ProfileAuth),
 }
 
 pub struct Auth {
@@ -69,6 +86,41 @@ impl Auth {
             return Err(invalid_token());
         }
         Ok(AccountAuth { account_id: claims.sub, session_id: claims.sid })
+    }
+
+    /// True when the bearer is a (validly signed) profile token.
+    pub fn is_profile_token(&self, bearer: &str) -> bool {
+        self.keys.verify::<TokenType>(bearer).is_some_and(|t| t.typ == PROFILE_TOKEN_TYPE)
+    }
+
+    pub async fn profile(&self, store_id: Uuid, bearer: &str) -> AppResult<ProfileAuth> {
+        let wrong_kind = || AppError::Forbidden("this route needs a profile token".into());
+        if bearer.starts_with(API_KEY_PREFIX) {
+            return Err(wrong_kind());
+        }
+        let typ: TokenType = self.keys.verify(bearer).ok_or_else(invalid_token)?;
+        if typ.typ != PROFILE_TOKEN_TYPE {
+            return Err(wrong_kind());
+        }
+        let claims: ProfileClaims = self.keys.verify(bearer).ok_or_else(invalid_token)?;
+        // A token of another store is no credential here.
+        if claims.store != store_id {
+            return Err(invalid_token());
+        }
+        let session = self.repo.live_profile_session(store_id, claims.sid, claims.sub).await?.ok_or_else(invalid_token)?;
+        Ok(ProfileAuth { store_id, profile_id: claims.sub, session_id: claims.sid, verified: session.verified })
+    }
+
+    /// An admin of the store, or the profile `profile_id` itself; another profile is told 404.
+    pub async fn admin_or_self(&self, store_id: Uuid, profile_id: Uuid, bearer: &str) -> AppResult<ProfileActor> {
+        if self.is_profile_token(bearer) {
+            let auth = self.profile(store_id, bearer).await?;
+            if auth.profile_id != profile_id {
+                return Err(AppError::NotFound("profile"));
+            }
+            return Ok(ProfileActor::Itself(auth));
+        }
+        self.admin(store_id, bearer).await.map(ProfileActor::Admin)
     }
 
     pub async fn admin(&self, store_id: Uuid, bearer: &str) -> AppResult<AdminAuth> {

@@ -4,10 +4,13 @@ pub mod accounts;
 pub mod auth;
 pub mod profiles;
 pub mod seed;
+pub mod sessions;
 pub mod stores;
 pub mod taxonomies;
 
 use std::sync::Arc;
+
+use tokio::sync::Notify;
 
 use crate::config::Limits;
 use crate::crypto::Keys;
@@ -18,16 +21,18 @@ pub struct Services {
     pub accounts: accounts::Accounts,
     pub auth: auth::Auth,
     pub profiles: profiles::Profiles,
+    pub sessions: sessions::Sessions,
     pub stores: stores::Stores,
     pub taxonomies: taxonomies::Taxonomies,
 }
 
 impl Services {
-    pub fn new(repo: Arc<dyn Repo>, keys: Keys, limits: Limits) -> Self {
+    pub fn new(repo: Arc<dyn Repo>, keys: Keys, limits: Limits, mail_from: String, mail_wake: Arc<Notify>) -> Self {
         Self {
-            accounts: accounts::Accounts::new(repo.clone(), keys.clone(), limits),
-            auth: auth::Auth::new(repo.clone(), keys),
+            accounts: accounts::Accounts::new(repo.clone(), keys.clone(), limits.clone()),
+            auth: auth::Auth::new(repo.clone(), keys.clone()),
             profiles: profiles::Profiles::new(repo.clone()),
+            sessions: sessions::Sessions::new(repo.clone(), keys, limits, mail_from, mail_wake),
             stores: stores::Stores::new(repo.clone()),
             taxonomies: taxonomies::Taxonomies::new(repo),
         }

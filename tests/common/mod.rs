@@ -95,6 +95,7 @@ impl TestApp {
             ("SECRET_KEY".into(), SECRET_KEY.into()),
             ("MAIL_DIR".into(), dir.join("mail").display().to_string()),
             ("DB_MAX_CONNECTIONS".into(), "5".into()),
+            ("MAIL_POLL_INTERVAL_MS".into(), "50".into()),
         ]);
         for (k, v) in overrides {
             vars.insert(k.to_string(), v.to_string());
@@ -355,6 +356,46 @@ impl TestApp {
             }
         }
     }
+}
+
+impl TestApp {
+    pub fn mail_dir(&self) -> PathBuf {
+        PathBuf::from(&self.vars["MAIL_DIR"])
+    }
+
+    /// The raw .eml mails delivered to `to` so far, oldest first.
+    pub fn mails_to(&self, to: &str) -> Vec<String> {
+        let Ok(dir) = std::fs::read_dir(self.mail_dir()) else { return vec![] };
+        let mut files: Vec<PathBuf> =
+            dir.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "eml")).collect();
+        files.sort();
+        let needle = format!("to: {}", to.to_lowercase());
+        files
+            .into_iter()
+            .filter_map(|f| std::fs::read_to_string(f).ok())
+            .filter(|m| m.lines().any(|l| l.trim_end().to_lowercase() == needle))
+            .collect()
+    }
+
+    /// Waits (up to 10 s) for mail number `n` (1-based) to `to` and returns the code in its subject.
+    pub async fn code_for(&self, to: &str, n: usize) -> String {
+        for _ in 0..200 {
+            let mails = self.mails_to(to);
+            if mails.len() >= n {
+                return subject_code(&mails[n - 1]);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("no mail #{n} to {to} in {}", self.mail_dir().display());
+    }
+}
+
+/// The 6-digit code leading the Subject header.
+pub fn subject_code(mail: &str) -> String {
+    let subject = mail.lines().find_map(|l| l.trim_end().strip_prefix("Subject: ")).expect("a Subject header");
+    let code: String = subject.chars().take(6).collect();
+    assert!(code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()), "no code in subject {subject:?}");
+    code
 }
 
 pub fn uuid(v: &Value) -> uuid::Uuid {

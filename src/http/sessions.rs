@@ -1,0 +1,238 @@
+//! The storefront side of profiles: guest, connect, magic-code login, refresh, me, sessions.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::error::{AppResult, ErrorBody};
+use crate::http::extract::{ClientIp, Json, MaybeProfile, Path, UserAgent};
+use crate::http::profiles::{AuthTokenInfo, Profile};
+use crate::http::stores::Deleted;
+use crate::http::{Paged, auth::LoggedOut};
+use crate::services::auth::{ProfileActor, ProfileAuth};
+use crate::services::sessions::IssuedProfileTokens;
+
+/// A profile session's tokens. `id` is the session id (the `tokenId` of the revoke routes).
+#[derive(Serialize, ToSchema)]
+pub struct AuthToken {
+    pub id: Uuid,
+    pub access_token: String,
+    pub refresh_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    pub access_expires_at: i64,
+    pub refresh_expires_at: i64,
+    pub created_at: i64,
+    /// True only for sessions opened with a magic code.
+    pub is_verified: bool,
+    pub profile_id: Uuid,
+}
+
+impl From<IssuedProfileTokens> for AuthToken {
+    fn from(t: IssuedProfileTokens) -> Self {
+        Self {
+            id: t.session.id,
+            access_token: t.access_token,
+            refresh_token: t.refresh_token,
+            token_type: "Bearer",
+            access_expires_at: t.access_expires_at,
+            refresh_expires_at: t.session.refresh_expires_at,
+            created_at: t.session.created_at,
+            is_verified: t.session.verified,
+            profile_id: t.session.profile_id,
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct EmailRequest {
+    pub email: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct VerifyRequest {
+    pub email: String,
+    /// The 6-digit code from the mail.
+    pub code: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct RefreshRequest {
+    pub refresh_token: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CodeSent {
+    /// Always true for a valid email, whether or not a profile has it.
+    pub sent: bool,
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(initialize))
+        .routes(routes!(connect))
+        .routes(routes!(request_code))
+        .routes(routes!(verify))
+        .routes(routes!(refresh_token))
+        .routes(routes!(logout))
+        .routes(routes!(get_me))
+        .routes(routes!(list_sessions, revoke_all_tokens))
+        .routes(routes!(revoke_token))
+}
+
+/// A new anonymous guest profile and its (unverified) session.
+#[utoipa::path(post, path = "/v1/stores/{storeId}/profiles/initialize", tag = "profile sessions",
+    params(("storeId" = Uuid, Path)),
+    responses((status = 200, body = AuthToken), (status = 404, body = ErrorBody)))]
+pub async fn initialize(
+    State(state): State<AppState>,
+    Path(store_id): Path<Uuid>,
+    UserAgent(ua): UserAgent,
+) -> AppResult<Json<AuthToken>> {
+    Ok(Json(state.services.sessions.initialize(store_id, ua).await?.into()))
+}
+
+/// An unverified session for the profile with this email. A calling guest without email gets the
+/// email (same profile id), or is merged into the profile that already has it.
+#[utoipa::path(post, path = "/v1/stores/{storeId}/profiles/connect", tag = "profile sessions",
+    params(("storeId" = Uuid, Path)), request_body = EmailRequest, security((), ("bearer" = [])),
+    responses((status = 200, body = AuthToken), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+pub async fn connect(
+    State(state): State<AppState>,
+    Path(store_id): Path<Uuid>,
+    MaybeProfile(caller): MaybeProfile,
+    UserAgent(ua): UserAgent,
+    Json(body): Json<EmailRequest>,
+) -> AppResult<Json<AuthToken>> {
+    Ok(Json(state.services.sessions.connect(store_id, &body.email, caller.as_ref(), ua).await?.into()))
+}
+
+/// Mail a 6-digit sign-in code. The answer is the same for known and unknown emails.
+#[utoipa::path(post, path = "/v1/stores/{storeId}/profiles/auth/code", tag = "profile sessions",
+    params(("storeId" = Uuid, Path)), request_body = EmailRequest,
+    responses((status = 202, body = CodeSent), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody),
+              (status = 429, body = ErrorBody, description = "rate_limited; `retry_after` seconds, also in `Retry-After`")))]
+pub async fn request_code(
+    State(state): State<AppState>,
+    Path(store_id): Path<Uuid>,
+    ClientIp(ip): ClientIp,
+    Json(body): Json<EmailRequest>,
+) -> AppResult<(StatusCode, Json<CodeSent>)> {
+    let store = state.services.stores.get(store_id).await?;
+    state.services.sessions.request_code(&store, &body.email, ip).await?;
+    Ok((StatusCode::ACCEPTED, Json(CodeSent { sent: true })))
+}
+
+/// Exchange a code for a verified session; the profile becomes verified.
+#[utoipa::path(post, path = "/v1/stores/{storeId}/profiles/auth/verify", tag = "profile sessions",
+    params(("storeId" = Uuid, Path)), request_body = VerifyRequest, security((), ("bearer" = [])),
+    responses((status = 200, body = AuthToken), (status = 401, body = ErrorBody, description = "invalid_code"),
+              (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn verify(
+    State(state): State<AppState>,
+    Path(store_id): Path<Uuid>,
+    MaybeProfile(caller): MaybeProfile,
+    UserAgent(ua): UserAgent,
+    Json(body): Json<VerifyRequest>,
+) -> AppResult<Json<AuthToken>> {
+    Ok(Json(state.services.sessions.verify(store_id, &body.email, &body.code, caller.as_ref(), ua).await?.into()))
+}
+
+/// Exchange a refresh token for a new pair (single use; reuse after a short grace revokes the session).
+#[utoipa::path(post, path = "/v1/stores/{storeId}/profiles/auth/refresh", tag = "profile sessions",
+    params(("storeId" = Uuid, Path)), request_body = RefreshRequest,
+    responses((status = 200, body = AuthToken), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn refresh_token(
+    State(state): State<AppState>,
+    Path(store_id): Path<Uuid>,
+    Json(body): Json<RefreshRequest>,
+) -> AppResult<Json<AuthToken>> {
+    Ok(Json(state.services.sessions.refresh(store_id, &body.refresh_token).await?.into()))
+}
+
+/// Revoke the calling session.
+#[utoipa::path(post, path = "/v1/stores/{storeId}/profiles/auth/logout", tag = "profile sessions",
+    params(("storeId" = Uuid, Path)), security(("bearer" = [])),
+    responses((status = 200, body = LoggedOut), (status = 401, body = ErrorBody)))]
+pub async fn logout(State(state): State<AppState>, auth: ProfileAuth) -> AppResult<Json<LoggedOut>> {
+    state.services.sessions.revoke(auth.store_id, auth.profile_id, auth.session_id).await?;
+    Ok(Json(LoggedOut { logged_out: true }))
+}
+
+/// The calling profile. An unverified session on a verified profile sees only the top-level
+/// fields, with every collection empty.
+#[utoipa::path(get, path = "/v1/stores/{storeId}/profiles/me", tag = "profile sessions",
+    params(("storeId" = Uuid, Path)), security(("bearer" = [])),
+    responses((status = 200, body = Profile), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn get_me(State(state): State<AppState>, auth: ProfileAuth) -> AppResult<Json<Profile>> {
+    Ok(Json(state.services.sessions.me(&auth).await?.details.into()))
+}
+
+/// The profile's live sessions (no secrets). Admin, or the profile itself.
+#[utoipa::path(get, path = "/v1/stores/{storeId}/profiles/{id}/sessions", tag = "profile sessions",
+    params(("storeId" = Uuid, Path), ("id" = Uuid, Path)), security(("bearer" = [])),
+    responses((status = 200, body = Paged<AuthTokenInfo>), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn list_sessions(
+    State(state): State<AppState>,
+    actor: ProfileActor,
+    Path(path): Path<(Uuid, Uuid)>,
+) -> AppResult<Json<Paged<AuthTokenInfo>>> {
+    let store_id = store_of(&actor);
+    state.services.profiles.get(store_id, path.1).await?;
+    let items = state
+        .services
+        .sessions
+        .list(store_id, path.1)
+        .await?
+        .into_iter()
+        .map(|s| AuthTokenInfo {
+            id: s.id,
+            created_at: s.created_at,
+            last_used_at: s.last_used_at,
+            refresh_expires_at: s.refresh_expires_at,
+            is_verified: s.verified,
+            user_agent: s.user_agent,
+        })
+        .collect();
+    Ok(Json(Paged { items, cursor: None }))
+}
+
+/// Log the profile out everywhere. Admin, or the profile itself.
+#[utoipa::path(delete, path = "/v1/stores/{storeId}/profiles/{id}/sessions", tag = "profile sessions",
+    params(("storeId" = Uuid, Path), ("id" = Uuid, Path)), security(("bearer" = [])),
+    responses((status = 200, body = Deleted), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn revoke_all_tokens(
+    State(state): State<AppState>,
+    actor: ProfileActor,
+    Path(path): Path<(Uuid, Uuid)>,
+) -> AppResult<Json<Deleted>> {
+    let store_id = store_of(&actor);
+    state.services.profiles.get(store_id, path.1).await?;
+    state.services.sessions.revoke_all(store_id, path.1).await?;
+    Ok(Json(Deleted { deleted: true }))
+}
+
+/// Revoke one session; its tokens are refused from the next request on. Admin, or the profile itself.
+#[utoipa::path(delete, path = "/v1/stores/{storeId}/profiles/{id}/sessions/{tokenId}", tag = "profile sessions",
+    params(("storeId" = Uuid, Path), ("id" = Uuid, Path), ("tokenId" = Uuid, Path)), security(("bearer" = [])),
+    responses((status = 200, body = Deleted), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn revoke_token(
+    State(state): State<AppState>,
+    actor: ProfileActor,
+    Path(path): Path<(Uuid, Uuid, Uuid)>,
+) -> AppResult<Json<Deleted>> {
+    state.services.sessions.revoke(store_of(&actor), path.1, path.2).await?;
+    Ok(Json(Deleted { deleted: true }))
+}
+
+fn store_of(actor: &ProfileActor) -> Uuid {
+    match actor {
+        ProfileActor::Admin(a) => a.store_id,
+        ProfileActor::Itself(p) => p.store_id,
+    }
+}

@@ -1,0 +1,408 @@
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use super::profiles::{merge_in_tx, refresh_search_text};
+use super::row::RowExt;
+use super::{
+    BeginWrite, NewCode, NewOutboxMail, OpenOutcome, OpenSession, ProfileRotateOutcome, ProfileSessionRow,
+    RefreshRotation, RepoError, RepoResult, SessionRepo, SessionSummary, SqlRepo, SweepReport, insert_outbox_mail,
+    on_db,
+};
+
+const SESSION_COLUMNS: &str =
+    "s.store_id, s.id, s.profile_id, s.verified, s.user_agent, s.created_at, s.last_used_at, s.refresh_expires_at";
+/// Rows deleted per janitor statement, so a large backlog never becomes one huge transaction.
+const SWEEP_BATCH: i64 = 1000;
+
+fn session(r: &impl RowExt) -> sqlx::Result<ProfileSessionRow> {
+    Ok(ProfileSessionRow {
+        store_id: r.uuid("store_id")?,
+        id: r.uuid("id")?,
+        profile_id: r.uuid("profile_id")?,
+        verified: r.boolean("verified")?,
+        user_agent: r.opt_text("user_agent")?,
+        created_at: r.int("created_at")?,
+        last_used_at: r.int("last_used_at")?,
+        refresh_expires_at: r.int("refresh_expires_at")?,
+    })
+}
+
+fn is_fk_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error().is_some_and(|d| d.is_foreign_key_violation())
+}
+
+#[async_trait]
+impl SessionRepo for SqlRepo {
+    async fn open_profile_session(&self, o: &OpenSession) -> RepoResult<OpenOutcome> {
+        let email_key = o.email.as_ref().map(|e| e.key());
+        on_db!(self, p => {
+            let mut tx = p.begin_write().await?;
+            let verified = o.code.is_some();
+            if let (Some(check), Some(key)) = (&o.code, &email_key) {
+                let sql = format!(
+                    "SELECT id, code_hash, attempts FROM magic_codes WHERE store_id = $1 AND email_key = $2
+                     AND used_at IS NULL AND voided_at IS NULL AND expires_at > $3 AND attempts < $4
+                     ORDER BY created_at DESC, id DESC LIMIT 1{}",
+                    p.for_update()
+                );
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(o.store_id)
+                    .bind(key)
+                    .bind(o.now)
+                    .bind(check.max_attempts)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let Some(row) = row else { return Ok(OpenOutcome::WrongCode) };
+                let code_id = row.uuid("id")?;
+                let stored: Vec<u8> = sqlx::Row::try_get(&row, "code_hash")?;
+                if !crate::crypto::constant_time_eq(&stored, &check.code_hash) {
+                    sqlx::query("UPDATE magic_codes SET attempts = attempts + 1 WHERE store_id = $1 AND id = $2")
+                        .bind(o.store_id)
+                        .bind(code_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    return Ok(OpenOutcome::WrongCode);
+                }
+                sqlx::query("UPDATE magic_codes SET used_at = $3 WHERE store_id = $1 AND id = $2")
+                    .bind(o.store_id)
+                    .bind(code_id)
+                    .bind(o.now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+
+            let caller_is_guest = match o.caller {
+                None => false,
+                Some(caller) => {
+                    let key: Option<Option<String>> =
+                        sqlx::query_scalar("SELECT email_key FROM profiles WHERE store_id = $1 AND id = $2")
+                            .bind(o.store_id)
+                            .bind(caller)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    matches!(key, Some(None))
+                }
+            };
+            let existing: Option<Uuid> = match &email_key {
+                None => None,
+                Some(key) => {
+                    sqlx::query_scalar("SELECT id FROM profiles WHERE store_id = $1 AND email_key = $2")
+                        .bind(o.store_id)
+                        .bind(key)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                }
+            };
+            let profile_id = match (existing, o.caller) {
+                (Some(found), Some(caller)) if caller_is_guest && caller != found => {
+                    // The guest's cart, subscriptions and orders carry over into the known profile.
+                    merge_in_tx!(tx, p, o.store_id, found, caller, o.now);
+                    found
+                }
+                (Some(found), _) => found,
+                (None, Some(caller)) if caller_is_guest => {
+                    sqlx::query("UPDATE profiles SET email = $3, email_key = $4, updated_at = $5 WHERE store_id = $1 AND id = $2")
+                        .bind(o.store_id)
+                        .bind(caller)
+                        .bind(o.email.as_ref().map(|e| e.as_str()))
+                        .bind(&email_key)
+                        .bind(o.now)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(RepoError::from_write)?;
+                    refresh_search_text!(tx, o.store_id, &[caller]);
+                    caller
+                }
+                (None, _) => {
+                    let inserted = sqlx::query(
+                        "INSERT INTO profiles (store_id, id, email, email_key, verified, status, search_text, created_at, updated_at)
+                         VALUES ($1, $2, $3, $4, FALSE, 'active', $5, $6, $6)",
+                    )
+                    .bind(o.store_id)
+                    .bind(o.new_profile_id)
+                    .bind(o.email.as_ref().map(|e| e.as_str()))
+                    .bind(&email_key)
+                    .bind(email_key.clone().unwrap_or_default())
+                    .bind(o.now)
+                    .execute(&mut *tx)
+                    .await;
+                    match inserted {
+                        Err(e) if is_fk_violation(&e) => return Ok(OpenOutcome::NoStore),
+                        Err(e) => return Err(RepoError::from_write(e)),
+                        Ok(_) => o.new_profile_id,
+                    }
+                }
+            };
+            if verified {
+                sqlx::query("UPDATE profiles SET verified = TRUE, updated_at = $3 WHERE store_id = $1 AND id = $2 AND NOT verified")
+                    .bind(o.store_id)
+                    .bind(profile_id)
+                    .bind(o.now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let row = ProfileSessionRow {
+                store_id: o.store_id,
+                id: o.session_id,
+                profile_id,
+                verified,
+                user_agent: o.user_agent.clone(),
+                created_at: o.now,
+                last_used_at: o.now,
+                refresh_expires_at: o.refresh_expires_at,
+            };
+            sqlx::query(
+                "INSERT INTO profile_sessions (store_id, id, profile_id, verified, user_agent, created_at, last_used_at, refresh_expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $6, $7)",
+            )
+            .bind(row.store_id)
+            .bind(row.id)
+            .bind(row.profile_id)
+            .bind(row.verified)
+            .bind(&row.user_agent)
+            .bind(row.created_at)
+            .bind(row.refresh_expires_at)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("INSERT INTO profile_refresh_tokens (store_id, token_hash, session_id, created_at) VALUES ($1, $2, $3, $4)")
+                .bind(row.store_id)
+                .bind(&o.refresh_hash[..])
+                .bind(row.id)
+                .bind(o.now)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(OpenOutcome::Opened(row))
+        })
+    }
+
+    async fn rotate_profile_refresh(&self, store_id: Uuid, rot: &RefreshRotation) -> RepoResult<ProfileRotateOutcome> {
+        let sql = format!(
+            "SELECT {SESSION_COLUMNS}, s.revoked_at FROM profile_refresh_tokens t
+             JOIN profile_sessions s ON s.store_id = t.store_id AND s.id = t.session_id
+             WHERE t.store_id = $1 AND t.token_hash = $2"
+        );
+        on_db!(self, p => {
+            let mut tx = p.begin_write().await?;
+            let found = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(store_id).bind(&rot.presented[..]).fetch_optional(&mut *tx).await?;
+            let Some(row) = found else { return Ok(ProfileRotateOutcome::Invalid) };
+            let mut current = session(&row)?;
+            if row.opt_int("revoked_at")?.is_some() || current.refresh_expires_at <= rot.now {
+                return Ok(ProfileRotateOutcome::Invalid);
+            }
+            // One conditional UPDATE claims the token: of two concurrent refreshes exactly one wins.
+            let claimed = sqlx::query(
+                "UPDATE profile_refresh_tokens SET rotated_at = $3 WHERE store_id = $1 AND token_hash = $2 AND rotated_at IS NULL",
+            )
+            .bind(store_id)
+            .bind(&rot.presented[..])
+            .bind(rot.now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if !claimed {
+                let rotated_at: Option<i64> =
+                    sqlx::query_scalar("SELECT rotated_at FROM profile_refresh_tokens WHERE store_id = $1 AND token_hash = $2")
+                        .bind(store_id)
+                        .bind(&rot.presented[..])
+                        .fetch_one(&mut *tx)
+                        .await?;
+                if rot.now - rotated_at.unwrap_or(rot.now) > rot.grace_secs {
+                    sqlx::query("UPDATE profile_sessions SET revoked_at = $3 WHERE store_id = $1 AND id = $2")
+                        .bind(store_id)
+                        .bind(current.id)
+                        .bind(rot.now)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    return Ok(ProfileRotateOutcome::Reused);
+                }
+            }
+            sqlx::query("INSERT INTO profile_refresh_tokens (store_id, token_hash, session_id, created_at) VALUES ($1, $2, $3, $4)")
+                .bind(store_id)
+                .bind(&rot.replacement[..])
+                .bind(current.id)
+                .bind(rot.now)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("UPDATE profile_sessions SET last_used_at = $3, refresh_expires_at = $4 WHERE store_id = $1 AND id = $2")
+                .bind(store_id)
+                .bind(current.id)
+                .bind(rot.now)
+                .bind(rot.refresh_expires_at)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            current.last_used_at = rot.now;
+            current.refresh_expires_at = rot.refresh_expires_at;
+            Ok(ProfileRotateOutcome::Rotated(current))
+        })
+    }
+
+    async fn live_profile_session(&self, store_id: Uuid, session_id: Uuid, profile_id: Uuid) -> RepoResult<Option<ProfileSessionRow>> {
+        let sql = format!(
+            "SELECT {SESSION_COLUMNS} FROM profile_sessions s WHERE s.store_id = $1 AND s.id = $2 AND s.profile_id = $3
+             AND s.revoked_at IS NULL AND s.refresh_expires_at > $4"
+        );
+        on_db!(self, p => {
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(store_id)
+                .bind(session_id)
+                .bind(profile_id)
+                .bind(crate::now())
+                .fetch_optional(p)
+                .await?;
+            Ok(row.map(|r| session(&r)).transpose()?)
+        })
+    }
+
+    async fn profile_sessions(&self, store_id: Uuid, profile_id: Uuid) -> RepoResult<Vec<SessionSummary>> {
+        on_db!(self, p => {
+            let rows = sqlx::query(
+                "SELECT id, created_at, last_used_at, refresh_expires_at, verified, user_agent FROM profile_sessions
+                 WHERE store_id = $1 AND profile_id = $2 AND revoked_at IS NULL AND refresh_expires_at > $3 ORDER BY id",
+            )
+            .bind(store_id)
+            .bind(profile_id)
+            .bind(crate::now())
+            .fetch_all(p)
+            .await?;
+            Ok(rows
+                .iter()
+                .map(|r| {
+                    Ok(SessionSummary {
+                        id: r.uuid("id")?,
+                        created_at: r.int("created_at")?,
+                        last_used_at: r.int("last_used_at")?,
+                        refresh_expires_at: r.int("refresh_expires_at")?,
+                        verified: r.boolean("verified")?,
+                        user_agent: r.opt_text("user_agent")?,
+                    })
+                })
+                .collect::<sqlx::Result<_>>()?)
+        })
+    }
+
+    async fn revoke_profile_session(&self, store_id: Uuid, profile_id: Uuid, session_id: Uuid, now: i64) -> RepoResult<bool> {
+        on_db!(self, p => {
+            let n = sqlx::query(
+                "UPDATE profile_sessions SET revoked_at = $4
+                 WHERE store_id = $1 AND profile_id = $2 AND id = $3 AND revoked_at IS NULL AND refresh_expires_at > $4",
+            )
+            .bind(store_id)
+            .bind(profile_id)
+            .bind(session_id)
+            .bind(now)
+            .execute(p)
+            .await?
+            .rows_affected();
+            Ok(n == 1)
+        })
+    }
+
+    async fn revoke_profile_sessions(&self, store_id: Uuid, profile_id: Uuid, now: i64) -> RepoResult<u64> {
+        on_db!(self, p => {
+            let n = sqlx::query(
+                "UPDATE profile_sessions SET revoked_at = $3 WHERE store_id = $1 AND profile_id = $2 AND revoked_at IS NULL",
+            )
+            .bind(store_id)
+            .bind(profile_id)
+            .bind(now)
+            .execute(p)
+            .await?
+            .rows_affected();
+            Ok(n)
+        })
+    }
+
+    async fn store_code(&self, c: &NewCode, mail: &NewOutboxMail) -> RepoResult<()> {
+        on_db!(self, p => {
+            let mut tx = p.begin_write().await?;
+            sqlx::query(
+                "UPDATE magic_codes SET voided_at = $3
+                 WHERE store_id = $1 AND email_key = $2 AND used_at IS NULL AND voided_at IS NULL",
+            )
+            .bind(c.store_id)
+            .bind(&c.email_key)
+            .bind(c.created_at)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO magic_codes (store_id, id, email_key, code_hash, attempts, created_at, expires_at)
+                 VALUES ($1, $2, $3, $4, 0, $5, $6)",
+            )
+            .bind(c.store_id)
+            .bind(c.id)
+            .bind(&c.email_key)
+            .bind(&c.code_hash[..])
+            .bind(c.created_at)
+            .bind(c.expires_at)
+            .execute(&mut *tx)
+            .await?;
+            insert_outbox_mail!(&mut *tx, mail).await.map_err(RepoError::from_write)?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    async fn hit_rate_limit(&self, store_id: Uuid, bucket: &str, window_start: i64) -> RepoResult<i64> {
+        on_db!(self, p => {
+            let hits: i64 = sqlx::query_scalar(
+                "INSERT INTO rate_limits (store_id, bucket, window_start, hits) VALUES ($1, $2, $3, 1)
+                 ON CONFLICT (store_id, bucket, window_start) DO UPDATE SET hits = rate_limits.hits + 1
+                 RETURNING hits",
+            )
+            .bind(store_id)
+            .bind(bucket)
+            .bind(window_start)
+            .fetch_one(p)
+            .await?;
+            Ok(hits)
+        })
+    }
+
+    async fn sweep(&self, now: i64, guest_cutoff: i64) -> RepoResult<SweepReport> {
+        let mut report = SweepReport::default();
+        on_db!(self, p => {
+            loop {
+                let n = sqlx::query(
+                    "DELETE FROM profiles WHERE (store_id, id) IN (
+                        SELECT g.store_id, g.id FROM profiles g WHERE g.email_key IS NULL AND g.created_at < $1
+                        AND NOT EXISTS (SELECT 1 FROM profile_sessions s WHERE s.store_id = g.store_id
+                                        AND s.profile_id = g.id AND s.last_used_at >= $1)
+                        LIMIT $2)",
+                )
+                .bind(guest_cutoff)
+                .bind(SWEEP_BATCH)
+                .execute(p)
+                .await?
+                .rows_affected();
+                report.guests += n;
+                if n < SWEEP_BATCH as u64 {
+                    break;
+                }
+            }
+            // Sessions past their refresh expiry, or revoked a day ago (kept that long for reuse detection).
+            report.sessions = sqlx::query(
+                "DELETE FROM profile_sessions WHERE refresh_expires_at < $1 OR (revoked_at IS NOT NULL AND revoked_at < $1 - 86400)",
+            )
+            .bind(now)
+            .execute(p)
+            .await?
+            .rows_affected();
+            report.codes = sqlx::query("DELETE FROM magic_codes WHERE expires_at < $1 - 86400")
+                .bind(now)
+                .execute(p)
+                .await?
+                .rows_affected();
+            report.rate_limits = sqlx::query("DELETE FROM rate_limits WHERE window_start < $1 - 86400")
+                .bind(now)
+                .execute(p)
+                .await?
+                .rows_affected();
+        });
+        Ok(report)
+    }
+}
