@@ -128,7 +128,7 @@ impl OutboxWorker {
                     crate::now()
                 } else {
                     let delay = self.settings.backoff(attempts as u32, rand::random::<f64>());
-                    tracing::warn!(mail_id = %mail.id, store_id = ?mail.store_id, attempts, retry_in_secs = delay.as_secs(),
+                    tracing::warn!(mail_id = %mail.id, store_id = ?mail.store_id, attempts, retry_in = ?delay,
                         error = %error, "mail not delivered; will retry");
                     due_at(unix_millis(), delay)
                 };
