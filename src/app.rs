@@ -64,8 +64,19 @@ pub fn build_router(state: AppState) -> Router {
 
 /// Starts the outbox worker and the janitor; they stop when `shutdown` turns true.
 pub fn spawn_background(state: &AppState, shutdown: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
-    let settings = OutboxSettings { poll_interval: state.config.limits.mail_poll_interval, ..OutboxSettings::default() };
-    let worker = OutboxWorker::new(state.repo.clone(), state.mailer.clone(), settings).with_wake(state.mail_wake.clone());
+    let limits = &state.config.limits;
+    let settings = OutboxSettings {
+        poll_interval: limits.mail_poll_interval,
+        backoff_base: limits.mail_retry_base,
+        backoff_max: limits.mail_retry_max,
+        max_attempts: limits.mail_max_attempts,
+        ..OutboxSettings::default()
+    };
+    let worker = state.config.mail_worker.then(|| {
+        OutboxWorker::new(state.repo.clone(), state.mailer.clone(), settings)
+            .with_wake(state.mail_wake.clone())
+            .spawn(shutdown.clone())
+    });
     let janitor_state = state.clone();
     let mut janitor_shutdown = shutdown.clone();
     let janitor = tokio::spawn(async move {
@@ -81,7 +92,7 @@ pub fn spawn_background(state: &AppState, shutdown: watch::Receiver<bool>) -> Ve
             }
         }
     });
-    vec![worker.spawn(shutdown), janitor]
+    worker.into_iter().chain([janitor]).collect()
 }
 
 /// Serves until `shutdown` resolves, drains in-flight requests, then stops the background tasks.
@@ -98,7 +109,10 @@ pub async fn serve(
         .await;
     let _ = stop.send(true);
     for task in background {
-        let _ = task.await;
+        // A mail being sent stays leased and is retried (here or elsewhere) when the lease ends.
+        if tokio::time::timeout(std::time::Duration::from_secs(10), task).await.is_err() {
+            tracing::warn!("a background task was still busy at shutdown; leaving it");
+        }
     }
     served
 }

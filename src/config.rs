@@ -83,6 +83,10 @@ pub struct Limits {
     pub guest_ttl: Duration,
     pub janitor_interval: Duration,
     pub mail_poll_interval: Duration,
+    /// Outbox retries: first delay, ceiling, attempts before a mail is parked.
+    pub mail_retry_base: Duration,
+    pub mail_retry_max: Duration,
+    pub mail_max_attempts: u32,
     /// Take the client address from `X-Forwarded-For` (behind a trusted load balancer only).
     pub trust_forwarded_for: bool,
 }
@@ -97,6 +101,8 @@ pub struct Config {
     pub smtp_url: Option<Secret>,
     pub mail_dir: PathBuf,
     pub mail_from: String,
+    /// Whether this instance runs the outbox worker (`MAIL_WORKER`, default true).
+    pub mail_worker: bool,
     pub stripe_secret_key: Option<Secret>,
     pub stripe_webhook_secret: Option<Secret>,
     pub stripe_api_base: Option<String>,
@@ -182,7 +188,9 @@ impl Config {
         let count = |var: &'static str, default: u32| -> Result<u32, ConfigError> {
             match get(var) {
                 None => Ok(default),
-                Some(v) => v.parse::<u32>().ok().filter(|n| *n > 0).ok_or_else(|| bad(var, "must be a positive whole number")),
+                Some(v) => {
+                    v.parse::<u32>().ok().filter(|n| *n > 0).ok_or_else(|| bad(var, "must be a positive whole number"))
+                }
             }
         };
         let flag = |var: &'static str| -> Result<bool, ConfigError> {
@@ -221,7 +229,22 @@ impl Config {
                     .map(Duration::from_millis)
                     .ok_or_else(|| bad("MAIL_POLL_INTERVAL_MS", "must be at least 10 (milliseconds)"))?,
             },
+            mail_retry_base: secs("MAIL_RETRY_BASE_SECS", 30)?,
+            mail_retry_max: secs("MAIL_RETRY_MAX_SECS", 3600)?,
+            mail_max_attempts: match get("MAIL_MAX_ATTEMPTS") {
+                None => 12,
+                Some(v) => v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=100).contains(n))
+                    .ok_or_else(|| bad("MAIL_MAX_ATTEMPTS", "must be a whole number from 1 to 100"))?,
+            },
             trust_forwarded_for: flag("TRUST_FORWARDED_FOR")?,
+        };
+        let mail_worker = match get("MAIL_WORKER").as_deref() {
+            None | Some("true" | "1" | "yes") => true,
+            Some("false" | "0" | "no") => false,
+            Some(_) => return Err(bad("MAIL_WORKER", "must be true or false")),
         };
 
         Ok(Self {
@@ -232,6 +255,7 @@ impl Config {
             smtp_url,
             mail_dir: PathBuf::from(get("MAIL_DIR").unwrap_or_else(|| "./mail".into())),
             mail_from: get("MAIL_FROM").unwrap_or_else(|| "storecrm <no-reply@localhost>".into()),
+            mail_worker,
             stripe_secret_key: get("STRIPE_SECRET_KEY").map(Secret::new),
             stripe_webhook_secret: get("STRIPE_WEBHOOK_SECRET").map(Secret::new),
             stripe_api_base,

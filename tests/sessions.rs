@@ -2,6 +2,9 @@
 //! rule around it, over HTTP on both backends. Code mails are read back from the file transport.
 
 mod common;
+#[allow(dead_code)]
+#[path = "mail/sink.rs"]
+mod sink;
 
 use common::{Admin, Bind, TestApp, expect_error, uuid};
 use reqwest::{Method, StatusCode};
@@ -24,6 +27,7 @@ backend_tests!(
     bad_input_is_refused_and_writes_nothing,
     guests_without_email_are_swept,
     code_mail_is_complete,
+    codes_requested_during_an_smtp_outage_arrive_once_after_it,
 );
 
 fn store_path(store: &str, rest: &str) -> String {
@@ -96,8 +100,9 @@ async fn guest_connect_code_verify_refresh_revoke_story(app: &TestApp) {
     assert_eq!(codes[0]["used"], true);
     assert!(codes[0].get("code").is_none() && codes[0].get("code_hash").is_none());
 
-    let (status, refreshed) =
-        app.post(&store_path(s, "/profiles/auth/refresh"), None, json!({"refresh_token": verified["refresh_token"]})).await;
+    let (status, refreshed) = app
+        .post(&store_path(s, "/profiles/auth/refresh"), None, json!({"refresh_token": verified["refresh_token"]}))
+        .await;
     assert_eq!(status, StatusCode::OK, "{refreshed}");
     assert_eq!(refreshed["id"], verified["id"]);
     assert_eq!(refreshed["is_verified"], true);
@@ -106,27 +111,35 @@ async fn guest_connect_code_verify_refresh_revoke_story(app: &TestApp) {
     let path = store_path(s, &format!("/profiles/{pid}/sessions/{}", refreshed["id"].as_str().unwrap()));
     assert_eq!(app.delete(&path, Some(tok(&refreshed))).await, (StatusCode::OK, json!({"deleted": true})));
     expect_error(&app.get(&store_path(s, "/profiles/me"), Some(tok(&refreshed))).await, 401, "unauthorized");
-    let again = app.post(&store_path(s, "/profiles/auth/refresh"), None, json!({"refresh_token": refreshed["refresh_token"]})).await;
+    let again = app
+        .post(&store_path(s, "/profiles/auth/refresh"), None, json!({"refresh_token": refreshed["refresh_token"]}))
+        .await;
     expect_error(&again, 401, "invalid_refresh_token");
     // The other sessions are untouched.
     assert_eq!(app.get(&store_path(s, "/profiles/me"), Some(tok(&connected))).await.0, StatusCode::OK);
-    assert_eq!(app.post(&store_path(s, "/profiles/auth/logout"), Some(tok(&connected)), json!({})).await.0, StatusCode::OK);
+    assert_eq!(
+        app.post(&store_path(s, "/profiles/auth/logout"), Some(tok(&connected)), json!({})).await.0,
+        StatusCode::OK
+    );
     expect_error(&app.get(&store_path(s, "/profiles/me"), Some(tok(&connected))).await, 401, "unauthorized");
 }
 
 async fn connecting_a_known_email_merges_the_guest(app: &TestApp) {
     let admin = app.admin("mergeconnect").await;
     let s = admin.store_id.as_str();
-    let (_, known) = app.post(&admin.store("/profiles"), Some(&admin.token), json!({"email": "known@example.com"})).await;
+    let (_, known) =
+        app.post(&admin.store("/profiles"), Some(&admin.token), json!({"email": "known@example.com"})).await;
     let guest = initialize(app, s).await;
     let gid = guest["profile_id"].as_str().unwrap();
     app.post(&admin.store(&format!("/profiles/{gid}/orders")), Some(&admin.token), json!({"order_id": "cart-1"})).await;
 
-    let (status, t) = app.post(&store_path(s, "/profiles/connect"), Some(tok(&guest)), json!({"email": "KNOWN@example.com"})).await;
+    let (status, t) =
+        app.post(&store_path(s, "/profiles/connect"), Some(tok(&guest)), json!({"email": "KNOWN@example.com"})).await;
     assert_eq!(status, StatusCode::OK, "{t}");
     assert_eq!(t["profile_id"], known["id"], "the session is for the profile that has the email");
     expect_error(&app.get(&admin.store(&format!("/profiles/{gid}")), Some(&admin.token)).await, 404, "not_found");
-    let (_, orders) = app.get(&admin.store(&format!("/profiles/{}/orders", known["id"].as_str().unwrap())), Some(&admin.token)).await;
+    let (_, orders) =
+        app.get(&admin.store(&format!("/profiles/{}/orders", known["id"].as_str().unwrap())), Some(&admin.token)).await;
     assert_eq!(orders["items"][0]["order_id"], "cart-1", "the guest's order carried over");
     expect_error(&app.get(&store_path(s, "/profiles/me"), Some(tok(&guest))).await, 401, "unauthorized");
 
@@ -150,18 +163,21 @@ async fn connect_without_guest_and_new_profiles(app: &TestApp) {
     assert_eq!(a["profile_id"], b["profile_id"]);
     assert_ne!(a["id"], b["id"], "a fresh session each time");
     // A caller that already has an email is not changed: the other email gets its own profile.
-    let (_, c) = app.post(&store_path(s, "/profiles/connect"), Some(tok(&a)), json!({"email": "other@example.com"})).await;
+    let (_, c) =
+        app.post(&store_path(s, "/profiles/connect"), Some(tok(&a)), json!({"email": "other@example.com"})).await;
     assert_ne!(c["profile_id"], a["profile_id"]);
     let (_, me) = app.get(&store_path(s, "/profiles/me"), Some(tok(&a))).await;
     assert_eq!(me["email"], "fresh@example.com");
     // verify of an email nobody has creates a verified profile.
     let t = sign_in(app, s, "brandnew@example.com", 1).await;
-    let (_, p) = app.get(&admin.store(&format!("/profiles/{}", t["profile_id"].as_str().unwrap())), Some(&admin.token)).await;
+    let (_, p) =
+        app.get(&admin.store(&format!("/profiles/{}", t["profile_id"].as_str().unwrap())), Some(&admin.token)).await;
     assert_eq!((p["email"].as_str(), p["verified"].as_bool()), (Some("brandnew@example.com"), Some(true)));
 }
 
 async fn codes_obey_attempts_expiry_and_replacement(app: &TestApp) {
-    let own = TestApp::spawn_with(app.backend, &[("CODE_TTL_SECS", "2"), ("CODE_LIMIT_PER_EMAIL", "50")]).await.unwrap();
+    let own =
+        TestApp::spawn_with(app.backend, &[("CODE_TTL_SECS", "2"), ("CODE_LIMIT_PER_EMAIL", "50")]).await.unwrap();
     let app = &own;
     let admin = app.admin("codes").await;
     let s = admin.store_id.as_str();
@@ -217,9 +233,18 @@ async fn code_requests_look_the_same_for_known_and_unknown_emails(app: &TestApp)
     // Both get a working code: verify then resolves or creates the profile.
     app.code_for("member@example.com", 1).await;
     app.code_for("stranger@example.com", 1).await;
-    expect_error(&app.post(&store_path(s, "/profiles/auth/code"), None, json!({"email": "nope"})).await, 422, "validation_failed");
     expect_error(
-        &app.post(&store_path(&uuid::Uuid::now_v7().to_string(), "/profiles/auth/code"), None, json!({"email": "a@example.com"})).await,
+        &app.post(&store_path(s, "/profiles/auth/code"), None, json!({"email": "nope"})).await,
+        422,
+        "validation_failed",
+    );
+    expect_error(
+        &app.post(
+            &store_path(&uuid::Uuid::now_v7().to_string(), "/profiles/auth/code"),
+            None,
+            json!({"email": "a@example.com"}),
+        )
+        .await,
         404,
         "not_found",
     );
@@ -255,7 +280,11 @@ async fn code_requests_are_rate_limited_per_email_and_ip(app: &TestApp) {
         assert_eq!(send(&format!("ip{i}@example.com"), "10.9.9.9").await.unwrap().status(), StatusCode::ACCEPTED);
     }
     expect_error(&common::read(send("ip5@example.com", "10.9.9.9").await.unwrap()).await, 429, "rate_limited");
-    assert_eq!(send("ip5@example.com", "10.9.9.8").await.unwrap().status(), StatusCode::ACCEPTED, "another address is fine");
+    assert_eq!(
+        send("ip5@example.com", "10.9.9.8").await.unwrap().status(),
+        StatusCode::ACCEPTED,
+        "another address is fine"
+    );
     own.stop().await;
 }
 
@@ -277,7 +306,13 @@ async fn rate_limits_hold_across_instances(app: &TestApp) {
 async fn unverified_sessions_on_verified_profiles_see_the_redacted_profile(app: &TestApp) {
     let admin = app.admin("redact").await;
     let s = admin.store_id.as_str();
-    let (_, tax) = app.post(&admin.store("/taxonomies"), Some(&admin.token), json!({"key": "t", "schema": [{"key": "vip", "type": "boolean"}]})).await;
+    let (_, tax) = app
+        .post(
+            &admin.store("/taxonomies"),
+            Some(&admin.token),
+            json!({"key": "t", "schema": [{"key": "vip", "type": "boolean"}]}),
+        )
+        .await;
     let verified = sign_in(app, s, "vip@example.com", 1).await;
     let pid = verified["profile_id"].as_str().unwrap();
     app.put(&admin.store(&format!("/profiles/{pid}")), Some(&admin.token),
@@ -307,7 +342,9 @@ async fn profile_tokens_are_checked(app: &TestApp) {
     let t = initialize(app, &a.store_id).await;
     // A store's token is refused by every other store.
     expect_error(&app.get(&store_path(&b.store_id, "/profiles/me"), Some(tok(&t))).await, 401, "unauthorized");
-    let refresh_elsewhere = app.post(&store_path(&b.store_id, "/profiles/auth/refresh"), None, json!({"refresh_token": t["refresh_token"]})).await;
+    let refresh_elsewhere = app
+        .post(&store_path(&b.store_id, "/profiles/auth/refresh"), None, json!({"refresh_token": t["refresh_token"]}))
+        .await;
     expect_error(&refresh_elsewhere, 401, "invalid_refresh_token");
     // Profile tokens are no admin credential; account tokens are no profile credential.
     expect_error(&app.get(&a.store("/profiles"), Some(tok(&t))).await, 403, "forbidden");
@@ -315,7 +352,8 @@ async fn profile_tokens_are_checked(app: &TestApp) {
     expect_error(&app.get(&store_path(&a.store_id, "/profiles/me"), Some(&a.token)).await, 403, "forbidden");
     expect_error(&app.get(&store_path(&a.store_id, "/profiles/me"), None).await, 401, "unauthorized");
 
-    let payload: Value = serde_json::from_slice(&storecrm::crypto::unb64(tok(&t).split('.').nth(1).unwrap()).unwrap()).unwrap();
+    let payload: Value =
+        serde_json::from_slice(&storecrm::crypto::unb64(tok(&t).split('.').nth(1).unwrap()).unwrap()).unwrap();
     assert_eq!(payload["typ"], "profile");
     assert_eq!(payload["store"], a.store_id.as_str());
     assert_eq!(payload["sid"], t["id"]);
@@ -377,7 +415,11 @@ async fn refresh_rotates_detects_reuse_and_tolerates_concurrent_tabs(app: &TestA
     let reuse = strict.post(&path, None, json!({"refresh_token": first["refresh_token"]})).await;
     expect_error(&reuse, 401, "refresh_token_reused");
     expect_error(&strict.get(&store_path(s, "/profiles/me"), Some(tok(&second))).await, 401, "unauthorized");
-    expect_error(&strict.post(&path, None, json!({"refresh_token": second["refresh_token"]})).await, 401, "invalid_refresh_token");
+    expect_error(
+        &strict.post(&path, None, json!({"refresh_token": second["refresh_token"]})).await,
+        401,
+        "invalid_refresh_token",
+    );
     strict.stop().await;
 }
 
@@ -404,7 +446,11 @@ async fn sessions_are_listed_and_revoked_by_admin_or_self(app: &TestApp) {
     assert_eq!(app.delete(&one_path, Some(&admin.token)).await.0, StatusCode::OK);
     expect_error(&app.get(&store_path(s, "/profiles/me"), Some(tok(&one))).await, 401, "unauthorized");
     expect_error(&app.delete(&one_path, Some(&admin.token)).await, 404, "not_found");
-    expect_error(&app.delete(&format!("{list_path}/{}", uuid::Uuid::now_v7()), Some(&admin.token)).await, 404, "not_found");
+    expect_error(
+        &app.delete(&format!("{list_path}/{}", uuid::Uuid::now_v7()), Some(&admin.token)).await,
+        404,
+        "not_found",
+    );
     expect_error(&app.delete(&format!("{list_path}/not-a-uuid"), Some(&admin.token)).await, 404, "not_found");
 
     let third = sign_in(app, s, "multi@example.com", 3).await;
@@ -447,13 +493,30 @@ async fn bad_input_is_refused_and_writes_nothing(app: &TestApp) {
         expect_error(&got, 422, "validation_failed");
         assert_eq!(got.1["validation_errors"][0], json!({"field": field, "error": error}), "{path}");
     }
-    expect_error(&app.post(&store_path(s, "/profiles/auth/refresh"), None, json!({"refresh_token": "garbage"})).await, 401, "invalid_refresh_token");
-    expect_error(&app.post(&store_path(s, "/profiles/auth/verify"), None, json!({"email": "a@example.com", "code": "123456"})).await, 401, "invalid_code");
+    expect_error(
+        &app.post(&store_path(s, "/profiles/auth/refresh"), None, json!({"refresh_token": "garbage"})).await,
+        401,
+        "invalid_refresh_token",
+    );
+    expect_error(
+        &app.post(&store_path(s, "/profiles/auth/verify"), None, json!({"email": "a@example.com", "code": "123456"}))
+            .await,
+        401,
+        "invalid_code",
+    );
     let missing = uuid::Uuid::now_v7().to_string();
     expect_error(&app.post(&store_path(&missing, "/profiles/initialize"), None, json!({})).await, 404, "not_found");
-    expect_error(&app.post(&store_path(&missing, "/profiles/connect"), None, json!({"email": "a@example.com"})).await, 404, "not_found");
+    expect_error(
+        &app.post(&store_path(&missing, "/profiles/connect"), None, json!({"email": "a@example.com"})).await,
+        404,
+        "not_found",
+    );
     expect_error(&app.post(&store_path("nope", "/profiles/initialize"), None, json!({})).await, 404, "not_found");
-    expect_error(&app.post(&store_path(s, "/profiles/connect"), Some("garbage"), json!({"email": "a@example.com"})).await, 401, "unauthorized");
+    expect_error(
+        &app.post(&store_path(s, "/profiles/connect"), Some("garbage"), json!({"email": "a@example.com"})).await,
+        401,
+        "unauthorized",
+    );
     assert_eq!(count().await, before, "nothing written");
 }
 
@@ -470,13 +533,28 @@ async fn guests_without_email_are_swept(app: &TestApp) {
     let later = now + 30 * 86400 + 60;
     let report = app.state.services.sessions.sweep(later).await.unwrap();
     assert_eq!(report.guests, 1, "{report:?}");
-    expect_error(&app.get(&admin.store(&format!("/profiles/{}", guest["profile_id"].as_str().unwrap())), Some(&admin.token)).await, 404, "not_found");
-    assert_eq!(app.get(&admin.store(&format!("/profiles/{}", kept["profile_id"].as_str().unwrap())), Some(&admin.token)).await.0, StatusCode::OK);
+    expect_error(
+        &app.get(&admin.store(&format!("/profiles/{}", guest["profile_id"].as_str().unwrap())), Some(&admin.token))
+            .await,
+        404,
+        "not_found",
+    );
+    assert_eq!(
+        app.get(&admin.store(&format!("/profiles/{}", kept["profile_id"].as_str().unwrap())), Some(&admin.token))
+            .await
+            .0,
+        StatusCode::OK
+    );
     let store = uuid(&json!(s));
-    assert_eq!(app.scalar("SELECT COUNT(*) FROM profile_sessions WHERE store_id = $1", &[Bind::U(store)]).await, 0, "sessions past expiry are gone too");
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM profile_sessions WHERE store_id = $1", &[Bind::U(store)]).await,
+        0,
+        "sessions past expiry are gone too"
+    );
 
     // The background janitor runs on its own.
-    let quick = TestApp::spawn_with(app.backend, &[("GUEST_TTL_SECS", "1"), ("JANITOR_INTERVAL_SECS", "1")]).await.unwrap();
+    let quick =
+        TestApp::spawn_with(app.backend, &[("GUEST_TTL_SECS", "1"), ("JANITOR_INTERVAL_SECS", "1")]).await.unwrap();
     let qa = quick.admin("janitor").await;
     let g = initialize(&quick, &qa.store_id).await;
     quick.exec("UPDATE profiles SET created_at = created_at - 10", &[]).await;
@@ -496,7 +574,12 @@ async fn guests_without_email_are_swept(app: &TestApp) {
 
 async fn code_mail_is_complete(app: &TestApp) {
     let admin: Admin = app.admin("mailer").await;
-    app.put(&admin.store(""), Some(&admin.token), json!({"name": "Ann & Co", "from_email": "hello@ann.example", "from_name": "Ann's Shop"})).await;
+    app.put(
+        &admin.store(""),
+        Some(&admin.token),
+        json!({"name": "Ann & Co", "from_email": "hello@ann.example", "from_name": "Ann's Shop"}),
+    )
+    .await;
     request_code(app, &admin.store_id, "reader@example.com").await;
     let code = app.code_for("reader@example.com", 1).await;
     let mail = &app.mails_to("reader@example.com")[0];
@@ -506,4 +589,47 @@ async fn code_mail_is_complete(app: &TestApp) {
     assert!(mail.contains(&code));
     let subject = mail.lines().find(|l| l.starts_with("Subject: ")).unwrap();
     assert!(subject.contains("Ann & Co"), "{subject}");
+}
+
+async fn codes_requested_during_an_smtp_outage_arrive_once_after_it(app: &TestApp) {
+    let smtp = sink::SmtpSink::start().await;
+    smtp.set_down(true);
+    let url = smtp.url();
+    let own =
+        TestApp::spawn_with(app.backend, &[("SMTP_URL", url.as_str()), ("MAIL_RETRY_BASE_SECS", "1")]).await.unwrap();
+    let app = &own;
+    let admin = app.admin("outage").await;
+    let s = admin.store_id.as_str();
+    let emails = ["o1@example.com", "o2@example.com", "o3@example.com"];
+    for e in emails {
+        request_code(app, s, e).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(smtp.messages().is_empty() && smtp.dropped() >= 1, "the outage refused delivery");
+    smtp.set_down(false);
+    let mut got = vec![];
+    for _ in 0..150 {
+        got = smtp.messages();
+        if got.len() >= emails.len() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    got = smtp.messages();
+    assert_eq!(
+        got.len(),
+        emails.len(),
+        "none lost, none twice: {:?}",
+        got.iter().map(|m| &m.rcpt_to).collect::<Vec<_>>()
+    );
+    for e in emails {
+        let mail =
+            got.iter().find(|m| m.rcpt_to.iter().any(|r| r.contains(e))).unwrap_or_else(|| panic!("no mail to {e}"));
+        let parsed = sink::Parsed::new(&mail.data);
+        let code: String = parsed.header("Subject").unwrap().chars().take(6).collect();
+        let (status, t) = verify(app, s, e, &code, None).await;
+        assert_eq!(status, StatusCode::OK, "{t}");
+    }
+    own.stop().await;
 }

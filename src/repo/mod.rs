@@ -495,11 +495,26 @@ pub trait ProfileRepo {
 #[async_trait]
 pub trait SessionRepo {
     async fn open_profile_session(&self, open: &OpenSession) -> RepoResult<OpenOutcome>;
-    async fn rotate_profile_refresh(&self, store_id: Uuid, rotation: &RefreshRotation) -> RepoResult<ProfileRotateOutcome>;
+    async fn rotate_profile_refresh(
+        &self,
+        store_id: Uuid,
+        rotation: &RefreshRotation,
+    ) -> RepoResult<ProfileRotateOutcome>;
     /// The session if it is live (not revoked, not expired) and belongs to the profile.
-    async fn live_profile_session(&self, store_id: Uuid, session_id: Uuid, profile_id: Uuid) -> RepoResult<Option<ProfileSessionRow>>;
+    async fn live_profile_session(
+        &self,
+        store_id: Uuid,
+        session_id: Uuid,
+        profile_id: Uuid,
+    ) -> RepoResult<Option<ProfileSessionRow>>;
     async fn profile_sessions(&self, store_id: Uuid, profile_id: Uuid) -> RepoResult<Vec<SessionSummary>>;
-    async fn revoke_profile_session(&self, store_id: Uuid, profile_id: Uuid, session_id: Uuid, now: i64) -> RepoResult<bool>;
+    async fn revoke_profile_session(
+        &self,
+        store_id: Uuid,
+        profile_id: Uuid,
+        session_id: Uuid,
+        now: i64,
+    ) -> RepoResult<bool>;
     async fn revoke_profile_sessions(&self, store_id: Uuid, profile_id: Uuid, now: i64) -> RepoResult<u64>;
     /// Voids the email's older codes, stores the new one and queues its mail, in one transaction.
     async fn store_code(&self, code: &NewCode, mail: &NewOutboxMail) -> RepoResult<()>;
@@ -510,7 +525,17 @@ pub trait SessionRepo {
 }
 
 pub trait Repo:
-    HealthRepo + AccountRepo + StoreRepo + ApiKeyRepo + TaxonomyRepo + ProfileRepo + OutboxRepo + SessionRepo + Send + Sync + 'static
+    HealthRepo
+    + AccountRepo
+    + StoreRepo
+    + ApiKeyRepo
+    + TaxonomyRepo
+    + ProfileRepo
+    + OutboxRepo
+    + SessionRepo
+    + Send
+    + Sync
+    + 'static
 {
 }
 impl<T> Repo for T where

@@ -241,7 +241,12 @@ impl SessionRepo for SqlRepo {
         })
     }
 
-    async fn live_profile_session(&self, store_id: Uuid, session_id: Uuid, profile_id: Uuid) -> RepoResult<Option<ProfileSessionRow>> {
+    async fn live_profile_session(
+        &self,
+        store_id: Uuid,
+        session_id: Uuid,
+        profile_id: Uuid,
+    ) -> RepoResult<Option<ProfileSessionRow>> {
         let sql = format!(
             "SELECT {SESSION_COLUMNS} FROM profile_sessions s WHERE s.store_id = $1 AND s.id = $2 AND s.profile_id = $3
              AND s.revoked_at IS NULL AND s.refresh_expires_at > $4"
@@ -285,7 +290,13 @@ impl SessionRepo for SqlRepo {
         })
     }
 
-    async fn revoke_profile_session(&self, store_id: Uuid, profile_id: Uuid, session_id: Uuid, now: i64) -> RepoResult<bool> {
+    async fn revoke_profile_session(
+        &self,
+        store_id: Uuid,
+        profile_id: Uuid,
+        session_id: Uuid,
+        now: i64,
+    ) -> RepoResult<bool> {
         on_db!(self, p => {
             let n = sqlx::query(
                 "UPDATE profile_sessions SET revoked_at = $4

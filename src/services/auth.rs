@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use crate::crypto::{ACCOUNT_TOKEN_TYPE, AccountClaims, Keys, PROFILE_TOKEN_TYPE, ProfileClaims, TokenType, sha256, unb64};
+use crate::crypto::{
+    ACCOUNT_TOKEN_TYPE, AccountClaims, Keys, PROFILE_TOKEN_TYPE, ProfileClaims, TokenType, sha256, unb64,
+};
 use crate::error::{AppError, AppResult};
 use crate::repo::{Repo, SessionMembership};
 
@@ -107,7 +109,8 @@ impl Auth {
         if claims.store != store_id {
             return Err(invalid_token());
         }
-        let session = self.repo.live_profile_session(store_id, claims.sid, claims.sub).await?.ok_or_else(invalid_token)?;
+        let session =
+            self.repo.live_profile_session(store_id, claims.sid, claims.sub).await?.ok_or_else(invalid_token)?;
         Ok(ProfileAuth { store_id, profile_id: claims.sub, session_id: claims.sid, verified: session.verified })
     }
 

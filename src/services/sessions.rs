@@ -13,8 +13,8 @@ use crate::domain::Email;
 use crate::error::{AppError, AppResult};
 use crate::mail::OutgoingMail;
 use crate::repo::{
-    CodeCheck, NewCode, NewOutboxMail, OpenOutcome, OpenSession, ProfileDetails, ProfileRotateOutcome, ProfileSessionRow,
-    RefreshRotation, Repo, RepoError, SessionSummary, StoreRow, SweepReport,
+    CodeCheck, NewCode, NewOutboxMail, OpenOutcome, OpenSession, ProfileDetails, ProfileRotateOutcome,
+    ProfileSessionRow, RefreshRotation, Repo, RepoError, SessionSummary, StoreRow, SweepReport,
 };
 use crate::services::auth::ProfileAuth;
 
@@ -250,13 +250,22 @@ impl Sessions {
 
     /// §4: an unverified session on a verified profile sees only the top-level fields.
     pub async fn me(&self, auth: &ProfileAuth) -> AppResult<Me> {
-        let details =
-            self.repo.profile(auth.store_id, auth.profile_id).await?.ok_or_else(|| AppError::unauthorized("profile is gone"))?;
+        let details = self
+            .repo
+            .profile(auth.store_id, auth.profile_id)
+            .await?
+            .ok_or_else(|| AppError::unauthorized("profile is gone"))?;
         let redacted = details.profile.verified && !auth.verified;
         if redacted {
             let profile = details.profile;
             return Ok(Me {
-                details: ProfileDetails { profile, values: vec![], promo_usage: vec![], sessions: vec![], codes: vec![] },
+                details: ProfileDetails {
+                    profile,
+                    values: vec![],
+                    promo_usage: vec![],
+                    sessions: vec![],
+                    codes: vec![],
+                },
                 redacted,
             });
         }

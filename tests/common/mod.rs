@@ -366,8 +366,10 @@ impl TestApp {
     /// The raw .eml mails delivered to `to` so far, oldest first.
     pub fn mails_to(&self, to: &str) -> Vec<String> {
         let Ok(dir) = std::fs::read_dir(self.mail_dir()) else { return vec![] };
-        let mut files: Vec<PathBuf> =
-            dir.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "eml")).collect();
+        let mut files: Vec<PathBuf> = dir
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+            .collect();
         files.sort();
         let needle = format!("to: {}", to.to_lowercase());
         files
