@@ -793,6 +793,17 @@ async fn erasure_leaves_no_rows_behind(app: &TestApp) {
     .await;
     app.exec("INSERT INTO magic_codes (store_id, id, email_key, code_hash, created_at, expires_at) VALUES ($1, $2, 'gone@x.example', $3, 1, 2)", &[Bind::U(store), Bind::U(uuid::Uuid::now_v7()), Bind::B(vec![2; 32])]).await;
 
+    // Mail queued to the address (not yet due, so the worker leaves it) must go with the profile.
+    let queued = storecrm::mail::OutgoingMail {
+        from: "shop@x.example".into(),
+        to: "Gone@X.example".into(),
+        reply_to: None,
+        subject: "s".into(),
+        html: "h".into(),
+        text: "t".into(),
+        headers: vec![],
+    };
+    app.state.repo.enqueue_mail(&storecrm::repo::NewOutboxMail::new(Some(store), queued, 9_999_999_999)).await.unwrap();
     let path = admin.store(&format!("/profiles/{id}"));
     assert_eq!(app.delete(&path, Some(&admin.token)).await, (StatusCode::OK, json!({"deleted": true})));
     expect_error(&app.get(&path, Some(&admin.token)).await, 404, "not_found");
@@ -811,6 +822,7 @@ async fn erasure_leaves_no_rows_behind(app: &TestApp) {
         0
     );
     assert_eq!(app.scalar("SELECT COUNT(*) FROM magic_codes WHERE email_key = 'gone@x.example'", &[]).await, 0);
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM mail_outbox WHERE to_key = 'gone@x.example'", &[]).await, 0);
     assert_eq!(app.scalar("SELECT COUNT(*) FROM profiles WHERE search_text LIKE '%secret-tag%'", &[]).await, 0);
     assert_eq!(
         app.get(&admin.store(&format!("/profiles/{}", keep["id"].as_str().unwrap())), Some(&admin.token)).await.1,

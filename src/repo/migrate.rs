@@ -25,12 +25,16 @@ const POSTGRES: &[Migration] = migrations!("postgres":
     2 => "0002_profiles",
     3 => "0003_mail_outbox",
     4 => "0004_sessions",
+    5 => "0005_email_templates",
+    6 => "0006_audiences",
 );
 const SQLITE: &[Migration] = migrations!("sqlite":
     1 => "0001_foundation",
     2 => "0002_profiles",
     3 => "0003_mail_outbox",
     4 => "0004_sessions",
+    5 => "0005_email_templates",
+    6 => "0006_audiences",
 );
 
 #[derive(Debug, Serialize)]

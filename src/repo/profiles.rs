@@ -619,6 +619,12 @@ impl ProfileRepo for SqlRepo {
                     .bind(key)
                     .execute(&mut *tx)
                     .await?;
+                // Mail still queued to the address holds it too.
+                sqlx::query("DELETE FROM mail_outbox WHERE store_id = $1 AND to_key = $2")
+                    .bind(store_id)
+                    .bind(key)
+                    .execute(&mut *tx)
+                    .await?;
             }
             // Values, promo usage, order links, sessions and refresh tokens go by cascade.
             sqlx::query("DELETE FROM profiles WHERE store_id = $1 AND id = $2").bind(store_id).bind(id).execute(&mut *tx).await?;
