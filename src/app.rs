@@ -52,8 +52,14 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let repo: Arc<dyn Repo> = Arc::new(sql);
     let mailer = mailer_from_config(&config)?;
     let mail_wake = Arc::new(Notify::new());
-    let services =
-        Services::new(repo.clone(), keys, config.limits.clone(), config.mail_from.clone(), mail_wake.clone());
+    let services = Services::new(
+        repo.clone(),
+        keys,
+        config.limits.clone(),
+        config.public_base_url.clone(),
+        config.mail_from.clone(),
+        mail_wake.clone(),
+    );
     Ok(AppState(Arc::new(AppInner { config, repo, services, metrics: Metrics::default(), mailer, mail_wake })))
 }
 

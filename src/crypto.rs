@@ -16,6 +16,7 @@ pub struct Keys {
     jwt_encoding: EncodingKey,
     jwt_decoding: DecodingKey,
     code_key: [u8; 32],
+    link_key: [u8; 32],
 }
 
 impl Keys {
@@ -25,6 +26,7 @@ impl Keys {
             jwt_encoding: EncodingKey::from_secret(&jwt),
             jwt_decoding: DecodingKey::from_secret(&jwt),
             code_key: derive_key(master, "storecrm/magic-code/v1"),
+            link_key: derive_key(master, "storecrm/mail-link/v1"),
         }
     }
 
@@ -49,6 +51,18 @@ impl Keys {
         mac.update(b"\0");
         mac.update(code.as_bytes());
         mac.finalize().into_bytes().into()
+    }
+}
+
+impl Keys {
+    /// A MAC for links put in mail (unsubscribe): verifiable without storing anything.
+    pub fn link_mac(&self, data: &[u8]) -> [u8; 16] {
+        let mut mac = HmacSha256::new_from_slice(&self.link_key).expect("HMAC takes any key length");
+        mac.update(data);
+        let full: [u8; 32] = mac.finalize().into_bytes().into();
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&full[..16]);
+        out
     }
 }
 

@@ -1,5 +1,6 @@
 //! Types that are valid by construction. Parse once at the edge, trust inside.
 
+pub mod audience;
 mod cursor;
 mod email;
 pub mod taxonomy;

@@ -244,3 +244,38 @@ impl FromRequestParts<AppState> for ClientIp {
         Ok(ClientIp(peer))
     }
 }
+
+/// An admin of the store or one of its profiles, by the kind of bearer presented.
+pub enum StoreCaller {
+    Admin(AdminAuth),
+    Profile(ProfileAuth),
+}
+
+impl FromRequestParts<AppState> for StoreCaller {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        let token = require_bearer(parts)?.to_string();
+        let store_id = path_uuid(parts, state, "storeId", "store").await?;
+        if state.services.auth.is_profile_token(&token) {
+            state.services.auth.profile(store_id, &token).await.map(StoreCaller::Profile)
+        } else {
+            state.services.auth.admin(store_id, &token).await.map(StoreCaller::Admin)
+        }
+    }
+}
+
+/// `Some` for an admin of the store; `None` for anyone else (no bearer, or a profile's).
+pub struct MaybeAdmin(pub Option<AdminAuth>);
+
+impl FromRequestParts<AppState> for MaybeAdmin {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        match bearer(parts) {
+            None => Ok(MaybeAdmin(None)),
+            Some(token) if state.services.auth.is_profile_token(token) => Ok(MaybeAdmin(None)),
+            Some(_) => AdminAuth::from_request_parts(parts, state).await.map(|a| MaybeAdmin(Some(a))),
+        }
+    }
+}

@@ -1,5 +1,6 @@
 //! HTTP: one module per resource, each with its routes and their OpenAPI description.
 
+pub mod audiences;
 pub mod auth;
 pub mod extract;
 pub mod middleware;
@@ -68,6 +69,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(taxonomies::router())
         .merge(profiles::router())
         .merge(sessions::router())
+        .merge(audiences::router())
         .split_for_parts()
 }
 

@@ -198,6 +198,7 @@ pub struct LinkOrder {
 pub struct ProfileExport {
     pub profile: Profile,
     pub orders: Vec<Order>,
+    pub subscriptions: Vec<crate::http::audiences::Subscription>,
     /// Live sessions (metadata only).
     pub sessions: Vec<AuthTokenInfo>,
     pub exported_at: i64,
@@ -313,6 +314,7 @@ pub async fn export_profile(
     Path(path): Path<(Uuid, Uuid)>,
 ) -> AppResult<Json<ProfileExport>> {
     let export = state.services.profiles.export(auth.store_id, path.1).await?;
+    let subscriptions = state.services.audiences.of_profile(auth.store_id, path.1).await?;
     let profile = Profile::from(export.profile);
     let sessions = profile
         .auth_tokens
@@ -329,6 +331,7 @@ pub async fn export_profile(
     Ok(Json(ProfileExport {
         profile,
         orders: export.orders.into_iter().map(Order::from).collect(),
+        subscriptions: subscriptions.into_iter().map(Into::into).collect(),
         sessions,
         exported_at: crate::now(),
     }))

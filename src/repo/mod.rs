@@ -14,6 +14,7 @@ use crate::domain::taxonomy::{FieldDef, Filter, TaxonomyValue};
 
 mod accounts;
 mod api_keys;
+mod audiences;
 mod migrate;
 mod outbox;
 pub mod postgres;
@@ -25,6 +26,9 @@ pub mod sqlite;
 mod stores;
 mod taxonomies;
 
+pub use audiences::{
+    AudienceRepo, AudienceRow, AudienceSearch, ConfirmTemplate, SubscriberRow, SubscriptionRow, Upsert,
+};
 pub use migrate::MigrationReport;
 pub use outbox::{ClaimedMail, NewOutboxMail, OutboxRepo};
 pub(crate) use outbox::{OUTBOX_INSERT_SQL, insert_outbox_mail};
@@ -533,6 +537,7 @@ pub trait Repo:
     + ProfileRepo
     + OutboxRepo
     + SessionRepo
+    + AudienceRepo
     + Send
     + Sync
     + 'static
@@ -547,6 +552,7 @@ impl<T> Repo for T where
         + ProfileRepo
         + OutboxRepo
         + SessionRepo
+        + AudienceRepo
         + Send
         + Sync
         + 'static

@@ -210,6 +210,35 @@ macro_rules! merge_in_tx {
     .bind(source)
     .execute(&mut *$tx)
     .await?;
+    // Subscriptions: where both have one for an audience the stronger survives (ties keep the
+    // target's): active > cancellation_scheduled > pending > cancelled/expired.
+    sqlx::query(
+        "DELETE FROM subscriptions WHERE store_id = $1 AND profile_id = $2 AND EXISTS (
+            SELECT 1 FROM subscriptions o WHERE o.store_id = $1 AND o.profile_id = $3
+            AND o.audience_id = subscriptions.audience_id
+            AND (CASE o.status WHEN 'active' THEN 4 WHEN 'cancellation_scheduled' THEN 3 WHEN 'pending' THEN 2 ELSE 1 END)
+              > (CASE subscriptions.status WHEN 'active' THEN 4 WHEN 'cancellation_scheduled' THEN 3 WHEN 'pending' THEN 2 ELSE 1 END))",
+    )
+    .bind(store_id)
+    .bind(target)
+    .bind(source)
+    .execute(&mut *$tx)
+    .await?;
+    sqlx::query(
+        "DELETE FROM subscriptions WHERE store_id = $1 AND profile_id = $3 AND EXISTS (
+            SELECT 1 FROM subscriptions t WHERE t.store_id = $1 AND t.profile_id = $2 AND t.audience_id = subscriptions.audience_id)",
+    )
+    .bind(store_id)
+    .bind(target)
+    .bind(source)
+    .execute(&mut *$tx)
+    .await?;
+    sqlx::query("UPDATE subscriptions SET profile_id = $2 WHERE store_id = $1 AND profile_id = $3")
+        .bind(store_id)
+        .bind(target)
+        .bind(source)
+        .execute(&mut *$tx)
+        .await?;
     sqlx::query("UPDATE profile_orders SET profile_id = $2 WHERE store_id = $1 AND profile_id = $3")
         .bind(store_id)
         .bind(target)

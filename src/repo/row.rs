@@ -15,6 +15,7 @@ pub(crate) trait RowExt {
     fn opt_bool(&self, col: &str) -> sqlx::Result<Option<bool>>;
     fn opt_float(&self, col: &str) -> sqlx::Result<Option<f64>>;
     fn json<T: serde::de::DeserializeOwned>(&self, col: &str) -> sqlx::Result<T>;
+    fn opt_json<T: serde::de::DeserializeOwned>(&self, col: &str) -> sqlx::Result<Option<T>>;
 }
 
 macro_rules! impl_row_ext {
@@ -52,6 +53,9 @@ macro_rules! impl_row_ext {
             }
             fn json<T: serde::de::DeserializeOwned>(&self, col: &str) -> sqlx::Result<T> {
                 self.try_get::<sqlx::types::Json<T>, _>(col).map(|j| j.0)
+            }
+            fn opt_json<T: serde::de::DeserializeOwned>(&self, col: &str) -> sqlx::Result<Option<T>> {
+                self.try_get::<Option<sqlx::types::Json<T>>, _>(col).map(|j| j.map(|j| j.0))
             }
         }
     };

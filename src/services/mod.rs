@@ -1,6 +1,7 @@
 //! Business rules, one module per capability. A method is one unit of work.
 
 pub mod accounts;
+pub mod audiences;
 pub mod auth;
 pub mod profiles;
 pub mod seed;
@@ -19,6 +20,7 @@ use crate::repo::Repo;
 /// Every service, sharing one repository and one key set.
 pub struct Services {
     pub accounts: accounts::Accounts,
+    pub audiences: audiences::Audiences,
     pub auth: auth::Auth,
     pub profiles: profiles::Profiles,
     pub sessions: sessions::Sessions,
@@ -27,8 +29,22 @@ pub struct Services {
 }
 
 impl Services {
-    pub fn new(repo: Arc<dyn Repo>, keys: Keys, limits: Limits, mail_from: String, mail_wake: Arc<Notify>) -> Self {
+    pub fn new(
+        repo: Arc<dyn Repo>,
+        keys: Keys,
+        limits: Limits,
+        public_base_url: String,
+        mail_from: String,
+        mail_wake: Arc<Notify>,
+    ) -> Self {
         Self {
+            audiences: audiences::Audiences::new(
+                repo.clone(),
+                keys.clone(),
+                public_base_url,
+                mail_from.clone(),
+                mail_wake.clone(),
+            ),
             accounts: accounts::Accounts::new(repo.clone(), keys.clone(), limits.clone()),
             auth: auth::Auth::new(repo.clone(), keys.clone()),
             profiles: profiles::Profiles::new(repo.clone()),

@@ -1,0 +1,452 @@
+//! `/v1/stores/{storeId}/audiences`: newsletters, gated content and memberships.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::domain::audience::{AudienceType, Price};
+use crate::domain::double_option;
+use crate::error::{AppError, AppResult, ErrorBody};
+use crate::http::Paged;
+use crate::http::extract::{Json, MaybeAdmin, Path, Query, StoreCaller, parse_json};
+use crate::http::stores::Deleted;
+use crate::repo::{AudienceRow, SubscriberRow, SubscriptionRow};
+use crate::services::audiences::{AudienceInput, AudiencePatch, SubscribeInput, Subscriber};
+use crate::services::auth::{AdminAuth, ProfileAuth};
+
+#[derive(Serialize, ToSchema)]
+pub struct Audience {
+    pub id: Uuid,
+    pub store_id: Uuid,
+    pub key: String,
+    pub name: Option<String>,
+    /// `active` or `archived`.
+    pub status: String,
+    #[serde(rename = "type")]
+    pub ty: AudienceType,
+    pub confirm_template_id: Option<Uuid>,
+    /// Active and cancellation-scheduled subscriptions.
+    pub subscriber_count: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl From<AudienceRow> for Audience {
+    fn from(a: AudienceRow) -> Self {
+        Self {
+            id: a.id,
+            store_id: a.store_id,
+            key: a.key,
+            name: a.name,
+            status: a.status,
+            ty: if a.kind == "paid" { AudienceType::Paid { prices: a.prices } } else { AudienceType::Standard },
+            confirm_template_id: a.confirm_template_id,
+            subscriber_count: a.subscriber_count,
+            created_at: a.created_at,
+            updated_at: a.updated_at,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Subscription {
+    pub id: Uuid,
+    pub store_id: Uuid,
+    pub audience_id: Uuid,
+    pub profile_id: Uuid,
+    /// `pending`, `active`, `cancellation_scheduled`, `cancelled` or `expired`.
+    pub status: String,
+    /// `signup`, `admin` or `import`.
+    pub source: String,
+    pub price_id: Option<String>,
+    /// `{provider: {type, customer_id, subscription_id, price_id}}` for paid subscriptions.
+    #[schema(value_type = Option<Object>)]
+    pub payment: Option<Value>,
+    pub start_date: Option<i64>,
+    pub end_date: Option<i64>,
+    pub confirmed_at: Option<i64>,
+    pub cancelled_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl From<SubscriptionRow> for Subscription {
+    fn from(s: SubscriptionRow) -> Self {
+        Self {
+            id: s.id,
+            store_id: s.store_id,
+            audience_id: s.audience_id,
+            profile_id: s.profile_id,
+            status: s.status,
+            source: s.source,
+            price_id: s.price_id,
+            payment: s.payment,
+            start_date: s.start_date,
+            end_date: s.end_date,
+            confirmed_at: s.confirmed_at,
+            cancelled_at: s.cancelled_at,
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SubscriberView {
+    pub profile_id: Uuid,
+    pub email: Option<String>,
+    pub status: String,
+    pub source: String,
+    pub subscribed_at: i64,
+}
+
+impl From<SubscriberRow> for SubscriberView {
+    fn from(r: SubscriberRow) -> Self {
+        Self {
+            profile_id: r.subscription.profile_id,
+            email: r.email,
+            status: r.subscription.status,
+            source: r.subscription.source,
+            subscribed_at: r.subscription.created_at,
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct CreateAudience {
+    /// 1–64 of `[A-Za-z0-9_-]`, unique per store.
+    pub key: String,
+    pub name: Option<String>,
+    /// `standard` (default) or `{"type": "paid", "prices": [...]}`.
+    #[serde(rename = "type")]
+    pub ty: Option<AudienceType>,
+    /// Double opt-in template; omit for single opt-in.
+    #[serde(alias = "confirmTemplateId")]
+    pub confirm_template_id: Option<Uuid>,
+}
+
+/// Absent fields stay; `confirm_template_id: null` makes the audience single opt-in.
+#[derive(Deserialize, ToSchema)]
+pub struct UpdateAudience {
+    pub key: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub name: Option<Option<String>>,
+    pub status: Option<String>,
+    #[serde(default, alias = "confirmTemplateId", deserialize_with = "double_option")]
+    #[schema(value_type = Option<Uuid>)]
+    pub confirm_template_id: Option<Option<Uuid>>,
+    /// Paid audiences only.
+    pub prices: Option<Vec<Price>>,
+    /// Must equal the current type (`type_immutable` otherwise).
+    #[serde(rename = "type")]
+    pub ty: Option<AudienceType>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct SubscribeRequest {
+    #[serde(alias = "profileId")]
+    pub profile_id: Uuid,
+    #[serde(alias = "priceId")]
+    pub price_id: Option<String>,
+    #[serde(alias = "successUrl")]
+    pub success_url: Option<String>,
+    #[serde(alias = "cancelUrl")]
+    pub cancel_url: Option<String>,
+    /// Required for double opt-in audiences: the storefront page that POSTs the token to `/audiences/confirm`.
+    #[serde(alias = "confirmUrl")]
+    pub confirm_url: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SubscribeResponse {
+    pub subscription: Subscription,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkout_url: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AccessResponse {
+    pub has_access: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subscription: Option<Subscription>,
+    /// `not_subscribed`, `pending`, `cancelled`, `expired` or `verification_required`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct AddSubscriber {
+    #[serde(alias = "profileId")]
+    pub profile_id: Uuid,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AddSubscriberResponse {
+    pub subscriber: SubscriberView,
+    /// True when the profile already was an active subscriber.
+    pub skipped: bool,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct TokenRequest {
+    pub token: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Confirmed {
+    pub confirmed: bool,
+    pub subscription: Subscription,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Unsubscribed {
+    pub unsubscribed: bool,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FindAudiences {
+    /// JSON array (`["id1","id2"]`) or comma-separated ids.
+    pub ids: Option<String>,
+    /// `active` or `archived`.
+    pub status: Option<String>,
+    /// Substring of the key, case-insensitive.
+    pub query: Option<String>,
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SubscribersQuery {
+    pub status: Option<String>,
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TokenQuery {
+    pub token: Option<String>,
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_audience, find_audiences))
+        .routes(routes!(get_audience, update_audience))
+        .routes(routes!(subscribe))
+        .routes(routes!(check_access))
+        .routes(routes!(get_subscribers, add_subscriber))
+        .routes(routes!(remove_subscriber))
+        .routes(routes!(confirm))
+        .routes(routes!(unsubscribe))
+}
+
+/// Create an audience.
+#[utoipa::path(post, path = "/v1/stores/{storeId}/audiences", tag = "audiences", security(("bearer" = [])),
+    params(("storeId" = Uuid, Path)), request_body = CreateAudience,
+    responses((status = 201, body = Audience), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody, description = "key_taken"),
+              (status = 422, body = ErrorBody, description = "invalid key, prices or unknown template")))]
+pub async fn create_audience(
+    State(state): State<AppState>,
+    auth: AdminAuth,
+    Json(b): Json<CreateAudience>,
+) -> AppResult<(StatusCode, Json<Audience>)> {
+    let input = AudienceInput { key: b.key, name: b.name, ty: b.ty, confirm_template_id: b.confirm_template_id };
+    Ok((StatusCode::CREATED, Json(state.services.audiences.create(auth.store_id, input).await?.into())))
+}
+
+/// Find audiences.
+#[utoipa::path(get, path = "/v1/stores/{storeId}/audiences", tag = "audiences", security(("bearer" = [])),
+    params(("storeId" = Uuid, Path), FindAudiences),
+    responses((status = 200, body = Paged<Audience>), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn find_audiences(
+    State(state): State<AppState>,
+    auth: AdminAuth,
+    Query(q): Query<FindAudiences>,
+) -> AppResult<Json<Paged<Audience>>> {
+    let (rows, cursor) = state
+        .services
+        .audiences
+        .find(auth.store_id, q.ids.as_deref(), q.status, q.query.as_deref(), q.limit, q.cursor.as_deref())
+        .await?;
+    Ok(Json(Paged { items: rows.into_iter().map(Audience::from).collect(), cursor }))
+}
+
+/// One audience by id or key. Without an admin credential only active audiences are visible.
+#[utoipa::path(get, path = "/v1/stores/{storeId}/audiences/{id}", tag = "audiences", security((), ("bearer" = [])),
+    params(("storeId" = Uuid, Path), ("id" = String, Path, description = "id or key")),
+    responses((status = 200, body = Audience), (status = 404, body = ErrorBody)))]
+pub async fn get_audience(
+    State(state): State<AppState>,
+    MaybeAdmin(admin): MaybeAdmin,
+    Path(path): Path<(Uuid, String)>,
+) -> AppResult<Json<Audience>> {
+    let store_id = admin.as_ref().map(|a| a.store_id).unwrap_or(path.0);
+    Ok(Json(state.services.audiences.get(store_id, &path.1, admin.is_none()).await?.into()))
+}
+
+/// Change an audience; its type cannot change.
+#[utoipa::path(put, path = "/v1/stores/{storeId}/audiences/{id}", tag = "audiences", security(("bearer" = [])),
+    params(("storeId" = Uuid, Path), ("id" = String, Path, description = "id or key")), request_body = UpdateAudience,
+    responses((status = 200, body = Audience), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody, description = "type_immutable, ...")))]
+pub async fn update_audience(
+    State(state): State<AppState>,
+    auth: AdminAuth,
+    Path(path): Path<(Uuid, String)>,
+    Json(b): Json<UpdateAudience>,
+) -> AppResult<Json<Audience>> {
+    let patch = AudiencePatch {
+        key: b.key,
+        name: b.name,
+        status: b.status,
+        confirm_template_id: b.confirm_template_id,
+        prices: b.prices,
+        ty: b.ty,
+    };
+    Ok(Json(state.services.audiences.update(auth.store_id, &path.1, patch).await?.into()))
+}
+
+/// Subscribe a profile (the profile itself, or an admin). Standard audiences activate at once, or
+/// go `pending` with a confirmation mail when they have a template; already active answers 200.
+#[utoipa::path(post, path = "/v1/stores/{storeId}/audiences/{id}/subscribe", tag = "audiences", security(("bearer" = [])),
+    params(("storeId" = Uuid, Path), ("id" = String, Path, description = "id or key")), request_body = SubscribeRequest,
+    responses((status = 201, body = SubscribeResponse), (status = 200, body = SubscribeResponse),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody, description = "audience_archived"), (status = 422, body = ErrorBody),
+              (status = 503, body = ErrorBody, description = "payments_not_configured")))]
+pub async fn subscribe(
+    State(state): State<AppState>,
+    caller: StoreCaller,
+    Path(path): Path<(Uuid, String)>,
+    Json(b): Json<SubscribeRequest>,
+) -> AppResult<(StatusCode, Json<SubscribeResponse>)> {
+    let (store_id, who) = match &caller {
+        StoreCaller::Admin(a) => (a.store_id, Subscriber::Admin),
+        StoreCaller::Profile(p) => (p.store_id, Subscriber::Profile(p)),
+    };
+    let store = state.services.stores.get(store_id).await?;
+    let input = SubscribeInput {
+        profile_id: b.profile_id,
+        price_id: b.price_id,
+        success_url: b.success_url,
+        cancel_url: b.cancel_url,
+        confirm_url: b.confirm_url,
+    };
+    let done = state.services.audiences.subscribe(&store, &path.1, who, input).await?;
+    let status = if done.created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(SubscribeResponse { subscription: done.subscription.into(), checkout_url: done.checkout_url })))
+}
+
+/// Whether the calling profile has access to the audience.
+#[utoipa::path(get, path = "/v1/stores/{storeId}/audiences/{id}/access", tag = "audiences", security(("bearer" = [])),
+    params(("storeId" = Uuid, Path), ("id" = String, Path, description = "id or key")),
+    responses((status = 200, body = AccessResponse), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn check_access(
+    State(state): State<AppState>,
+    auth: ProfileAuth,
+    Path(path): Path<(Uuid, String)>,
+) -> AppResult<Json<AccessResponse>> {
+    let access = state.services.audiences.check_access(&auth, &path.1).await?;
+    Ok(Json(AccessResponse {
+        has_access: access.has_access,
+        subscription: access.subscription.map(Subscription::from),
+        reason: access.reason,
+    }))
+}
+
+/// Subscribers, keyset-paged by subscription.
+#[utoipa::path(get, path = "/v1/stores/{storeId}/audiences/{id}/subscribers", tag = "audiences", security(("bearer" = [])),
+    params(("storeId" = Uuid, Path), ("id" = String, Path, description = "id or key"), SubscribersQuery),
+    responses((status = 200, body = Paged<SubscriberView>), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+pub async fn get_subscribers(
+    State(state): State<AppState>,
+    auth: AdminAuth,
+    Path(path): Path<(Uuid, String)>,
+    Query(q): Query<SubscribersQuery>,
+) -> AppResult<Json<Paged<SubscriberView>>> {
+    let (rows, cursor) = state
+        .services
+        .audiences
+        .subscribers(auth.store_id, &path.1, q.status.as_deref(), q.limit, q.cursor.as_deref())
+        .await?;
+    Ok(Json(Paged { items: rows.into_iter().map(SubscriberView::from).collect(), cursor }))
+}
+
+/// Add a profile as an active subscriber (no double opt-in); `skipped` when it already was one.
+#[utoipa::path(post, path = "/v1/stores/{storeId}/audiences/{id}/subscribers", tag = "audiences", security(("bearer" = [])),
+    params(("storeId" = Uuid, Path), ("id" = String, Path, description = "id or key")), request_body = AddSubscriber,
+    responses((status = 200, body = AddSubscriberResponse), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn add_subscriber(
+    State(state): State<AppState>,
+    auth: AdminAuth,
+    Path(path): Path<(Uuid, String)>,
+    Json(b): Json<AddSubscriber>,
+) -> AppResult<Json<AddSubscriberResponse>> {
+    let (row, skipped) = state.services.audiences.add_subscriber(auth.store_id, &path.1, b.profile_id).await?;
+    Ok(Json(AddSubscriberResponse { subscriber: row.into(), skipped }))
+}
+
+/// Remove a subscriber.
+#[utoipa::path(delete, path = "/v1/stores/{storeId}/audiences/{id}/subscribers/{profileId}", tag = "audiences",
+    security(("bearer" = [])),
+    params(("storeId" = Uuid, Path), ("id" = String, Path, description = "id or key"), ("profileId" = Uuid, Path)),
+    responses((status = 200, body = Deleted), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn remove_subscriber(
+    State(state): State<AppState>,
+    auth: AdminAuth,
+    Path(path): Path<(Uuid, String, Uuid)>,
+) -> AppResult<Json<Deleted>> {
+    state.services.audiences.remove_subscriber(auth.store_id, &path.1, path.2).await?;
+    Ok(Json(Deleted { deleted: true }))
+}
+
+/// Confirm a double opt-in with the single-use token from the mail (a GET never confirms).
+#[utoipa::path(post, path = "/v1/stores/{storeId}/audiences/confirm", tag = "audiences",
+    params(("storeId" = Uuid, Path)), request_body = TokenRequest,
+    responses((status = 200, body = Confirmed), (status = 400, body = ErrorBody, description = "invalid_token"),
+              (status = 422, body = ErrorBody)))]
+pub async fn confirm(
+    State(state): State<AppState>,
+    Path(store_id): Path<Uuid>,
+    Json(b): Json<TokenRequest>,
+) -> AppResult<Json<Confirmed>> {
+    let subscription = state.services.audiences.confirm(store_id, &b.token).await?;
+    Ok(Json(Confirmed { confirmed: true, subscription: subscription.into() }))
+}
+
+/// Unsubscribe with the token of a mail's link: in the JSON body, in `?token=`, or as the RFC 8058
+/// one-click POST (`List-Unsubscribe=One-Click` form body, token in the URL).
+#[utoipa::path(post, path = "/v1/stores/{storeId}/audiences/unsubscribe", tag = "audiences",
+    params(("storeId" = Uuid, Path), TokenQuery), request_body(content = TokenRequest, description = "or a form body"),
+    responses((status = 200, body = Unsubscribed), (status = 400, body = ErrorBody, description = "invalid_token"),
+              (status = 409, body = ErrorBody, description = "already_unsubscribed"), (status = 422, body = ErrorBody)))]
+pub async fn unsubscribe(
+    State(state): State<AppState>,
+    Path(store_id): Path<Uuid>,
+    Query(q): Query<TokenQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> AppResult<Json<Unsubscribed>> {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let from_body = if content_type.starts_with("application/json") {
+        Some(parse_json::<TokenRequest>(&body)?.token)
+    } else if content_type.starts_with("application/x-www-form-urlencoded") {
+        form_urlencoded::parse(&body).find(|(k, _)| k == "token").map(|(_, v)| v.into_owned())
+    } else {
+        None
+    };
+    let token = q.token.or(from_body).ok_or_else(|| AppError::invalid("token", "required"))?;
+    state.services.audiences.unsubscribe(store_id, &token).await?;
+    Ok(Json(Unsubscribed { unsubscribed: true }))
+}

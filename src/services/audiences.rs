@@ -1,0 +1,624 @@
+//! Audiences (§6): definitions, subscribe with double opt-in, access, subscribers, unsubscribe.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::crypto::{Keys, b64, random_token, sha256, unb64};
+use crate::domain::audience::{AudienceType, SUBSCRIPTION_STATUSES, validate_prices};
+use crate::domain::taxonomy::valid_key;
+use crate::domain::{Cursor, Page};
+use crate::error::{AppError, AppResult, FieldError};
+use crate::mail::OutgoingMail;
+use crate::repo::{
+    AudienceRow, AudienceSearch, NewOutboxMail, ProfileRow, Repo, RepoError, StoreRow, SubscriberRow, SubscriptionRow,
+    Upsert,
+};
+use crate::services::auth::ProfileAuth;
+use crate::services::taxonomies::check_status;
+
+/// Double opt-in links stay valid this long.
+const CONFIRM_TTL_SECS: i64 = 7 * 24 * 3600;
+
+pub struct AudienceInput {
+    pub key: String,
+    pub name: Option<String>,
+    pub ty: Option<AudienceType>,
+    pub confirm_template_id: Option<Uuid>,
+}
+
+#[derive(Default)]
+pub struct AudiencePatch {
+    pub key: Option<String>,
+    pub name: Option<Option<String>>,
+    pub status: Option<String>,
+    pub confirm_template_id: Option<Option<Uuid>>,
+    pub prices: Option<Vec<crate::domain::audience::Price>>,
+    pub ty: Option<AudienceType>,
+}
+
+pub struct SubscribeInput {
+    pub profile_id: Uuid,
+    pub price_id: Option<String>,
+    pub success_url: Option<String>,
+    pub cancel_url: Option<String>,
+    pub confirm_url: Option<String>,
+}
+
+/// Who subscribes: an admin of the store, or the profile itself.
+pub enum Subscriber<'a> {
+    Admin,
+    Profile(&'a ProfileAuth),
+}
+
+pub struct Subscribed {
+    pub subscription: SubscriptionRow,
+    pub created: bool,
+    pub checkout_url: Option<String>,
+}
+
+pub struct Access {
+    pub has_access: bool,
+    pub subscription: Option<SubscriptionRow>,
+    pub reason: Option<&'static str>,
+}
+
+pub struct Audiences {
+    repo: Arc<dyn Repo>,
+    keys: Keys,
+    public_base_url: String,
+    mail_from: String,
+    mail_wake: Arc<Notify>,
+}
+
+fn absolute_url(field: &str, url: &str, errors: &mut Vec<FieldError>) {
+    let ok = (url.starts_with("https://") || url.starts_with("http://"))
+        && url.len() <= 2000
+        && url.split("://").nth(1).is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'))
+        && !url.chars().any(|c| c.is_whitespace() || c.is_control());
+    if !ok {
+        errors.push(FieldError::new(field, "invalid_url"));
+    }
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+}
+
+fn key_taken() -> AppError {
+    AppError::Conflict { code: "key_taken", message: "another audience of this store has this key".into() }
+}
+
+impl Audiences {
+    pub fn new(
+        repo: Arc<dyn Repo>,
+        keys: Keys,
+        public_base_url: String,
+        mail_from: String,
+        mail_wake: Arc<Notify>,
+    ) -> Self {
+        Self { repo, keys, public_base_url, mail_from, mail_wake }
+    }
+
+    /// A stable one-click unsubscribe token for (audience, profile): MAC'd, nothing stored.
+    pub fn unsubscribe_token(&self, store_id: Uuid, audience_id: Uuid, profile_id: Uuid) -> String {
+        let mut data = store_id.as_bytes().to_vec();
+        data.extend_from_slice(audience_id.as_bytes());
+        data.extend_from_slice(profile_id.as_bytes());
+        let mut token = data[16..].to_vec();
+        token.extend_from_slice(&self.keys.link_mac(&data));
+        b64(&token)
+    }
+
+    fn parse_unsubscribe_token(&self, store_id: Uuid, token: &str) -> Option<(Uuid, Uuid)> {
+        let raw = unb64(token.trim())?;
+        if raw.len() != 48 {
+            return None;
+        }
+        let audience_id = Uuid::from_slice(&raw[..16]).ok()?;
+        let profile_id = Uuid::from_slice(&raw[16..32]).ok()?;
+        let expected = self.unsubscribe_token(store_id, audience_id, profile_id);
+        crate::crypto::constant_time_eq(expected.as_bytes(), token.trim().as_bytes())
+            .then_some((audience_id, profile_id))
+    }
+
+    pub fn unsubscribe_url(&self, store_id: Uuid, audience_id: Uuid, profile_id: Uuid) -> String {
+        format!(
+            "{}/v1/stores/{store_id}/audiences/unsubscribe?token={}",
+            self.public_base_url,
+            self.unsubscribe_token(store_id, audience_id, profile_id)
+        )
+    }
+
+    async fn check_template(&self, store_id: Uuid, id: Option<Uuid>, errors: &mut Vec<FieldError>) -> AppResult<()> {
+        if let Some(id) = id
+            && !self.repo.template_exists(store_id, id).await?
+        {
+            errors.push(FieldError::new("confirm_template_id", "unknown_template"));
+        }
+        Ok(())
+    }
+
+    pub async fn create(&self, store_id: Uuid, input: AudienceInput) -> AppResult<AudienceRow> {
+        let mut errors = vec![];
+        if !valid_key(&input.key) {
+            errors.push(FieldError::new("key", "invalid_key"));
+        }
+        let name = input.name.map(|n| n.trim().to_string()).filter(|n| !n.is_empty());
+        if name.as_ref().is_some_and(|n| n.chars().count() > 200) {
+            errors.push(FieldError::new("name", "too_long"));
+        }
+        let (kind, prices) = match input.ty.unwrap_or(AudienceType::Standard) {
+            AudienceType::Standard => ("standard", vec![]),
+            AudienceType::Paid { mut prices } => {
+                errors.extend(validate_prices(&mut prices, "type.prices"));
+                ("paid", prices)
+            }
+        };
+        self.check_template(store_id, input.confirm_template_id, &mut errors).await?;
+        if !errors.is_empty() {
+            return Err(AppError::validation(errors));
+        }
+        let now = crate::now();
+        let row = AudienceRow {
+            store_id,
+            id: Uuid::now_v7(),
+            key: input.key,
+            name,
+            status: "active".into(),
+            kind: kind.into(),
+            prices,
+            confirm_template_id: input.confirm_template_id,
+            subscriber_count: 0,
+            created_at: now,
+            updated_at: now,
+        };
+        match self.repo.insert_audience(&row).await {
+            Err(RepoError::Conflict) => Err(key_taken()),
+            other => other.map(|_| row).map_err(Into::into),
+        }
+    }
+
+    /// By id or key. `public` callers see active audiences only.
+    pub async fn get(&self, store_id: Uuid, id_or_key: &str, public: bool) -> AppResult<AudienceRow> {
+        let id = Uuid::parse_str(id_or_key).ok();
+        match self.repo.audience(store_id, id, id_or_key).await? {
+            Some(a) if !public || a.status == "active" => Ok(a),
+            _ => Err(AppError::NotFound("audience")),
+        }
+    }
+
+    pub async fn find(
+        &self,
+        store_id: Uuid,
+        ids: Option<&str>,
+        status: Option<String>,
+        query: Option<&str>,
+        limit: Option<i64>,
+        cursor: Option<&str>,
+    ) -> AppResult<(Vec<AudienceRow>, Option<String>)> {
+        let mut errors = vec![];
+        let page = Page::parse(limit).map_err(|e| errors.push(FieldError::new("limit", e))).ok();
+        let ids: Vec<Uuid> = match ids.map(str::trim).filter(|s| !s.is_empty()) {
+            None => vec![],
+            Some(raw) => {
+                let parts: Option<Vec<String>> = if raw.starts_with('[') {
+                    serde_json::from_str(raw).ok()
+                } else {
+                    Some(raw.split(',').map(|s| s.trim().to_string()).collect())
+                };
+                match parts.and_then(|p| p.iter().map(|s| Uuid::parse_str(s).ok()).collect::<Option<Vec<_>>>()) {
+                    Some(ids) if ids.len() <= 200 => ids,
+                    _ => {
+                        errors.push(FieldError::new("ids", "invalid_ids"));
+                        vec![]
+                    }
+                }
+            }
+        };
+        if let Some(s) = &status {
+            check_status(s, &mut errors);
+        }
+        let query = query.map(str::trim).filter(|q| !q.is_empty()).map(str::to_lowercase);
+        let scope = format!("audiences\n{store_id}\n{ids:?}\n{status:?}\n{query:?}");
+        let after = match cursor.filter(|c| !c.is_empty()) {
+            None => None,
+            Some(c) => match Cursor::decode(c, &scope) {
+                Ok(cur) => {
+                    cur.after.first().and_then(Value::as_str).and_then(|s| Uuid::parse_str(s).ok()).or_else(|| {
+                        errors.push(FieldError::new("cursor", "invalid_cursor"));
+                        None
+                    })
+                }
+                Err(e) => {
+                    errors.push(FieldError::new("cursor", e));
+                    None
+                }
+            },
+        };
+        if !errors.is_empty() {
+            return Err(AppError::validation(errors));
+        }
+        let limit = page.map(|p| p.limit).unwrap_or(Page::DEFAULT);
+        let search = AudienceSearch { store_id, ids, status, query, after, limit: limit + 1 };
+        let mut rows = self.repo.find_audiences(&search).await?;
+        let next = (rows.len() > limit as usize)
+            .then(|| {
+                rows.truncate(limit as usize);
+                rows.last().map(|a| Cursor { after: vec![a.id.to_string().into()] }.encode(&scope))
+            })
+            .flatten();
+        Ok((rows, next))
+    }
+
+    pub async fn update(&self, store_id: Uuid, id_or_key: &str, patch: AudiencePatch) -> AppResult<AudienceRow> {
+        let mut row = self.get(store_id, id_or_key, false).await?;
+        let mut errors = vec![];
+        if let Some(ty) = &patch.ty
+            && ty.kind() != row.kind
+        {
+            return Err(AppError::Validation {
+                message: "an audience's type cannot change".into(),
+                errors: vec![FieldError::new("type", "type_immutable")],
+            });
+        }
+        if let Some(key) = patch.key {
+            if valid_key(&key) {
+                row.key = key;
+            } else {
+                errors.push(FieldError::new("key", "invalid_key"));
+            }
+        }
+        if let Some(name) = patch.name {
+            row.name = name.map(|n| n.trim().to_string()).filter(|n| !n.is_empty());
+        }
+        if let Some(status) = patch.status {
+            check_status(&status, &mut errors);
+            row.status = status;
+        }
+        let prices = patch.prices.or(match patch.ty {
+            Some(AudienceType::Paid { prices }) => Some(prices),
+            _ => None,
+        });
+        if let Some(mut prices) = prices {
+            if row.kind != "paid" {
+                errors.push(FieldError::new("prices", "only_for_paid"));
+            } else {
+                errors.extend(validate_prices(&mut prices, "prices"));
+                row.prices = prices;
+            }
+        }
+        if let Some(template) = patch.confirm_template_id {
+            self.check_template(store_id, template, &mut errors).await?;
+            row.confirm_template_id = template;
+        }
+        if !errors.is_empty() {
+            return Err(AppError::validation(errors));
+        }
+        row.updated_at = crate::now();
+        match self.repo.update_audience(&row).await {
+            Err(RepoError::Conflict) => Err(key_taken()),
+            other => other.map(|_| row).map_err(Into::into),
+        }
+    }
+
+    pub async fn subscribe(
+        &self,
+        store: &StoreRow,
+        id_or_key: &str,
+        who: Subscriber<'_>,
+        input: SubscribeInput,
+    ) -> AppResult<Subscribed> {
+        if let Subscriber::Profile(auth) = &who
+            && auth.profile_id != input.profile_id
+        {
+            return Err(AppError::Forbidden("a profile may only subscribe itself".into()));
+        }
+        let audience = self.get(store.id, id_or_key, matches!(who, Subscriber::Profile(_))).await?;
+        if audience.status != "active" {
+            return Err(AppError::Conflict { code: "audience_archived", message: "this audience is archived".into() });
+        }
+        let mut errors = vec![];
+        for (field, url) in [
+            ("success_url", &input.success_url),
+            ("cancel_url", &input.cancel_url),
+            ("confirm_url", &input.confirm_url),
+        ] {
+            if let Some(url) = url {
+                absolute_url(field, url, &mut errors);
+            }
+        }
+        if audience.kind == "paid" {
+            match &input.price_id {
+                None => errors.push(FieldError::new("price_id", "required")),
+                Some(id) if !audience.prices.iter().any(|p| p.matches(id)) => {
+                    errors.push(FieldError::new("price_id", "unknown_price"))
+                }
+                Some(_) => {}
+            }
+        } else if audience.confirm_template_id.is_some() && input.confirm_url.is_none() {
+            errors.push(FieldError::new("confirm_url", "required"));
+        }
+        if !errors.is_empty() {
+            return Err(AppError::validation(errors));
+        }
+        let profile = self.profile(store.id, input.profile_id).await?;
+        let existing = self.repo.subscription(store.id, audience.id, profile.id).await?;
+        if let Some(s) = &existing
+            && matches!(s.status.as_str(), "active" | "cancellation_scheduled")
+        {
+            return Ok(Subscribed { subscription: s.clone(), created: false, checkout_url: None });
+        }
+        if audience.kind == "paid" {
+            return Err(AppError::Unavailable {
+                code: "payments_not_configured",
+                message: "payments are not configured on this server".into(),
+            });
+        }
+        let now = crate::now();
+        let source = match who {
+            Subscriber::Admin => "admin",
+            Subscriber::Profile(_) => "signup",
+        };
+        let mut row = SubscriptionRow {
+            store_id: store.id,
+            id: existing.as_ref().map(|s| s.id).unwrap_or_else(Uuid::now_v7),
+            audience_id: audience.id,
+            profile_id: profile.id,
+            status: "active".into(),
+            source: source.into(),
+            price_id: None,
+            payment: None,
+            start_date: Some(now),
+            end_date: None,
+            confirmed_at: Some(now),
+            cancelled_at: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let mut upsert = Upsert { row: row.clone(), confirm_token: None, mail: None };
+        if let (Some(template_id), Some(confirm_url)) = (audience.confirm_template_id, &input.confirm_url) {
+            let email = profile.email.clone().ok_or_else(|| AppError::invalid("profile_id", "email_required"))?;
+            let token = random_token();
+            let sep = if confirm_url.contains('?') { '&' } else { '?' };
+            let link = format!("{confirm_url}{sep}token={token}");
+            row.status = "pending".into();
+            row.start_date = None;
+            row.confirmed_at = None;
+            let mail = self.confirmation_mail(store, &audience, template_id, &email, &link, profile.id).await?;
+            upsert = Upsert {
+                row,
+                confirm_token: Some((sha256(token.as_bytes()), now + CONFIRM_TTL_SECS)),
+                mail: Some(NewOutboxMail::new(Some(store.id), mail, now)),
+            };
+        }
+        let stored = self.repo.upsert_subscription(&upsert).await?;
+        if upsert.mail.is_some() {
+            self.mail_wake.notify_one();
+        }
+        Ok(Subscribed { created: existing.is_none(), subscription: stored, checkout_url: None })
+    }
+
+    async fn profile(&self, store_id: Uuid, id: Uuid) -> AppResult<ProfileRow> {
+        Ok(self.repo.profile(store_id, id).await?.ok_or(AppError::NotFound("profile"))?.profile)
+    }
+
+    /// The double opt-in mail, rendered from the audience's template; it carries the list headers.
+    async fn confirmation_mail(
+        &self,
+        store: &StoreRow,
+        audience: &AudienceRow,
+        template_id: Uuid,
+        email: &str,
+        confirm_url: &str,
+        profile_id: Uuid,
+    ) -> AppResult<OutgoingMail> {
+        let template = self
+            .repo
+            .confirm_template(store.id, template_id)
+            .await?
+            .ok_or_else(|| AppError::invalid("confirm_template_id", "unknown_template"))?;
+        let unsubscribe_url = self.unsubscribe_url(store.id, audience.id, profile_id);
+        let vars = json!({
+            "confirm_url": confirm_url,
+            "unsubscribe_url": unsubscribe_url,
+            "email": email,
+            "audience_name": audience.name.clone().unwrap_or_else(|| audience.key.clone()),
+            "audience_key": audience.key,
+            "store_name": store.name,
+        });
+        let rendered = render_template(&template, &vars);
+        let from = match (
+            template.from_email.as_ref().or(store.from_email.as_ref()),
+            template.from_name.as_ref().or(store.from_name.as_ref()),
+        ) {
+            (Some(addr), Some(name)) => format!("{} <{addr}>", name.replace(['<', '>', '"'], "")),
+            (Some(addr), None) => format!("{} <{addr}>", store.name.replace(['<', '>', '"'], "")),
+            _ => self.mail_from.clone(),
+        };
+        Ok(OutgoingMail {
+            from,
+            to: email.to_string(),
+            reply_to: template.reply_to.clone(),
+            subject: rendered.0,
+            html: rendered.1,
+            text: rendered.2,
+            headers: vec![
+                ("List-Unsubscribe".into(), format!("<{unsubscribe_url}>")),
+                ("List-Unsubscribe-Post".into(), "List-Unsubscribe=One-Click".into()),
+            ],
+        })
+    }
+
+    pub async fn check_access(&self, auth: &ProfileAuth, id_or_key: &str) -> AppResult<Access> {
+        let audience = self.get(auth.store_id, id_or_key, true).await?;
+        let (verified, subscription) = self
+            .repo
+            .access_row(auth.store_id, audience.id, auth.profile_id)
+            .await?
+            .ok_or_else(|| AppError::unauthorized("profile is gone"))?;
+        let now = crate::now();
+        let (has_access, reason) = match &subscription {
+            _ if verified && !auth.verified => (false, Some("verification_required")),
+            None => (false, Some("not_subscribed")),
+            Some(s) => match s.status.as_str() {
+                "active" => (true, None),
+                "cancellation_scheduled" if s.end_date.is_none_or(|end| end > now) => (true, None),
+                "cancellation_scheduled" => (false, Some("expired")),
+                "pending" => (false, Some("pending")),
+                "expired" => (false, Some("expired")),
+                _ => (false, Some("cancelled")),
+            },
+        };
+        Ok(Access {
+            has_access,
+            subscription: subscription.filter(|_| reason != Some("verification_required")),
+            reason,
+        })
+    }
+
+    pub async fn subscribers(
+        &self,
+        store_id: Uuid,
+        id_or_key: &str,
+        status: Option<&str>,
+        limit: Option<i64>,
+        cursor: Option<&str>,
+    ) -> AppResult<(Vec<SubscriberRow>, Option<String>)> {
+        let audience = self.get(store_id, id_or_key, false).await?;
+        let mut errors = vec![];
+        if status.is_some_and(|s| !SUBSCRIPTION_STATUSES.contains(&s)) {
+            errors.push(FieldError::new("status", "invalid_value"));
+        }
+        let page = Page::parse(limit).map_err(|e| errors.push(FieldError::new("limit", e))).ok();
+        let scope = format!("subscribers\n{store_id}\n{}\n{status:?}", audience.id);
+        let after = match cursor.filter(|c| !c.is_empty()) {
+            None => None,
+            Some(c) => match Cursor::decode(c, &scope) {
+                Ok(cur) => {
+                    cur.after.first().and_then(Value::as_str).and_then(|s| Uuid::parse_str(s).ok()).or_else(|| {
+                        errors.push(FieldError::new("cursor", "invalid_cursor"));
+                        None
+                    })
+                }
+                Err(e) => {
+                    errors.push(FieldError::new("cursor", e));
+                    None
+                }
+            },
+        };
+        if !errors.is_empty() {
+            return Err(AppError::validation(errors));
+        }
+        let limit = page.map(|p| p.limit).unwrap_or(Page::DEFAULT);
+        let mut rows = self.repo.subscribers(store_id, audience.id, status, after, limit + 1).await?;
+        let next = (rows.len() > limit as usize)
+            .then(|| {
+                rows.truncate(limit as usize);
+                rows.last().map(|r| Cursor { after: vec![r.subscription.id.to_string().into()] }.encode(&scope))
+            })
+            .flatten();
+        Ok((rows, next))
+    }
+
+    /// Adds a profile as an active subscriber; `true` when it already was one (skipped).
+    pub async fn add_subscriber(
+        &self,
+        store_id: Uuid,
+        id_or_key: &str,
+        profile_id: Uuid,
+    ) -> AppResult<(SubscriberRow, bool)> {
+        let audience = self.get(store_id, id_or_key, false).await?;
+        let profile = self.profile(store_id, profile_id).await?;
+        let existing = self.repo.subscription(store_id, audience.id, profile_id).await?;
+        if let Some(s) = existing.clone().filter(|s| matches!(s.status.as_str(), "active" | "cancellation_scheduled")) {
+            return Ok((SubscriberRow { subscription: s, email: profile.email }, true));
+        }
+        let now = crate::now();
+        let row = SubscriptionRow {
+            store_id,
+            id: existing.map(|s| s.id).unwrap_or_else(Uuid::now_v7),
+            audience_id: audience.id,
+            profile_id,
+            status: "active".into(),
+            source: "admin".into(),
+            price_id: None,
+            payment: None,
+            start_date: Some(now),
+            end_date: None,
+            confirmed_at: Some(now),
+            cancelled_at: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let stored = self.repo.upsert_subscription(&Upsert { row, confirm_token: None, mail: None }).await?;
+        Ok((SubscriberRow { subscription: stored, email: profile.email }, false))
+    }
+
+    pub async fn remove_subscriber(&self, store_id: Uuid, id_or_key: &str, profile_id: Uuid) -> AppResult<()> {
+        let audience = self.get(store_id, id_or_key, false).await?;
+        if self.repo.delete_subscription(store_id, audience.id, profile_id).await? {
+            Ok(())
+        } else {
+            Err(AppError::NotFound("subscriber"))
+        }
+    }
+
+    fn invalid_token() -> AppError {
+        AppError::BadRequest { code: "invalid_token", message: "the token is unknown, used or expired".into() }
+    }
+
+    pub async fn confirm(&self, store_id: Uuid, token: &str) -> AppResult<SubscriptionRow> {
+        if token.trim().is_empty() {
+            return Err(AppError::invalid("token", "required"));
+        }
+        self.repo
+            .confirm_subscription(store_id, &sha256(token.trim().as_bytes()), crate::now())
+            .await?
+            .ok_or_else(Self::invalid_token)
+    }
+
+    pub async fn unsubscribe(&self, store_id: Uuid, token: &str) -> AppResult<SubscriptionRow> {
+        if token.trim().is_empty() {
+            return Err(AppError::invalid("token", "required"));
+        }
+        let (audience_id, profile_id) =
+            self.parse_unsubscribe_token(store_id, token).ok_or_else(Self::invalid_token)?;
+        if let Some(s) = self.repo.cancel_subscription(store_id, audience_id, profile_id, crate::now()).await? {
+            return Ok(s);
+        }
+        match self.repo.subscription(store_id, audience_id, profile_id).await? {
+            Some(_) => Err(AppError::Conflict {
+                code: "already_unsubscribed",
+                message: "this subscription has already ended".into(),
+            }),
+            None => Err(Self::invalid_token()),
+        }
+    }
+
+    pub async fn of_profile(&self, store_id: Uuid, profile_id: Uuid) -> AppResult<Vec<SubscriptionRow>> {
+        Ok(self.repo.subscriptions_of_profile(store_id, profile_id).await?)
+    }
+}
+
+/// Renders (subject, html, text) from a stored template with `{{ name }}` placeholders.
+fn render_template(t: &crate::repo::ConfirmTemplate, vars: &Value) -> (String, String, String) {
+    let fill = |s: &str, escape: bool| {
+        let mut out = s.to_string();
+        if let Value::Object(map) = vars {
+            for (k, v) in map {
+                let v = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+                let v = if escape { html_escape(&v) } else { v };
+                for pat in [format!("{{{{ {k} }}}}"), format!("{{{{{k}}}}}")] {
+                    out = out.replace(&pat, &v);
+                }
+            }
+        }
+        out
+    };
+    let html = fill(&t.body, true);
+    let text = t.text_body.as_deref().map(|b| fill(b, false)).unwrap_or_else(|| fill(&t.body, false));
+    (fill(&t.subject, false).replace(['\r', '\n'], " "), html, text)
+}
