@@ -73,6 +73,41 @@ async fn openapi_lists_every_route_and_docs_work_offline(app: &TestApp) {
         ("/v1/stores/{storeId}/api-keys", "post"),
         ("/v1/stores/{storeId}/api-keys", "get"),
         ("/v1/stores/{storeId}/api-keys/{id}", "delete"),
+        ("/v1/stores/{storeId}/taxonomies", "post"),
+        ("/v1/stores/{storeId}/taxonomies", "get"),
+        ("/v1/stores/{storeId}/taxonomies/{id}", "get"),
+        ("/v1/stores/{storeId}/taxonomies/{id}", "put"),
+        ("/v1/stores/{storeId}/taxonomies/{id}", "delete"),
+        ("/v1/stores/{storeId}/profiles", "post"),
+        ("/v1/stores/{storeId}/profiles", "get"),
+        ("/v1/stores/{storeId}/profiles/{id}", "get"),
+        ("/v1/stores/{storeId}/profiles/{id}", "put"),
+        ("/v1/stores/{storeId}/profiles/{id}", "delete"),
+        ("/v1/stores/{storeId}/profiles/{id}/merge", "post"),
+        ("/v1/stores/{storeId}/profiles/{id}/export", "get"),
+        ("/v1/stores/{storeId}/profiles/{id}/orders", "post"),
+        ("/v1/stores/{storeId}/profiles/{id}/orders", "get"),
+        ("/v1/stores/{storeId}/profiles/initialize", "post"),
+        ("/v1/stores/{storeId}/profiles/connect", "post"),
+        ("/v1/stores/{storeId}/profiles/auth/code", "post"),
+        ("/v1/stores/{storeId}/profiles/auth/verify", "post"),
+        ("/v1/stores/{storeId}/profiles/auth/refresh", "post"),
+        ("/v1/stores/{storeId}/profiles/auth/logout", "post"),
+        ("/v1/stores/{storeId}/profiles/me", "get"),
+        ("/v1/stores/{storeId}/profiles/{id}/sessions", "get"),
+        ("/v1/stores/{storeId}/profiles/{id}/sessions", "delete"),
+        ("/v1/stores/{storeId}/profiles/{id}/sessions/{tokenId}", "delete"),
+        ("/v1/stores/{storeId}/audiences", "post"),
+        ("/v1/stores/{storeId}/audiences", "get"),
+        ("/v1/stores/{storeId}/audiences/{id}", "get"),
+        ("/v1/stores/{storeId}/audiences/{id}", "put"),
+        ("/v1/stores/{storeId}/audiences/{id}/subscribe", "post"),
+        ("/v1/stores/{storeId}/audiences/{id}/access", "get"),
+        ("/v1/stores/{storeId}/audiences/{id}/subscribers", "get"),
+        ("/v1/stores/{storeId}/audiences/{id}/subscribers", "post"),
+        ("/v1/stores/{storeId}/audiences/{id}/subscribers/{profileId}", "delete"),
+        ("/v1/stores/{storeId}/audiences/confirm", "post"),
+        ("/v1/stores/{storeId}/audiences/unsubscribe", "post"),
     ];
     for (path, method) in expected {
         assert!(spec["paths"][path][method].is_object(), "{method} {path} missing from the spec");
@@ -88,6 +123,21 @@ async fn openapi_lists_every_route_and_docs_work_offline(app: &TestApp) {
     for line in html.lines().filter(|l| l.contains("src=") || l.contains("href=")) {
         assert!(!line.contains("http://") && !line.contains("https://"), "external asset: {line}");
     }
+    // Every operation documents its error responses with the one error schema.
+    let mut operations = 0;
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            operations += 1;
+            let responses = op["responses"].as_object().unwrap_or_else(|| panic!("{method} {path} has no responses"));
+            assert!(responses.keys().any(|k| k.starts_with('2')), "{method} {path} documents no success");
+        }
+    }
+    assert!(operations >= expected.len());
+
+    // Large responses are compressed for clients that ask.
+    let gz = app.req(Method::GET, "/openapi.json").header("accept-encoding", "gzip").send().await.unwrap();
+    assert_eq!(gz.headers().get("content-encoding").map(|v| v.to_str().unwrap()), Some("gzip"));
+
     let init = app.req(Method::GET, "/docs/swagger-initializer.js").send().await.unwrap();
     assert_eq!(init.status(), StatusCode::OK);
     assert!(init.text().await.unwrap().contains("/openapi.json"));
