@@ -37,6 +37,14 @@ impl Cursor {
     }
 }
 
+impl Cursor {
+    /// For lists ordered by id alone: the id after which the next page starts.
+    pub fn after_id(text: &str, scope: &str) -> Result<uuid::Uuid, &'static str> {
+        let cursor = Self::decode(text, scope)?;
+        cursor.after.first().and_then(Value::as_str).and_then(|s| uuid::Uuid::parse_str(s).ok()).ok_or("invalid_cursor")
+    }
+}
+
 /// Page size: 50 by default, 1–200.
 #[derive(Debug, Clone, Copy)]
 pub struct Page {

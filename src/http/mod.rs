@@ -124,16 +124,7 @@ pub fn keyset_after(q: &ListQuery, scope: &str) -> AppResult<(u32, Option<Uuid>)
     let page = Page::parse(q.limit).map_err(|e| AppError::invalid("limit", e))?;
     let after = match q.cursor.as_deref().filter(|c| !c.is_empty()) {
         None => None,
-        Some(text) => {
-            let cursor = Cursor::decode(text, scope).map_err(|e| AppError::invalid("cursor", e))?;
-            let id = cursor
-                .after
-                .first()
-                .and_then(|v| v.as_str())
-                .and_then(|s| Uuid::parse_str(s).ok())
-                .ok_or_else(|| AppError::invalid("cursor", "invalid_cursor"))?;
-            Some(id)
-        }
+        Some(text) => Some(Cursor::after_id(text, scope).map_err(|e| AppError::invalid("cursor", e))?),
     };
     Ok((page.limit, after))
 }

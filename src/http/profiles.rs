@@ -36,6 +36,19 @@ pub struct AuthTokenInfo {
     pub user_agent: Option<String>,
 }
 
+impl From<crate::repo::SessionSummary> for AuthTokenInfo {
+    fn from(s: crate::repo::SessionSummary) -> Self {
+        Self {
+            id: s.id,
+            created_at: s.created_at,
+            last_used_at: s.last_used_at,
+            refresh_expires_at: s.refresh_expires_at,
+            is_verified: s.verified,
+            user_agent: s.user_agent,
+        }
+    }
+}
+
 /// A magic code, without the code.
 #[derive(Serialize, ToSchema)]
 pub struct VerificationCodeInfo {
@@ -77,18 +90,7 @@ impl From<ProfileDetails> for Profile {
                 .into_iter()
                 .map(|(promo_code_id, uses)| PromoUsage { promo_code_id, uses })
                 .collect(),
-            auth_tokens: d
-                .sessions
-                .into_iter()
-                .map(|s| AuthTokenInfo {
-                    id: s.id,
-                    created_at: s.created_at,
-                    last_used_at: s.last_used_at,
-                    refresh_expires_at: s.refresh_expires_at,
-                    is_verified: s.verified,
-                    user_agent: s.user_agent,
-                })
-                .collect(),
+            auth_tokens: d.sessions.into_iter().map(AuthTokenInfo::from).collect(),
             verification_codes: d
                 .codes
                 .into_iter()
@@ -315,19 +317,8 @@ pub async fn export_profile(
 ) -> AppResult<Json<ProfileExport>> {
     let export = state.services.profiles.export(auth.store_id, path.1).await?;
     let subscriptions = state.services.audiences.of_profile(auth.store_id, path.1).await?;
+    let sessions = export.profile.sessions.iter().cloned().map(AuthTokenInfo::from).collect();
     let profile = Profile::from(export.profile);
-    let sessions = profile
-        .auth_tokens
-        .iter()
-        .map(|t| AuthTokenInfo {
-            id: t.id,
-            created_at: t.created_at,
-            last_used_at: t.last_used_at,
-            refresh_expires_at: t.refresh_expires_at,
-            is_verified: t.is_verified,
-            user_agent: t.user_agent.clone(),
-        })
-        .collect();
     Ok(Json(ProfileExport {
         profile,
         orders: export.orders.into_iter().map(Order::from).collect(),

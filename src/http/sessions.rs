@@ -184,21 +184,7 @@ pub async fn list_sessions(
 ) -> AppResult<Json<Paged<AuthTokenInfo>>> {
     let store_id = store_of(&actor);
     state.services.profiles.get(store_id, path.1).await?;
-    let items = state
-        .services
-        .sessions
-        .list(store_id, path.1)
-        .await?
-        .into_iter()
-        .map(|s| AuthTokenInfo {
-            id: s.id,
-            created_at: s.created_at,
-            last_used_at: s.last_used_at,
-            refresh_expires_at: s.refresh_expires_at,
-            is_verified: s.verified,
-            user_agent: s.user_agent,
-        })
-        .collect();
+    let items = state.services.sessions.list(store_id, path.1).await?.into_iter().map(AuthTokenInfo::from).collect();
     Ok(Json(Paged { items, cursor: None }))
 }
 

@@ -225,18 +225,7 @@ impl Audiences {
         let scope = format!("audiences\n{store_id}\n{ids:?}\n{status:?}\n{query:?}");
         let after = match cursor.filter(|c| !c.is_empty()) {
             None => None,
-            Some(c) => match Cursor::decode(c, &scope) {
-                Ok(cur) => {
-                    cur.after.first().and_then(Value::as_str).and_then(|s| Uuid::parse_str(s).ok()).or_else(|| {
-                        errors.push(FieldError::new("cursor", "invalid_cursor"));
-                        None
-                    })
-                }
-                Err(e) => {
-                    errors.push(FieldError::new("cursor", e));
-                    None
-                }
-            },
+            Some(c) => Cursor::after_id(c, &scope).map_err(|e| errors.push(FieldError::new("cursor", e))).ok(),
         };
         if !errors.is_empty() {
             return Err(AppError::validation(errors));
@@ -496,18 +485,7 @@ impl Audiences {
         let scope = format!("subscribers\n{store_id}\n{}\n{status:?}", audience.id);
         let after = match cursor.filter(|c| !c.is_empty()) {
             None => None,
-            Some(c) => match Cursor::decode(c, &scope) {
-                Ok(cur) => {
-                    cur.after.first().and_then(Value::as_str).and_then(|s| Uuid::parse_str(s).ok()).or_else(|| {
-                        errors.push(FieldError::new("cursor", "invalid_cursor"));
-                        None
-                    })
-                }
-                Err(e) => {
-                    errors.push(FieldError::new("cursor", e));
-                    None
-                }
-            },
+            Some(c) => Cursor::after_id(c, &scope).map_err(|e| errors.push(FieldError::new("cursor", e))).ok(),
         };
         if !errors.is_empty() {
             return Err(AppError::validation(errors));
