@@ -24,10 +24,12 @@ mod sql;
 pub mod sqlite;
 mod stores;
 mod taxonomies;
+mod templates;
 
 pub use migrate::MigrationReport;
 pub use outbox::{ClaimedMail, NewOutboxMail, OutboxRepo};
 pub(crate) use outbox::{OUTBOX_INSERT_SQL, insert_outbox_mail};
+pub use templates::{TemplateRepo, TemplateRow};
 
 use crate::config::DatabaseUrl;
 
@@ -533,6 +535,7 @@ pub trait Repo:
     + ProfileRepo
     + OutboxRepo
     + SessionRepo
+    + TemplateRepo
     + Send
     + Sync
     + 'static
@@ -547,6 +550,7 @@ impl<T> Repo for T where
         + ProfileRepo
         + OutboxRepo
         + SessionRepo
+        + TemplateRepo
         + Send
         + Sync
         + 'static
