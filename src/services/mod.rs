@@ -7,6 +7,7 @@ pub mod seed;
 pub mod sessions;
 pub mod stores;
 pub mod taxonomies;
+pub mod templates;
 
 use std::sync::Arc;
 
@@ -24,6 +25,7 @@ pub struct Services {
     pub sessions: sessions::Sessions,
     pub stores: stores::Stores,
     pub taxonomies: taxonomies::Taxonomies,
+    pub templates: templates::Templates,
 }
 
 impl Services {
@@ -34,7 +36,8 @@ impl Services {
             profiles: profiles::Profiles::new(repo.clone()),
             sessions: sessions::Sessions::new(repo.clone(), keys, limits, mail_from, mail_wake),
             stores: stores::Stores::new(repo.clone()),
-            taxonomies: taxonomies::Taxonomies::new(repo),
+            taxonomies: taxonomies::Taxonomies::new(repo.clone()),
+            templates: templates::Templates::new(repo),
         }
     }
 }
