@@ -8,6 +8,7 @@ pub mod profiles;
 pub mod sessions;
 pub mod stores;
 pub mod taxonomies;
+pub mod templates;
 
 use std::time::Duration;
 
@@ -68,6 +69,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(taxonomies::router())
         .merge(profiles::router())
         .merge(sessions::router())
+        .merge(templates::router())
         .split_for_parts()
 }
 
