@@ -33,6 +33,8 @@ fn undefined_variables_render_empty_with_a_warning() {
     );
     let r = render(&t, &json!({"name": "Ann", "items": [1, 2], "order": {}})).unwrap();
     assert_eq!(r.subject, "Ann");
+    let loops = source("{% set n = 1 %}{{ n }}", "{% for i in items %}{{ loop.index }}{{ i.x }}{% endfor %}");
+    assert_eq!(render(&loops, &json!({"items": [{"x": "a"}]})).unwrap().warnings, []);
     assert_eq!(r.html, "<p>Ann12</p>");
     let names: Vec<&str> = r.warnings.iter().map(|w| w.variable.as_str()).collect();
     assert_eq!(names, ["greeting", "order.number"]);
