@@ -82,7 +82,7 @@ fn format_value(out: &mut Output, state: &mut State, value: &Value) -> Result<()
     minijinja::escape_formatter(out, state, value)
 }
 
-pub fn escape_html(s: &str) -> String {
+fn escape_html(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
