@@ -14,7 +14,7 @@ pub mod domain;
 pub mod error;
 /// Routes, extractors, middleware and the OpenAPI document.
 pub mod http;
-/// Mail: transports, the outbox worker.
+/// Mail: transports, the outbox worker, template rendering.
 pub mod mail;
 /// Prometheus request counters and latency histograms.
 pub mod metrics;

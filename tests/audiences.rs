@@ -19,6 +19,7 @@ backend_tests!(
     subscriber_admin_and_paging,
     merge_keeps_the_stronger_subscription,
     erasure_and_counts,
+    template_deletion_makes_audiences_single_opt_in,
 );
 
 async fn audience(app: &TestApp, admin: &Admin, body: Value) -> Value {
@@ -599,4 +600,41 @@ async fn erasure_and_counts(app: &TestApp) {
         .await,
         0
     );
+}
+
+async fn template_deletion_makes_audiences_single_opt_in(app: &TestApp) {
+    let admin = app.admin("tpldel").await;
+    let (status, tpl) = app
+        .post(
+            &admin.store("/email-templates"),
+            Some(&admin.token),
+            json!({"key": "confirm", "subject": "Please confirm {{ audience_name }}", "body": "<a href=\"{{ confirm_url }}\">Yes</a>"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{tpl}");
+    audience(app, &admin, json!({"key": "news", "confirm_template_id": tpl["id"]})).await;
+    let t = shopper(app, &admin, "del@example.com").await;
+    let path = admin.store("/audiences/news/subscribe");
+    let (_, pending) = app
+        .post(&path, Some(tok(&t)), json!({"profile_id": t["profile_id"], "confirm_url": "https://s.example/c"}))
+        .await;
+    assert_eq!(pending["subscription"]["status"], "pending");
+    let mut subject = None;
+    for _ in 0..100 {
+        subject = app.mails_to("del@example.com").into_iter().find_map(|m| {
+            m.lines().find(|l| l.starts_with("Subject: Please confirm")).map(|l| l.trim_end().to_string())
+        });
+        if subject.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(subject.as_deref(), Some("Subject: Please confirm news"), "rendered from the store's template");
+
+    assert_eq!(app.delete(&admin.store("/email-templates/confirm"), Some(&admin.token)).await.0, StatusCode::OK);
+    let (_, news) = app.get(&admin.store("/audiences/news"), Some(&admin.token)).await;
+    assert!(news["confirm_template_id"].is_null(), "{news}");
+    let other = shopper(app, &admin, "single@example.com").await;
+    let (status, sub) = app.post(&path, Some(tok(&other)), json!({"profile_id": other["profile_id"]})).await;
+    assert_eq!((status, sub["subscription"]["status"].as_str()), (StatusCode::CREATED, Some("active")));
 }

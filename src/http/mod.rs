@@ -9,6 +9,7 @@ pub mod profiles;
 pub mod sessions;
 pub mod stores;
 pub mod taxonomies;
+pub mod templates;
 
 use std::time::Duration;
 
@@ -70,6 +71,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(profiles::router())
         .merge(sessions::router())
         .merge(audiences::router())
+        .merge(templates::router())
         .split_for_parts()
 }
 

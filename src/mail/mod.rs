@@ -1,5 +1,5 @@
 //! Outgoing mail: the message type the outbox stores, the `Mailer` trait with its SMTP and
-//! file transports, and the outbox worker that delivers with retries.
+//! file transports, the outbox worker that delivers with retries, and template rendering.
 //!
 //! Nothing here is called inside a request: services write an outbox row in their own
 //! transaction (`repo::NewOutboxMail`) and the worker sends it later.
@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod file;
 pub mod outbox;
+pub mod render;
 pub mod smtp;
 
 pub use file::FileMailer;
@@ -73,6 +74,20 @@ pub fn address_key(recipient: &str) -> String {
     match recipient.parse::<Mailbox>() {
         Ok(mailbox) => mailbox.email.to_string().to_lowercase(),
         Err(_) => recipient.trim().to_lowercase(),
+    }
+}
+
+/// `Name <addr>` for a From header. The name loses characters that could end it early, and is
+/// quoted when it holds RFC 5322 specials: unquoted, `Smith, Jones` would read as two mailboxes.
+pub fn mailbox_display(name: &str, email: &str) -> String {
+    let name: String = name.chars().filter(|c| !c.is_control() && !matches!(c, '<' | '>' | '"' | '\\')).collect();
+    let name = name.trim();
+    if name.is_empty() {
+        email.to_string()
+    } else if name.contains(['(', ')', ',', '.', ':', ';', '@', '[', ']']) {
+        format!("\"{name}\" <{email}>")
+    } else {
+        format!("{name} <{email}>")
     }
 }
 
@@ -170,6 +185,20 @@ mod tests {
         m.to = "not an address".into();
         let err = build_message(&m).unwrap_err();
         assert_eq!(err, MailError::Permanent("invalid to address".into()));
+    }
+
+    #[test]
+    fn display_names_with_specials_still_build() {
+        for name in ["Smith, Jones & Co", "J. R. Shop", "A (b) c: d; e@f [g]", "<\"Q\\\">", "Plain Shop", "Café Ümlaut"]
+        {
+            let mut m = mail();
+            m.from = mailbox_display(name, "shop@example.com");
+            let raw = String::from_utf8(build_message(&m).unwrap().formatted()).unwrap();
+            assert!(raw.contains("shop@example.com"), "{name}: {raw}");
+        }
+        assert_eq!(mailbox_display("Shop & Co", "a@b.example"), "Shop & Co <a@b.example>");
+        assert_eq!(mailbox_display("Smith, Jones", "a@b.example"), "\"Smith, Jones\" <a@b.example>");
+        assert_eq!(mailbox_display(" <> ", "a@b.example"), "a@b.example");
     }
 
     #[test]

@@ -68,17 +68,6 @@ pub struct Upsert {
     pub mail: Option<NewOutboxMail>,
 }
 
-/// The parts of an email template a confirmation mail is rendered from.
-#[derive(Debug, Clone)]
-pub struct ConfirmTemplate {
-    pub subject: String,
-    pub body: String,
-    pub text_body: Option<String>,
-    pub from_name: Option<String>,
-    pub from_email: Option<String>,
-    pub reply_to: Option<String>,
-}
-
 const AUDIENCE_COLUMNS: &str =
     "store_id, id, key, name, status, kind, prices, confirm_template_id, subscriber_count, created_at, updated_at";
 const SUBSCRIPTION_COLUMNS: &str = "s.store_id, s.id, s.audience_id, s.profile_id, s.status, s.source, s.price_id, \
@@ -128,7 +117,6 @@ pub trait AudienceRepo {
     /// `Conflict` when the key is taken.
     async fn update_audience(&self, a: &AudienceRow) -> RepoResult<()>;
     async fn template_exists(&self, store_id: Uuid, id: Uuid) -> RepoResult<bool>;
-    async fn confirm_template(&self, store_id: Uuid, id: Uuid) -> RepoResult<Option<ConfirmTemplate>>;
     /// The profile's `verified` flag and its subscription to the audience, in one query;
     /// `None` when the profile does not exist.
     async fn access_row(
@@ -254,31 +242,6 @@ impl AudienceRepo for SqlRepo {
                 .fetch_optional(p)
                 .await?;
             Ok(found.is_some())
-        })
-    }
-
-    async fn confirm_template(&self, store_id: Uuid, id: Uuid) -> RepoResult<Option<ConfirmTemplate>> {
-        on_db!(self, p => {
-            let row = sqlx::query(
-                "SELECT subject, body, text_body, from_name, from_email, reply_to FROM email_templates
-                 WHERE store_id = $1 AND id = $2",
-            )
-            .bind(store_id)
-            .bind(id)
-            .fetch_optional(p)
-            .await?;
-            Ok(row
-                .map(|r| {
-                    Ok::<_, sqlx::Error>(ConfirmTemplate {
-                        subject: r.text("subject")?,
-                        body: r.text("body")?,
-                        text_body: r.opt_text("text_body")?,
-                        from_name: r.opt_text("from_name")?,
-                        from_email: r.opt_text("from_email")?,
-                        reply_to: r.opt_text("reply_to")?,
-                    })
-                })
-                .transpose()?)
         })
     }
 

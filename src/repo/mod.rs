@@ -25,13 +25,13 @@ mod sql;
 pub mod sqlite;
 mod stores;
 mod taxonomies;
+mod templates;
 
-pub use audiences::{
-    AudienceRepo, AudienceRow, AudienceSearch, ConfirmTemplate, SubscriberRow, SubscriptionRow, Upsert,
-};
+pub use audiences::{AudienceRepo, AudienceRow, AudienceSearch, SubscriberRow, SubscriptionRow, Upsert};
 pub use migrate::MigrationReport;
 pub use outbox::{ClaimedMail, NewOutboxMail, OutboxRepo};
 pub(crate) use outbox::{OUTBOX_INSERT_SQL, insert_outbox_mail};
+pub use templates::{TemplateRepo, TemplateRow};
 
 use crate::config::DatabaseUrl;
 
@@ -538,6 +538,7 @@ pub trait Repo:
     + OutboxRepo
     + SessionRepo
     + AudienceRepo
+    + TemplateRepo
     + Send
     + Sync
     + 'static
@@ -553,6 +554,7 @@ impl<T> Repo for T where
         + OutboxRepo
         + SessionRepo
         + AudienceRepo
+        + TemplateRepo
         + Send
         + Sync
         + 'static

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -11,13 +11,15 @@ use crate::domain::audience::{AudienceType, SUBSCRIPTION_STATUSES, validate_pric
 use crate::domain::taxonomy::valid_key;
 use crate::domain::{Cursor, Page};
 use crate::error::{AppError, AppResult, FieldError};
-use crate::mail::OutgoingMail;
+use crate::mail::render::render;
+use crate::mail::{OutgoingMail, mailbox_display};
 use crate::repo::{
     AudienceRow, AudienceSearch, NewOutboxMail, ProfileRow, Repo, RepoError, StoreRow, SubscriberRow, SubscriptionRow,
     Upsert,
 };
 use crate::services::auth::ProfileAuth;
 use crate::services::taxonomies::check_status;
+use crate::services::templates::source;
 
 /// Double opt-in links stay valid this long.
 const CONFIRM_TTL_SECS: i64 = 7 * 24 * 3600;
@@ -394,7 +396,8 @@ impl Audiences {
         Ok(self.repo.profile(store_id, id).await?.ok_or(AppError::NotFound("profile"))?.profile)
     }
 
-    /// The double opt-in mail, rendered from the audience's template; it carries the list headers.
+    /// The double opt-in mail, rendered from the audience's template (a built-in text when the
+    /// template cannot render, so the subscriber still gets the link); it carries the list headers.
     async fn confirmation_mail(
         &self,
         store: &StoreRow,
@@ -404,36 +407,46 @@ impl Audiences {
         confirm_url: &str,
         profile_id: Uuid,
     ) -> AppResult<OutgoingMail> {
-        let template = self
-            .repo
-            .confirm_template(store.id, template_id)
-            .await?
-            .ok_or_else(|| AppError::invalid("confirm_template_id", "unknown_template"))?;
         let unsubscribe_url = self.unsubscribe_url(store.id, audience.id, profile_id);
+        let audience_name = audience.name.clone().unwrap_or_else(|| audience.key.clone());
         let vars = json!({
             "confirm_url": confirm_url,
             "unsubscribe_url": unsubscribe_url,
             "email": email,
-            "audience_name": audience.name.clone().unwrap_or_else(|| audience.key.clone()),
+            "audience_name": audience_name,
             "audience_key": audience.key,
             "store_name": store.name,
         });
-        let rendered = render_template(&template, &vars);
-        let from = match (
-            template.from_email.as_ref().or(store.from_email.as_ref()),
-            template.from_name.as_ref().or(store.from_name.as_ref()),
-        ) {
-            (Some(addr), Some(name)) => format!("{} <{addr}>", name.replace(['<', '>', '"'], "")),
-            (Some(addr), None) => format!("{} <{addr}>", store.name.replace(['<', '>', '"'], "")),
-            _ => self.mail_from.clone(),
+        let template = self.repo.template(store.id, Some(template_id), "").await?;
+        let rendered = template.as_ref().map(|t| (t, render(&source(t), &vars)));
+        let (subject, html, text, sender) = match rendered {
+            Some((t, Ok(r))) => (r.subject, r.html, r.text, Some(t)),
+            other => {
+                if let Some((_, Err(e))) = &other {
+                    tracing::warn!(template_id = %template_id, error = %e.message, "confirmation template does not render; built-in mail sent");
+                }
+                let text = format!("Please confirm your subscription to {audience_name}: {confirm_url}\n");
+                let html = format!(
+                    "<p>Please confirm your subscription to {}: <a href=\"{}\">confirm</a></p>",
+                    html_escape(&audience_name),
+                    html_escape(confirm_url)
+                );
+                (format!("Confirm your subscription to {audience_name}"), html, text, None)
+            }
+        };
+        let from_email = sender.and_then(|t| t.from_email.clone()).or_else(|| store.from_email.clone());
+        let from_name = sender.and_then(|t| t.from_name.clone()).or_else(|| store.from_name.clone());
+        let from = match from_email {
+            Some(addr) => mailbox_display(from_name.as_deref().unwrap_or(&store.name), &addr),
+            None => self.mail_from.clone(),
         };
         Ok(OutgoingMail {
             from,
             to: email.to_string(),
-            reply_to: template.reply_to.clone(),
-            subject: rendered.0,
-            html: rendered.1,
-            text: rendered.2,
+            reply_to: sender.and_then(|t| t.reply_to.clone()),
+            subject,
+            html,
+            text,
             headers: vec![
                 ("List-Unsubscribe".into(), format!("<{unsubscribe_url}>")),
                 ("List-Unsubscribe-Post".into(), "List-Unsubscribe=One-Click".into()),
@@ -579,24 +592,4 @@ impl Audiences {
     pub async fn of_profile(&self, store_id: Uuid, profile_id: Uuid) -> AppResult<Vec<SubscriptionRow>> {
         Ok(self.repo.subscriptions_of_profile(store_id, profile_id).await?)
     }
-}
-
-/// Renders (subject, html, text) from a stored template with `{{ name }}` placeholders.
-fn render_template(t: &crate::repo::ConfirmTemplate, vars: &Value) -> (String, String, String) {
-    let fill = |s: &str, escape: bool| {
-        let mut out = s.to_string();
-        if let Value::Object(map) = vars {
-            for (k, v) in map {
-                let v = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
-                let v = if escape { html_escape(&v) } else { v };
-                for pat in [format!("{{{{ {k} }}}}"), format!("{{{{{k}}}}}")] {
-                    out = out.replace(&pat, &v);
-                }
-            }
-        }
-        out
-    };
-    let html = fill(&t.body, true);
-    let text = t.text_body.as_deref().map(|b| fill(b, false)).unwrap_or_else(|| fill(&t.body, false));
-    (fill(&t.subject, false).replace(['\r', '\n'], " "), html, text)
 }

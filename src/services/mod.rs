@@ -8,6 +8,7 @@ pub mod seed;
 pub mod sessions;
 pub mod stores;
 pub mod taxonomies;
+pub mod templates;
 
 use std::sync::Arc;
 
@@ -26,6 +27,7 @@ pub struct Services {
     pub sessions: sessions::Sessions,
     pub stores: stores::Stores,
     pub taxonomies: taxonomies::Taxonomies,
+    pub templates: templates::Templates,
 }
 
 impl Services {
@@ -50,7 +52,8 @@ impl Services {
             profiles: profiles::Profiles::new(repo.clone()),
             sessions: sessions::Sessions::new(repo.clone(), keys, limits, mail_from, mail_wake),
             stores: stores::Stores::new(repo.clone()),
-            taxonomies: taxonomies::Taxonomies::new(repo),
+            taxonomies: taxonomies::Taxonomies::new(repo.clone()),
+            templates: templates::Templates::new(repo),
         }
     }
 }

@@ -11,12 +11,13 @@ use crate::config::Limits;
 use crate::crypto::{Keys, PROFILE_TOKEN_TYPE, ProfileClaims, random_token, sha256};
 use crate::domain::Email;
 use crate::error::{AppError, AppResult};
-use crate::mail::OutgoingMail;
+use crate::mail::{OutgoingMail, mailbox_display};
 use crate::repo::{
     CodeCheck, NewCode, NewOutboxMail, OpenOutcome, OpenSession, ProfileDetails, ProfileRotateOutcome,
     ProfileSessionRow, RefreshRotation, Repo, RepoError, SessionSummary, StoreRow, SweepReport,
 };
 use crate::services::auth::ProfileAuth;
+use crate::services::templates::profile_code_mail;
 
 /// A profile session's fresh token pair.
 #[derive(Debug)]
@@ -62,10 +63,9 @@ fn html_escape(s: &str) -> String {
 
 /// The built-in code mail: the code leads the subject, where inbox lists show it.
 pub fn code_mail(store: &StoreRow, default_from: &str, to: &Email, code: &str, minutes: u64) -> OutgoingMail {
-    let from = match (&store.from_email, &store.from_name) {
-        (Some(email), Some(name)) => format!("{} <{email}>", name.replace(['<', '>', '"'], "")),
-        (Some(email), None) => format!("{} <{email}>", store.name.replace(['<', '>', '"'], "")),
-        _ => default_from.to_string(),
+    let from = match &store.from_email {
+        Some(email) => mailbox_display(store.from_name.as_deref().unwrap_or(&store.name), email),
+        None => default_from.to_string(),
     };
     let name = &store.name;
     OutgoingMail {
@@ -187,7 +187,9 @@ impl Sessions {
             created_at: now,
             expires_at: now + self.limits.code_ttl.as_secs() as i64,
         };
-        let mail = code_mail(store, &self.mail_from, &email, &code, self.limits.code_ttl.as_secs().div_ceil(60));
+        let minutes = self.limits.code_ttl.as_secs().div_ceil(60);
+        let builtin = code_mail(store, &self.mail_from, &email, &code, minutes);
+        let mail = profile_code_mail(&*self.repo, store, builtin, &code, minutes).await?;
         self.repo.store_code(&new, &NewOutboxMail::new(Some(store.id), mail, now)).await?;
         self.mail_wake.notify_one();
         Ok(())

@@ -1,0 +1,270 @@
+//! Email templates (§7): definitions with validation, previews, and rendering for the services
+//! that send mail (the magic-code override, audience confirmations).
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::domain::taxonomy::valid_key;
+use crate::domain::{Email, Name};
+use crate::error::{AppError, AppResult, FieldError};
+use crate::mail::render::{self, RenderError, Rendered, TemplateSource};
+use crate::mail::{OutgoingMail, address_key, mailbox_display};
+use crate::repo::{Repo, RepoError, RepoResult, StoreRow, TemplateRow};
+use crate::services::taxonomies::check_status;
+
+/// The key of the template that replaces the built-in magic-code mail.
+pub const PROFILE_CODE_KEY: &str = "profile_code";
+
+/// RFC 5322's limit for one header line.
+const MAX_SUBJECT_CHARS: usize = 998;
+
+pub struct TemplateInput {
+    pub key: String,
+    pub subject: String,
+    pub body: String,
+    pub text_body: Option<String>,
+    pub from_name: Option<String>,
+    pub from_email: Option<String>,
+    pub reply_to: Option<String>,
+    pub preheader: Option<String>,
+    pub status: Option<String>,
+}
+
+/// Absent fields stay; `Some(None)` clears an optional one.
+#[derive(Default)]
+pub struct TemplatePatch {
+    pub key: Option<String>,
+    pub subject: Option<String>,
+    pub body: Option<String>,
+    pub text_body: Option<Option<String>>,
+    pub from_name: Option<Option<String>>,
+    pub from_email: Option<Option<String>>,
+    pub reply_to: Option<Option<String>>,
+    pub preheader: Option<Option<String>>,
+    pub status: Option<String>,
+}
+
+pub struct Templates {
+    repo: Arc<dyn Repo>,
+}
+
+pub fn source(row: &TemplateRow) -> TemplateSource {
+    TemplateSource {
+        subject: row.subject.clone(),
+        body: row.body.clone(),
+        text_body: row.text_body.clone(),
+        preheader: row.preheader.clone(),
+    }
+}
+
+/// The store's ACTIVE template with this id or key, and the outcome of rendering it.
+/// `None` when there is no such active template.
+pub async fn render_stored(
+    repo: &dyn Repo,
+    store_id: Uuid,
+    id_or_key: &str,
+    vars: &Value,
+) -> RepoResult<Option<(TemplateRow, Result<Rendered, RenderError>)>> {
+    let id = Uuid::parse_str(id_or_key).ok();
+    let Some(row) = repo.template(store_id, id, id_or_key).await?.filter(|t| t.status == "active") else {
+        return Ok(None);
+    };
+    let rendered = render::render(&source(&row), vars);
+    Ok(Some((row, rendered)))
+}
+
+/// The sign-in code mail from the store's active `profile_code` template, sent from its sender
+/// when it names one; `builtin` when there is no such template or it fails to render (a broken
+/// template must not lock shoppers out).
+pub async fn profile_code_mail(
+    repo: &dyn Repo,
+    store: &StoreRow,
+    builtin: OutgoingMail,
+    code: &str,
+    minutes: u64,
+) -> RepoResult<OutgoingMail> {
+    let vars = json!({"code": code, "store_name": store.name, "email": builtin.to, "expires_minutes": minutes});
+    let (template, rendered) = match render_stored(repo, store.id, PROFILE_CODE_KEY, &vars).await? {
+        None => return Ok(builtin),
+        Some((template, Err(e))) => {
+            tracing::warn!(store_id = %store.id, template_id = %template.id, error = %e,
+                "the profile_code template failed to render: the built-in code mail is sent instead");
+            return Ok(builtin);
+        }
+        Some((template, Ok(rendered))) => (template, rendered),
+    };
+    let from = if template.from_email.is_none() && template.from_name.is_none() {
+        builtin.from
+    } else {
+        let name = template.from_name.as_deref().or(store.from_name.as_deref()).unwrap_or(&store.name);
+        let email =
+            template.from_email.or_else(|| store.from_email.clone()).unwrap_or_else(|| address_key(&builtin.from));
+        mailbox_display(name, &email)
+    };
+    Ok(OutgoingMail {
+        from,
+        to: builtin.to,
+        reply_to: template.reply_to,
+        subject: rendered.subject,
+        html: rendered.html,
+        text: rendered.text,
+        headers: vec![],
+    })
+}
+
+fn key_taken() -> AppError {
+    AppError::Conflict { code: "key_taken", message: "another email template of this store has this key".into() }
+}
+
+/// Blank optional text counts as absent: forms send `""` for an empty field.
+fn blank_to_none(v: Option<String>) -> Option<String> {
+    v.filter(|s| !s.trim().is_empty())
+}
+
+fn check_email(field: &str, value: &mut Option<String>, errors: &mut Vec<FieldError>) {
+    if let Some(raw) = value.as_deref() {
+        match Email::parse(raw) {
+            Ok(email) => *value = Some(email.as_str().to_string()),
+            Err(e) => errors.push(FieldError::new(field, e)),
+        }
+    }
+}
+
+/// Normalises the row in place and returns everything wrong with it, naming the fields.
+fn validate(row: &mut TemplateRow) -> AppResult<()> {
+    let mut errors = vec![];
+    if !valid_key(&row.key) {
+        errors.push(FieldError::new("key", "invalid_key"));
+    }
+    if row.subject.trim().is_empty() {
+        errors.push(FieldError::new("subject", "required"));
+    } else if row.subject.chars().count() > MAX_SUBJECT_CHARS {
+        errors.push(FieldError::new("subject", "too_long"));
+    }
+    if row.body.trim().is_empty() {
+        errors.push(FieldError::new("body", "required"));
+    }
+    row.text_body = blank_to_none(row.text_body.take());
+    row.preheader = blank_to_none(row.preheader.take());
+    row.from_name = blank_to_none(row.from_name.take());
+    if let Some(name) = row.from_name.as_deref() {
+        match Name::parse(name) {
+            Ok(name) => row.from_name = Some(name.into_inner()),
+            Err(e) => errors.push(FieldError::new("from_name", e)),
+        }
+    }
+    row.from_email = blank_to_none(row.from_email.take());
+    check_email("from_email", &mut row.from_email, &mut errors);
+    row.reply_to = blank_to_none(row.reply_to.take());
+    check_email("reply_to", &mut row.reply_to, &mut errors);
+    check_status(&row.status, &mut errors);
+    let mut message = errors.iter().map(|e| format!("{}: {}", e.field, e.error)).collect::<Vec<_>>();
+    if let Err(e) = render::check(&source(row)) {
+        errors.push(FieldError::new(e.part, "invalid_template"));
+        message.push(format!("{}: invalid_template ({})", e.part, e.message));
+    }
+    if errors.is_empty() { Ok(()) } else { Err(AppError::Validation { message: message.join(", "), errors }) }
+}
+
+impl Templates {
+    pub fn new(repo: Arc<dyn Repo>) -> Self {
+        Self { repo }
+    }
+
+    pub async fn create(&self, store_id: Uuid, input: TemplateInput) -> AppResult<TemplateRow> {
+        let now = crate::now();
+        let mut row = TemplateRow {
+            store_id,
+            id: Uuid::now_v7(),
+            key: input.key,
+            subject: input.subject,
+            body: input.body,
+            text_body: input.text_body,
+            from_name: input.from_name,
+            from_email: input.from_email,
+            reply_to: input.reply_to,
+            preheader: input.preheader,
+            status: input.status.unwrap_or_else(|| "active".into()),
+            created_at: now,
+            updated_at: now,
+        };
+        validate(&mut row)?;
+        match self.repo.insert_template(&row).await {
+            Err(RepoError::Conflict) => Err(key_taken()),
+            other => other.map(|_| row).map_err(Into::into),
+        }
+    }
+
+    /// By id, or by key when the path segment is not a UUID (or no template has it as id).
+    pub async fn get(&self, store_id: Uuid, id_or_key: &str) -> AppResult<TemplateRow> {
+        let id = Uuid::parse_str(id_or_key).ok();
+        self.repo.template(store_id, id, id_or_key).await?.ok_or(AppError::NotFound("email template"))
+    }
+
+    pub async fn list(&self, store_id: Uuid, after: Option<Uuid>, limit: u32) -> AppResult<Vec<TemplateRow>> {
+        Ok(self.repo.templates(store_id, after, limit).await?)
+    }
+
+    pub async fn update(&self, store_id: Uuid, id_or_key: &str, patch: TemplatePatch) -> AppResult<TemplateRow> {
+        let mut row = self.get(store_id, id_or_key).await?;
+        let TemplatePatch { key, subject, body, text_body, from_name, from_email, reply_to, preheader, status } = patch;
+        row.key = key.unwrap_or(row.key);
+        row.subject = subject.unwrap_or(row.subject);
+        row.body = body.unwrap_or(row.body);
+        row.text_body = text_body.unwrap_or(row.text_body);
+        row.from_name = from_name.unwrap_or(row.from_name);
+        row.from_email = from_email.unwrap_or(row.from_email);
+        row.reply_to = reply_to.unwrap_or(row.reply_to);
+        row.preheader = preheader.unwrap_or(row.preheader);
+        row.status = status.unwrap_or(row.status);
+        row.updated_at = crate::now();
+        validate(&mut row)?;
+        match self.repo.update_template(&row).await {
+            Err(RepoError::Conflict) => Err(key_taken()),
+            Ok(true) => Ok(row),
+            Ok(false) => Err(AppError::NotFound("email template")),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Audiences that confirmed through this template become single opt-in, in the same transaction.
+    pub async fn delete(&self, store_id: Uuid, id_or_key: &str) -> AppResult<()> {
+        let row = self.get(store_id, id_or_key).await?;
+        if self.repo.delete_template(store_id, row.id, crate::now()).await? {
+            Ok(())
+        } else {
+            Err(AppError::NotFound("email template"))
+        }
+    }
+
+    /// Renders any template of the store, archived ones too, with the given variables.
+    pub async fn preview(&self, store_id: Uuid, id_or_key: &str, vars: &Value) -> AppResult<Rendered> {
+        let row = self.get(store_id, id_or_key).await?;
+        render::render(&source(&row), vars).map_err(|e| AppError::Validation {
+            message: format!("{}: render_failed ({})", e.part, e.message),
+            errors: vec![FieldError::new(e.part, "render_failed")],
+        })
+    }
+
+    /// The store's active template with this id or key, rendered for sending; `None` when there is
+    /// none. A stored template always compiles, so a failure here comes from the variables or a
+    /// runtime error in the template: it is an internal error, logged with its cause.
+    pub async fn render_for_send(
+        &self,
+        store_id: Uuid,
+        id_or_key: &str,
+        vars: &Value,
+    ) -> AppResult<Option<(TemplateRow, Rendered)>> {
+        match render_stored(&*self.repo, store_id, id_or_key, vars).await? {
+            None => Ok(None),
+            Some((row, Ok(rendered))) => Ok(Some((row, rendered))),
+            Some((row, Err(e))) => Err(AppError::internal(anyhow::anyhow!(
+                "email template {} ({}) of store {store_id} failed to render: {e}",
+                row.key,
+                row.id
+            ))),
+        }
+    }
+}
