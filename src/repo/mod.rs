@@ -507,6 +507,15 @@ pub trait SessionRepo {
         session_id: Uuid,
         profile_id: Uuid,
     ) -> RepoResult<Option<ProfileSessionRow>>;
+    /// `getMe` in one round trip: the session's `verified` flag and the full profile, or `None`
+    /// when the session is not live (revoked, expired, unknown, of another profile or store).
+    async fn profile_me(
+        &self,
+        store_id: Uuid,
+        session_id: Uuid,
+        profile_id: Uuid,
+        now: i64,
+    ) -> RepoResult<Option<(bool, ProfileDetails)>>;
     async fn profile_sessions(&self, store_id: Uuid, profile_id: Uuid) -> RepoResult<Vec<SessionSummary>>;
     async fn revoke_profile_session(
         &self,

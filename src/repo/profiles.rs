@@ -16,7 +16,7 @@ const VALUE_COLUMNS: &str = "profile_id, taxonomy_id, field_key, value_pos, fiel
 /// Rows per multi-row INSERT, well under both backends' parameter limits.
 const INSERT_CHUNK: usize = 500;
 /// Codes listed per profile.
-const CODES_SHOWN: usize = 10;
+pub(crate) const CODES_SHOWN: usize = 10;
 
 /// What `query` searches: the lower-cased email and text taxonomy values, one per line.
 pub(crate) fn search_text<'a>(email_key: Option<&str>, texts: impl Iterator<Item = &'a str>) -> String {
@@ -35,7 +35,7 @@ fn text_values(values: &[TaxonomyValue]) -> impl Iterator<Item = &str> {
     })
 }
 
-fn profile(r: &impl RowExt) -> sqlx::Result<ProfileRow> {
+pub(crate) fn profile(r: &impl RowExt) -> sqlx::Result<ProfileRow> {
     Ok(ProfileRow {
         store_id: r.uuid("store_id")?,
         id: r.uuid("id")?,
@@ -47,19 +47,45 @@ fn profile(r: &impl RowExt) -> sqlx::Result<ProfileRow> {
     })
 }
 
+/// The typed value of one `profile_taxonomy_values` row, from its nullable columns.
+pub(crate) struct ValueColumns {
+    pub field_type: String,
+    pub text: Option<String>,
+    pub num: Option<f64>,
+    pub boolean: Option<bool>,
+    pub lat: Option<f64>,
+    pub lon: Option<f64>,
+    pub label: Option<String>,
+}
+
+impl ValueColumns {
+    pub fn into_value(self) -> sqlx::Result<StoredValue> {
+        let ty = self.field_type;
+        let missing = || sqlx::Error::Decode(format!("taxonomy value of type {ty} has no value").into());
+        Ok(match ty.as_str() {
+            "text" => StoredValue::Text(self.text.ok_or_else(missing)?),
+            "number" => StoredValue::Number(self.num.ok_or_else(missing)?),
+            "boolean" => StoredValue::Boolean(self.boolean.ok_or_else(missing)?),
+            _ => StoredValue::Geo {
+                lat: self.lat.ok_or_else(missing)?,
+                lon: self.lon.ok_or_else(missing)?,
+                label: self.label,
+            },
+        })
+    }
+}
+
 fn value(r: &impl RowExt) -> sqlx::Result<(Uuid, TaxonomyValue)> {
-    let ty = r.text("field_type")?;
-    let missing = || sqlx::Error::Decode(format!("taxonomy value of type {ty} has no value").into());
-    let value = match ty.as_str() {
-        "text" => StoredValue::Text(r.opt_text("text_value")?.ok_or_else(missing)?),
-        "number" => StoredValue::Number(r.opt_float("num_value")?.ok_or_else(missing)?),
-        "boolean" => StoredValue::Boolean(r.opt_bool("bool_value")?.ok_or_else(missing)?),
-        _ => StoredValue::Geo {
-            lat: r.opt_float("lat")?.ok_or_else(missing)?,
-            lon: r.opt_float("lon")?.ok_or_else(missing)?,
-            label: r.opt_text("label")?,
-        },
-    };
+    let value = ValueColumns {
+        field_type: r.text("field_type")?,
+        text: r.opt_text("text_value")?,
+        num: r.opt_float("num_value")?,
+        boolean: r.opt_bool("bool_value")?,
+        lat: r.opt_float("lat")?,
+        lon: r.opt_float("lon")?,
+        label: r.opt_text("label")?,
+    }
+    .into_value()?;
     Ok((
         r.uuid("profile_id")?,
         TaxonomyValue {

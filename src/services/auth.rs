@@ -43,6 +43,16 @@ pub struct ProfileAuth {
     pub verified: bool,
 }
 
+/// A profile access token of this store, checked for signature, expiry and store but NOT against
+/// the session store: no proof that the session is live. Only for routes whose own query refuses
+/// a revoked or expired session (getMe), so that they cost one database round trip.
+#[derive(Debug, Clone, Copy)]
+pub struct ProfileToken {
+    pub store_id: Uuid,
+    pub profile_id: Uuid,
+    pub session_id: Uuid,
+}
+
 /// Who may act on a profile: an admin of its store, or the profile itself.
 #[derive(Debug, Clone)]
 pub enum ProfileActor {
@@ -55,7 +65,7 @@ pub struct Auth {
     keys: Keys,
 }
 
-fn invalid_token() -> AppError {
+pub(crate) fn invalid_token() -> AppError {
     AppError::unauthorized("the bearer token is invalid, expired or revoked")
 }
 
@@ -95,7 +105,8 @@ impl Auth {
         self.keys.verify::<TokenType>(bearer).is_some_and(|t| t.typ == PROFILE_TOKEN_TYPE)
     }
 
-    pub async fn profile(&self, store_id: Uuid, bearer: &str) -> AppResult<ProfileAuth> {
+    /// The token's claims, without a database lookup: see [`ProfileToken`].
+    pub fn profile_token(&self, store_id: Uuid, bearer: &str) -> AppResult<ProfileToken> {
         let wrong_kind = || AppError::Forbidden("this route needs a profile token".into());
         if bearer.starts_with(API_KEY_PREFIX) {
             return Err(wrong_kind());
@@ -109,9 +120,22 @@ impl Auth {
         if claims.store != store_id {
             return Err(invalid_token());
         }
-        let session =
-            self.repo.live_profile_session(store_id, claims.sid, claims.sub).await?.ok_or_else(invalid_token)?;
-        Ok(ProfileAuth { store_id, profile_id: claims.sub, session_id: claims.sid, verified: session.verified })
+        Ok(ProfileToken { store_id, profile_id: claims.sub, session_id: claims.sid })
+    }
+
+    pub async fn profile(&self, store_id: Uuid, bearer: &str) -> AppResult<ProfileAuth> {
+        let token = self.profile_token(store_id, bearer)?;
+        let session = self
+            .repo
+            .live_profile_session(store_id, token.session_id, token.profile_id)
+            .await?
+            .ok_or_else(invalid_token)?;
+        Ok(ProfileAuth {
+            store_id,
+            profile_id: token.profile_id,
+            session_id: token.session_id,
+            verified: session.verified,
+        })
     }
 
     /// An admin of the store, or the profile `profile_id` itself; another profile is told 404.
