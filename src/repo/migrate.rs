@@ -27,6 +27,7 @@ const POSTGRES: &[Migration] = migrations!("postgres":
     4 => "0004_sessions",
     5 => "0005_email_templates",
     6 => "0006_audiences",
+    8 => "0008_find_indexes",
 );
 const SQLITE: &[Migration] = migrations!("sqlite":
     1 => "0001_foundation",
@@ -35,6 +36,7 @@ const SQLITE: &[Migration] = migrations!("sqlite":
     4 => "0004_sessions",
     5 => "0005_email_templates",
     6 => "0006_audiences",
+    8 => "0008_find_indexes",
 );
 
 #[derive(Debug, Serialize)]

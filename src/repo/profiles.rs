@@ -320,13 +320,21 @@ fn condition_sql(b: &mut SqlBuilder, condition: &Condition) {
     }
 }
 
-fn find_sql(s: &ProfileSearch) -> SqlBuilder {
+fn find_sql(s: &ProfileSearch, db: &Db) -> SqlBuilder {
     let sort = match s.sort {
         SortField::CreatedAt => "p.created_at",
         SortField::UpdatedAt => "p.updated_at",
         SortField::Email => "COALESCE(p.email_key, '')",
     };
-    let mut b = SqlBuilder::new(&format!("SELECT {PROFILE_COLUMNS} FROM profiles p WHERE p.store_id = "));
+    // SQLite has no index for LIKE '%x%'. Left alone it walks the sort index and reads every row
+    // out of order (120 ms for a rare match at 100k profiles); read in primary-key order, which is
+    // insertion order (UUIDv7 ids), and with the matches sorted, the search costs ~20 ms whatever
+    // the pattern. The name is SQLite's for the PRIMARY KEY (store_id, id) of migration 0002.
+    let from = match (db, &s.text) {
+        (Db::Sqlite(_), Some(_)) => "profiles p INDEXED BY sqlite_autoindex_profiles_1",
+        _ => "profiles p",
+    };
+    let mut b = SqlBuilder::new(&format!("SELECT {PROFILE_COLUMNS} FROM {from} WHERE p.store_id = "));
     b.bind(Param::Uuid(s.store_id));
     if let Some(status) = &s.status {
         b.push(" AND p.status = ").bind(Param::Text(status.clone()));
@@ -509,9 +517,15 @@ impl ProfileRepo for SqlRepo {
     }
 
     async fn find_profiles(&self, search: &ProfileSearch) -> RepoResult<Vec<ProfileDetails>> {
-        let b = find_sql(search);
+        let b = find_sql(search, &self.db);
         let rows = on_db!(self, p => {
-            let rows = bind_params!(sqlx::query(sqlx::AssertSqlSafe(b.sql.clone())), &b.params).fetch_all(p).await?;
+            // Not a cached prepared statement: Postgres then plans with the actual values. A generic
+            // plan cannot see how selective a LIKE pattern is, and walked every profile of the
+            // store in created_at order for a rare email (300 ms at 100k profiles, 1 ms planned).
+            let rows = bind_params!(sqlx::query(sqlx::AssertSqlSafe(b.sql.clone())), &b.params)
+                .persistent(false)
+                .fetch_all(p)
+                .await?;
             rows.iter().map(profile).collect::<sqlx::Result<Vec<_>>>()?
         });
         self.details(rows).await
