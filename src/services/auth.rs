@@ -3,11 +3,10 @@
 
 use std::sync::Arc;
 
+use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::crypto::{
-    ACCOUNT_TOKEN_TYPE, AccountClaims, Keys, PROFILE_TOKEN_TYPE, ProfileClaims, TokenType, sha256, unb64,
-};
+use crate::crypto::{ACCOUNT_TOKEN_TYPE, AccountClaims, Keys, PROFILE_TOKEN_TYPE, TokenType, sha256, unb64};
 use crate::error::{AppError, AppResult};
 use crate::repo::{Repo, SessionMembership};
 
@@ -58,6 +57,16 @@ pub struct ProfileToken {
 pub enum ProfileActor {
     Admin(AdminAuth),
     Itself(ProfileAuth),
+}
+
+/// The claims of any signed token that a profile check reads: its type, and the fields a
+/// [`ProfileClaims`](crate::crypto::ProfileClaims) token has.
+#[derive(Deserialize)]
+struct TypedClaims {
+    typ: String,
+    sub: Option<Uuid>,
+    store: Option<Uuid>,
+    sid: Option<Uuid>,
 }
 
 pub struct Auth {
@@ -111,16 +120,19 @@ impl Auth {
         if bearer.starts_with(API_KEY_PREFIX) {
             return Err(wrong_kind());
         }
-        let typ: TokenType = self.keys.verify(bearer).ok_or_else(invalid_token)?;
-        if typ.typ != PROFILE_TOKEN_TYPE {
+        // One signature check tells the kind of token and, for a profile token, its store and session.
+        let claims: TypedClaims = self.keys.verify(bearer).ok_or_else(invalid_token)?;
+        if claims.typ != PROFILE_TOKEN_TYPE {
             return Err(wrong_kind());
         }
-        let claims: ProfileClaims = self.keys.verify(bearer).ok_or_else(invalid_token)?;
+        let (Some(profile_id), Some(store), Some(session_id)) = (claims.sub, claims.store, claims.sid) else {
+            return Err(invalid_token());
+        };
         // A token of another store is no credential here.
-        if claims.store != store_id {
+        if store != store_id {
             return Err(invalid_token());
         }
-        Ok(ProfileToken { store_id, profile_id: claims.sub, session_id: claims.sid })
+        Ok(ProfileToken { store_id, profile_id, session_id })
     }
 
     pub async fn profile(&self, store_id: Uuid, bearer: &str) -> AppResult<ProfileAuth> {
