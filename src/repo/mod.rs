@@ -28,6 +28,7 @@ mod taxonomies;
 pub use migrate::MigrationReport;
 pub use outbox::{ClaimedMail, NewOutboxMail, OutboxRepo};
 pub(crate) use outbox::{OUTBOX_INSERT_SQL, insert_outbox_mail};
+pub use sessions::ME_POSTGRES;
 
 use crate::config::DatabaseUrl;
 

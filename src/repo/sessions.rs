@@ -33,8 +33,9 @@ fn session(r: &impl RowExt) -> sqlx::Result<ProfileSessionRow> {
 
 /// `getMe` as one statement: the WHERE clause is the liveness check (a revoked or expired session
 /// yields no row), and each collection of `details()` comes back as one JSON array of tuples.
-/// Keep the two dialects and `details()` in step.
-const ME_POSTGRES: &str = "SELECT s.verified AS session_verified,
+/// Keep the two dialects and `details()` in step. Public so that examples/bench_baseline.rs can
+/// time the statement alone. Parameters: store, session, profile, now, codes shown.
+pub const ME_POSTGRES: &str = "SELECT s.verified AS session_verified,
         p.store_id, p.id, p.email, p.verified, p.status, p.created_at, p.updated_at,
         (SELECT COALESCE(json_agg(json_build_array(v.taxonomy_id, v.field_key, v.value_pos, v.field_pos, v.field_type,
                  v.text_value, v.num_value, v.bool_value, v.lat, v.lon, v.label)), '[]')
