@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use serde_json::json;
 use storecrm::app::{self, AppState};
-use storecrm::config::{Config, LogFormat};
+use storecrm::config::{Config, DatabaseUrl, LogFormat};
 use storecrm::error::AppError;
 use storecrm::http::auth::Account;
 use storecrm::http::stores::Store;
@@ -50,6 +50,9 @@ enum Command {
         /// Profiles per transaction.
         #[arg(long, default_value_t = 2_000)]
         batch: usize,
+        /// Transactions in flight at once, each on its own connection (Postgres; SQLite takes one).
+        #[arg(long, default_value_t = 2)]
+        parallel: usize,
     },
 }
 
@@ -173,10 +176,15 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let store = services.stores.create(account.id, &name).await.map_err(fail)?;
             print(json!({ "store": Store::from(store) }));
         }
-        Command::Seed { store, profiles, batch } => {
+        Command::Seed { store, profiles, batch, parallel } => {
             services.stores.get(store).await.map_err(|_| anyhow::anyhow!("no store has the id {store}"))?;
             let seeder = storecrm::services::seed::Seeder::new(state.repo.clone());
-            let report = seeder.seed(store, profiles, batch.clamp(1, 10_000)).await.map_err(fail)?;
+            // SQLite takes one writer at a time: a second batch would only wait for the lock.
+            let parallel = match state.config.database_url {
+                DatabaseUrl::Sqlite { .. } => 1,
+                DatabaseUrl::Postgres(_) => parallel.clamp(1, 16),
+            };
+            let report = seeder.seed(store, profiles, batch.clamp(1, 10_000), parallel).await.map_err(fail)?;
             print(json!({ "seeded": report }));
         }
         Command::ApiKeys { command: ApiKeysCommand::Create { store, name } } => {

@@ -6,6 +6,9 @@ mod common;
 use common::{Admin, Bind, TestApp, expect_error, uuid};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use storecrm::domain::Email;
+use storecrm::domain::taxonomy::{StoredValue, TaxonomyValue};
+use storecrm::repo::NewProfile;
 
 backend_tests!(
     taxonomy_definitions_crud,
@@ -24,6 +27,7 @@ backend_tests!(
     order_links,
     profiles_of_another_store_are_404,
     taxonomy_changes_drop_stale_values,
+    bulk_insert_skips_taken_emails_and_keeps_values,
 );
 
 async fn taxonomy(app: &TestApp, admin: &Admin, key: &str) -> String {
@@ -999,4 +1003,67 @@ async fn taxonomy_changes_drop_stale_values(app: &TestApp) {
     app.delete(&admin.store("/taxonomies/seg"), Some(&admin.token)).await;
     assert_eq!(app.get(&path, Some(&admin.token)).await.1["taxonomies"], json!([]));
     assert_eq!(ids(app, &admin, "query=old").await.len(), 0);
+}
+
+/// `storecrm seed` writes through `bulk_insert_profiles`, whose two backends use different SQL:
+/// what it stores must read back like a profile created through the API.
+async fn bulk_insert_skips_taken_emails_and_keeps_values(app: &TestApp) {
+    let admin = app.admin("bulk").await;
+    let tax = taxonomy(app, &admin, "bulk").await;
+    let fields = json!([
+        {"key": "tags", "type": "text", "value": ["zebra", "Apple"]},
+        {"key": "tier", "type": "text", "value": ["gold"]},
+        {"key": "age", "type": "number", "value": 0.1 + 0.2},
+        {"key": "vip", "type": "boolean", "value": true},
+        {"key": "home", "type": "geo_location", "value": {"lat": 48.856_613_123_456_79, "lon": 2.35, "label": "Paris"}}
+    ]);
+    let by_api = profile(app, &admin, "taken@example.com", entry(&tax, fields.clone())).await;
+
+    let (store_id, taxonomy_id) = (uuid(&json!(admin.store_id)), tax.parse().unwrap());
+    let value = |field_key: &str, field_pos, value_pos, value| TaxonomyValue {
+        taxonomy_id,
+        field_key: field_key.into(),
+        field_pos,
+        value_pos,
+        value,
+    };
+    let values = vec![
+        value("tags", 0, 0, StoredValue::Text("zebra".into())),
+        value("tags", 0, 1, StoredValue::Text("Apple".into())),
+        value("tier", 1, 0, StoredValue::Text("gold".into())),
+        value("age", 2, 0, StoredValue::Number(0.1 + 0.2)),
+        value("vip", 3, 0, StoredValue::Boolean(true)),
+        value("home", 4, 0, StoredValue::Geo { lat: 48.856_613_123_456_79, lon: 2.35, label: Some("Paris".into()) }),
+    ];
+    let new = |email: &str, values: Vec<TaxonomyValue>| NewProfile {
+        store_id,
+        id: uuid::Uuid::now_v7(),
+        email: Some(Email::parse(email).unwrap()),
+        verified: false,
+        status: "active".into(),
+        values,
+        created_at: storecrm::now(),
+    };
+    // More rows than one SQLite chunk (500), a taken email, and one email twice in the batch.
+    let mut batch: Vec<NewProfile> = (0..1100).map(|i| new(&format!("bulk{i}@example.com"), vec![])).collect();
+    let full = new("Full@Example.com", values.clone());
+    batch.insert(600, full.clone());
+    batch.push(new("TAKEN@example.com", values.clone()));
+    batch.push(new("twice@example.com", values.clone()));
+    batch.push(new("Twice@example.com", values));
+    assert_eq!(app.state.repo.bulk_insert_profiles(&batch).await.unwrap(), 1102);
+
+    let (_, stored) = app.get(&admin.store(&format!("/profiles/{}", full.id)), Some(&admin.token)).await;
+    assert_eq!(stored["email"], "Full@example.com");
+    assert_eq!(stored["taxonomies"], by_api["taxonomies"]);
+    assert_eq!(stored["taxonomies"][0]["fields"], fields);
+    let (_, taken) =
+        app.get(&admin.store(&format!("/profiles/{}", by_api["id"].as_str().unwrap())), Some(&admin.token)).await;
+    assert_eq!(taken, by_api, "the existing profile is left as it was");
+    // search_text is written as the API writes it: email and text values, lower-cased.
+    let found = ids(app, &admin, "query=apple&limit=200").await;
+    assert_eq!(found.len(), 3, "the API's profile, Full and one of the twins: {found:?}");
+    assert!(found.contains(&"Full@example.com".to_string()), "{found:?}");
+    let found = ids(app, &admin, "query=bulk1099%40&limit=200").await;
+    assert_eq!(found.len(), 1);
 }

@@ -20,6 +20,7 @@ backend_tests!(
     code_requests_are_rate_limited_per_email_and_ip,
     rate_limits_hold_across_instances,
     unverified_sessions_on_verified_profiles_see_the_redacted_profile,
+    me_shows_what_the_admin_view_shows,
     profile_tokens_are_checked,
     refresh_rotates_detects_reuse_and_tolerates_concurrent_tabs,
     sessions_are_listed_and_revoked_by_admin_or_self,
@@ -334,6 +335,57 @@ async fn unverified_sessions_on_verified_profiles_see_the_redacted_profile(app: 
     // A claim session may not list the sessions of the real owner either... but it is the profile
     // itself, so it can log itself out.
     assert_eq!(app.post(&store_path(s, "/profiles/auth/logout"), Some(tok(&claim)), json!({})).await.0, StatusCode::OK);
+}
+
+/// getMe reads the profile in one statement of its own; it must agree with the admin view to the
+/// last digit of a stored float.
+async fn me_shows_what_the_admin_view_shows(app: &TestApp) {
+    let admin = app.admin("mirror").await;
+    let s = admin.store_id.as_str();
+    let (_, tax) = app
+        .post(
+            &admin.store("/taxonomies"),
+            Some(&admin.token),
+            json!({"key": "t", "schema": [
+                {"key": "tags", "type": "text"}, {"key": "score", "type": "number"},
+                {"key": "vip", "type": "boolean"}, {"key": "home", "type": "geo_location"},
+                {"key": "work", "type": "geo_location"}]}),
+        )
+        .await;
+    let t = sign_in(app, s, "mirror@example.com", 1).await;
+    let pid = t["profile_id"].as_str().unwrap();
+    sign_in(app, s, "mirror@example.com", 2).await;
+    request_code(app, s, "mirror@example.com").await;
+    let fields = json!([
+        {"key": "tags", "type": "text", "value": ["b", "a", "Ünïcode \"quoted\""]},
+        {"key": "score", "type": "number", "value": 0.1 + 0.2},
+        {"key": "vip", "type": "boolean", "value": false},
+        {"key": "home", "type": "geo_location", "value": {"lat": 48.856_613_123_456_79, "lon": -2.352_219_876_543_21, "label": "Paris"}},
+        {"key": "work", "type": "geo_location", "value": {"lat": 1e-7, "lon": 179.999_999_999_999_97}}
+    ]);
+    let (status, _) = app
+        .put(
+            &admin.store(&format!("/profiles/{pid}")),
+            Some(&admin.token),
+            json!({"taxonomies": [{"taxonomy_id": tax["id"], "fields": fields}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, by_admin) = app.get(&admin.store(&format!("/profiles/{pid}")), Some(&admin.token)).await;
+    let (status, me) = app.get(&store_path(s, "/profiles/me"), Some(tok(&t))).await;
+    assert_eq!(status, StatusCode::OK, "{me}");
+    assert_eq!(me, by_admin);
+    assert_eq!(me["taxonomies"][0]["fields"], fields);
+    assert_eq!(me["auth_tokens"].as_array().unwrap().len(), 2, "{me}");
+    assert_eq!(me["verification_codes"].as_array().unwrap().len(), 3, "{me}");
+
+    // A guest: no email, so no codes; nothing else either.
+    let g = initialize(app, s).await;
+    let (_, me) = app.get(&store_path(s, "/profiles/me"), Some(tok(&g))).await;
+    let (_, by_admin) =
+        app.get(&admin.store(&format!("/profiles/{}", g["profile_id"].as_str().unwrap())), Some(&admin.token)).await;
+    assert_eq!(me, by_admin);
+    assert_eq!(me["verification_codes"], json!([]));
 }
 
 async fn profile_tokens_are_checked(app: &TestApp) {

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::error::{AppError, FieldError};
-use crate::services::auth::{AccountAuth, AdminAuth, ProfileActor, ProfileAuth};
+use crate::services::auth::{AccountAuth, AdminAuth, ProfileActor, ProfileAuth, ProfileToken};
 
 /// A JSON body (request) or JSON response. Bad syntax → 400, wrong shape → 422 naming the field.
 pub struct Json<T>(pub T);
@@ -194,6 +194,17 @@ impl FromRequestParts<AppState> for ProfileAuth {
         let token = require_bearer(parts)?.to_string();
         let store_id = path_uuid(parts, state, "storeId", "store").await?;
         state.services.auth.profile(store_id, &token).await
+    }
+}
+
+/// A profile token without the session check: the handler's own query must make it.
+impl FromRequestParts<AppState> for ProfileToken {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        let token = require_bearer(parts)?.to_string();
+        let store_id = path_uuid(parts, state, "storeId", "store").await?;
+        state.services.auth.profile_token(store_id, &token)
     }
 }
 

@@ -13,7 +13,7 @@ use crate::http::extract::{ClientIp, Json, MaybeProfile, Path, UserAgent};
 use crate::http::profiles::{AuthTokenInfo, Profile};
 use crate::http::stores::Deleted;
 use crate::http::{Paged, auth::LoggedOut};
-use crate::services::auth::{ProfileActor, ProfileAuth};
+use crate::services::auth::{ProfileActor, ProfileAuth, ProfileToken};
 use crate::services::sessions::IssuedProfileTokens;
 
 /// A profile session's tokens. `id` is the session id (the `tokenId` of the revoke routes).
@@ -169,8 +169,8 @@ pub async fn logout(State(state): State<AppState>, auth: ProfileAuth) -> AppResu
 #[utoipa::path(get, path = "/v1/stores/{storeId}/profiles/me", tag = "profile sessions",
     params(("storeId" = Uuid, Path)), security(("bearer" = [])),
     responses((status = 200, body = Profile), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn get_me(State(state): State<AppState>, auth: ProfileAuth) -> AppResult<Json<Profile>> {
-    Ok(Json(state.services.sessions.me(&auth).await?.details.into()))
+pub async fn get_me(State(state): State<AppState>, token: ProfileToken) -> AppResult<Json<Profile>> {
+    Ok(Json(state.services.sessions.me(&token).await?.details.into()))
 }
 
 /// The profile's live sessions (no secrets). Admin, or the profile itself.

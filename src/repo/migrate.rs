@@ -28,6 +28,7 @@ const POSTGRES: &[Migration] = migrations!("postgres":
     5 => "0005_email_templates",
     6 => "0006_audiences",
     7 => "0007_subscriber_counts",
+    8 => "0008_find_indexes",
 );
 const SQLITE: &[Migration] = migrations!("sqlite":
     1 => "0001_foundation",
@@ -37,6 +38,7 @@ const SQLITE: &[Migration] = migrations!("sqlite":
     5 => "0005_email_templates",
     6 => "0006_audiences",
     7 => "0007_subscriber_counts",
+    8 => "0008_find_indexes",
 );
 
 #[derive(Debug, Serialize)]

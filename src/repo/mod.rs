@@ -31,6 +31,7 @@ pub use audiences::{AudienceRepo, AudienceRow, AudienceSearch, SubscriberRow, Su
 pub use migrate::MigrationReport;
 pub use outbox::{ClaimedMail, NewOutboxMail, OutboxRepo};
 pub(crate) use outbox::{OUTBOX_INSERT_SQL, insert_outbox_mail};
+pub use sessions::ME_POSTGRES;
 pub use templates::{TemplateRepo, TemplateRow};
 
 use crate::config::DatabaseUrl;
@@ -511,6 +512,15 @@ pub trait SessionRepo {
         session_id: Uuid,
         profile_id: Uuid,
     ) -> RepoResult<Option<ProfileSessionRow>>;
+    /// `getMe` in one round trip: the session's `verified` flag and the full profile, or `None`
+    /// when the session is not live (revoked, expired, unknown, of another profile or store).
+    async fn profile_me(
+        &self,
+        store_id: Uuid,
+        session_id: Uuid,
+        profile_id: Uuid,
+        now: i64,
+    ) -> RepoResult<Option<(bool, ProfileDetails)>>;
     async fn profile_sessions(&self, store_id: Uuid, profile_id: Uuid) -> RepoResult<Vec<SessionSummary>>;
     async fn revoke_profile_session(
         &self,

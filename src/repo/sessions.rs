@@ -1,13 +1,17 @@
 use async_trait::async_trait;
+use serde::Deserialize;
+use serde::de::{Deserializer, Error as _};
+use serde_json::Value;
 use uuid::Uuid;
 
-use super::profiles::{merge_in_tx, refresh_search_text};
+use super::profiles::{CODES_SHOWN, ValueColumns, merge_in_tx, profile, refresh_search_text};
 use super::row::RowExt;
 use super::{
-    BeginWrite, NewCode, NewOutboxMail, OpenOutcome, OpenSession, ProfileRotateOutcome, ProfileSessionRow,
-    RefreshRotation, RepoError, RepoResult, SessionRepo, SessionSummary, SqlRepo, SweepReport, insert_outbox_mail,
-    on_db,
+    BeginWrite, CodeSummary, NewCode, NewOutboxMail, OpenOutcome, OpenSession, ProfileDetails, ProfileRotateOutcome,
+    ProfileSessionRow, RefreshRotation, RepoError, RepoResult, SessionRepo, SessionSummary, SqlRepo, SweepReport,
+    insert_outbox_mail, on_db,
 };
+use crate::domain::taxonomy::TaxonomyValue;
 
 const SESSION_COLUMNS: &str =
     "s.store_id, s.id, s.profile_id, s.verified, s.user_agent, s.created_at, s.last_used_at, s.refresh_expires_at";
@@ -27,6 +31,175 @@ fn session(r: &impl RowExt) -> sqlx::Result<ProfileSessionRow> {
     })
 }
 
+/// `getMe` as one statement: the WHERE clause is the liveness check (a revoked or expired session
+/// yields no row), and each collection of `details()` comes back as one JSON array of tuples.
+/// Keep the two dialects and `details()` in step. Public so that examples/bench_baseline.rs can
+/// time the statement alone. Parameters: store, session, profile, now, codes shown.
+pub const ME_POSTGRES: &str = "SELECT s.verified AS session_verified,
+        p.store_id, p.id, p.email, p.verified, p.status, p.created_at, p.updated_at,
+        (SELECT COALESCE(json_agg(json_build_array(v.taxonomy_id, v.field_key, v.value_pos, v.field_pos, v.field_type,
+                 v.text_value, v.num_value, v.bool_value, v.lat, v.lon, v.label)), '[]')
+           FROM profile_taxonomy_values v WHERE v.store_id = p.store_id AND v.profile_id = p.id) AS taxonomy_values,
+        (SELECT COALESCE(json_agg(json_build_array(u.promo_code_id, u.uses) ORDER BY u.promo_code_id), '[]')
+           FROM profile_promo_usage u WHERE u.store_id = p.store_id AND u.profile_id = p.id) AS promo_usage,
+        (SELECT COALESCE(json_agg(json_build_array(o.id, o.created_at, o.last_used_at, o.refresh_expires_at,
+                 o.verified, o.user_agent) ORDER BY o.id), '[]')
+           FROM profile_sessions o WHERE o.store_id = p.store_id AND o.profile_id = p.id
+           AND o.revoked_at IS NULL AND o.refresh_expires_at > $4) AS sessions,
+        (SELECT COALESCE(json_agg(json_build_array(c.id, c.created_at, c.expires_at, c.used_at IS NOT NULL,
+                 c.attempts) ORDER BY c.created_at DESC, c.id DESC), '[]')
+           FROM (SELECT id, created_at, expires_at, used_at, attempts FROM magic_codes
+                 WHERE store_id = p.store_id AND email_key = p.email_key
+                 ORDER BY created_at DESC, id DESC LIMIT $5) c) AS codes
+    FROM profile_sessions s JOIN profiles p ON p.store_id = s.store_id AND p.id = s.profile_id
+    WHERE s.store_id = $1 AND s.id = $2 AND s.profile_id = $3 AND s.revoked_at IS NULL AND s.refresh_expires_at > $4";
+
+/// [`ME_POSTGRES`] in SQLite's dialect: UUID blobs as hex, and REALs through `quote()`, because
+/// `json_array` prints them with 15 digits and would not give back the stored value.
+const ME_SQLITE: &str = "SELECT s.verified AS session_verified,
+        p.store_id, p.id, p.email, p.verified, p.status, p.created_at, p.updated_at,
+        (SELECT json_group_array(json_array(lower(hex(v.taxonomy_id)), v.field_key, v.value_pos, v.field_pos,
+                 v.field_type, v.text_value, nullif(quote(v.num_value), 'NULL'), v.bool_value,
+                 nullif(quote(v.lat), 'NULL'), nullif(quote(v.lon), 'NULL'), v.label))
+           FROM profile_taxonomy_values v WHERE v.store_id = p.store_id AND v.profile_id = p.id) AS taxonomy_values,
+        (SELECT json_group_array(json_array(u.promo_code_id, u.uses) ORDER BY u.promo_code_id)
+           FROM profile_promo_usage u WHERE u.store_id = p.store_id AND u.profile_id = p.id) AS promo_usage,
+        (SELECT json_group_array(json_array(lower(hex(o.id)), o.created_at, o.last_used_at, o.refresh_expires_at,
+                 o.verified, o.user_agent) ORDER BY o.id)
+           FROM profile_sessions o WHERE o.store_id = p.store_id AND o.profile_id = p.id
+           AND o.revoked_at IS NULL AND o.refresh_expires_at > $4) AS sessions,
+        (SELECT json_group_array(json_array(lower(hex(c.id)), c.created_at, c.expires_at, c.used_at IS NOT NULL,
+                 c.attempts) ORDER BY c.created_at DESC, c.id DESC)
+           FROM (SELECT id, created_at, expires_at, used_at, attempts FROM magic_codes
+                 WHERE store_id = p.store_id AND email_key = p.email_key
+                 ORDER BY created_at DESC, id DESC LIMIT $5) c) AS codes
+    FROM profile_sessions s JOIN profiles p ON p.store_id = s.store_id AND p.id = s.profile_id
+    WHERE s.store_id = $1 AND s.id = $2 AND s.profile_id = $3 AND s.revoked_at IS NULL AND s.refresh_expires_at > $4";
+
+/// A JSON boolean, or SQLite's 0 / 1.
+fn flex_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    match Value::deserialize(d)? {
+        Value::Bool(b) => Ok(b),
+        Value::Number(n) => Ok(n.as_i64().ok_or_else(|| D::Error::custom("not a boolean"))? != 0),
+        other => Err(D::Error::custom(format!("not a boolean: {other}"))),
+    }
+}
+
+fn flex_opt_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    match Value::deserialize(d)? {
+        Value::Null => Ok(None),
+        v => flex_bool(v).map(Some).map_err(D::Error::custom),
+    }
+}
+
+/// A JSON number, or the text of SQLite's `quote()`.
+fn flex_opt_f64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    match Value::deserialize(d)? {
+        Value::Null => Ok(None),
+        Value::Number(n) => n.as_f64().map(Some).ok_or_else(|| D::Error::custom("not a number")),
+        Value::String(s) => s.parse().map(Some).map_err(D::Error::custom),
+        other => Err(D::Error::custom(format!("not a number: {other}"))),
+    }
+}
+
+#[derive(Deserialize)]
+struct MeValue(
+    Uuid,
+    String,
+    i64,
+    i64,
+    String,
+    Option<String>,
+    #[serde(deserialize_with = "flex_opt_f64")] Option<f64>,
+    #[serde(deserialize_with = "flex_opt_bool")] Option<bool>,
+    #[serde(deserialize_with = "flex_opt_f64")] Option<f64>,
+    #[serde(deserialize_with = "flex_opt_f64")] Option<f64>,
+    Option<String>,
+);
+
+#[derive(Deserialize)]
+struct MeSession(Uuid, i64, i64, i64, #[serde(deserialize_with = "flex_bool")] bool, Option<String>);
+
+#[derive(Deserialize)]
+struct MeCode(Uuid, i64, i64, #[serde(deserialize_with = "flex_bool")] bool, i64);
+
+fn me_details(r: &impl RowExt) -> sqlx::Result<(bool, ProfileDetails)> {
+    let values = r
+        .json::<Vec<MeValue>>("taxonomy_values")?
+        .into_iter()
+        .map(|v| {
+            let columns =
+                ValueColumns { field_type: v.4, text: v.5, num: v.6, boolean: v.7, lat: v.8, lon: v.9, label: v.10 };
+            Ok(TaxonomyValue {
+                taxonomy_id: v.0,
+                field_key: v.1,
+                value_pos: v.2 as i32,
+                field_pos: v.3 as i32,
+                value: columns.into_value()?,
+            })
+        })
+        .collect::<sqlx::Result<_>>()?;
+    let sessions = r
+        .json::<Vec<MeSession>>("sessions")?
+        .into_iter()
+        .map(|s| SessionSummary {
+            id: s.0,
+            created_at: s.1,
+            last_used_at: s.2,
+            refresh_expires_at: s.3,
+            verified: s.4,
+            user_agent: s.5,
+        })
+        .collect();
+    let codes = r
+        .json::<Vec<MeCode>>("codes")?
+        .into_iter()
+        .map(|c| CodeSummary { id: c.0, created_at: c.1, expires_at: c.2, used: c.3, attempts: c.4 })
+        .collect();
+    let details = ProfileDetails { profile: profile(r)?, values, promo_usage: r.json("promo_usage")?, sessions, codes };
+    Ok((r.boolean("session_verified")?, details))
+}
+
+/// `initialize` on Postgres: the new guest, its session and its refresh token as one statement,
+/// one round trip instead of five (BEGIN, three INSERTs, COMMIT); a statement is atomic by itself.
+/// The same rows as the general path of `open_profile_session` writes for a guest.
+async fn open_guest_postgres(p: &sqlx::PgPool, o: &OpenSession) -> RepoResult<OpenOutcome> {
+    let inserted = sqlx::query(
+        "WITH profile AS (
+             INSERT INTO profiles (store_id, id, email, email_key, verified, status, search_text, created_at, updated_at)
+             VALUES ($1, $2, NULL, NULL, FALSE, 'active', '', $3, $3) RETURNING store_id, id),
+         session AS (
+             INSERT INTO profile_sessions (store_id, id, profile_id, verified, user_agent, created_at, last_used_at,
+                 refresh_expires_at)
+             SELECT store_id, $4, id, FALSE, $5, $3, $3, $6 FROM profile RETURNING store_id, id)
+         INSERT INTO profile_refresh_tokens (store_id, token_hash, session_id, created_at)
+         SELECT store_id, $7, id, $3 FROM session",
+    )
+    .bind(o.store_id)
+    .bind(o.new_profile_id)
+    .bind(o.now)
+    .bind(o.session_id)
+    .bind(&o.user_agent)
+    .bind(o.refresh_expires_at)
+    .bind(&o.refresh_hash[..])
+    .execute(p)
+    .await;
+    match inserted {
+        Err(e) if is_fk_violation(&e) => Ok(OpenOutcome::NoStore),
+        Err(e) => Err(RepoError::from_write(e)),
+        Ok(_) => Ok(OpenOutcome::Opened(ProfileSessionRow {
+            store_id: o.store_id,
+            id: o.session_id,
+            profile_id: o.new_profile_id,
+            verified: false,
+            user_agent: o.user_agent.clone(),
+            created_at: o.now,
+            last_used_at: o.now,
+            refresh_expires_at: o.refresh_expires_at,
+        })),
+    }
+}
+
 fn is_fk_violation(e: &sqlx::Error) -> bool {
     e.as_database_error().is_some_and(|d| d.is_foreign_key_violation())
 }
@@ -34,6 +207,9 @@ fn is_fk_violation(e: &sqlx::Error) -> bool {
 #[async_trait]
 impl SessionRepo for SqlRepo {
     async fn open_profile_session(&self, o: &OpenSession) -> RepoResult<OpenOutcome> {
+        if let (super::Db::Postgres(p), None, None, None) = (&self.db, &o.email, o.caller, &o.code) {
+            return open_guest_postgres(p, o).await;
+        }
         let email_key = o.email.as_ref().map(|e| e.key());
         on_db!(self, p => {
             let mut tx = p.begin_write().await?;
@@ -260,6 +436,30 @@ impl SessionRepo for SqlRepo {
                 .fetch_optional(p)
                 .await?;
             Ok(row.map(|r| session(&r)).transpose()?)
+        })
+    }
+
+    async fn profile_me(
+        &self,
+        store_id: Uuid,
+        session_id: Uuid,
+        profile_id: Uuid,
+        now: i64,
+    ) -> RepoResult<Option<(bool, ProfileDetails)>> {
+        let sql = match self.db {
+            super::Db::Postgres(_) => ME_POSTGRES,
+            super::Db::Sqlite(_) => ME_SQLITE,
+        };
+        on_db!(self, p => {
+            let row = sqlx::query(sql)
+                .bind(store_id)
+                .bind(session_id)
+                .bind(profile_id)
+                .bind(now)
+                .bind(CODES_SHOWN as i64)
+                .fetch_optional(p)
+                .await?;
+            Ok(row.map(|r| me_details(&r)).transpose()?)
         })
     }
 

@@ -3,11 +3,10 @@
 
 use std::sync::Arc;
 
+use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::crypto::{
-    ACCOUNT_TOKEN_TYPE, AccountClaims, Keys, PROFILE_TOKEN_TYPE, ProfileClaims, TokenType, sha256, unb64,
-};
+use crate::crypto::{ACCOUNT_TOKEN_TYPE, AccountClaims, Keys, PROFILE_TOKEN_TYPE, TokenType, sha256, unb64};
 use crate::error::{AppError, AppResult};
 use crate::repo::{Repo, SessionMembership};
 
@@ -43,6 +42,16 @@ pub struct ProfileAuth {
     pub verified: bool,
 }
 
+/// A profile access token of this store, checked for signature, expiry and store but NOT against
+/// the session store: no proof that the session is live. Only for routes whose own query refuses
+/// a revoked or expired session (getMe), so that they cost one database round trip.
+#[derive(Debug, Clone, Copy)]
+pub struct ProfileToken {
+    pub store_id: Uuid,
+    pub profile_id: Uuid,
+    pub session_id: Uuid,
+}
+
 /// Who may act on a profile: an admin of its store, or the profile itself.
 #[derive(Debug, Clone)]
 pub enum ProfileActor {
@@ -50,12 +59,22 @@ pub enum ProfileActor {
     Itself(ProfileAuth),
 }
 
+/// The claims of any signed token that a profile check reads: its type, and the fields a
+/// [`ProfileClaims`](crate::crypto::ProfileClaims) token has.
+#[derive(Deserialize)]
+struct TypedClaims {
+    typ: String,
+    sub: Option<Uuid>,
+    store: Option<Uuid>,
+    sid: Option<Uuid>,
+}
+
 pub struct Auth {
     repo: Arc<dyn Repo>,
     keys: Keys,
 }
 
-fn invalid_token() -> AppError {
+pub(crate) fn invalid_token() -> AppError {
     AppError::unauthorized("the bearer token is invalid, expired or revoked")
 }
 
@@ -95,23 +114,40 @@ impl Auth {
         self.keys.verify::<TokenType>(bearer).is_some_and(|t| t.typ == PROFILE_TOKEN_TYPE)
     }
 
-    pub async fn profile(&self, store_id: Uuid, bearer: &str) -> AppResult<ProfileAuth> {
+    /// The token's claims, without a database lookup: see [`ProfileToken`].
+    pub fn profile_token(&self, store_id: Uuid, bearer: &str) -> AppResult<ProfileToken> {
         let wrong_kind = || AppError::Forbidden("this route needs a profile token".into());
         if bearer.starts_with(API_KEY_PREFIX) {
             return Err(wrong_kind());
         }
-        let typ: TokenType = self.keys.verify(bearer).ok_or_else(invalid_token)?;
-        if typ.typ != PROFILE_TOKEN_TYPE {
+        // One signature check tells the kind of token and, for a profile token, its store and session.
+        let claims: TypedClaims = self.keys.verify(bearer).ok_or_else(invalid_token)?;
+        if claims.typ != PROFILE_TOKEN_TYPE {
             return Err(wrong_kind());
         }
-        let claims: ProfileClaims = self.keys.verify(bearer).ok_or_else(invalid_token)?;
+        let (Some(profile_id), Some(store), Some(session_id)) = (claims.sub, claims.store, claims.sid) else {
+            return Err(invalid_token());
+        };
         // A token of another store is no credential here.
-        if claims.store != store_id {
+        if store != store_id {
             return Err(invalid_token());
         }
-        let session =
-            self.repo.live_profile_session(store_id, claims.sid, claims.sub).await?.ok_or_else(invalid_token)?;
-        Ok(ProfileAuth { store_id, profile_id: claims.sub, session_id: claims.sid, verified: session.verified })
+        Ok(ProfileToken { store_id, profile_id, session_id })
+    }
+
+    pub async fn profile(&self, store_id: Uuid, bearer: &str) -> AppResult<ProfileAuth> {
+        let token = self.profile_token(store_id, bearer)?;
+        let session = self
+            .repo
+            .live_profile_session(store_id, token.session_id, token.profile_id)
+            .await?
+            .ok_or_else(invalid_token)?;
+        Ok(ProfileAuth {
+            store_id,
+            profile_id: token.profile_id,
+            session_id: token.session_id,
+            verified: session.verified,
+        })
     }
 
     /// An admin of the store, or the profile `profile_id` itself; another profile is told 404.

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::domain::Email;
 use crate::domain::taxonomy::{FieldDef, StoredValue, TaxonomyValue};
-use crate::error::AppResult;
+use crate::error::{AppError, AppResult};
 use crate::repo::{NewProfile, Repo, TaxonomyRow};
 
 pub const SEED_TAXONOMY: &str = "seed";
@@ -65,21 +65,30 @@ impl Seeder {
         Ok(row)
     }
 
-    /// Inserts `count` profiles with random taxonomy values, `batch` per transaction.
-    pub async fn seed(&self, store_id: Uuid, count: u64, batch: usize) -> AppResult<SeedReport> {
+    /// Inserts `count` profiles with random taxonomy values, `batch` per transaction, with up to
+    /// `parallel` transactions in flight: one insert keeps one database core busy.
+    pub async fn seed(&self, store_id: Uuid, count: u64, batch: usize, parallel: usize) -> AppResult<SeedReport> {
         let taxonomy = self.taxonomy(store_id).await?;
         let run = Uuid::now_v7().simple().to_string();
         let started = Instant::now();
         let mut inserted = 0;
         let mut made = 0u64;
-        while made < count {
-            let n = batch.min((count - made) as usize);
-            let profiles: Vec<NewProfile> = {
-                let mut rng = rand::rng();
-                (0..n).map(|i| random_profile(&mut rng, store_id, taxonomy.id, &run, made + i as u64)).collect()
-            };
-            made += n as u64;
-            inserted += self.repo.bulk_insert_profiles(&profiles).await?;
+        let mut in_flight = tokio::task::JoinSet::new();
+        while made < count || !in_flight.is_empty() {
+            while made < count && in_flight.len() < parallel.max(1) {
+                let n = batch.min((count - made) as usize);
+                let profiles: Vec<NewProfile> = {
+                    let mut rng = rand::rng();
+                    (0..n).map(|i| random_profile(&mut rng, store_id, taxonomy.id, &run, made + i as u64)).collect()
+                };
+                made += n as u64;
+                let repo = self.repo.clone();
+                in_flight.spawn(async move { repo.bulk_insert_profiles(&profiles).await });
+            }
+            match in_flight.join_next().await {
+                Some(done) => inserted += done.map_err(AppError::internal)??,
+                None => break,
+            }
         }
         let seconds = started.elapsed().as_secs_f64();
         Ok(SeedReport {

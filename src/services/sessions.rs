@@ -16,7 +16,7 @@ use crate::repo::{
     CodeCheck, NewCode, NewOutboxMail, OpenOutcome, OpenSession, ProfileDetails, ProfileRotateOutcome,
     ProfileSessionRow, RefreshRotation, Repo, RepoError, SessionSummary, StoreRow, SweepReport,
 };
-use crate::services::auth::ProfileAuth;
+use crate::services::auth::{ProfileAuth, ProfileToken, invalid_token};
 use crate::services::templates::profile_code_mail;
 
 /// A profile session's fresh token pair.
@@ -250,14 +250,15 @@ impl Sessions {
         }
     }
 
-    /// §4: an unverified session on a verified profile sees only the top-level fields.
-    pub async fn me(&self, auth: &ProfileAuth) -> AppResult<Me> {
-        let details = self
+    /// §4: an unverified session on a verified profile sees only the top-level fields. The session
+    /// check and the profile are one query, so a revoked session is refused right here.
+    pub async fn me(&self, token: &ProfileToken) -> AppResult<Me> {
+        let (session_verified, details) = self
             .repo
-            .profile(auth.store_id, auth.profile_id)
+            .profile_me(token.store_id, token.session_id, token.profile_id, crate::now())
             .await?
-            .ok_or_else(|| AppError::unauthorized("profile is gone"))?;
-        let redacted = details.profile.verified && !auth.verified;
+            .ok_or_else(invalid_token)?;
+        let redacted = details.profile.verified && !session_verified;
         if redacted {
             let profile = details.profile;
             return Ok(Me {

@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# Throughput of GET /profiles/me and POST /profiles/initialize against a bare axum + sqlx server
+# doing one statement per request (examples/bench_baseline.rs), on the same Postgres database.
+# Each server runs alone, one after the other, under the same wrk load; prints requests/s and ratios.
+#   scripts/bench-me.sh                   # BENCH_PG_URL (default postgres://postgres@127.0.0.1:5432)
+#   BENCH_CONNECTIONS=16 BENCH_SECONDS=15 BENCH_THREADS=1 BENCH_MAX_REQUESTS=500000 scripts/bench-me.sh
+#   BENCH_BIN=/path/to/other/storecrm scripts/bench-me.sh    # the same runs against another build
+# Load goes to 127.0.0.1 only; each wrk run stops after BENCH_SECONDS or BENCH_MAX_REQUESTS per
+# thread, whichever comes first, and is killed by `timeout` if it overruns.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+connections="${BENCH_CONNECTIONS:-16}"
+seconds="${BENCH_SECONDS:-15}"
+threads="${BENCH_THREADS:-1}"
+max_requests="${BENCH_MAX_REQUESTS:-500000}"
+port="${BENCH_PORT:-18081}"
+base_port="${BENCH_BASELINE_PORT:-18091}"
+pg="${BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432}"
+command -v wrk >/dev/null || { echo "wrk is required (apt-get install wrk)" >&2; exit 1; }
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+cargo build --release --quiet --bin storecrm --example bench_baseline
+bin="${BENCH_BIN:-$CARGO_TARGET_DIR/release/storecrm}" # BENCH_BIN: another build to compare
+baseline="$CARGO_TARGET_DIR/release/examples/bench_baseline"
+
+work="$(mktemp -d)"
+db="sc_bench_me_$(date +%s)"
+server="" store="" profile="" token=""
+cleanup() {
+  if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; fi
+  rm -rf "$work"
+  if [ "${BENCH_KEEP_DB:-0}" = 1 ]; then
+    echo "kept: DATABASE_URL=$DATABASE_URL store=$store profile=$profile token=$token" >&2; return
+  fi
+  psql "$pg/postgres" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
+}
+trap cleanup EXIT
+psql "$pg/postgres" -qc "CREATE DATABASE $db"
+
+export DATABASE_URL="$pg/$db"
+export SECRET_KEY="bench-secret-key-0123456789abcdef0123456789abcdef"
+export RUST_LOG=warn
+export MAIL_DIR="$work/mail"
+export ACCESS_TOKEN_TTL_SECS=3600
+export LISTEN_ADDR="127.0.0.1:$port"
+json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+
+# Wrk stops a thread after max_requests responses and counts answers that are not 2xx.
+cat >"$work/load.lua" <<EOF
+local limit, seen = $max_requests, 0
+wrk.method = os.getenv("WRK_METHOD") or "GET"
+local auth = os.getenv("WRK_AUTH")
+if auth and auth ~= "" then wrk.headers["Authorization"] = auth end
+function response(status, headers, body)
+  seen = seen + 1
+  if seen >= limit then wrk.thread:stop() end
+end
+EOF
+
+wait_up() { # any HTTP answer will do
+  for _ in $(seq 1 100); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$1/healthz" || true)" != 000 ] && return 0; sleep 0.1
+  done
+  echo "server at $1 did not come up" >&2; exit 1
+}
+
+# Requests/s of one wrk run; a run with non-2xx answers or socket errors fails the script.
+measure() { # name method url auth
+  local out
+  WRK_METHOD="$2" WRK_AUTH="$4" timeout 60 wrk -t1 -c"$connections" -d3s -s "$work/load.lua" "$3" >/dev/null
+  # Statistics taken after the warm-up: planned while profile_sessions held a few rows, the
+  # foreign-key checks of initialize seq-scanned it for the rest of the run (until autovacuum's
+  # next analyze). And no dirty pages or vacuum debt carried from one run into the next.
+  psql "$DATABASE_URL" -qc "VACUUM ANALYZE" -c "CHECKPOINT" >/dev/null
+  out=$(WRK_METHOD="$2" WRK_AUTH="$4" timeout $((seconds + 30)) \
+    wrk -t"$threads" -c"$connections" -d"${seconds}s" --latency -s "$work/load.lua" "$3")
+  if grep -qE "Non-2xx|Socket errors" <<<"$out"; then echo "$1: errors during the run:" >&2; echo "$out" >&2; exit 1; fi
+  local rps p50 p99
+  rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
+  p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+  echo "$rps" >"$work/$1.rps"
+  printf '| %s | %s | %s | %s |\n' "$1" "$rps" "$p50" "$p99"
+}
+
+# The real CLI and API make the store, a verified profile with taxonomy values, and its token.
+$bin migrate >/dev/null
+$bin accounts create --email bench@example.com --password bench-password >/dev/null
+store=$($bin stores create --name bench --owner bench@example.com | json 'd["store"]["id"]')
+key=$($bin api-keys create --store "$store" --name bench | json 'd["api_key"]["key"]')
+tax=$($bin seed --store "$store" --profiles "${BENCH_PROFILES:-10000}" | json 'd["seeded"]["taxonomy_id"]')
+
+$bin serve 2>>"$work/server.log" & server=$!
+wait_up "127.0.0.1:$port"
+api="http://127.0.0.1:$port/v1/stores/$store"
+guest=$(curl -sf -X POST "$api/profiles/initialize" | json 'd["access_token"]')
+curl -sf "$api/profiles/auth/code" -H 'content-type: application/json' -d '{"email": "me@bench.example"}' >/dev/null
+code=""
+for _ in $(seq 1 50); do
+  code=$(cat "$MAIL_DIR"/*.eml 2>/dev/null | grep -oE '^Subject: [0-9]{6}' | grep -oE '[0-9]{6}' | head -1 || true)
+  [ -n "$code" ] && break; sleep 0.1
+done
+[ -n "$code" ] || { echo "no sign-in code arrived in $MAIL_DIR" >&2; exit 1; }
+verified=$(curl -sf "$api/profiles/auth/verify" -H "authorization: Bearer $guest" -H 'content-type: application/json' \
+  -d "{\"email\": \"me@bench.example\", \"code\": \"$code\"}")
+token=$(json 'd["access_token"]' <<<"$verified")
+profile=$(json 'd["profile_id"]' <<<"$verified")
+session=$(json 'd["id"]' <<<"$verified")
+curl -sf -X PUT "$api/profiles/$profile" -H "authorization: Bearer $key" -H 'content-type: application/json' \
+  -d "{\"taxonomies\": [{\"taxonomy_id\": \"$tax\", \"fields\": [
+        {\"key\": \"tags\", \"type\": \"text\", \"value\": [\"vip\", \"b2b\"]},
+        {\"key\": \"tier\", \"type\": \"text\", \"value\": [\"gold\"]},
+        {\"key\": \"orders\", \"type\": \"number\", \"value\": 12},
+        {\"key\": \"vip\", \"type\": \"boolean\", \"value\": true},
+        {\"key\": \"home\", \"type\": \"geo_location\", \"value\": {\"lat\": 48.8566, \"lon\": 2.3522, \"label\": \"Paris\"}}]}]}" \
+  >/dev/null
+me=$(curl -sf "$api/profiles/me" -H "authorization: Bearer $token")
+echo "profile/me answers $(wc -c <<<"$me") bytes: $(json '"%d fields, %d sessions, %d codes" % (len(d["taxonomies"][0]["fields"]), len(d["auth_tokens"]), len(d["verification_codes"]))' <<<"$me")"
+echo "wrk: $threads thread(s), $connections connections, ${seconds}s per run (after a 3 s warm-up)"
+echo
+echo "| run | requests/s | p50 | p99 |"
+echo "| --- | ---: | ---: | ---: |"
+measure storecrm_me GET "$api/profiles/me" "Bearer $token"
+measure storecrm_initialize POST "$api/profiles/initialize" ""
+kill "$server"; wait "$server" 2>/dev/null || true; server=""
+
+"$baseline" "127.0.0.1:$base_port" 2>>"$work/server.log" & server=$!
+wait_up "127.0.0.1:$base_port"
+measure baseline_select GET "http://127.0.0.1:$base_port/profiles/$store/$profile" ""
+measure baseline_insert POST "http://127.0.0.1:$base_port/profiles/$store" ""
+measure baseline_me_statement GET "http://127.0.0.1:$base_port/me-statement/$store/$session/$profile" ""
+kill "$server"; wait "$server" 2>/dev/null || true; server=""
+
+ratio() { python3 -c "print(f'{float(open(\"$work/$1.rps\").read()) / float(open(\"$work/$2.rps\").read()):.2f}')"; }
+echo
+echo "me / point select:         $(ratio storecrm_me baseline_select)  (target >= 0.8)"
+echo "initialize / single insert: $(ratio storecrm_initialize baseline_insert)  (target >= 0.6)"
+echo "getMe's statement alone, bare server / point select: $(ratio baseline_me_statement baseline_select)"
