@@ -28,6 +28,8 @@ const POSTGRES: &[Migration] = migrations!("postgres":
     5 => "0005_email_templates",
     6 => "0006_audiences",
     7 => "0007_subscriber_counts",
+    // 8 is reserved for a migration on another branch.
+    9 => "0009_payment_events",
 );
 const SQLITE: &[Migration] = migrations!("sqlite":
     1 => "0001_foundation",
@@ -37,6 +39,8 @@ const SQLITE: &[Migration] = migrations!("sqlite":
     5 => "0005_email_templates",
     6 => "0006_audiences",
     7 => "0007_subscriber_counts",
+    // 8 is reserved for a migration on another branch.
+    9 => "0009_payment_events",
 );
 
 #[derive(Debug, Serialize)]
