@@ -17,6 +17,7 @@ mod api_keys;
 mod audiences;
 mod migrate;
 mod outbox;
+mod payments;
 pub mod postgres;
 mod profiles;
 mod row;
@@ -32,6 +33,7 @@ pub use audiences::{
 pub use migrate::MigrationReport;
 pub use outbox::{ClaimedMail, NewOutboxMail, OutboxRepo};
 pub(crate) use outbox::{OUTBOX_INSERT_SQL, insert_outbox_mail};
+pub use payments::{EventOutcome, PaymentEventRecord, PaymentRepo, SubscriptionLookup, Transition};
 
 use crate::config::DatabaseUrl;
 
@@ -538,6 +540,7 @@ pub trait Repo:
     + OutboxRepo
     + SessionRepo
     + AudienceRepo
+    + PaymentRepo
     + Send
     + Sync
     + 'static
@@ -553,6 +556,7 @@ impl<T> Repo for T where
         + OutboxRepo
         + SessionRepo
         + AudienceRepo
+        + PaymentRepo
         + Send
         + Sync
         + 'static
