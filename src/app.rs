@@ -13,6 +13,7 @@ use crate::config::{Config, DatabaseUrl};
 use crate::crypto::Keys;
 use crate::mail::{Mailer, OutboxSettings, OutboxWorker, mailer_from_config};
 use crate::metrics::Metrics;
+use crate::payments::{PaymentGateway, gateway_from_config};
 use crate::repo::{Repo, SqlRepo};
 use crate::services::Services;
 
@@ -22,6 +23,8 @@ pub struct AppInner {
     pub services: Services,
     pub metrics: Metrics,
     pub mailer: Arc<dyn Mailer>,
+    /// Stripe, when `STRIPE_SECRET_KEY` is set.
+    pub payments: Option<Arc<dyn PaymentGateway>>,
     /// Wakes the outbox worker when a request has queued mail.
     pub mail_wake: Arc<Notify>,
 }
@@ -52,6 +55,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let repo: Arc<dyn Repo> = Arc::new(sql);
     let mailer = mailer_from_config(&config)?;
     let mail_wake = Arc::new(Notify::new());
+    let payments = gateway_from_config(&config)?;
     let services = Services::new(
         repo.clone(),
         keys,
@@ -59,8 +63,17 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         config.public_base_url.clone(),
         config.mail_from.clone(),
         mail_wake.clone(),
+        payments.clone(),
     );
-    Ok(AppState(Arc::new(AppInner { config, repo, services, metrics: Metrics::default(), mailer, mail_wake })))
+    Ok(AppState(Arc::new(AppInner {
+        config,
+        repo,
+        services,
+        metrics: Metrics::default(),
+        mailer,
+        mail_wake,
+        payments,
+    })))
 }
 
 pub fn build_router(state: AppState) -> Router {

@@ -89,6 +89,8 @@ pub struct Limits {
     pub mail_max_attempts: u32,
     /// Take the client address from `X-Forwarded-For` (behind a trusted load balancer only).
     pub trust_forwarded_for: bool,
+    /// Budget of one Stripe API call; past it a paid subscribe answers 502 and writes nothing.
+    pub stripe_timeout: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -240,6 +242,7 @@ impl Config {
                     .ok_or_else(|| bad("MAIL_MAX_ATTEMPTS", "must be a whole number from 1 to 100"))?,
             },
             trust_forwarded_for: flag("TRUST_FORWARDED_FOR")?,
+            stripe_timeout: secs("STRIPE_TIMEOUT_SECS", 10)?,
         };
         let mail_worker = match get("MAIL_WORKER").as_deref() {
             None | Some("true" | "1" | "yes") => true,

@@ -18,6 +18,8 @@ pub mod http;
 pub mod mail;
 /// Prometheus request counters and latency histograms.
 pub mod metrics;
+/// Payment providers (Stripe) behind a trait: Checkout Sessions, webhook signatures and events.
+pub mod payments;
 /// Repository traits and the SQL implementation for Postgres and SQLite.
 pub mod repo;
 /// Business rules, one module per capability; no HTTP types, no SQL.

@@ -65,7 +65,8 @@ pub struct Subscription {
     /// `signup`, `admin` or `import`.
     pub source: String,
     pub price_id: Option<String>,
-    /// `{provider: {type, customer_id, subscription_id, price_id}}` for paid subscriptions.
+    /// `{provider: {type, customer_id, subscription_id, price_id, checkout_session_id}}` for paid
+    /// subscriptions; the Stripe customer and subscription ids arrive with the checkout webhook.
     #[schema(value_type = Option<Object>)]
     pub payment: Option<Value>,
     pub start_date: Option<i64>,
@@ -318,11 +319,17 @@ pub async fn update_audience(
 
 /// Subscribe a profile (the profile itself, or an admin). Standard audiences activate at once, or
 /// go `pending` with a confirmation mail when they have a template; already active answers 200.
+/// Paid audiences need `price_id` (the price's id or its Stripe price id), `success_url` and
+/// `cancel_url`: a Stripe Checkout Session is created (mode `subscription` for interval prices, else
+/// `payment`), then a `pending` subscription is stored and `checkout_url` returned; the Stripe webhook
+/// activates it. A Stripe failure or timeout answers 502 and stores nothing.
 #[utoipa::path(post, path = "/v1/stores/{storeId}/audiences/{id}/subscribe", tag = "audiences", security(("bearer" = [])),
     params(("storeId" = Uuid, Path), ("id" = String, Path, description = "id or key")), request_body = SubscribeRequest,
     responses((status = 201, body = SubscribeResponse), (status = 200, body = SubscribeResponse),
               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-              (status = 409, body = ErrorBody, description = "audience_archived"), (status = 422, body = ErrorBody),
+              (status = 409, body = ErrorBody, description = "audience_archived"),
+              (status = 422, body = ErrorBody, description = "unknown_price, price_not_on_stripe, required or invalid urls"),
+              (status = 502, body = ErrorBody, description = "payment_provider_error: Stripe failed or timed out"),
               (status = 503, body = ErrorBody, description = "payments_not_configured")))]
 pub async fn subscribe(
     State(state): State<AppState>,

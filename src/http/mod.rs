@@ -5,6 +5,7 @@ pub mod auth;
 pub mod extract;
 pub mod middleware;
 pub mod ops;
+pub mod payments;
 pub mod profiles;
 pub mod sessions;
 pub mod stores;
@@ -72,6 +73,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(sessions::router())
         .merge(audiences::router())
         .merge(templates::router())
+        .merge(payments::router())
         .split_for_parts()
 }
 

@@ -70,7 +70,7 @@ pub struct Upsert {
 
 const AUDIENCE_COLUMNS: &str =
     "store_id, id, key, name, status, kind, prices, confirm_template_id, subscriber_count, created_at, updated_at";
-const SUBSCRIPTION_COLUMNS: &str = "s.store_id, s.id, s.audience_id, s.profile_id, s.status, s.source, s.price_id, \
+pub(super) const SUBSCRIPTION_COLUMNS: &str = "s.store_id, s.id, s.audience_id, s.profile_id, s.status, s.source, s.price_id, \
      s.payment, s.start_date, s.end_date, s.confirmed_at, s.cancelled_at, s.created_at, s.updated_at";
 
 fn audience(r: &impl RowExt) -> sqlx::Result<AudienceRow> {

@@ -29,6 +29,7 @@ const POSTGRES: &[Migration] = migrations!("postgres":
     6 => "0006_audiences",
     7 => "0007_subscriber_counts",
     8 => "0008_find_indexes",
+    9 => "0009_payment_events",
 );
 const SQLITE: &[Migration] = migrations!("sqlite":
     1 => "0001_foundation",
@@ -39,6 +40,7 @@ const SQLITE: &[Migration] = migrations!("sqlite":
     6 => "0006_audiences",
     7 => "0007_subscriber_counts",
     8 => "0008_find_indexes",
+    9 => "0009_payment_events",
 );
 
 #[derive(Debug, Serialize)]

@@ -17,6 +17,7 @@ mod api_keys;
 mod audiences;
 mod migrate;
 mod outbox;
+mod payments;
 pub mod postgres;
 mod profiles;
 mod row;
@@ -31,6 +32,7 @@ pub use audiences::{AudienceRepo, AudienceRow, AudienceSearch, SubscriberRow, Su
 pub use migrate::MigrationReport;
 pub use outbox::{ClaimedMail, NewOutboxMail, OutboxRepo};
 pub(crate) use outbox::{OUTBOX_INSERT_SQL, insert_outbox_mail};
+pub use payments::{EventOutcome, PaymentEventRecord, PaymentRepo, SubscriptionLookup, Transition};
 pub use sessions::ME_POSTGRES;
 pub use templates::{TemplateRepo, TemplateRow};
 
@@ -549,6 +551,7 @@ pub trait Repo:
     + SessionRepo
     + AudienceRepo
     + TemplateRepo
+    + PaymentRepo
     + Send
     + Sync
     + 'static
@@ -565,6 +568,7 @@ impl<T> Repo for T where
         + SessionRepo
         + AudienceRepo
         + TemplateRepo
+        + PaymentRepo
         + Send
         + Sync
         + 'static

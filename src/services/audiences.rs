@@ -13,11 +13,13 @@ use crate::domain::{Cursor, Page};
 use crate::error::{AppError, AppResult, FieldError};
 use crate::mail::render::render;
 use crate::mail::{OutgoingMail, mailbox_display};
+use crate::payments::PaymentGateway;
 use crate::repo::{
     AudienceRow, AudienceSearch, NewOutboxMail, ProfileRow, Repo, RepoError, StoreRow, SubscriberRow, SubscriptionRow,
     Upsert,
 };
 use crate::services::auth::ProfileAuth;
+use crate::services::checkout::{self, PaidSubscribe};
 use crate::services::taxonomies::check_status;
 use crate::services::templates::source;
 
@@ -73,6 +75,8 @@ pub struct Audiences {
     public_base_url: String,
     mail_from: String,
     mail_wake: Arc<Notify>,
+    /// `None` when Stripe is not configured: paid subscribes answer 503.
+    payments: Option<Arc<dyn PaymentGateway>>,
 }
 
 fn absolute_url(field: &str, url: &str, errors: &mut Vec<FieldError>) {
@@ -100,8 +104,9 @@ impl Audiences {
         public_base_url: String,
         mail_from: String,
         mail_wake: Arc<Notify>,
+        payments: Option<Arc<dyn PaymentGateway>>,
     ) -> Self {
-        Self { repo, keys, public_base_url, mail_from, mail_wake }
+        Self { repo, keys, public_base_url, mail_from, mail_wake, payments }
     }
 
     /// A stable one-click unsubscribe token for (audience, profile): MAC'd, nothing stored.
@@ -322,12 +327,18 @@ impl Audiences {
             }
         }
         if audience.kind == "paid" {
-            match &input.price_id {
+            match input.price_id.as_deref().map(|id| audience.prices.iter().find(|p| p.matches(id))) {
                 None => errors.push(FieldError::new("price_id", "required")),
-                Some(id) if !audience.prices.iter().any(|p| p.matches(id)) => {
-                    errors.push(FieldError::new("price_id", "unknown_price"))
+                Some(None) => errors.push(FieldError::new("price_id", "unknown_price")),
+                Some(Some(price)) if checkout::stripe_price_id(price).is_none() => {
+                    errors.push(FieldError::new("price_id", "price_not_on_stripe"))
                 }
-                Some(_) => {}
+                Some(Some(_)) => {}
+            }
+            for (field, url) in [("success_url", &input.success_url), ("cancel_url", &input.cancel_url)] {
+                if url.is_none() {
+                    errors.push(FieldError::new(field, "required"));
+                }
             }
         } else if audience.confirm_template_id.is_some() && input.confirm_url.is_none() {
             errors.push(FieldError::new("confirm_url", "required"));
@@ -343,10 +354,25 @@ impl Audiences {
             return Ok(Subscribed { subscription: s.clone(), created: false, checkout_url: None });
         }
         if audience.kind == "paid" {
-            return Err(AppError::Unavailable {
+            let gateway = self.payments.as_deref().ok_or_else(|| AppError::Unavailable {
                 code: "payments_not_configured",
                 message: "payments are not configured on this server".into(),
-            });
+            })?;
+            let price = input.price_id.as_deref().and_then(|id| audience.prices.iter().find(|p| p.matches(id)));
+            let (Some(price), Some(success_url), Some(cancel_url)) = (price, &input.success_url, &input.cancel_url)
+            else {
+                return Err(AppError::internal(anyhow::anyhow!("a paid subscribe passed validation incomplete")));
+            };
+            let paid = PaidSubscribe {
+                audience: &audience,
+                profile: &profile,
+                price,
+                existing: existing.as_ref(),
+                source: if matches!(who, Subscriber::Admin) { "admin" } else { "signup" },
+                success_url,
+                cancel_url,
+            };
+            return checkout::start(&*self.repo, gateway, paid).await;
         }
         let now = crate::now();
         let source = match who {

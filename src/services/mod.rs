@@ -3,6 +3,8 @@
 pub mod accounts;
 pub mod audiences;
 pub mod auth;
+pub mod checkout;
+pub mod payments;
 pub mod profiles;
 pub mod seed;
 pub mod sessions;
@@ -16,6 +18,7 @@ use tokio::sync::Notify;
 
 use crate::config::Limits;
 use crate::crypto::Keys;
+use crate::payments::PaymentGateway;
 use crate::repo::Repo;
 
 /// Every service, sharing one repository and one key set.
@@ -23,6 +26,7 @@ pub struct Services {
     pub accounts: accounts::Accounts,
     pub audiences: audiences::Audiences,
     pub auth: auth::Auth,
+    pub payments: payments::Payments,
     pub profiles: profiles::Profiles,
     pub sessions: sessions::Sessions,
     pub stores: stores::Stores,
@@ -38,6 +42,7 @@ impl Services {
         public_base_url: String,
         mail_from: String,
         mail_wake: Arc<Notify>,
+        gateway: Option<Arc<dyn PaymentGateway>>,
     ) -> Self {
         Self {
             audiences: audiences::Audiences::new(
@@ -46,9 +51,11 @@ impl Services {
                 public_base_url,
                 mail_from.clone(),
                 mail_wake.clone(),
+                gateway.clone(),
             ),
             accounts: accounts::Accounts::new(repo.clone(), keys.clone(), limits.clone()),
             auth: auth::Auth::new(repo.clone(), keys.clone()),
+            payments: payments::Payments::new(repo.clone(), gateway),
             profiles: profiles::Profiles::new(repo.clone()),
             sessions: sessions::Sessions::new(repo.clone(), keys, limits, mail_from, mail_wake),
             stores: stores::Stores::new(repo.clone()),
