@@ -56,15 +56,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let mailer = mailer_from_config(&config)?;
     let mail_wake = Arc::new(Notify::new());
     let payments = gateway_from_config(&config)?;
-    let services = Services::new(
-        repo.clone(),
-        keys,
-        config.limits.clone(),
-        config.public_base_url.clone(),
-        config.mail_from.clone(),
-        mail_wake.clone(),
-        payments.clone(),
-    );
+    let services = Services::new(repo.clone(), keys, &config, mail_wake.clone(), payments.clone());
     Ok(AppState(Arc::new(AppInner {
         config,
         repo,

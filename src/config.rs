@@ -87,8 +87,22 @@ pub struct Limits {
     pub mail_retry_base: Duration,
     pub mail_retry_max: Duration,
     pub mail_max_attempts: u32,
-    /// Take the client address from `X-Forwarded-For` (behind a trusted load balancer only).
-    pub trust_forwarded_for: bool,
+    /// How many trusted proxies append to `X-Forwarded-For`; the client address is the entry this
+    /// many places from the right. 0: the socket peer, and the header is ignored.
+    pub trusted_proxy_hops: u32,
+    /// `POST /v1/auth/login` failures allowed per email and per client address in one window.
+    pub login_limit_per_email: u32,
+    pub login_limit_per_address: u32,
+    pub login_limit_window: Duration,
+    /// Password hashes (argon2id, 19 MiB each) running at once; more wait their turn.
+    pub password_hash_concurrency: usize,
+    /// `initialize` and `connect` per client address in one window.
+    pub session_limit_per_address: u32,
+    pub session_limit_window: Duration,
+    /// A subscription gets at most one confirmation mail in this interval.
+    pub confirm_mail_interval: Duration,
+    /// Confirmation mails one recipient address may get from one store per day.
+    pub confirm_mail_limit_per_recipient: u32,
     /// Budget of one Stripe API call; past it a paid subscribe answers 502 and writes nothing.
     pub stripe_timeout: Duration,
 }
@@ -109,6 +123,10 @@ pub struct Config {
     pub stripe_webhook_secret: Option<Secret>,
     pub stripe_api_base: Option<String>,
     pub log_format: LogFormat,
+    /// Origins allowed by CORS on every route (admin dashboards), besides each store's own.
+    pub cors_allowed_origins: Vec<String>,
+    /// How long a store's `allowed_origins` are cached for CORS; 0 reads them on every request.
+    pub cors_origin_cache: Duration,
     pub limits: Limits,
 }
 
@@ -195,13 +213,13 @@ impl Config {
                 }
             }
         };
-        let flag = |var: &'static str| -> Result<bool, ConfigError> {
-            match get(var).as_deref() {
-                None | Some("false" | "0" | "no") => Ok(false),
-                Some("true" | "1" | "yes") => Ok(true),
-                Some(_) => Err(bad(var, "must be true or false")),
-            }
-        };
+        if get("TRUST_FORWARDED_FOR").is_some() {
+            return Err(bad(
+                "TRUST_FORWARDED_FOR",
+                "was replaced by TRUSTED_PROXY_HOPS (the number of proxies in front of the server, e.g. 1)",
+            ));
+        }
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let limits = Limits {
             access_token_ttl: secs("ACCESS_TOKEN_TTL_SECS", 15 * 60)?,
             refresh_token_ttl: secs("REFRESH_TOKEN_TTL_SECS", 30 * 24 * 3600)?,
@@ -241,13 +259,42 @@ impl Config {
                     .filter(|n| (1..=100).contains(n))
                     .ok_or_else(|| bad("MAIL_MAX_ATTEMPTS", "must be a whole number from 1 to 100"))?,
             },
-            trust_forwarded_for: flag("TRUST_FORWARDED_FOR")?,
+            trusted_proxy_hops: match get("TRUSTED_PROXY_HOPS") {
+                None => 0,
+                Some(v) => v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| *n <= 10)
+                    .ok_or_else(|| bad("TRUSTED_PROXY_HOPS", "must be a whole number from 0 to 10"))?,
+            },
+            login_limit_per_email: count("LOGIN_LIMIT_PER_EMAIL", 10)?,
+            login_limit_per_address: count("LOGIN_LIMIT_PER_ADDRESS", 10)?,
+            login_limit_window: secs("LOGIN_LIMIT_WINDOW_SECS", 900)?,
+            password_hash_concurrency: count("PASSWORD_HASH_CONCURRENCY", cpus as u32)? as usize,
+            session_limit_per_address: count("SESSION_LIMIT_PER_ADDRESS", 60)?,
+            session_limit_window: secs("SESSION_LIMIT_WINDOW_SECS", 60)?,
+            confirm_mail_interval: secs_from("CONFIRM_MAIL_INTERVAL_SECS", 60, 0)?,
+            confirm_mail_limit_per_recipient: count("CONFIRM_MAIL_LIMIT_PER_RECIPIENT", 10)?,
             stripe_timeout: secs("STRIPE_TIMEOUT_SECS", 10)?,
         };
         let mail_worker = match get("MAIL_WORKER").as_deref() {
             None | Some("true" | "1" | "yes") => true,
             Some("false" | "0" | "no") => false,
             Some(_) => return Err(bad("MAIL_WORKER", "must be true or false")),
+        };
+
+        let cors_allowed_origins = match get("CORS_ALLOWED_ORIGINS") {
+            None => vec![],
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|o| !o.is_empty())
+                .map(|o| {
+                    crate::domain::OriginPattern::parse(o).map(|p| p.to_string()).map_err(|_| {
+                        bad("CORS_ALLOWED_ORIGINS", format!("{o:?} is not an origin such as https://admin.example.com"))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
         };
 
         Ok(Self {
@@ -263,6 +310,8 @@ impl Config {
             stripe_webhook_secret: get("STRIPE_WEBHOOK_SECRET").map(Secret::new),
             stripe_api_base,
             log_format,
+            cors_allowed_origins,
+            cors_origin_cache: secs_from("CORS_ORIGIN_CACHE_SECS", 30, 0)?,
             limits,
         })
     }
@@ -279,6 +328,17 @@ impl Config {
         let file = path.parent().unwrap_or(Path::new(".")).join("storecrm.secret");
         match std::fs::read_to_string(&file) {
             Ok(existing) => {
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::PermissionsExt;
+                    let mode = std::fs::metadata(&file)?.permissions().mode();
+                    anyhow::ensure!(
+                        mode & 0o077 == 0,
+                        "invalid SECRET_KEY: {} is readable by group or others (mode {:o}); run chmod 600 {0}",
+                        file.display(),
+                        mode & 0o777
+                    );
+                }
                 let existing = existing.trim().to_string();
                 anyhow::ensure!(
                     existing.len() >= MIN_SECRET_KEY_BYTES,

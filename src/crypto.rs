@@ -17,6 +17,7 @@ pub struct Keys {
     jwt_decoding: DecodingKey,
     code_key: [u8; 32],
     link_key: [u8; 32],
+    refresh_key: [u8; 32],
 }
 
 impl Keys {
@@ -27,6 +28,7 @@ impl Keys {
             jwt_decoding: DecodingKey::from_secret(&jwt),
             code_key: derive_key(master, "storecrm/magic-code/v1"),
             link_key: derive_key(master, "storecrm/mail-link/v1"),
+            refresh_key: derive_key(master, "storecrm/refresh-successor/v1"),
         }
     }
 
@@ -63,6 +65,16 @@ impl Keys {
         let mut out = [0u8; 16];
         out.copy_from_slice(&full[..16]);
         out
+    }
+}
+
+impl Keys {
+    /// The refresh token that replaces `presented`: derived, not random, so the same token
+    /// presented again inside the grace window gets the same successor without storing it.
+    pub fn refresh_successor(&self, presented: &str) -> String {
+        let mut mac = HmacSha256::new_from_slice(&self.refresh_key).expect("HMAC takes any key length");
+        mac.update(presented.as_bytes());
+        b64(&mac.finalize().into_bytes())
     }
 }
 

@@ -52,6 +52,9 @@ pub enum AppError {
     Unauthorized { code: &'static str, message: String },
     #[error("{0}")]
     Forbidden(String),
+    /// A claim (an unverified session that named an existing address) asked for what needs proof.
+    #[error("this needs a session verified with a sign-in code")]
+    VerificationRequired,
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("{message}")]
@@ -97,7 +100,7 @@ impl AppError {
         match self {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::VerificationRequired => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -118,6 +121,7 @@ impl AppError {
             | Self::Unavailable { code, .. }
             | Self::BadGateway { code, .. } => code,
             Self::Forbidden(_) => "forbidden",
+            Self::VerificationRequired => "verification_required",
             Self::NotFound(_) => "not_found",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType { .. } => "unsupported_media_type",

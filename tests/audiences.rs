@@ -56,7 +56,7 @@ async fn template(app: &TestApp, admin: &Admin) -> uuid::Uuid {
 }
 
 async fn audience_definitions(app: &TestApp) {
-    let admin = app.admin("aud").await;
+    let admin = app.shop_admin("aud").await;
     let news = audience(app, &admin, json!({"key": "news", "name": "Newsletter", "type": "standard"})).await;
     assert_eq!(news["type"], json!({"type": "standard"}));
     assert_eq!(news["status"], "active");
@@ -162,7 +162,7 @@ async fn audience_definitions(app: &TestApp) {
 }
 
 async fn public_callers_see_active_audiences_only(app: &TestApp) {
-    let admin = app.admin("pub").await;
+    let admin = app.shop_admin("pub").await;
     audience(app, &admin, json!({"key": "open"})).await;
     audience(app, &admin, json!({"key": "closed"})).await;
     app.put(&admin.store("/audiences/closed"), Some(&admin.token), json!({"status": "archived"})).await;
@@ -175,7 +175,7 @@ async fn public_callers_see_active_audiences_only(app: &TestApp) {
 }
 
 async fn single_opt_in_subscribe_and_access(app: &TestApp) {
-    let admin = app.admin("single").await;
+    let admin = app.shop_admin("single").await;
     let a = audience(app, &admin, json!({"key": "news"})).await;
     let t = shopper(app, &admin, "reader@example.com").await;
     let path = admin.store("/audiences/news/subscribe");
@@ -206,7 +206,7 @@ async fn single_opt_in_subscribe_and_access(app: &TestApp) {
 }
 
 async fn double_opt_in_story(app: &TestApp) {
-    let admin = app.admin("double").await;
+    let admin = app.shop_admin("double").await;
     let tpl = template(app, &admin).await;
     audience(app, &admin, json!({"key": "news", "name": "The <News>", "confirm_template_id": tpl})).await;
     let t = shopper(app, &admin, "opt@example.com").await;
@@ -268,7 +268,7 @@ async fn double_opt_in_story(app: &TestApp) {
     expect_error(&app.post(&confirm, None, json!({"token": token})).await, 400, "invalid_token");
     expect_error(&app.post(&confirm, None, json!({"token": "unknown"})).await, 400, "invalid_token");
     expect_error(&app.post(&confirm, None, json!({})).await, 422, "validation_failed");
-    let other = app.admin("double2").await;
+    let other = app.shop_admin("double2").await;
     expect_error(
         &app.post(&other.store("/audiences/confirm"), None, json!({"token": token})).await,
         400,
@@ -300,7 +300,7 @@ fn unsubscribe_link(mail: &str) -> String {
 }
 
 async fn unsubscribe_by_body_query_and_one_click(app: &TestApp) {
-    let admin = app.admin("unsub").await;
+    let admin = app.shop_admin("unsub").await;
     let tpl = template(app, &admin).await;
     audience(app, &admin, json!({"key": "news", "confirm_template_id": tpl})).await;
     let mut links = vec![];
@@ -364,7 +364,7 @@ async fn unsubscribe_by_body_query_and_one_click(app: &TestApp) {
     let mut forged = token(&links[0]);
     forged.replace_range(forged.len() - 2.., "AA");
     expect_error(&app.post(&path, None, json!({"token": forged})).await, 400, "invalid_token");
-    let other = app.admin("unsub2").await;
+    let other = app.shop_admin("unsub2").await;
     expect_error(
         &app.post(&other.store("/audiences/unsubscribe"), None, json!({"token": token(&links[0])})).await,
         400,
@@ -374,14 +374,14 @@ async fn unsubscribe_by_body_query_and_one_click(app: &TestApp) {
 }
 
 async fn only_the_profile_itself_or_an_admin_subscribes(app: &TestApp) {
-    let admin = app.admin("who").await;
+    let admin = app.shop_admin("who").await;
     audience(app, &admin, json!({"key": "news"})).await;
     let a = shopper(app, &admin, "a@example.com").await;
     let b = shopper(app, &admin, "b@example.com").await;
     let path = admin.store("/audiences/news/subscribe");
     expect_error(&app.post(&path, Some(tok(&a)), json!({"profile_id": b["profile_id"]})).await, 403, "forbidden");
     expect_error(&app.post(&path, None, json!({"profile_id": a["profile_id"]})).await, 401, "unauthorized");
-    let other = app.admin("who2").await;
+    let other = app.shop_admin("who2").await;
     expect_error(&app.post(&path, Some(&other.token), json!({"profile_id": a["profile_id"]})).await, 404, "not_found");
     expect_error(
         &app.post(&path, Some(&admin.token), json!({"profile_id": uuid::Uuid::now_v7()})).await,
@@ -405,7 +405,7 @@ async fn only_the_profile_itself_or_an_admin_subscribes(app: &TestApp) {
 }
 
 async fn paid_audiences_need_payments(app: &TestApp) {
-    let admin = app.admin("paid").await;
+    let admin = app.shop_admin("paid").await;
     audience(app, &admin, json!({"key": "club", "type": {"type": "paid", "prices": [
         {"id": "monthly", "currency": "EUR", "amount": 900, "interval": {"period": "month", "count": 1}, "providers": [{"type": "stripe", "id": "price_m"}]}
     ]}})).await;
@@ -430,7 +430,7 @@ async fn paid_audiences_need_payments(app: &TestApp) {
 }
 
 async fn access_follows_status_end_date_and_verification(app: &TestApp) {
-    let admin = app.admin("access").await;
+    let admin = app.shop_admin("access").await;
     let a = audience(app, &admin, json!({"key": "gated"})).await;
     let t = shopper(app, &admin, "member@example.com").await;
     let access_path = admin.store("/audiences/gated/access");
@@ -473,7 +473,7 @@ async fn access_follows_status_end_date_and_verification(app: &TestApp) {
 }
 
 async fn subscriber_admin_and_paging(app: &TestApp) {
-    let admin = app.admin("subs").await;
+    let admin = app.shop_admin("subs").await;
     audience(app, &admin, json!({"key": "news"})).await;
     let mut profiles = vec![];
     for i in 0..7 {
@@ -541,7 +541,7 @@ async fn subscriber_admin_and_paging(app: &TestApp) {
 }
 
 async fn merge_keeps_the_stronger_subscription(app: &TestApp) {
-    let admin = app.admin("mergesubs").await;
+    let admin = app.shop_admin("mergesubs").await;
     for key in ["a1", "a2", "a3"] {
         audience(app, &admin, json!({"key": key})).await;
     }
@@ -577,7 +577,7 @@ async fn merge_keeps_the_stronger_subscription(app: &TestApp) {
 }
 
 async fn erasure_and_counts(app: &TestApp) {
-    let admin = app.admin("erasesubs").await;
+    let admin = app.shop_admin("erasesubs").await;
     audience(app, &admin, json!({"key": "news"})).await;
     let (_, p) = app.post(&admin.store("/profiles"), Some(&admin.token), json!({"email": "bye@example.com"})).await;
     let (_, keep) = app.post(&admin.store("/profiles"), Some(&admin.token), json!({"email": "stay@example.com"})).await;
@@ -603,7 +603,7 @@ async fn erasure_and_counts(app: &TestApp) {
 }
 
 async fn template_deletion_makes_audiences_single_opt_in(app: &TestApp) {
-    let admin = app.admin("tpldel").await;
+    let admin = app.shop_admin("tpldel").await;
     let (status, tpl) = app
         .post(
             &admin.store("/email-templates"),

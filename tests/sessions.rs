@@ -254,7 +254,7 @@ async fn code_requests_look_the_same_for_known_and_unknown_emails(app: &TestApp)
 async fn code_requests_are_rate_limited_per_email_and_ip(app: &TestApp) {
     let own = TestApp::spawn_with(
         app.backend,
-        &[("CODE_LIMIT_PER_EMAIL", "2"), ("CODE_LIMIT_PER_IP", "4"), ("TRUST_FORWARDED_FOR", "true")],
+        &[("CODE_LIMIT_PER_EMAIL", "2"), ("CODE_LIMIT_PER_IP", "4"), ("TRUSTED_PROXY_HOPS", "1")],
     )
     .await
     .unwrap();

@@ -6,6 +6,7 @@ use utoipa::ToSchema;
 use crate::error::FieldError;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct PriceInterval {
     /// `month` or `year`.
     pub period: String,
@@ -13,6 +14,7 @@ pub struct PriceInterval {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct PriceProvider {
     /// `stripe`.
     #[serde(rename = "type")]
@@ -23,6 +25,7 @@ pub struct PriceProvider {
 
 /// A price of a paid audience. `id` is generated when omitted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Price {
     #[serde(default)]
     pub id: String,
@@ -61,23 +64,23 @@ pub enum AudienceType {
 impl<'de> Deserialize<'de> for AudienceType {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
-        #[serde(tag = "type", rename_all = "snake_case")]
+        #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
         enum Tagged {
-            Standard,
+            Standard {},
             Paid { prices: Vec<Price> },
         }
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Input {
-            Bare(String),
-            Tagged(Tagged),
-        }
-        match Input::deserialize(d)? {
-            Input::Bare(s) if s == "standard" => Ok(Self::Standard),
-            Input::Bare(s) if s == "paid" => Err(serde::de::Error::custom("a paid type needs its prices")),
-            Input::Bare(s) => Err(serde::de::Error::custom(format!("unknown variant `{s}`"))),
-            Input::Tagged(Tagged::Standard) => Ok(Self::Standard),
-            Input::Tagged(Tagged::Paid { prices }) => Ok(Self::Paid { prices }),
+        // Through a Value rather than an untagged enum, so a wrong field is named in the error.
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::String(s) if s == "standard" => Ok(Self::Standard),
+            serde_json::Value::String(s) if s == "paid" => {
+                Err(serde::de::Error::custom("invalid value: a paid type needs its prices"))
+            }
+            serde_json::Value::String(s) => Err(serde::de::Error::custom(format!("unknown variant `{s}`"))),
+            v @ serde_json::Value::Object(_) => match Tagged::deserialize(v).map_err(serde::de::Error::custom)? {
+                Tagged::Standard {} => Ok(Self::Standard),
+                Tagged::Paid { prices } => Ok(Self::Paid { prices }),
+            },
+            _ => Err(serde::de::Error::custom("invalid type: expected \"standard\" or {\"type\": ...}")),
         }
     }
 }

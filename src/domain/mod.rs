@@ -3,9 +3,11 @@
 pub mod audience;
 mod cursor;
 mod email;
+mod origin;
 pub mod taxonomy;
 mod text;
 
 pub use cursor::{Cursor, Page};
 pub use email::Email;
-pub use text::{Name, Origin, Password, double_option};
+pub use origin::{ClientAddr, LinkError, OriginPattern, link_target, request_origin};
+pub use text::{Name, Password, double_option};

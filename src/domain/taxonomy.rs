@@ -36,6 +36,7 @@ impl FieldType {
 
 /// One field of a taxonomy's schema.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct FieldDef {
     pub key: String,
     #[serde(rename = "type")]
@@ -96,6 +97,7 @@ pub fn validate_schema(fields: &[FieldDef]) -> Vec<FieldError> {
 
 /// A geographic point; `label` is free text.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct GeoPoint {
     pub lat: f64,
     pub lon: f64,
@@ -105,6 +107,7 @@ pub struct GeoPoint {
 
 /// A profile's values for one taxonomy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct TaxonomyEntry {
     pub taxonomy_id: Uuid,
     pub fields: Vec<EntryField>,
@@ -112,6 +115,7 @@ pub struct TaxonomyEntry {
 
 /// `value`: text → `[string]`, number → number, boolean → bool, geo_location → `{lat, lon, label?}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct EntryField {
     pub key: String,
     #[serde(rename = "type")]
@@ -282,12 +286,14 @@ pub fn entries_from_values(mut values: Vec<TaxonomyValue>) -> Vec<TaxonomyEntry>
 
 /// A filter over one taxonomy: all its field queries must hold.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct TaxonomyQuery {
     pub taxonomy_id: Uuid,
     pub query: Vec<FieldQuery>,
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct FieldQuery {
     pub key: String,
     #[serde(rename = "type")]

@@ -48,28 +48,6 @@ impl std::fmt::Debug for Password {
     }
 }
 
-/// A browser origin: `scheme://host[:port]`, no path.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Origin(String);
-
-impl Origin {
-    pub fn parse(input: &str) -> Result<Self, &'static str> {
-        let s = input.trim().trim_end_matches('/');
-        let rest = s.strip_prefix("https://").or_else(|| s.strip_prefix("http://")).ok_or("invalid_origin")?;
-        let ok = !rest.is_empty()
-            && rest.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
-            && !rest.starts_with(':');
-        if !ok {
-            return Err("invalid_origin");
-        }
-        Ok(Self(s.to_ascii_lowercase()))
-    }
-
-    pub fn into_inner(self) -> String {
-        self.0
-    }
-}
-
 /// For `Option<Option<T>>` fields of an update: absent → `None`, `null` → `Some(None)`.
 pub fn double_option<'de, T, D>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
 where
@@ -82,14 +60,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn origins() {
-        assert_eq!(Origin::parse("https://Shop.example.com/").unwrap().into_inner(), "https://shop.example.com");
-        assert!(Origin::parse("http://localhost:3000").is_ok());
-        assert!(Origin::parse("shop.example.com").is_err());
-        assert!(Origin::parse("https://x.com/path").is_err());
-    }
 
     #[test]
     fn passwords_and_names() {

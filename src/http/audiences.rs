@@ -120,6 +120,7 @@ impl From<SubscriberRow> for SubscriberView {
 }
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateAudience {
     /// 1–64 of `[A-Za-z0-9_-]`, unique per store.
     pub key: String,
@@ -134,6 +135,7 @@ pub struct CreateAudience {
 
 /// Absent fields stay; `confirm_template_id: null` makes the audience single opt-in.
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct UpdateAudience {
     pub key: Option<String>,
     #[serde(default, deserialize_with = "double_option")]
@@ -151,6 +153,7 @@ pub struct UpdateAudience {
 }
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SubscribeRequest {
     #[serde(alias = "profileId")]
     pub profile_id: Uuid,
@@ -165,9 +168,28 @@ pub struct SubscribeRequest {
     pub confirm_url: Option<String>,
 }
 
+/// What a claim (§4: an unverified session that named an existing address) learns of a
+/// subscription it asked for: never the stored row or its payment data.
+#[derive(Serialize, ToSchema)]
+pub struct SubscriptionRef {
+    pub id: Uuid,
+    pub audience_id: Uuid,
+    /// `pending`, `active`, `cancellation_scheduled`, `cancelled` or `expired`.
+    pub status: String,
+}
+
+/// The whole subscription for an admin or a session that holds the profile; only its reference
+/// for a claim.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum SubscriptionView {
+    Full(Subscription),
+    Claim(SubscriptionRef),
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct SubscribeResponse {
-    pub subscription: Subscription,
+    pub subscription: SubscriptionView,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checkout_url: Option<String>,
 }
@@ -183,6 +205,7 @@ pub struct AccessResponse {
 }
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct AddSubscriber {
     #[serde(alias = "profileId")]
     pub profile_id: Uuid,
@@ -196,6 +219,7 @@ pub struct AddSubscriberResponse {
 }
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct TokenRequest {
     pub token: String,
 }
@@ -323,12 +347,21 @@ pub async fn update_audience(
 /// `cancel_url`: a Stripe Checkout Session is created (mode `subscription` for interval prices, else
 /// `payment`), then a `pending` subscription is stored and `checkout_url` returned; the Stripe webhook
 /// activates it. A Stripe failure or timeout answers 502 and stores nothing.
+///
+/// `confirm_url`, `success_url` and `cancel_url` must be on one of the store's `allowed_origins`
+/// (with none set: `http://localhost[:port]` and `http://127.0.0.1[:port]` only), else 422
+/// `origin_not_allowed`. A subscription gets at most one confirmation mail per
+/// `CONFIRM_MAIL_INTERVAL_SECS` (a repeat inside it answers the pending subscription and sends
+/// nothing), and one address at most `CONFIRM_MAIL_LIMIT_PER_RECIPIENT` a day (then 429). A claim
+/// (an unverified session that named an existing address) may subscribe, but is answered only the
+/// subscription's `id`, `audience_id` and `status`.
 #[utoipa::path(post, path = "/v1/stores/{storeId}/audiences/{id}/subscribe", tag = "audiences", security(("bearer" = [])),
     params(("storeId" = Uuid, Path), ("id" = String, Path, description = "id or key")), request_body = SubscribeRequest,
     responses((status = 201, body = SubscribeResponse), (status = 200, body = SubscribeResponse),
               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 409, body = ErrorBody, description = "audience_archived"),
-              (status = 422, body = ErrorBody, description = "unknown_price, price_not_on_stripe, required or invalid urls"),
+              (status = 422, body = ErrorBody, description = "unknown_price, price_not_on_stripe, required, invalid_url, origin_not_allowed"),
+              (status = 429, body = ErrorBody, description = "rate_limited: too many confirmation mails to this address today"),
               (status = 502, body = ErrorBody, description = "payment_provider_error: Stripe failed or timed out"),
               (status = 503, body = ErrorBody, description = "payments_not_configured")))]
 pub async fn subscribe(
@@ -351,7 +384,13 @@ pub async fn subscribe(
     };
     let done = state.services.audiences.subscribe(&store, &path.1, who, input).await?;
     let status = if done.created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, Json(SubscribeResponse { subscription: done.subscription.into(), checkout_url: done.checkout_url })))
+    let s = done.subscription;
+    let subscription = if done.claim {
+        SubscriptionView::Claim(SubscriptionRef { id: s.id, audience_id: s.audience_id, status: s.status })
+    } else {
+        SubscriptionView::Full(s.into())
+    };
+    Ok((status, Json(SubscribeResponse { subscription, checkout_url: done.checkout_url })))
 }
 
 /// Whether the calling profile has access to the audience.

@@ -8,19 +8,21 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::error::{AppResult, ErrorBody};
-use crate::http::extract::{Json, UserAgent};
+use crate::http::extract::{ClientIp, Json, UserAgent};
 use crate::http::stores::MemberStore;
 use crate::repo::AccountRow;
 use crate::services::accounts::IssuedTokens;
 use crate::services::auth::AccountAuth;
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     pub email: String,
     pub password: String,
 }
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
     pub refresh_token: String,
 }
@@ -84,17 +86,21 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(login)).routes(routes!(refresh)).routes(routes!(logout)).routes(routes!(me))
 }
 
-/// Log in with email and password. Unknown email and wrong password answer alike.
+/// Log in with email and password. Unknown email and wrong password answer alike. Failures are
+/// limited per email and per client address (`LOGIN_LIMIT_*`): past the limit every attempt,
+/// right or wrong, answers 429 until the window ends.
 #[utoipa::path(post, path = "/v1/auth/login", tag = "accounts", request_body = LoginRequest, responses(
     (status = 200, body = AccountToken),
     (status = 401, body = ErrorBody, description = "invalid_credentials"),
-    (status = 422, body = ErrorBody)))]
+    (status = 422, body = ErrorBody),
+    (status = 429, body = ErrorBody, description = "rate_limited; `retry_after` seconds, also in `Retry-After`")))]
 pub async fn login(
     State(state): State<AppState>,
     UserAgent(user_agent): UserAgent,
+    ClientIp(client): ClientIp,
     Json(body): Json<LoginRequest>,
 ) -> AppResult<Json<AccountToken>> {
-    let tokens = state.services.accounts.login(&body.email, &body.password, user_agent).await?;
+    let tokens = state.services.accounts.login(&body.email, &body.password, user_agent, client).await?;
     Ok(Json(tokens.into()))
 }
 

@@ -10,6 +10,7 @@ use serde_json::error::Category;
 use uuid::Uuid;
 
 use crate::app::AppState;
+use crate::domain::ClientAddr;
 use crate::error::{AppError, FieldError};
 use crate::services::auth::{AccountAuth, AdminAuth, ProfileActor, ProfileAuth, ProfileToken};
 
@@ -51,8 +52,15 @@ impl<T: serde::Serialize> IntoResponse for Json<T> {
     }
 }
 
-/// Parses JSON, reporting which field is wrong and how.
+/// Parses JSON, reporting which field is wrong and how. Text holding U+0000 is refused (422
+/// `invalid_text`) on both backends: Postgres cannot store it, and no field needs it.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
+    if has_nul_escape(bytes)
+        && let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes)
+        && let Some(field) = nul_path(&value, String::new())
+    {
+        return Err(AppError::invalid(field, "invalid_text"));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(json_error)?;
     de.end().map_err(|e| AppError::BadRequest {
@@ -60,6 +68,28 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
         message: format!("the body is not valid JSON: {e}"),
     })?;
     Ok(value)
+}
+
+/// Whether the raw JSON holds the escape `\u0000` (raw control characters are invalid JSON anyway).
+fn has_nul_escape(bytes: &[u8]) -> bool {
+    bytes
+        .windows(6)
+        .enumerate()
+        .any(|(i, w)| w == b"\\u0000" && bytes[..i].iter().rev().take_while(|b| **b == b'\\').count() % 2 == 0)
+}
+
+/// The path (`name`, `taxonomies[0].fields[1].value[0]`) of the first string holding U+0000.
+fn nul_path(value: &serde_json::Value, path: String) -> Option<String> {
+    use serde_json::Value;
+    let join = |key: &str| if path.is_empty() { key.to_string() } else { format!("{path}.{key}") };
+    match value {
+        Value::String(s) => s.contains('\0').then(|| if path.is_empty() { "body".into() } else { path.clone() }),
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| nul_path(v, format!("{path}[{i}]"))),
+        Value::Object(map) => map
+            .iter()
+            .find_map(|(k, v)| if k.contains('\0') { Some(join(&k.replace('\0', ""))) } else { nul_path(v, join(k)) }),
+        _ => None,
+    }
 }
 
 fn json_error(err: serde_path_to_error::Error<serde_json::Error>) -> AppError {
@@ -88,7 +118,10 @@ fn describe(path: &str, text: &str) -> (String, &'static str) {
         return (join(rest.split('`').next().unwrap_or_default()), "required");
     }
     if let Some(rest) = text.strip_prefix("unknown field `") {
-        return (join(rest.split('`').next().unwrap_or_default()), "unknown_field");
+        // The path already ends at the unknown key (it was being read when the error came).
+        let name = rest.split('`').next().unwrap_or_default();
+        let field = if path == name || path.ends_with(&format!(".{name}")) { path.to_string() } else { join(name) };
+        return (field, "unknown_field");
     }
     let field = if path == "." { "body".to_string() } else { path.to_string() };
     let error = if text.starts_with("invalid type") {
@@ -234,26 +267,33 @@ impl FromRequestParts<AppState> for ProfileActor {
     }
 }
 
-/// The client's address: the peer, or the first `X-Forwarded-For` hop when TRUST_FORWARDED_FOR is set.
-pub struct ClientIp(pub Option<std::net::IpAddr>);
+/// The client's address as the rate limits count it: the socket peer or, with
+/// `TRUSTED_PROXY_HOPS=N`, the N-th `X-Forwarded-For` entry from the right (the one the outermost
+/// trusted proxy appended; entries to its left are written by the client). A header with fewer
+/// entries than that leaves the peer.
+pub struct ClientIp(pub Option<ClientAddr>);
 
 impl FromRequestParts<AppState> for ClientIp {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        if state.config.limits.trust_forwarded_for
-            && let Some(ip) = parts
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
-                .and_then(|v| v.trim().parse().ok())
-        {
-            return Ok(ClientIp(Some(ip)));
-        }
         let peer = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
-        Ok(ClientIp(peer))
+        let hops = state.config.limits.trusted_proxy_hops as usize;
+        let forwarded = (hops > 0).then(|| forwarded_for(&parts.headers, hops)).flatten();
+        Ok(ClientIp(forwarded.or(peer).map(ClientAddr::new)))
     }
+}
+
+fn forwarded_for(headers: &axum::http::HeaderMap, hops: usize) -> Option<std::net::IpAddr> {
+    let entries: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let entry = entries.len().checked_sub(hops).map(|i| entries[i])?;
+    entry.parse().ok().or_else(|| entry.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))
 }
 
 /// An admin of the store or one of its profiles, by the kind of bearer presented.

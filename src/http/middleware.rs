@@ -7,11 +7,11 @@ use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
 use crate::app::AppState;
-use crate::error::{REQUEST_ID, body_for_status};
+use crate::error::{AppError, REQUEST_ID, body_for_status};
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -29,7 +29,15 @@ pub async fn request_context(State(state): State<AppState>, req: Request, next: 
         req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
     let span = tracing::info_span!("request", request_id = %request_id, method = %method, route = %route);
 
-    let response = REQUEST_ID.scope(request_id.clone(), next.run(req).instrument(span.clone())).await;
+    let response = match nul_in_uri(req.uri()) {
+        // Postgres cannot store U+0000 and SQLite would: refused alike, before any handler runs.
+        Some(field) => {
+            REQUEST_ID
+                .scope(request_id.clone(), async { AppError::invalid(field, "invalid_text").into_response() })
+                .await
+        }
+        None => REQUEST_ID.scope(request_id.clone(), next.run(req).instrument(span.clone())).await,
+    };
     let mut response = ensure_json_error(response, &request_id);
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, v);
@@ -40,6 +48,20 @@ pub async fn request_context(State(state): State<AppState>, req: Request, next: 
     state.metrics.record(method.as_str(), &route, status, elapsed);
     span.in_scope(|| tracing::info!(status, latency_ms = elapsed.as_secs_f64() * 1000.0, "served"));
     response
+}
+
+/// The part of the URI that decodes to a U+0000: `path`, or the query parameter's name.
+fn nul_in_uri(uri: &axum::http::Uri) -> Option<String> {
+    let has_nul = |s: &str| s.as_bytes().windows(3).any(|w| w.eq_ignore_ascii_case(b"%00"));
+    if has_nul(uri.path()) {
+        return Some("path".into());
+    }
+    let query = uri.query().filter(|q| has_nul(q))?;
+    let name = form_urlencoded::parse(query.as_bytes())
+        .find(|(k, v)| k.contains('\0') || v.contains('\0'))
+        .map(|(k, _)| k.replace('\0', ""))
+        .unwrap_or_else(|| "query".into());
+    Some(name)
 }
 
 fn ensure_json_error(response: Response, request_id: &str) -> Response {

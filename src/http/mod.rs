@@ -12,16 +12,18 @@ pub mod stores;
 pub mod taxonomies;
 pub mod templates;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, Method, StatusCode, header};
+use axum::http::request::Parts;
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
-use tower_http::cors::{Any, CorsLayer};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
@@ -30,7 +32,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::domain::{Cursor, Page};
+use crate::domain::{Cursor, OriginPattern, Page, request_origin};
 use crate::error::{AppError, AppResult};
 
 /// Request bodies above this are refused with 413.
@@ -39,7 +41,11 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "storecrm", description = "The CRM of an online store platform. Errors always have the `ErrorBody` shape; \
-        every response carries `x-request-id`. Timestamps are Unix seconds; ids are UUIDv7."),
+        every response carries `x-request-id`. Timestamps are Unix seconds; ids are UUIDv7. A request-body field the \
+        route does not know is refused (422, `unknown_field`), and so is text containing U+0000 anywhere in the body, \
+        path or query (422, `invalid_text`). CORS admits the store's `allowed_origins` on its routes and \
+        `CORS_ALLOWED_ORIGINS` everywhere; `*` is never answered. An unverified profile session that reached an \
+        existing address by naming it is a *claim*: routes that need proof answer it 403 `verification_required`."),
     components(schemas(crate::error::ErrorBody, crate::error::FieldError)),
     modifiers(&BearerAuth)
 )]
@@ -87,14 +93,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
     let layers = ServiceBuilder::new()
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::request_context))
         .layer(CatchPanicLayer::new())
-        .layer(
-            CorsLayer::new()
-                .allow_origin(Any)
-                .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
-                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("x-request-id")])
-                .expose_headers([HeaderName::from_static("x-request-id"), header::RETRY_AFTER])
-                .max_age(Duration::from_secs(3600)),
-        )
+        .layer(cors(&state))
         .layer(CompressionLayer::new())
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout))
         .layer(DefaultBodyLimit::max(BODY_LIMIT));
@@ -104,6 +103,46 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .method_not_allowed_fallback(|| async { StatusCode::METHOD_NOT_ALLOWED })
         .layer(layers)
         .with_state(state)
+}
+
+/// CORS (§1): the request's `Origin` is echoed only when it is in `CORS_ALLOWED_ORIGINS` or, on
+/// `/v1/stores/{storeId}/...`, in that store's `allowed_origins`; `*` is never sent. Preflights
+/// follow the same rule (a refused one gets no `Access-Control-Allow-*` headers).
+fn cors(state: &AppState) -> CorsLayer {
+    let global: Arc<[OriginPattern]> =
+        state.config.cors_allowed_origins.iter().filter_map(|o| OriginPattern::parse(o).ok()).collect();
+    let state = state.clone();
+    let allowed = AllowOrigin::async_predicate(move |origin: HeaderValue, parts: &Parts| {
+        let store_id = path_store(parts.uri.path());
+        let (state, global) = (state.clone(), global.clone());
+        async move {
+            let Some(origin) = origin.to_str().ok().and_then(request_origin) else { return false };
+            if global.iter().any(|p| p.matches(&origin)) {
+                return true;
+            }
+            let Some(store_id) = store_id else { return false };
+            match state.services.stores.allowed_origins(store_id).await {
+                Ok(list) => list.iter().any(|p| p.matches(&origin)),
+                Err(e) => {
+                    tracing::warn!(error = %e, %store_id, "CORS: cannot read the store's origins");
+                    false
+                }
+            }
+        }
+    });
+    CorsLayer::new()
+        .allow_origin(allowed)
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("x-request-id")])
+        .expose_headers([HeaderName::from_static("x-request-id"), header::RETRY_AFTER])
+        .max_age(Duration::from_secs(3600))
+}
+
+/// The store of a `/v1/stores/{storeId}/...` path.
+fn path_store(path: &str) -> Option<Uuid> {
+    let rest = path.strip_prefix("/v1/stores/")?;
+    let (id, tail) = rest.split_once('/')?;
+    (!tail.is_empty()).then(|| Uuid::parse_str(id).ok()).flatten()
 }
 
 /// `limit` and `cursor` of a list route.

@@ -109,6 +109,7 @@ impl From<ProfileDetails> for Profile {
 }
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateProfile {
     pub email: String,
     #[serde(default)]
@@ -118,6 +119,7 @@ pub struct CreateProfile {
 /// Absent fields stay. `taxonomies` replaces all entries. A changed email is no longer verified;
 /// `email: null` removes it.
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct UpdateProfile {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]
@@ -127,6 +129,7 @@ pub struct UpdateProfile {
 }
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct MergeRequest {
     /// The profile merged into the target and then deleted.
     #[serde(alias = "sourceId")]
@@ -182,6 +185,7 @@ impl From<OrderRow> for Order {
 }
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct LinkOrder {
     #[serde(alias = "orderId")]
     pub order_id: String,

@@ -49,11 +49,13 @@ impl From<IssuedProfileTokens> for AuthToken {
 }
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct EmailRequest {
     pub email: String,
 }
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct VerifyRequest {
     pub email: String,
     /// The 6-digit code from the mail.
@@ -61,6 +63,7 @@ pub struct VerifyRequest {
 }
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
     pub refresh_token: String,
 }
@@ -84,32 +87,41 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(revoke_token))
 }
 
-/// A new anonymous guest profile and its (unverified) session.
+/// A new anonymous guest profile and its (unverified) session. Limited per client address
+/// (`SESSION_LIMIT_PER_ADDRESS`, shared with `connect`).
 #[utoipa::path(post, path = "/v1/stores/{storeId}/profiles/initialize", tag = "profile sessions",
     params(("storeId" = Uuid, Path)),
-    responses((status = 200, body = AuthToken), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = AuthToken), (status = 404, body = ErrorBody),
+              (status = 429, body = ErrorBody, description = "rate_limited; `retry_after` seconds, also in `Retry-After`")))]
 pub async fn initialize(
     State(state): State<AppState>,
     Path(store_id): Path<Uuid>,
     UserAgent(ua): UserAgent,
+    ClientIp(client): ClientIp,
 ) -> AppResult<Json<AuthToken>> {
-    Ok(Json(state.services.sessions.initialize(store_id, ua).await?.into()))
+    Ok(Json(state.services.sessions.initialize(store_id, ua, client).await?.into()))
 }
 
 /// An unverified session for the profile with this email. A calling guest without email gets the
-/// email (same profile id), or is merged into the profile that already has it.
+/// email (same profile id), or is merged into the profile that already has it. When the email was
+/// new, the session holds its profile; when a profile already had it, the session is only a
+/// **claim** (an email address is not proof): its `getMe` shows the top-level fields only, it may
+/// not list or revoke sessions (403 `verification_required`), and `checkAccess` answers
+/// `verification_required` until `verify`. Limited per client address with `initialize`.
 #[utoipa::path(post, path = "/v1/stores/{storeId}/profiles/connect", tag = "profile sessions",
     params(("storeId" = Uuid, Path)), request_body = EmailRequest, security((), ("bearer" = [])),
     responses((status = 200, body = AuthToken), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
-              (status = 422, body = ErrorBody)))]
+              (status = 422, body = ErrorBody),
+              (status = 429, body = ErrorBody, description = "rate_limited; `retry_after` seconds, also in `Retry-After`")))]
 pub async fn connect(
     State(state): State<AppState>,
     Path(store_id): Path<Uuid>,
     MaybeProfile(caller): MaybeProfile,
     UserAgent(ua): UserAgent,
+    ClientIp(client): ClientIp,
     Json(body): Json<EmailRequest>,
 ) -> AppResult<Json<AuthToken>> {
-    Ok(Json(state.services.sessions.connect(store_id, &body.email, caller.as_ref(), ua).await?.into()))
+    Ok(Json(state.services.sessions.connect(store_id, &body.email, caller.as_ref(), ua, client).await?.into()))
 }
 
 /// Mail a 6-digit sign-in code. The answer is the same for known and unknown emails.
@@ -143,7 +155,8 @@ pub async fn verify(
     Ok(Json(state.services.sessions.verify(store_id, &body.email, &body.code, caller.as_ref(), ua).await?.into()))
 }
 
-/// Exchange a refresh token for a new pair (single use; reuse after a short grace revokes the session).
+/// Exchange a refresh token for a new pair. Single use: the same token presented again within a
+/// few seconds (two tabs) is answered with the same successor; later reuse revokes the session.
 #[utoipa::path(post, path = "/v1/stores/{storeId}/profiles/auth/refresh", tag = "profile sessions",
     params(("storeId" = Uuid, Path)), request_body = RefreshRequest,
     responses((status = 200, body = AuthToken), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
@@ -164,8 +177,8 @@ pub async fn logout(State(state): State<AppState>, auth: ProfileAuth) -> AppResu
     Ok(Json(LoggedOut { logged_out: true }))
 }
 
-/// The calling profile. An unverified session on a verified profile sees only the top-level
-/// fields, with every collection empty.
+/// The calling profile. A claim (an unverified session that reached an existing address by
+/// naming it) sees only the top-level fields, with every collection empty.
 #[utoipa::path(get, path = "/v1/stores/{storeId}/profiles/me", tag = "profile sessions",
     params(("storeId" = Uuid, Path)), security(("bearer" = [])),
     responses((status = 200, body = Profile), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
@@ -173,10 +186,12 @@ pub async fn get_me(State(state): State<AppState>, token: ProfileToken) -> AppRe
     Ok(Json(state.services.sessions.me(&token).await?.details.into()))
 }
 
-/// The profile's live sessions (no secrets). Admin, or the profile itself.
+/// The profile's live sessions (no secrets). Admin, or the profile itself with proof (a claim is
+/// answered 403 `verification_required`).
 #[utoipa::path(get, path = "/v1/stores/{storeId}/profiles/{id}/sessions", tag = "profile sessions",
     params(("storeId" = Uuid, Path), ("id" = Uuid, Path)), security(("bearer" = [])),
-    responses((status = 200, body = Paged<AuthTokenInfo>), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Paged<AuthTokenInfo>), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody, description = "verification_required"), (status = 404, body = ErrorBody)))]
 pub async fn list_sessions(
     State(state): State<AppState>,
     actor: ProfileActor,
@@ -188,10 +203,12 @@ pub async fn list_sessions(
     Ok(Json(Paged { items, cursor: None }))
 }
 
-/// Log the profile out everywhere. Admin, or the profile itself.
+/// Log the profile out everywhere. Admin, or the profile itself with proof (a claim is answered
+/// 403 `verification_required`).
 #[utoipa::path(delete, path = "/v1/stores/{storeId}/profiles/{id}/sessions", tag = "profile sessions",
     params(("storeId" = Uuid, Path), ("id" = Uuid, Path)), security(("bearer" = [])),
-    responses((status = 200, body = Deleted), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Deleted), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody, description = "verification_required"), (status = 404, body = ErrorBody)))]
 pub async fn revoke_all_tokens(
     State(state): State<AppState>,
     actor: ProfileActor,
@@ -203,10 +220,12 @@ pub async fn revoke_all_tokens(
     Ok(Json(Deleted { deleted: true }))
 }
 
-/// Revoke one session; its tokens are refused from the next request on. Admin, or the profile itself.
+/// Revoke one session; its tokens are refused from the next request on. Admin, or the profile
+/// itself with proof (a claim is answered 403 `verification_required`).
 #[utoipa::path(delete, path = "/v1/stores/{storeId}/profiles/{id}/sessions/{tokenId}", tag = "profile sessions",
     params(("storeId" = Uuid, Path), ("id" = Uuid, Path), ("tokenId" = Uuid, Path)), security(("bearer" = [])),
-    responses((status = 200, body = Deleted), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Deleted), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody, description = "verification_required"), (status = 404, body = ErrorBody)))]
 pub async fn revoke_token(
     State(state): State<AppState>,
     actor: ProfileActor,

@@ -57,12 +57,14 @@ impl From<(StoreRow, String)> for MemberStore {
 }
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateStore {
     pub name: String,
 }
 
 /// Settings to change; absent fields stay, `null` clears `from_email` / `from_name`.
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct UpdateStore {
     pub name: Option<String>,
     #[serde(default, deserialize_with = "double_option")]
@@ -76,6 +78,7 @@ pub struct UpdateStore {
 }
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateApiKey {
     pub name: String,
 }

@@ -47,6 +47,7 @@ impl From<TaxonomyRow> for Taxonomy {
 }
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateTaxonomy {
     /// 1–64 of `[A-Za-z0-9_-]`, unique per store.
     pub key: String,
@@ -58,6 +59,7 @@ pub struct CreateTaxonomy {
 
 /// Absent fields stay. Fields removed from `schema`, or whose type changes, lose their stored values.
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct UpdateTaxonomy {
     pub key: Option<String>,
     #[serde(default, alias = "parentId", deserialize_with = "double_option")]

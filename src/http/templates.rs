@@ -65,6 +65,7 @@ impl From<TemplateRow> for EmailTemplate {
 /// with 422 naming the part. Key `profile_code` replaces the built-in sign-in code mail
 /// (variables `code`, `store_name`, `email`, `expires_minutes`).
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateTemplate {
     /// 1–64 of `[A-Za-z0-9_-]`, unique per store.
     pub key: String,
@@ -83,6 +84,7 @@ pub struct CreateTemplate {
 
 /// Absent fields stay; `null` clears an optional field.
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct UpdateTemplate {
     pub key: Option<String>,
     pub subject: Option<String>,
@@ -106,6 +108,7 @@ pub struct UpdateTemplate {
 }
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct PreviewRequest {
     /// The variables of the placeholders.
     #[serde(default)]

@@ -17,7 +17,7 @@ fn account(r: &impl RowExt) -> sqlx::Result<AccountRow> {
     })
 }
 
-fn session(r: &impl RowExt) -> sqlx::Result<AccountSessionRow> {
+pub(super) fn session(r: &impl RowExt) -> sqlx::Result<AccountSessionRow> {
     Ok(AccountSessionRow {
         id: r.uuid("id")?,
         account_id: r.uuid("account_id")?,
@@ -93,67 +93,8 @@ impl AccountRepo for SqlRepo {
         Ok(())
     }
 
-    async fn rotate_account_refresh(&self, rot: &RefreshRotation) -> RepoResult<RotateOutcome> {
-        on_db!(self, p => {
-            let mut tx = p.begin_write().await?;
-            let found = sqlx::query(
-                "SELECT s.id, s.account_id, s.user_agent, s.created_at, s.last_used_at, s.refresh_expires_at,
-                        s.revoked_at, t.rotated_at AS token_rotated_at
-                 FROM account_refresh_tokens t JOIN account_sessions s ON s.id = t.session_id
-                 WHERE t.token_hash = $1",
-            )
-            .bind(&rot.presented[..])
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(row) = found else { return Ok(RotateOutcome::Invalid) };
-            let mut current = session(&row)?;
-            if current.revoked_at.is_some() || current.refresh_expires_at <= rot.now {
-                return Ok(RotateOutcome::Invalid);
-            }
-            // The claim is one conditional UPDATE, so of two concurrent refreshes exactly one wins it.
-            let claimed = sqlx::query(
-                "UPDATE account_refresh_tokens SET rotated_at = $2 WHERE token_hash = $1 AND rotated_at IS NULL",
-            )
-            .bind(&rot.presented[..])
-            .bind(rot.now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-                == 1;
-            if !claimed {
-                let rotated_at: Option<i64> = sqlx::query_scalar(
-                    "SELECT rotated_at FROM account_refresh_tokens WHERE token_hash = $1",
-                )
-                .bind(&rot.presented[..])
-                .fetch_one(&mut *tx)
-                .await?;
-                if rot.now - rotated_at.unwrap_or(rot.now) > rot.grace_secs {
-                    sqlx::query("UPDATE account_sessions SET revoked_at = $2 WHERE id = $1")
-                        .bind(current.id)
-                        .bind(rot.now)
-                        .execute(&mut *tx)
-                        .await?;
-                    tx.commit().await?;
-                    return Ok(RotateOutcome::Reused);
-                }
-            }
-            sqlx::query("INSERT INTO account_refresh_tokens (token_hash, session_id, created_at) VALUES ($1, $2, $3)")
-                .bind(&rot.replacement[..])
-                .bind(current.id)
-                .bind(rot.now)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("UPDATE account_sessions SET last_used_at = $2, refresh_expires_at = $3 WHERE id = $1")
-                .bind(current.id)
-                .bind(rot.now)
-                .bind(rot.refresh_expires_at)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            current.last_used_at = rot.now;
-            current.refresh_expires_at = rot.refresh_expires_at;
-            Ok(RotateOutcome::Rotated(current))
-        })
+    async fn rotate_account_refresh(&self, rot: &RefreshRotation) -> RepoResult<RotateOutcome<AccountSessionRow>> {
+        self.rotate_refresh(None, rot).await
     }
 
     async fn account_session_live(&self, session_id: Uuid, account_id: Uuid) -> RepoResult<bool> {

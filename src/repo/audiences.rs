@@ -134,6 +134,8 @@ pub trait AudienceRepo {
     async fn subscriptions_of_profile(&self, store_id: Uuid, profile_id: Uuid) -> RepoResult<Vec<SubscriptionRow>>;
     /// Returns the stored row (its id is the existing one when the pair was subscribed before).
     async fn upsert_subscription(&self, upsert: &Upsert) -> RepoResult<SubscriptionRow>;
+    /// When the subscription's newest confirmation link was made, if it has one.
+    async fn last_confirmation_at(&self, store_id: Uuid, subscription_id: Uuid) -> RepoResult<Option<i64>>;
     async fn confirm_subscription(
         &self,
         store_id: Uuid,
@@ -348,6 +350,19 @@ impl AudienceRepo for SqlRepo {
             }
             tx.commit().await?;
             Ok(stored)
+        })
+    }
+
+    async fn last_confirmation_at(&self, store_id: Uuid, subscription_id: Uuid) -> RepoResult<Option<i64>> {
+        on_db!(self, p => {
+            let at: Option<i64> = sqlx::query_scalar(
+                "SELECT MAX(created_at) FROM subscription_tokens WHERE store_id = $1 AND subscription_id = $2",
+            )
+            .bind(store_id)
+            .bind(subscription_id)
+            .fetch_one(p)
+            .await?;
+            Ok(at)
         })
     }
 

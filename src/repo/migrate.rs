@@ -30,6 +30,7 @@ const POSTGRES: &[Migration] = migrations!("postgres":
     7 => "0007_subscriber_counts",
     8 => "0008_find_indexes",
     9 => "0009_payment_events",
+    10 => "0010_trust",
 );
 const SQLITE: &[Migration] = migrations!("sqlite":
     1 => "0001_foundation",
@@ -41,6 +42,7 @@ const SQLITE: &[Migration] = migrations!("sqlite":
     7 => "0007_subscriber_counts",
     8 => "0008_find_indexes",
     9 => "0009_payment_events",
+    10 => "0010_trust",
 );
 
 #[derive(Debug, Serialize)]

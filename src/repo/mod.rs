@@ -20,6 +20,7 @@ mod outbox;
 mod payments;
 pub mod postgres;
 mod profiles;
+mod refresh;
 mod row;
 mod sessions;
 mod sql;
@@ -153,8 +154,8 @@ pub struct RefreshRotation {
 }
 
 #[derive(Debug)]
-pub enum RotateOutcome {
-    Rotated(AccountSessionRow),
+pub enum RotateOutcome<S> {
+    Rotated(S),
     /// An already-rotated token came back after the grace window: the session is now revoked.
     Reused,
     /// Unknown, expired, or of a revoked session.
@@ -338,6 +339,15 @@ pub struct ProfileSessionRow {
     pub refresh_expires_at: i64,
 }
 
+/// A live profile session, as an authenticated request sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct LiveSession {
+    /// Opened with a magic code.
+    pub verified: bool,
+    /// Holds its profile (§4): verified, or it gave the profile its email, or the profile has none.
+    pub holds: bool,
+}
+
 /// A magic code to check inside [`OpenSession`].
 #[derive(Debug, Clone)]
 pub struct CodeCheck {
@@ -373,13 +383,6 @@ pub enum OpenOutcome {
     NoStore,
 }
 
-#[derive(Debug)]
-pub enum ProfileRotateOutcome {
-    Rotated(ProfileSessionRow),
-    Reused,
-    Invalid,
-}
-
 #[derive(Debug, Clone)]
 pub struct NewCode {
     pub store_id: Uuid,
@@ -413,7 +416,7 @@ pub trait AccountRepo {
     async fn account_by_email(&self, email_key: &str) -> RepoResult<Option<AccountRow>>;
     async fn account_by_id(&self, id: Uuid) -> RepoResult<Option<AccountRow>>;
     async fn create_account_session(&self, session: &AccountSessionRow, refresh_hash: &[u8; 32]) -> RepoResult<()>;
-    async fn rotate_account_refresh(&self, rotation: &RefreshRotation) -> RepoResult<RotateOutcome>;
+    async fn rotate_account_refresh(&self, rotation: &RefreshRotation) -> RepoResult<RotateOutcome<AccountSessionRow>>;
     async fn account_session_live(&self, session_id: Uuid, account_id: Uuid) -> RepoResult<bool>;
     async fn revoke_account_session(&self, session_id: Uuid, now: i64) -> RepoResult<()>;
 }
@@ -506,15 +509,15 @@ pub trait SessionRepo {
         &self,
         store_id: Uuid,
         rotation: &RefreshRotation,
-    ) -> RepoResult<ProfileRotateOutcome>;
+    ) -> RepoResult<RotateOutcome<ProfileSessionRow>>;
     /// The session if it is live (not revoked, not expired) and belongs to the profile.
     async fn live_profile_session(
         &self,
         store_id: Uuid,
         session_id: Uuid,
         profile_id: Uuid,
-    ) -> RepoResult<Option<ProfileSessionRow>>;
-    /// `getMe` in one round trip: the session's `verified` flag and the full profile, or `None`
+    ) -> RepoResult<Option<LiveSession>>;
+    /// `getMe` in one round trip: whether the session holds the profile and the full profile, or `None`
     /// when the session is not live (revoked, expired, unknown, of another profile or store).
     async fn profile_me(
         &self,
@@ -534,8 +537,12 @@ pub trait SessionRepo {
     async fn revoke_profile_sessions(&self, store_id: Uuid, profile_id: Uuid, now: i64) -> RepoResult<u64>;
     /// Voids the email's older codes, stores the new one and queues its mail, in one transaction.
     async fn store_code(&self, code: &NewCode, mail: &NewOutboxMail) -> RepoResult<()>;
-    /// Counts a hit in the fixed window starting at `window_start`; returns the hits so far.
-    async fn hit_rate_limit(&self, store_id: Uuid, bucket: &str, window_start: i64) -> RepoResult<i64>;
+    /// Counts a hit in the fixed window starting at `window_start`; returns the hits so far, or
+    /// `None` when the store does not exist.
+    async fn hit_rate_limit(&self, store_id: Uuid, bucket: &str, window_start: i64) -> RepoResult<Option<i64>>;
+    /// The same for limits outside any store (account login).
+    async fn hit_account_rate_limit(&self, bucket: &str, window_start: i64) -> RepoResult<()>;
+    async fn account_rate_limit(&self, bucket: &str, window_start: i64) -> RepoResult<i64>;
     /// Removes guests without email idle since `guest_cutoff`, ended sessions, old codes and windows.
     async fn sweep(&self, now: i64, guest_cutoff: i64) -> RepoResult<SweepReport>;
 }

@@ -7,18 +7,16 @@ use uuid::Uuid;
 use super::profiles::{CODES_SHOWN, ValueColumns, merge_in_tx, profile, refresh_search_text};
 use super::row::RowExt;
 use super::{
-    BeginWrite, CodeSummary, NewCode, NewOutboxMail, OpenOutcome, OpenSession, ProfileDetails, ProfileRotateOutcome,
-    ProfileSessionRow, RefreshRotation, RepoError, RepoResult, SessionRepo, SessionSummary, SqlRepo, SweepReport,
-    insert_outbox_mail, on_db,
+    BeginWrite, CodeSummary, LiveSession, NewCode, NewOutboxMail, OpenOutcome, OpenSession, ProfileDetails,
+    ProfileSessionRow, RefreshRotation, RepoError, RepoResult, RotateOutcome, SessionRepo, SessionSummary, SqlRepo,
+    SweepReport, insert_outbox_mail, on_db,
 };
 use crate::domain::taxonomy::TaxonomyValue;
 
-const SESSION_COLUMNS: &str =
-    "s.store_id, s.id, s.profile_id, s.verified, s.user_agent, s.created_at, s.last_used_at, s.refresh_expires_at";
 /// Rows deleted per janitor statement, so a large backlog never becomes one huge transaction.
 const SWEEP_BATCH: i64 = 1000;
 
-fn session(r: &impl RowExt) -> sqlx::Result<ProfileSessionRow> {
+pub(super) fn session(r: &impl RowExt) -> sqlx::Result<ProfileSessionRow> {
     Ok(ProfileSessionRow {
         store_id: r.uuid("store_id")?,
         id: r.uuid("id")?,
@@ -35,7 +33,7 @@ fn session(r: &impl RowExt) -> sqlx::Result<ProfileSessionRow> {
 /// yields no row), and each collection of `details()` comes back as one JSON array of tuples.
 /// Keep the two dialects and `details()` in step. Public so that examples/bench_baseline.rs can
 /// time the statement alone. Parameters: store, session, profile, now, codes shown.
-pub const ME_POSTGRES: &str = "SELECT s.verified AS session_verified,
+pub const ME_POSTGRES: &str = "SELECT (s.verified OR s.attached_email OR p.email_key IS NULL) AS session_holds,
         p.store_id, p.id, p.email, p.verified, p.status, p.created_at, p.updated_at,
         (SELECT COALESCE(json_agg(json_build_array(v.taxonomy_id, v.field_key, v.value_pos, v.field_pos, v.field_type,
                  v.text_value, v.num_value, v.bool_value, v.lat, v.lon, v.label)), '[]')
@@ -56,7 +54,7 @@ pub const ME_POSTGRES: &str = "SELECT s.verified AS session_verified,
 
 /// [`ME_POSTGRES`] in SQLite's dialect: UUID blobs as hex, and REALs through `quote()`, because
 /// `json_array` prints them with 15 digits and would not give back the stored value.
-const ME_SQLITE: &str = "SELECT s.verified AS session_verified,
+const ME_SQLITE: &str = "SELECT (s.verified OR s.attached_email OR p.email_key IS NULL) AS session_holds,
         p.store_id, p.id, p.email, p.verified, p.status, p.created_at, p.updated_at,
         (SELECT json_group_array(json_array(lower(hex(v.taxonomy_id)), v.field_key, v.value_pos, v.field_pos,
                  v.field_type, v.text_value, nullif(quote(v.num_value), 'NULL'), v.bool_value,
@@ -157,7 +155,7 @@ fn me_details(r: &impl RowExt) -> sqlx::Result<(bool, ProfileDetails)> {
         .map(|c| CodeSummary { id: c.0, created_at: c.1, expires_at: c.2, used: c.3, attempts: c.4 })
         .collect();
     let details = ProfileDetails { profile: profile(r)?, values, promo_usage: r.json("promo_usage")?, sessions, codes };
-    Ok((r.boolean("session_verified")?, details))
+    Ok((r.boolean("session_holds")?, details))
 }
 
 /// `initialize` on Postgres: the new guest, its session and its refresh token as one statement,
@@ -270,6 +268,8 @@ impl SessionRepo for SqlRepo {
                         .await?
                 }
             };
+            // The session that gives a profile its email holds it (§4 "Proof and claims").
+            let mut attached_email = false;
             let profile_id = match (existing, o.caller) {
                 (Some(found), Some(caller)) if caller_is_guest && caller != found => {
                     // The guest's cart, subscriptions and orders carry over into the known profile.
@@ -288,6 +288,7 @@ impl SessionRepo for SqlRepo {
                         .await
                         .map_err(RepoError::from_write)?;
                     refresh_search_text!(tx, o.store_id, &[caller]);
+                    attached_email = true;
                     caller
                 }
                 (None, _) => {
@@ -306,7 +307,10 @@ impl SessionRepo for SqlRepo {
                     match inserted {
                         Err(e) if is_fk_violation(&e) => return Ok(OpenOutcome::NoStore),
                         Err(e) => return Err(RepoError::from_write(e)),
-                        Ok(_) => o.new_profile_id,
+                        Ok(_) => {
+                            attached_email = email_key.is_some();
+                            o.new_profile_id
+                        }
                     }
                 }
             };
@@ -329,8 +333,9 @@ impl SessionRepo for SqlRepo {
                 refresh_expires_at: o.refresh_expires_at,
             };
             sqlx::query(
-                "INSERT INTO profile_sessions (store_id, id, profile_id, verified, user_agent, created_at, last_used_at, refresh_expires_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $6, $7)",
+                "INSERT INTO profile_sessions (store_id, id, profile_id, verified, user_agent, created_at, last_used_at,
+                     refresh_expires_at, attached_email)
+                 VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8)",
             )
             .bind(row.store_id)
             .bind(row.id)
@@ -339,6 +344,7 @@ impl SessionRepo for SqlRepo {
             .bind(&row.user_agent)
             .bind(row.created_at)
             .bind(row.refresh_expires_at)
+            .bind(attached_email)
             .execute(&mut *tx)
             .await?;
             sqlx::query("INSERT INTO profile_refresh_tokens (store_id, token_hash, session_id, created_at) VALUES ($1, $2, $3, $4)")
@@ -353,68 +359,12 @@ impl SessionRepo for SqlRepo {
         })
     }
 
-    async fn rotate_profile_refresh(&self, store_id: Uuid, rot: &RefreshRotation) -> RepoResult<ProfileRotateOutcome> {
-        let sql = format!(
-            "SELECT {SESSION_COLUMNS}, s.revoked_at FROM profile_refresh_tokens t
-             JOIN profile_sessions s ON s.store_id = t.store_id AND s.id = t.session_id
-             WHERE t.store_id = $1 AND t.token_hash = $2"
-        );
-        on_db!(self, p => {
-            let mut tx = p.begin_write().await?;
-            let found = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(store_id).bind(&rot.presented[..]).fetch_optional(&mut *tx).await?;
-            let Some(row) = found else { return Ok(ProfileRotateOutcome::Invalid) };
-            let mut current = session(&row)?;
-            if row.opt_int("revoked_at")?.is_some() || current.refresh_expires_at <= rot.now {
-                return Ok(ProfileRotateOutcome::Invalid);
-            }
-            // One conditional UPDATE claims the token: of two concurrent refreshes exactly one wins.
-            let claimed = sqlx::query(
-                "UPDATE profile_refresh_tokens SET rotated_at = $3 WHERE store_id = $1 AND token_hash = $2 AND rotated_at IS NULL",
-            )
-            .bind(store_id)
-            .bind(&rot.presented[..])
-            .bind(rot.now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-                == 1;
-            if !claimed {
-                let rotated_at: Option<i64> =
-                    sqlx::query_scalar("SELECT rotated_at FROM profile_refresh_tokens WHERE store_id = $1 AND token_hash = $2")
-                        .bind(store_id)
-                        .bind(&rot.presented[..])
-                        .fetch_one(&mut *tx)
-                        .await?;
-                if rot.now - rotated_at.unwrap_or(rot.now) > rot.grace_secs {
-                    sqlx::query("UPDATE profile_sessions SET revoked_at = $3 WHERE store_id = $1 AND id = $2")
-                        .bind(store_id)
-                        .bind(current.id)
-                        .bind(rot.now)
-                        .execute(&mut *tx)
-                        .await?;
-                    tx.commit().await?;
-                    return Ok(ProfileRotateOutcome::Reused);
-                }
-            }
-            sqlx::query("INSERT INTO profile_refresh_tokens (store_id, token_hash, session_id, created_at) VALUES ($1, $2, $3, $4)")
-                .bind(store_id)
-                .bind(&rot.replacement[..])
-                .bind(current.id)
-                .bind(rot.now)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("UPDATE profile_sessions SET last_used_at = $3, refresh_expires_at = $4 WHERE store_id = $1 AND id = $2")
-                .bind(store_id)
-                .bind(current.id)
-                .bind(rot.now)
-                .bind(rot.refresh_expires_at)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            current.last_used_at = rot.now;
-            current.refresh_expires_at = rot.refresh_expires_at;
-            Ok(ProfileRotateOutcome::Rotated(current))
-        })
+    async fn rotate_profile_refresh(
+        &self,
+        store_id: Uuid,
+        rot: &RefreshRotation,
+    ) -> RepoResult<RotateOutcome<ProfileSessionRow>> {
+        self.rotate_refresh(Some(store_id), rot).await
     }
 
     async fn live_profile_session(
@@ -422,20 +372,21 @@ impl SessionRepo for SqlRepo {
         store_id: Uuid,
         session_id: Uuid,
         profile_id: Uuid,
-    ) -> RepoResult<Option<ProfileSessionRow>> {
-        let sql = format!(
-            "SELECT {SESSION_COLUMNS} FROM profile_sessions s WHERE s.store_id = $1 AND s.id = $2 AND s.profile_id = $3
-             AND s.revoked_at IS NULL AND s.refresh_expires_at > $4"
-        );
+    ) -> RepoResult<Option<LiveSession>> {
         on_db!(self, p => {
-            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(store_id)
-                .bind(session_id)
-                .bind(profile_id)
-                .bind(crate::now())
-                .fetch_optional(p)
-                .await?;
-            Ok(row.map(|r| session(&r)).transpose()?)
+            let row = sqlx::query(
+                "SELECT s.verified, (s.verified OR s.attached_email OR p.email_key IS NULL) AS holds
+                 FROM profile_sessions s JOIN profiles p ON p.store_id = s.store_id AND p.id = s.profile_id
+                 WHERE s.store_id = $1 AND s.id = $2 AND s.profile_id = $3 AND s.revoked_at IS NULL
+                 AND s.refresh_expires_at > $4",
+            )
+            .bind(store_id)
+            .bind(session_id)
+            .bind(profile_id)
+            .bind(crate::now())
+            .fetch_optional(p)
+            .await?;
+            Ok(row.map(|r| Ok::<_, sqlx::Error>(LiveSession { verified: r.boolean("verified")?, holds: r.boolean("holds")? })).transpose()?)
         })
     }
 
@@ -558,9 +509,9 @@ impl SessionRepo for SqlRepo {
         Ok(())
     }
 
-    async fn hit_rate_limit(&self, store_id: Uuid, bucket: &str, window_start: i64) -> RepoResult<i64> {
+    async fn hit_rate_limit(&self, store_id: Uuid, bucket: &str, window_start: i64) -> RepoResult<Option<i64>> {
         on_db!(self, p => {
-            let hits: i64 = sqlx::query_scalar(
+            let hits = sqlx::query_scalar(
                 "INSERT INTO rate_limits (store_id, bucket, window_start, hits) VALUES ($1, $2, $3, 1)
                  ON CONFLICT (store_id, bucket, window_start) DO UPDATE SET hits = rate_limits.hits + 1
                  RETURNING hits",
@@ -569,8 +520,37 @@ impl SessionRepo for SqlRepo {
             .bind(bucket)
             .bind(window_start)
             .fetch_one(p)
+            .await;
+            match hits {
+                Err(e) if is_fk_violation(&e) => Ok(None),
+                other => Ok(Some(other?)),
+            }
+        })
+    }
+
+    async fn hit_account_rate_limit(&self, bucket: &str, window_start: i64) -> RepoResult<()> {
+        on_db!(self, p => {
+            sqlx::query(
+                "INSERT INTO account_rate_limits (bucket, window_start, hits) VALUES ($1, $2, 1)
+                 ON CONFLICT (bucket, window_start) DO UPDATE SET hits = account_rate_limits.hits + 1",
+            )
+            .bind(bucket)
+            .bind(window_start)
+            .execute(p)
             .await?;
-            Ok(hits)
+        });
+        Ok(())
+    }
+
+    async fn account_rate_limit(&self, bucket: &str, window_start: i64) -> RepoResult<i64> {
+        on_db!(self, p => {
+            let hits: Option<i64> =
+                sqlx::query_scalar("SELECT hits FROM account_rate_limits WHERE bucket = $1 AND window_start = $2")
+                    .bind(bucket)
+                    .bind(window_start)
+                    .fetch_optional(p)
+                    .await?;
+            Ok(hits.unwrap_or(0))
         })
     }
 
@@ -608,7 +588,12 @@ impl SessionRepo for SqlRepo {
                 .execute(p)
                 .await?
                 .rows_affected();
-            report.rate_limits = sqlx::query("DELETE FROM rate_limits WHERE window_start < $1 - 86400")
+            report.rate_limits = sqlx::query("DELETE FROM rate_limits WHERE window_start < $1 - 172800")
+                .bind(now)
+                .execute(p)
+                .await?
+                .rows_affected();
+            report.rate_limits += sqlx::query("DELETE FROM account_rate_limits WHERE window_start < $1 - 86400")
                 .bind(now)
                 .execute(p)
                 .await?

@@ -4,14 +4,15 @@ use std::sync::Arc;
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash};
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, Semaphore};
 use uuid::Uuid;
 
 use crate::config::Limits;
 use crate::crypto::{ACCOUNT_TOKEN_TYPE, AccountClaims, Keys, random_token, sha256};
-use crate::domain::{Email, Password};
+use crate::domain::{ClientAddr, Email, Password};
 use crate::error::{AppError, AppResult};
 use crate::repo::{AccountRow, AccountSessionRow, RefreshRotation, Repo, RotateOutcome, StoreRow};
+use crate::services::limits::{Limit, RateLimits, address_bucket, email_bucket};
 
 /// A freshly issued access + refresh token pair.
 #[derive(Debug)]
@@ -29,34 +30,72 @@ pub struct Accounts {
     repo: Arc<dyn Repo>,
     keys: Keys,
     limits: Limits,
+    hasher: Hasher,
+    rate_limits: RateLimits,
     /// Verified against when the email is unknown, so both failures cost the same time.
     dummy_hash: OnceCell<String>,
+}
+
+pub(crate) fn refresh_reused() -> AppError {
+    AppError::Unauthorized {
+        code: "refresh_token_reused",
+        message: "this refresh token was already used; the session has been revoked".into(),
+    }
+}
+
+pub(crate) fn invalid_refresh() -> AppError {
+    AppError::Unauthorized {
+        code: "invalid_refresh_token",
+        message: "the refresh token is invalid, expired or revoked".into(),
+    }
 }
 
 fn invalid_credentials() -> AppError {
     AppError::Unauthorized { code: "invalid_credentials", message: "email or password is wrong".into() }
 }
 
-async fn hash_password(password: String) -> AppResult<String> {
-    tokio::task::spawn_blocking(move || Argon2::default().hash_password(password.as_bytes()).map(|h| h.to_string()))
-        .await
-        .map_err(AppError::internal)?
-        .map_err(|e| AppError::internal(anyhow::anyhow!("argon2: {e}")))
+/// argon2id off the async threads, at most `permits` at once: each hash takes 19 MiB and a core
+/// for tens of milliseconds, so a flood of logins queues here instead of exhausting memory.
+pub(crate) struct Hasher {
+    permits: Arc<Semaphore>,
 }
 
-async fn verify_password(password: String, phc: String) -> AppResult<bool> {
-    tokio::task::spawn_blocking(move || {
-        let parsed = PasswordHash::new(&phc).map_err(|e| anyhow::anyhow!("stored hash: {e}"))?;
-        Ok::<_, anyhow::Error>(Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
-    })
-    .await
-    .map_err(AppError::internal)?
-    .map_err(AppError::internal)
+impl Hasher {
+    pub fn new(concurrency: usize) -> Self {
+        Self { permits: Arc::new(Semaphore::new(concurrency.max(1))) }
+    }
+
+    async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> AppResult<T> {
+        let _permit = self.permits.acquire().await.map_err(AppError::internal)?;
+        tokio::task::spawn_blocking(work).await.map_err(AppError::internal)
+    }
+
+    pub async fn hash(&self, password: String) -> AppResult<String> {
+        self.run(move || Argon2::default().hash_password(password.as_bytes()).map(|h| h.to_string()))
+            .await?
+            .map_err(|e| AppError::internal(anyhow::anyhow!("argon2: {e}")))
+    }
+
+    pub async fn verify(&self, password: String, phc: String) -> AppResult<bool> {
+        self.run(move || {
+            let parsed = PasswordHash::new(&phc).map_err(|e| anyhow::anyhow!("stored hash: {e}"))?;
+            Ok::<_, anyhow::Error>(Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+        })
+        .await?
+        .map_err(AppError::internal)
+    }
 }
 
 impl Accounts {
     pub fn new(repo: Arc<dyn Repo>, keys: Keys, limits: Limits) -> Self {
-        Self { repo, keys, limits, dummy_hash: OnceCell::new() }
+        Self {
+            hasher: Hasher::new(limits.password_hash_concurrency),
+            rate_limits: RateLimits::new(repo.clone()),
+            repo,
+            keys,
+            limits,
+            dummy_hash: OnceCell::new(),
+        }
     }
 
     pub async fn create(&self, email: &str, password: &str) -> AppResult<AccountRow> {
@@ -66,7 +105,7 @@ impl Accounts {
         let account = AccountRow {
             id: Uuid::now_v7(),
             email: email.to_string(),
-            password_hash: hash_password(password.expose().to_string()).await?,
+            password_hash: self.hasher.hash(password.expose().to_string()).await?,
             created_at: now,
             updated_at: now,
         };
@@ -83,21 +122,37 @@ impl Accounts {
         self.repo.account_by_email(&email.key()).await?.ok_or(AppError::NotFound("account"))
     }
 
-    pub async fn login(&self, email: &str, password: &str, user_agent: Option<String>) -> AppResult<IssuedTokens> {
+    /// Failures are limited per email and per client address (§4 "Limits"); the address is
+    /// checked first, and a limited attempt costs no password hash.
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        user_agent: Option<String>,
+        client: Option<ClientAddr>,
+    ) -> AppResult<IssuedTokens> {
         let email = Email::parse(email).map_err(|e| AppError::invalid("email", e))?;
         if password.is_empty() {
             return Err(AppError::invalid("password", "required"));
         }
-        if password.len() > 1024 {
-            return Err(invalid_credentials());
+        let window = self.limits.login_limit_window;
+        let by_address = client.map(|a| (address_bucket("login", a), self.limits.login_limit_per_address));
+        let by_email = (email_bucket("login", &email.key()), self.limits.login_limit_per_email);
+        let buckets: Vec<(String, u32)> = by_address.into_iter().chain([by_email]).collect();
+        for (bucket, max) in &buckets {
+            self.rate_limits.check_account(bucket, Limit { max: *max, window }).await?;
         }
         let account = self.repo.account_by_email(&email.key()).await?;
         let phc = match &account {
             Some(a) => a.password_hash.clone(),
-            None => self.dummy_hash.get_or_try_init(|| hash_password(crate::crypto::random_hex(16))).await?.clone(),
+            None => self.dummy_hash.get_or_try_init(|| self.hasher.hash(crate::crypto::random_hex(16))).await?.clone(),
         };
-        let matches = verify_password(password.to_string(), phc).await?;
+        // An over-long password is wrong by definition, but costs the same time as any other.
+        let matches = self.hasher.verify(password.chars().take(1024).collect(), phc).await? && password.len() <= 1024;
         let Some(account) = account.filter(|_| matches) else {
+            for (bucket, max) in &buckets {
+                self.rate_limits.count_account(bucket, Limit { max: *max, window }).await?;
+            }
             return Err(invalid_credentials());
         };
         let now = crate::now();
@@ -116,28 +171,23 @@ impl Accounts {
     }
 
     pub async fn refresh(&self, refresh_token: &str) -> AppResult<IssuedTokens> {
-        if refresh_token.trim().is_empty() {
+        let refresh_token = refresh_token.trim();
+        if refresh_token.is_empty() {
             return Err(AppError::invalid("refresh_token", "required"));
         }
         let now = crate::now();
-        let replacement = random_token();
+        let successor = self.keys.refresh_successor(refresh_token);
         let rotation = RefreshRotation {
             presented: sha256(refresh_token.as_bytes()),
-            replacement: sha256(replacement.as_bytes()),
+            replacement: sha256(successor.as_bytes()),
             now,
             grace_secs: self.limits.refresh_reuse_grace.as_secs() as i64,
             refresh_expires_at: now + self.limits.refresh_token_ttl.as_secs() as i64,
         };
         match self.repo.rotate_account_refresh(&rotation).await? {
-            RotateOutcome::Rotated(session) => Ok(self.issue(&session, replacement, now)),
-            RotateOutcome::Reused => Err(AppError::Unauthorized {
-                code: "refresh_token_reused",
-                message: "this refresh token was already used; the session has been revoked".into(),
-            }),
-            RotateOutcome::Invalid => Err(AppError::Unauthorized {
-                code: "invalid_refresh_token",
-                message: "the refresh token is invalid, expired or revoked".into(),
-            }),
+            RotateOutcome::Rotated(session) => Ok(self.issue(&session, successor, now)),
+            RotateOutcome::Reused => Err(refresh_reused()),
+            RotateOutcome::Invalid => Err(invalid_refresh()),
         }
     }
 
@@ -170,5 +220,37 @@ impl Accounts {
             refresh_expires_at: session.refresh_expires_at,
             created_at: now,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn password_hashes_queue_behind_the_cap() {
+        let hasher = Arc::new(Hasher::new(2));
+        let running = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let jobs = (0..8).map(|_| {
+            let (hasher, running, peak) = (hasher.clone(), running.clone(), peak.clone());
+            tokio::spawn(async move {
+                hasher
+                    .run(move || {
+                        let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                        peak.fetch_max(now, Ordering::SeqCst);
+                        std::thread::sleep(std::time::Duration::from_millis(30));
+                        running.fetch_sub(1, Ordering::SeqCst);
+                    })
+                    .await
+                    .unwrap();
+            })
+        });
+        for job in jobs.collect::<Vec<_>>() {
+            job.await.unwrap();
+        }
+        assert_eq!(peak.load(Ordering::SeqCst), 2, "never more than the cap at once, and the cap is used");
     }
 }

@@ -6,10 +6,11 @@ use serde_json::json;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use crate::config::Limits;
 use crate::crypto::{Keys, b64, random_token, sha256, unb64};
 use crate::domain::audience::{AudienceType, SUBSCRIPTION_STATUSES, validate_prices};
 use crate::domain::taxonomy::valid_key;
-use crate::domain::{Cursor, Page};
+use crate::domain::{Cursor, LinkError, OriginPattern, Page, link_target};
 use crate::error::{AppError, AppResult, FieldError};
 use crate::mail::render::render;
 use crate::mail::{OutgoingMail, mailbox_display};
@@ -20,6 +21,7 @@ use crate::repo::{
 };
 use crate::services::auth::ProfileAuth;
 use crate::services::checkout::{self, PaidSubscribe};
+use crate::services::limits::{Limit, RateLimits, email_bucket};
 use crate::services::taxonomies::check_status;
 use crate::services::templates::source;
 
@@ -61,6 +63,8 @@ pub struct Subscribed {
     pub subscription: SubscriptionRow,
     pub created: bool,
     pub checkout_url: Option<String>,
+    /// The caller is a claim (§4): it learns the subscription's id and status, not the row.
+    pub claim: bool,
 }
 
 pub struct Access {
@@ -71,6 +75,8 @@ pub struct Access {
 
 pub struct Audiences {
     repo: Arc<dyn Repo>,
+    rate_limits: RateLimits,
+    limits: Limits,
     keys: Keys,
     public_base_url: String,
     mail_from: String,
@@ -79,18 +85,30 @@ pub struct Audiences {
     payments: Option<Arc<dyn PaymentGateway>>,
 }
 
-fn absolute_url(field: &str, url: &str, errors: &mut Vec<FieldError>) {
-    let ok = (url.starts_with("https://") || url.starts_with("http://"))
-        && url.len() <= 2000
-        && url.split("://").nth(1).is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'))
-        && !url.chars().any(|c| c.is_whitespace() || c.is_control());
-    if !ok {
-        errors.push(FieldError::new(field, "invalid_url"));
-    }
-}
-
 fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+}
+
+/// The store's `allowed_origins` as patterns (each was checked when it was saved).
+fn allowed_origins(store: &StoreRow) -> Vec<OriginPattern> {
+    store.allowed_origins.iter().filter_map(|o| OriginPattern::parse(o).ok()).collect()
+}
+
+/// 422 for refused link fields; the message says which origins would pass.
+fn links_refused(errors: Vec<FieldError>, allowed: &[OriginPattern]) -> AppError {
+    if !errors.iter().any(|e| e.error == LinkError::NotAllowed.code()) {
+        return AppError::validation(errors);
+    }
+    let allowed = if allowed.is_empty() {
+        "none are set, so only http://localhost[:port] and http://127.0.0.1[:port] pass".to_string()
+    } else {
+        allowed.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    };
+    let fields = errors.iter().map(|e| format!("{}: {}", e.field, e.error)).collect::<Vec<_>>().join(", ");
+    AppError::Validation {
+        message: format!("{fields}; links must be on one of the store's allowed_origins ({allowed})"),
+        errors,
+    }
 }
 
 fn key_taken() -> AppError {
@@ -101,12 +119,22 @@ impl Audiences {
     pub fn new(
         repo: Arc<dyn Repo>,
         keys: Keys,
+        limits: Limits,
         public_base_url: String,
         mail_from: String,
         mail_wake: Arc<Notify>,
         payments: Option<Arc<dyn PaymentGateway>>,
     ) -> Self {
-        Self { repo, keys, public_base_url, mail_from, mail_wake, payments }
+        Self {
+            rate_limits: RateLimits::new(repo.clone()),
+            repo,
+            keys,
+            limits,
+            public_base_url,
+            mail_from,
+            mail_wake,
+            payments,
+        }
     }
 
     /// A stable one-click unsubscribe token for (audience, profile): MAC'd, nothing stored.
@@ -317,15 +345,19 @@ impl Audiences {
             return Err(AppError::Conflict { code: "audience_archived", message: "this audience is archived".into() });
         }
         let mut errors = vec![];
-        for (field, url) in [
-            ("success_url", &input.success_url),
-            ("cancel_url", &input.cancel_url),
-            ("confirm_url", &input.confirm_url),
-        ] {
-            if let Some(url) = url {
-                absolute_url(field, url, &mut errors);
+        let allowed = allowed_origins(store);
+        let mut link = |field: &str, url: &Option<String>| -> Option<String> {
+            match link_target(url.as_deref()?, &allowed) {
+                Ok(u) => Some(u.to_string()),
+                Err(e) => {
+                    errors.push(FieldError::new(field, e.code()));
+                    None
+                }
             }
-        }
+        };
+        let success_url = link("success_url", &input.success_url);
+        let cancel_url = link("cancel_url", &input.cancel_url);
+        let confirm_url = link("confirm_url", &input.confirm_url);
         if audience.kind == "paid" {
             match input.price_id.as_deref().map(|id| audience.prices.iter().find(|p| p.matches(id))) {
                 None => errors.push(FieldError::new("price_id", "required")),
@@ -344,14 +376,15 @@ impl Audiences {
             errors.push(FieldError::new("confirm_url", "required"));
         }
         if !errors.is_empty() {
-            return Err(AppError::validation(errors));
+            return Err(links_refused(errors, &allowed));
         }
+        let claim = matches!(&who, Subscriber::Profile(auth) if !auth.holds);
         let profile = self.profile(store.id, input.profile_id).await?;
         let existing = self.repo.subscription(store.id, audience.id, profile.id).await?;
         if let Some(s) = &existing
             && matches!(s.status.as_str(), "active" | "cancellation_scheduled")
         {
-            return Ok(Subscribed { subscription: s.clone(), created: false, checkout_url: None });
+            return Ok(Subscribed { subscription: s.clone(), created: false, checkout_url: None, claim });
         }
         if audience.kind == "paid" {
             let gateway = self.payments.as_deref().ok_or_else(|| AppError::Unavailable {
@@ -359,8 +392,7 @@ impl Audiences {
                 message: "payments are not configured on this server".into(),
             })?;
             let price = input.price_id.as_deref().and_then(|id| audience.prices.iter().find(|p| p.matches(id)));
-            let (Some(price), Some(success_url), Some(cancel_url)) = (price, &input.success_url, &input.cancel_url)
-            else {
+            let (Some(price), Some(success_url), Some(cancel_url)) = (price, &success_url, &cancel_url) else {
                 return Err(AppError::internal(anyhow::anyhow!("a paid subscribe passed validation incomplete")));
             };
             let paid = PaidSubscribe {
@@ -372,7 +404,7 @@ impl Audiences {
                 success_url,
                 cancel_url,
             };
-            return checkout::start(&*self.repo, gateway, paid).await;
+            return checkout::start(&*self.repo, gateway, paid).await.map(|done| Subscribed { claim, ..done });
         }
         let now = crate::now();
         let source = match who {
@@ -396,11 +428,27 @@ impl Audiences {
             updated_at: now,
         };
         let mut upsert = Upsert { row: row.clone(), confirm_token: None, mail: None };
-        if let (Some(template_id), Some(confirm_url)) = (audience.confirm_template_id, &input.confirm_url) {
+        if let (Some(template_id), Some(confirm_url)) = (audience.confirm_template_id, &confirm_url) {
             let email = profile.email.clone().ok_or_else(|| AppError::invalid("profile_id", "email_required"))?;
+            // One confirmation mail per subscription per interval: a repeated subscribe inside it
+            // answers the pending subscription and sends nothing.
+            if let Some(pending) = existing.as_ref().filter(|s| s.status == "pending") {
+                let last = self.repo.last_confirmation_at(store.id, pending.id).await?;
+                let interval = self.limits.confirm_mail_interval.as_secs() as i64;
+                if last.is_some_and(|at| now - at < interval) {
+                    return Ok(Subscribed { subscription: pending.clone(), created: false, checkout_url: None, claim });
+                }
+            }
+            let per_recipient = Limit {
+                max: self.limits.confirm_mail_limit_per_recipient,
+                window: std::time::Duration::from_secs(24 * 3600),
+            };
+            let bucket = email_bucket("confirm", &crate::mail::address_key(&email));
+            self.rate_limits.hit(store.id, &bucket, per_recipient).await?;
             let token = random_token();
-            let sep = if confirm_url.contains('?') { '&' } else { '?' };
-            let link = format!("{confirm_url}{sep}token={token}");
+            let mut link = url::Url::parse(confirm_url).map_err(AppError::internal)?;
+            link.query_pairs_mut().append_pair("token", &token);
+            let link = link.to_string();
             row.status = "pending".into();
             row.start_date = None;
             row.confirmed_at = None;
@@ -415,7 +463,7 @@ impl Audiences {
         if upsert.mail.is_some() {
             self.mail_wake.notify_one();
         }
-        Ok(Subscribed { created: existing.is_none(), subscription: stored, checkout_url: None })
+        Ok(Subscribed { created: existing.is_none(), subscription: stored, checkout_url: None, claim })
     }
 
     async fn profile(&self, store_id: Uuid, id: Uuid) -> AppResult<ProfileRow> {
@@ -482,14 +530,14 @@ impl Audiences {
 
     pub async fn check_access(&self, auth: &ProfileAuth, id_or_key: &str) -> AppResult<Access> {
         let audience = self.get(auth.store_id, id_or_key, true).await?;
-        let (verified, subscription) = self
+        let (_, subscription) = self
             .repo
             .access_row(auth.store_id, audience.id, auth.profile_id)
             .await?
             .ok_or_else(|| AppError::unauthorized("profile is gone"))?;
         let now = crate::now();
         let (has_access, reason) = match &subscription {
-            _ if verified && !auth.verified => (false, Some("verification_required")),
+            _ if !auth.holds => (false, Some("verification_required")),
             None => (false, Some("not_subscribed")),
             Some(s) => match s.status.as_str() {
                 "active" => (true, None),

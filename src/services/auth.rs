@@ -40,6 +40,16 @@ pub struct ProfileAuth {
     pub session_id: Uuid,
     /// The session was opened with a magic code.
     pub verified: bool,
+    /// The session holds the profile (§4 "Proof and claims"): it is verified, or it gave the
+    /// profile its email, or the profile has none. Otherwise it is a claim: it named an address.
+    pub holds: bool,
+}
+
+impl ProfileAuth {
+    /// 403 `verification_required` for a claim.
+    pub fn require_proof(&self) -> AppResult<()> {
+        if self.holds { Ok(()) } else { Err(AppError::VerificationRequired) }
+    }
 }
 
 /// A profile access token of this store, checked for signature, expiry and store but NOT against
@@ -147,16 +157,19 @@ impl Auth {
             profile_id: token.profile_id,
             session_id: token.session_id,
             verified: session.verified,
+            holds: session.holds,
         })
     }
 
-    /// An admin of the store, or the profile `profile_id` itself; another profile is told 404.
+    /// An admin of the store, or the profile `profile_id` itself holding it (a claim is told 403
+    /// `verification_required`); another profile is told 404.
     pub async fn admin_or_self(&self, store_id: Uuid, profile_id: Uuid, bearer: &str) -> AppResult<ProfileActor> {
         if self.is_profile_token(bearer) {
             let auth = self.profile(store_id, bearer).await?;
             if auth.profile_id != profile_id {
                 return Err(AppError::NotFound("profile"));
             }
+            auth.require_proof()?;
             return Ok(ProfileActor::Itself(auth));
         }
         self.admin(store_id, bearer).await.map(ProfileActor::Admin)

@@ -81,5 +81,10 @@ pub async fn start(repo: &dyn Repo, gateway: &dyn PaymentGateway, p: PaidSubscri
         updated_at: now,
     };
     let stored = repo.upsert_subscription(&Upsert { row, confirm_token: None, mail: None }).await?;
-    Ok(Subscribed { subscription: stored, created: p.existing.is_none(), checkout_url: Some(session.url) })
+    Ok(Subscribed {
+        subscription: stored,
+        created: p.existing.is_none(),
+        checkout_url: Some(session.url),
+        claim: false,
+    })
 }

@@ -4,6 +4,7 @@ pub mod accounts;
 pub mod audiences;
 pub mod auth;
 pub mod checkout;
+pub mod limits;
 pub mod payments;
 pub mod profiles;
 pub mod seed;
@@ -16,7 +17,7 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
-use crate::config::Limits;
+use crate::config::Config;
 use crate::crypto::Keys;
 use crate::payments::PaymentGateway;
 use crate::repo::Repo;
@@ -38,17 +39,18 @@ impl Services {
     pub fn new(
         repo: Arc<dyn Repo>,
         keys: Keys,
-        limits: Limits,
-        public_base_url: String,
-        mail_from: String,
+        config: &Config,
         mail_wake: Arc<Notify>,
         gateway: Option<Arc<dyn PaymentGateway>>,
     ) -> Self {
+        let limits = config.limits.clone();
+        let mail_from = config.mail_from.clone();
         Self {
             audiences: audiences::Audiences::new(
                 repo.clone(),
                 keys.clone(),
-                public_base_url,
+                limits.clone(),
+                config.public_base_url.clone(),
                 mail_from.clone(),
                 mail_wake.clone(),
                 gateway.clone(),
@@ -58,7 +60,7 @@ impl Services {
             payments: payments::Payments::new(repo.clone(), gateway),
             profiles: profiles::Profiles::new(repo.clone()),
             sessions: sessions::Sessions::new(repo.clone(), keys, limits, mail_from, mail_wake),
-            stores: stores::Stores::new(repo.clone()),
+            stores: stores::Stores::new(repo.clone(), config.cors_origin_cache),
             taxonomies: taxonomies::Taxonomies::new(repo.clone()),
             templates: templates::Templates::new(repo),
         }

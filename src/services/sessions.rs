@@ -1,6 +1,5 @@
 //! Profile sessions (§4): guests, connect, magic-code login, rotating refresh, revocation.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use rand::Rng;
@@ -9,14 +8,15 @@ use uuid::Uuid;
 
 use crate::config::Limits;
 use crate::crypto::{Keys, PROFILE_TOKEN_TYPE, ProfileClaims, random_token, sha256};
-use crate::domain::Email;
+use crate::domain::{ClientAddr, Email};
 use crate::error::{AppError, AppResult};
 use crate::mail::{OutgoingMail, mailbox_display};
 use crate::repo::{
-    CodeCheck, NewCode, NewOutboxMail, OpenOutcome, OpenSession, ProfileDetails, ProfileRotateOutcome,
-    ProfileSessionRow, RefreshRotation, Repo, RepoError, SessionSummary, StoreRow, SweepReport,
+    CodeCheck, NewCode, NewOutboxMail, OpenOutcome, OpenSession, ProfileDetails, ProfileSessionRow, RefreshRotation,
+    Repo, RepoError, RotateOutcome, SessionSummary, StoreRow, SweepReport,
 };
 use crate::services::auth::{ProfileAuth, ProfileToken, invalid_token};
+use crate::services::limits::{Limit, RateLimits, address_bucket, email_bucket};
 use crate::services::templates::profile_code_mail;
 
 /// A profile session's fresh token pair.
@@ -36,6 +36,7 @@ pub struct Me {
 
 pub struct Sessions {
     repo: Arc<dyn Repo>,
+    rate_limits: RateLimits,
     keys: Keys,
     limits: Limits,
     mail_from: String,
@@ -91,7 +92,7 @@ pub fn code_mail(store: &StoreRow, default_from: &str, to: &Email, code: &str, m
 
 impl Sessions {
     pub fn new(repo: Arc<dyn Repo>, keys: Keys, limits: Limits, mail_from: String, mail_wake: Arc<Notify>) -> Self {
-        Self { repo, keys, limits, mail_from, mail_wake }
+        Self { rate_limits: RateLimits::new(repo.clone()), repo, keys, limits, mail_from, mail_wake }
     }
 
     fn issue(&self, session: ProfileSessionRow, refresh_token: String, now: i64) -> IssuedProfileTokens {
@@ -142,8 +143,22 @@ impl Sessions {
         }
     }
 
+    /// `initialize` and `connect` per client address: each opens a session, and `connect` names
+    /// any address, so a script would otherwise mint sessions (and probe profiles) without end.
+    async fn limit_opening(&self, store_id: Uuid, client: Option<ClientAddr>) -> AppResult<()> {
+        let Some(addr) = client else { return Ok(()) };
+        let limit = Limit { max: self.limits.session_limit_per_address, window: self.limits.session_limit_window };
+        self.rate_limits.hit(store_id, &address_bucket("session", addr), limit).await
+    }
+
     /// A new anonymous guest profile with an unverified session.
-    pub async fn initialize(&self, store_id: Uuid, user_agent: Option<String>) -> AppResult<IssuedProfileTokens> {
+    pub async fn initialize(
+        &self,
+        store_id: Uuid,
+        user_agent: Option<String>,
+        client: Option<ClientAddr>,
+    ) -> AppResult<IssuedProfileTokens> {
+        self.limit_opening(store_id, client).await?;
         self.open(store_id, None, None, None, user_agent).await
     }
 
@@ -154,30 +169,26 @@ impl Sessions {
         email: &str,
         caller: Option<&ProfileAuth>,
         user_agent: Option<String>,
+        client: Option<ClientAddr>,
     ) -> AppResult<IssuedProfileTokens> {
         let email = Email::parse(email).map_err(|e| AppError::invalid("email", e))?;
+        self.limit_opening(store_id, client).await?;
         self.open(store_id, Some(email), caller.map(|c| c.profile_id), None, user_agent).await
     }
 
     /// Sends a code to any valid address, known or not; the answer is the same either way.
-    pub async fn request_code(&self, store: &StoreRow, email: &str, client: Option<IpAddr>) -> AppResult<()> {
+    pub async fn request_code(&self, store: &StoreRow, email: &str, client: Option<ClientAddr>) -> AppResult<()> {
         let email = Email::parse(email).map_err(|e| AppError::invalid("email", e))?;
         let key = email.key();
         let now = crate::now();
-        let window = self.limits.code_limit_window.as_secs() as i64;
-        let window_start = now - now.rem_euclid(window);
-        let retry_after = (window_start + window - now).max(1) as u64;
-        let email_bucket = format!("code-email:{}", crate::crypto::b64(&sha256(key.as_bytes())[..16]));
-        let by_email = self.repo.hit_rate_limit(store.id, &email_bucket, window_start).await?;
-        if by_email > i64::from(self.limits.code_limit_per_email) {
-            return Err(AppError::TooManyRequests { retry_after });
+        let window = self.limits.code_limit_window;
+        // The address first: a client over its limit never spends the victim's per-email quota.
+        if let Some(addr) = client {
+            let limit = Limit { max: self.limits.code_limit_per_ip, window };
+            self.rate_limits.hit(store.id, &address_bucket("code", addr), limit).await?;
         }
-        if let Some(ip) = client {
-            let by_ip = self.repo.hit_rate_limit(store.id, &format!("code-ip:{ip}"), window_start).await?;
-            if by_ip > i64::from(self.limits.code_limit_per_ip) {
-                return Err(AppError::TooManyRequests { retry_after });
-            }
-        }
+        let limit = Limit { max: self.limits.code_limit_per_email, window };
+        self.rate_limits.hit(store.id, &email_bucket("code", &key), limit).await?;
         let code = new_code();
         let new = NewCode {
             store_id: store.id,
@@ -225,41 +236,36 @@ impl Sessions {
     }
 
     pub async fn refresh(&self, store_id: Uuid, refresh_token: &str) -> AppResult<IssuedProfileTokens> {
-        if refresh_token.trim().is_empty() {
+        let refresh_token = refresh_token.trim();
+        if refresh_token.is_empty() {
             return Err(AppError::invalid("refresh_token", "required"));
         }
         let now = crate::now();
-        let replacement = random_token();
+        let successor = self.keys.refresh_successor(refresh_token);
         let rotation = RefreshRotation {
             presented: sha256(refresh_token.as_bytes()),
-            replacement: sha256(replacement.as_bytes()),
+            replacement: sha256(successor.as_bytes()),
             now,
             grace_secs: self.limits.refresh_reuse_grace.as_secs() as i64,
             refresh_expires_at: now + self.limits.refresh_token_ttl.as_secs() as i64,
         };
         match self.repo.rotate_profile_refresh(store_id, &rotation).await? {
-            ProfileRotateOutcome::Rotated(session) => Ok(self.issue(session, replacement, now)),
-            ProfileRotateOutcome::Reused => Err(AppError::Unauthorized {
-                code: "refresh_token_reused",
-                message: "this refresh token was already used; the session has been revoked".into(),
-            }),
-            ProfileRotateOutcome::Invalid => Err(AppError::Unauthorized {
-                code: "invalid_refresh_token",
-                message: "the refresh token is invalid, expired or revoked".into(),
-            }),
+            RotateOutcome::Rotated(session) => Ok(self.issue(session, successor, now)),
+            RotateOutcome::Reused => Err(crate::services::accounts::refresh_reused()),
+            RotateOutcome::Invalid => Err(crate::services::accounts::invalid_refresh()),
         }
     }
 
-    /// §4: an unverified session on a verified profile sees only the top-level fields. The session
-    /// check and the profile are one query, so a revoked session is refused right here.
+    /// §4: a claim (an unverified session that reached an existing address) sees only the
+    /// top-level fields. The session check and the profile are one query, so a revoked session is
+    /// refused right here.
     pub async fn me(&self, token: &ProfileToken) -> AppResult<Me> {
-        let (session_verified, details) = self
+        let (holds, details) = self
             .repo
             .profile_me(token.store_id, token.session_id, token.profile_id, crate::now())
             .await?
             .ok_or_else(invalid_token)?;
-        let redacted = details.profile.verified && !session_verified;
-        if redacted {
+        if !holds {
             let profile = details.profile;
             return Ok(Me {
                 details: ProfileDetails {
@@ -269,10 +275,10 @@ impl Sessions {
                     sessions: vec![],
                     codes: vec![],
                 },
-                redacted,
+                redacted: true,
             });
         }
-        Ok(Me { details, redacted })
+        Ok(Me { details, redacted: false })
     }
 
     pub async fn list(&self, store_id: Uuid, profile_id: Uuid) -> AppResult<Vec<SessionSummary>> {

@@ -1,11 +1,13 @@
 //! Stores, their settings and their API keys.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
 use crate::crypto::{b64, random_bytes, sha256};
-use crate::domain::{Email, Name, Origin};
+use crate::domain::{Email, Name, OriginPattern};
 use crate::error::{AppError, AppResult, FieldError};
 use crate::repo::{ApiKeyRow, Repo, StoreRow};
 use crate::services::auth::API_KEY_PREFIX;
@@ -27,15 +29,52 @@ pub struct NewApiKey {
 
 pub struct Stores {
     repo: Arc<dyn Repo>,
+    origins: OriginCache,
 }
+
+/// Each store's `allowed_origins` for CORS, kept briefly so a browser's every request does not
+/// cost a query. A change shows after at most the cache's lifetime, on every instance.
+struct OriginCache {
+    ttl: Duration,
+    entries: Mutex<HashMap<Uuid, CachedOrigins>>,
+}
+
+/// When they were read, and the patterns.
+type CachedOrigins = (Instant, Arc<[OriginPattern]>);
+
+/// Past this many stores the cache starts over rather than grow without bound.
+const ORIGIN_CACHE_MAX: usize = 10_000;
 
 fn check<T>(errors: &mut Vec<FieldError>, field: &str, r: Result<T, &'static str>) -> Option<T> {
     r.map_err(|e| errors.push(FieldError::new(field, e))).ok()
 }
 
 impl Stores {
-    pub fn new(repo: Arc<dyn Repo>) -> Self {
-        Self { repo }
+    pub fn new(repo: Arc<dyn Repo>, origin_cache_ttl: Duration) -> Self {
+        Self { repo, origins: OriginCache { ttl: origin_cache_ttl, entries: Mutex::default() } }
+    }
+
+    /// The store's `allowed_origins`, cached; none for an unknown store.
+    pub async fn allowed_origins(&self, store_id: Uuid) -> AppResult<Arc<[OriginPattern]>> {
+        let cache = &self.origins;
+        if !cache.ttl.is_zero()
+            && let Some((at, origins)) = cache.entries.lock().expect("origin cache").get(&store_id)
+            && at.elapsed() < cache.ttl
+        {
+            return Ok(origins.clone());
+        }
+        let origins: Arc<[OriginPattern]> = match self.repo.store_by_id(store_id).await? {
+            Some(store) => store.allowed_origins.iter().filter_map(|o| OriginPattern::parse(o).ok()).collect(),
+            None => Arc::new([]),
+        };
+        if !cache.ttl.is_zero() {
+            let mut entries = cache.entries.lock().expect("origin cache");
+            if entries.len() >= ORIGIN_CACHE_MAX {
+                entries.clear();
+            }
+            entries.insert(store_id, (Instant::now(), origins.clone()));
+        }
+        Ok(origins)
     }
 
     pub async fn create(&self, owner: Uuid, name: &str) -> AppResult<StoreRow> {
@@ -82,8 +121,8 @@ impl Stores {
             }
             list.iter()
                 .enumerate()
-                .filter_map(|(i, o)| check(&mut errors, &format!("allowed_origins[{i}]"), Origin::parse(o)))
-                .map(Origin::into_inner)
+                .filter_map(|(i, o)| check(&mut errors, &format!("allowed_origins[{i}]"), OriginPattern::parse(o)))
+                .map(|o| o.to_string())
                 .collect::<Vec<_>>()
         });
         if !errors.is_empty() {

@@ -227,6 +227,20 @@ impl TestApp {
     }
 }
 
+/// The origins `shop_admin` stores allow, so that subscribe links to them pass (§6).
+pub const SHOP_ORIGINS: [&str; 2] = ["https://shop.example", "https://s.example"];
+
+impl TestApp {
+    /// `admin`, whose store allows links to [`SHOP_ORIGINS`].
+    pub async fn shop_admin(&self, name: &str) -> Admin {
+        let admin = self.admin(name).await;
+        let (status, body) =
+            self.put(&admin.store(""), Some(&admin.token), json!({"allowed_origins": SHOP_ORIGINS})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        admin
+    }
+}
+
 pub struct Admin {
     pub email: String,
     pub token: String,

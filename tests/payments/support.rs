@@ -21,7 +21,7 @@ pub async fn stripe_app(app: &TestApp, fake: &FakeStripe, extra: &[(&str, &str)]
 /// A paid audience `club` (monthly `price_m`, one-time `price_once`, `price_local` not on Stripe)
 /// and a verified shopper with an email.
 pub async fn club(app: &TestApp) -> (Admin, Value, Value) {
-    let admin = app.admin("club").await;
+    let admin = app.shop_admin("club").await;
     let (status, audience) = app
         .post(&admin.store("/audiences"), Some(&admin.token), json!({"key": "club", "type": {"type": "paid", "prices": [
             {"id": "monthly", "currency": "EUR", "amount": 900, "interval": {"period": "month", "count": 1},
