@@ -14,12 +14,12 @@ use crate::crypto::Keys;
 use crate::mail::{Mailer, OutboxSettings, OutboxWorker, mailer_from_config};
 use crate::metrics::Metrics;
 use crate::payments::{PaymentGateway, gateway_from_config};
-use crate::repo::{Repo, SqlRepo};
+use crate::repo::Database;
 use crate::services::Services;
 
 pub struct AppInner {
     pub config: Config,
-    pub repo: Arc<dyn Repo>,
+    pub db: Database,
     pub services: Services,
     pub metrics: Metrics,
     pub mailer: Arc<dyn Mailer>,
@@ -46,26 +46,17 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         DatabaseUrl::Postgres(_) => config.limits.db_max_connections,
         DatabaseUrl::Sqlite { .. } => config.limits.db_max_connections.min(8),
     };
-    let sql = SqlRepo::connect(&config.database_url, max_connections).await?;
-    let report = sql.migrate().await?;
+    let db = Database::connect(&config.database_url, max_connections).await?;
+    let report = db.migrate().await?;
     if !report.applied.is_empty() {
         tracing::info!(backend = report.backend, applied = ?report.applied, "migrations applied");
     }
     let keys = Keys::derive(&config.resolve_secret_key()?);
-    let repo: Arc<dyn Repo> = Arc::new(sql);
     let mailer = mailer_from_config(&config)?;
     let mail_wake = Arc::new(Notify::new());
     let payments = gateway_from_config(&config)?;
-    let services = Services::new(repo.clone(), keys, &config, mail_wake.clone(), payments.clone());
-    Ok(AppState(Arc::new(AppInner {
-        config,
-        repo,
-        services,
-        metrics: Metrics::default(),
-        mailer,
-        mail_wake,
-        payments,
-    })))
+    let services = Services::new(db.clone(), keys, &config, mail_wake.clone(), payments.clone());
+    Ok(AppState(Arc::new(AppInner { config, db, services, metrics: Metrics::default(), mailer, mail_wake, payments })))
 }
 
 pub fn build_router(state: AppState) -> Router {
@@ -84,7 +75,7 @@ pub fn spawn_background(state: &AppState, shutdown: watch::Receiver<bool>) -> Ve
         ..OutboxSettings::default()
     };
     let worker = state.config.mail_worker.then(|| {
-        OutboxWorker::new(state.repo.clone(), state.mailer.clone(), settings)
+        OutboxWorker::new(state.db.clone(), state.mailer.clone(), settings)
             .with_wake(state.mail_wake.clone())
             .spawn(shutdown.clone())
     });

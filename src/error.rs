@@ -69,6 +69,9 @@ pub enum AppError {
     TooManyRequests { retry_after: u64 },
     #[error("{message}")]
     Unavailable { code: &'static str, message: String },
+    /// The database kept giving this unit of work up for concurrent ones (after retries).
+    #[error("the server is busy with concurrent changes to the same records; try again")]
+    Contention,
     /// An upstream provider (Stripe) failed or timed out.
     #[error("{message}")]
     BadGateway { code: &'static str, message: String },
@@ -107,7 +110,7 @@ impl AppError {
             Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable { .. } | Self::Contention => StatusCode::SERVICE_UNAVAILABLE,
             Self::BadGateway { .. } => StatusCode::BAD_GATEWAY,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -121,6 +124,7 @@ impl AppError {
             | Self::Unavailable { code, .. }
             | Self::BadGateway { code, .. } => code,
             Self::Forbidden(_) => "forbidden",
+            Self::Contention => "contention",
             Self::VerificationRequired => "verification_required",
             Self::NotFound(_) => "not_found",
             Self::PayloadTooLarge => "payload_too_large",
@@ -132,9 +136,41 @@ impl AppError {
     }
 }
 
+/// The 409 of each unique constraint (by its Postgres name; see `repo::UNIQUE_CONSTRAINTS`).
+fn unique_conflict(constraint: &str) -> AppError {
+    let (code, message) = match constraint {
+        "accounts_email_key_unique" => ("email_taken", "an account with this email exists"),
+        "profiles_email_unique" => ("email_taken", "another profile of this store has this email"),
+        "taxonomies_key_unique" => ("key_taken", "another taxonomy of this store has this key"),
+        "email_templates_key_unique" => ("key_taken", "another email template of this store has this key"),
+        "audiences_key_unique" => ("key_taken", "another audience of this store has this key"),
+        _ => ("conflict", "a concurrent request changed the same record; try again"),
+    };
+    AppError::Conflict { code, message: message.into() }
+}
+
+/// Constraint violations are mapped here, once, by constraint; everything else unexpected is a 500.
 impl From<RepoError> for AppError {
     fn from(e: RepoError) -> Self {
-        Self::Internal(e.into())
+        match e {
+            RepoError::Unique(constraint) => unique_conflict(constraint),
+            RepoError::MissingReference => Self::Conflict {
+                code: "concurrent_change",
+                message: "a record this request refers to was changed or removed meanwhile; try again".into(),
+            },
+            RepoError::Contention(cause) => {
+                tracing::warn!(error = %cause, "transaction given up for a concurrent one");
+                Self::Contention
+            }
+            RepoError::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "database unavailable");
+                Self::Unavailable {
+                    code: "database_unavailable",
+                    message: "the database is not reachable; try again".into(),
+                }
+            }
+            RepoError::Db(_) => Self::Internal(e.into()),
+        }
     }
 }
 

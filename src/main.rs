@@ -139,8 +139,8 @@ fn describe(e: &AppError) -> String {
 
 async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     if let Command::Migrate = command {
-        let repo = storecrm::repo::SqlRepo::connect(&config.database_url, 2).await?;
-        let report = repo.migrate().await?;
+        let db = storecrm::repo::Database::connect(&config.database_url, 2).await?;
+        let report = db.migrate().await?;
         print(json!({ "migrated": report }));
         return Ok(());
     }
@@ -178,7 +178,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::Seed { store, profiles, batch, parallel } => {
             services.stores.get(store).await.map_err(|_| anyhow::anyhow!("no store has the id {store}"))?;
-            let seeder = storecrm::services::seed::Seeder::new(state.repo.clone());
+            let seeder = storecrm::services::seed::Seeder::new(state.db.clone());
             // SQLite takes one writer at a time: a second batch would only wait for the lock.
             let parallel = match state.config.database_url {
                 DatabaseUrl::Sqlite { .. } => 1,

@@ -126,7 +126,7 @@ async fn outbox_rows(app: &TestApp) -> Vec<OutboxRow> {
 
 async fn enqueue(app: &TestApp, store_id: Option<uuid::Uuid>, mails: impl IntoIterator<Item = OutgoingMail>) {
     for m in mails {
-        app.state.repo.enqueue_mail(&NewOutboxMail::new(store_id, m, storecrm::now())).await.unwrap();
+        app.state.db.auto().insert_mail(&NewOutboxMail::new(store_id, m, storecrm::now())).await.unwrap();
     }
 }
 
@@ -213,7 +213,7 @@ async fn outbox_delivers_each_mail_once_and_deletes_it(app: &TestApp) {
     let mailer: Arc<dyn Mailer> = Arc::new(SmtpMailer::from_url(&sink.url()).unwrap());
     // A poll interval this long means only the wake handle can explain a prompt delivery.
     let settings = OutboxSettings { poll_interval: Duration::from_secs(3600), ..fast(3) };
-    let worker = OutboxWorker::new(app.state.repo.clone(), mailer, settings);
+    let worker = OutboxWorker::new(app.state.db.clone(), mailer, settings);
     let wake = worker.wake_handle();
     let (shutdown, rx) = watch::channel(false);
     let handle = worker.spawn(rx);
@@ -242,7 +242,7 @@ async fn outbox_rides_out_an_smtp_outage(app: &TestApp) {
     let mailer: Arc<dyn Mailer> = Arc::new(SmtpMailer::from_url(&sink.url()).unwrap());
     enqueue(app, None, (0..5).map(|n| mail(n, "bob@example.net"))).await;
     let (shutdown, rx) = watch::channel(false);
-    let handle = OutboxWorker::new(app.state.repo.clone(), mailer, fast(50)).spawn(rx);
+    let handle = OutboxWorker::new(app.state.db.clone(), mailer, fast(50)).spawn(rx);
 
     wait_for("two failed rounds", async || outbox_rows(app).await.iter().all(|r| r.attempts >= 2)).await;
     let rows = outbox_rows(app).await;
@@ -268,7 +268,7 @@ async fn two_workers_never_send_a_mail_twice(app: &TestApp) {
     let workers: Vec<_> = [app, &other]
         .map(|instance| {
             let mailer: Arc<dyn Mailer> = Arc::new(SmtpMailer::from_url(&sink.url()).unwrap());
-            OutboxWorker::new(instance.state.repo.clone(), mailer, settings.clone()).spawn(rx.clone())
+            OutboxWorker::new(instance.state.db.clone(), mailer, settings.clone()).spawn(rx.clone())
         })
         .into();
     wait_for("an empty outbox", async || outbox_rows(app).await.is_empty()).await;
@@ -280,14 +280,22 @@ async fn two_workers_never_send_a_mail_twice(app: &TestApp) {
     other.stop().await;
 }
 
+/// Leases due mail for 60 s, as a worker's round does.
+async fn claim(db: &storecrm::repo::Database, now: i64, limit: u32) -> Vec<storecrm::repo::ClaimedMail> {
+    let mut tx = db.atomic().await.unwrap();
+    let claimed = tx.claim_due_mail(now, 60, limit).await.unwrap();
+    tx.commit().await.unwrap();
+    claimed
+}
+
 async fn concurrent_claims_are_disjoint(app: &TestApp) {
     let other = app.sibling().await;
     enqueue(app, None, (0..90).map(|n| mail(n, "bob@example.net"))).await;
-    let claim_all = |repo: Arc<dyn storecrm::repo::Repo>| {
+    let claim_all = |db: storecrm::repo::Database| {
         tokio::spawn(async move {
             let mut ids = Vec::new();
             loop {
-                let batch = repo.claim_due_mail(storecrm::now(), 60, 5).await.unwrap();
+                let batch = claim(&db, storecrm::now(), 5).await;
                 if batch.is_empty() {
                     return ids;
                 }
@@ -297,9 +305,9 @@ async fn concurrent_claims_are_disjoint(app: &TestApp) {
     };
     // Three claimers over two pools, as two instances with several workers would be.
     let (a, b, c) = tokio::join!(
-        claim_all(app.state.repo.clone()),
-        claim_all(other.state.repo.clone()),
-        claim_all(app.state.repo.clone())
+        claim_all(app.state.db.clone()),
+        claim_all(other.state.db.clone()),
+        claim_all(app.state.db.clone())
     );
     let claims: Vec<_> = [a.unwrap(), b.unwrap(), c.unwrap()].concat();
     let mut distinct = claims.clone();
@@ -307,8 +315,8 @@ async fn concurrent_claims_are_disjoint(app: &TestApp) {
     distinct.dedup();
     assert_eq!((distinct.len(), claims.len()), (90, 90), "each row is claimed by exactly one claimer");
     // Leased rows stay invisible until the lease runs out, then come back.
-    assert!(app.state.repo.claim_due_mail(storecrm::now(), 60, 100).await.unwrap().is_empty());
-    assert_eq!(app.state.repo.claim_due_mail(storecrm::now() + 61, 60, 100).await.unwrap().len(), 90);
+    assert!(claim(&app.state.db, storecrm::now(), 100).await.is_empty());
+    assert_eq!(claim(&app.state.db, storecrm::now() + 61, 100).await.len(), 90);
     other.stop().await;
 }
 
@@ -318,7 +326,7 @@ async fn permanent_rejection_gives_up_without_blocking_others(app: &TestApp) {
     enqueue(app, None, [mail(0, "reject-me@example.net")]).await;
     enqueue(app, None, (1..4).map(|n| mail(n, "bob@example.net"))).await;
     let (shutdown, rx) = watch::channel(false);
-    let handle = OutboxWorker::new(app.state.repo.clone(), mailer, fast(3)).spawn(rx);
+    let handle = OutboxWorker::new(app.state.db.clone(), mailer, fast(3)).spawn(rx);
 
     wait_for("the three good mails", async || sink.messages().len() >= 3).await;
     wait_for("giving up", async || outbox_rows(app).await.iter().all(|r| r.failed_at.is_some())).await;
@@ -337,7 +345,7 @@ async fn erasure_drops_pending_mail_to_a_recipient(app: &TestApp) {
     enqueue(app, Some(store), [mail(0, "Ann <ANN@example.com>"), mail(1, "ann@example.com")]).await;
     enqueue(app, Some(store), [mail(2, "bob@example.com")]).await;
     enqueue(app, None, [mail(3, "ann@example.com")]).await;
-    assert_eq!(app.state.repo.delete_mail_to(store, "ann@example.com").await.unwrap(), 2);
+    assert_eq!(app.state.db.auto().delete_mail_to(store, "ann@example.com").await.unwrap(), 2);
     let mut left: Vec<_> = outbox_rows(app).await.into_iter().map(|r| r.to_key).collect();
     left.sort();
     assert_eq!(left, ["ann@example.com", "bob@example.com"], "platform mail and other recipients stay");

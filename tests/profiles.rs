@@ -807,7 +807,12 @@ async fn erasure_leaves_no_rows_behind(app: &TestApp) {
         text: "t".into(),
         headers: vec![],
     };
-    app.state.repo.enqueue_mail(&storecrm::repo::NewOutboxMail::new(Some(store), queued, 9_999_999_999)).await.unwrap();
+    app.state
+        .db
+        .auto()
+        .insert_mail(&storecrm::repo::NewOutboxMail::new(Some(store), queued, 9_999_999_999))
+        .await
+        .unwrap();
     let path = admin.store(&format!("/profiles/{id}"));
     assert_eq!(app.delete(&path, Some(&admin.token)).await, (StatusCode::OK, json!({"deleted": true})));
     expect_error(&app.get(&path, Some(&admin.token)).await, 404, "not_found");
@@ -1040,7 +1045,7 @@ async fn bulk_insert_skips_taken_emails_and_keeps_values(app: &TestApp) {
         id: uuid::Uuid::now_v7(),
         email: Some(Email::parse(email).unwrap()),
         verified: false,
-        status: "active".into(),
+        status: storecrm::domain::Status::Active,
         values,
         created_at: storecrm::now(),
     };
@@ -1051,7 +1056,9 @@ async fn bulk_insert_skips_taken_emails_and_keeps_values(app: &TestApp) {
     batch.push(new("TAKEN@example.com", values.clone()));
     batch.push(new("twice@example.com", values.clone()));
     batch.push(new("Twice@example.com", values));
-    assert_eq!(app.state.repo.bulk_insert_profiles(&batch).await.unwrap(), 1102);
+    let mut tx = app.state.db.begin().await.unwrap();
+    assert_eq!(tx.bulk_insert_profiles(&batch).await.unwrap(), 1102);
+    tx.commit().await.unwrap();
 
     let (_, stored) = app.get(&admin.store(&format!("/profiles/{}", full.id)), Some(&admin.token)).await;
     assert_eq!(stored["email"], "Full@example.com");

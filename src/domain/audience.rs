@@ -47,6 +47,12 @@ impl Price {
         self.interval.is_some()
     }
 
+    /// The price's Stripe price id; `None` when it is not sold on Stripe.
+    pub fn stripe_price_id(&self) -> Option<&str> {
+        let stripe = super::ProviderKind::Stripe.as_str();
+        self.providers.iter().find(|p| p.kind == stripe).map(|p| p.id.as_str())
+    }
+
     /// Matches the price's own id or one of its provider ids.
     pub fn matches(&self, id: &str) -> bool {
         self.id == id || self.providers.iter().any(|p| p.id == id)
@@ -86,10 +92,10 @@ impl<'de> Deserialize<'de> for AudienceType {
 }
 
 impl AudienceType {
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> super::AudienceKind {
         match self {
-            Self::Standard => "standard",
-            Self::Paid { .. } => "paid",
+            Self::Standard => super::AudienceKind::Standard,
+            Self::Paid { .. } => super::AudienceKind::Paid,
         }
     }
 }
@@ -127,7 +133,7 @@ pub fn validate_prices(prices: &mut [Price], field: &str) -> Vec<FieldError> {
             errors.push(FieldError::new(at("interval"), "invalid_interval"));
         }
         for (j, provider) in p.providers.iter().enumerate() {
-            if provider.kind != "stripe" {
+            if provider.kind.parse::<super::ProviderKind>().is_err() {
                 errors.push(FieldError::new(format!("{field}[{i}].providers[{j}].type"), "invalid_value"));
             }
             if provider.id.trim().is_empty() {
@@ -137,8 +143,6 @@ pub fn validate_prices(prices: &mut [Price], field: &str) -> Vec<FieldError> {
     }
     errors
 }
-
-pub const SUBSCRIPTION_STATUSES: [&str; 5] = ["pending", "active", "cancellation_scheduled", "cancelled", "expired"];
 
 #[cfg(test)]
 mod tests {
@@ -154,7 +158,7 @@ mod tests {
         );
         let paid: AudienceType =
             serde_json::from_value(json!({"type": "paid", "prices": [{"currency": "eur", "amount": 500}]})).unwrap();
-        assert_eq!(paid.kind(), "paid");
+        assert_eq!(paid.kind(), crate::domain::AudienceKind::Paid);
         assert!(serde_json::from_value::<AudienceType>(json!("gold")).is_err());
         assert_eq!(serde_json::to_value(AudienceType::Standard).unwrap(), json!({"type": "standard"}));
     }

@@ -1,7 +1,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use uuid::Uuid;
+
 use crate::crypto::{b64, sha256, unb64};
+use crate::error::FieldError;
 
 /// An opaque keyset cursor: the sort key of the last row served, bound to the query it came from.
 /// A cursor of another query, store or sort order is refused instead of silently misapplied.
@@ -37,11 +40,58 @@ impl Cursor {
     }
 }
 
-impl Cursor {
-    /// For lists ordered by id alone: the id after which the next page starts.
-    pub fn after_id(text: &str, scope: &str) -> Result<uuid::Uuid, &'static str> {
-        let cursor = Self::decode(text, scope)?;
-        cursor.after.first().and_then(Value::as_str).and_then(|s| uuid::Uuid::parse_str(s).ok()).ok_or("invalid_cursor")
+/// One keyset page of a list: its size and the position after which it starts, both parsed from
+/// the request, bound to a scope (route, store, filters, sort). The one paging helper of every list.
+#[derive(Debug, Clone)]
+pub struct Keyset {
+    pub limit: u32,
+    /// The sort key of the last row of the previous page.
+    pub after: Option<Vec<Value>>,
+    scope: String,
+}
+
+impl Keyset {
+    /// Parses `limit` and `cursor`; both are checked, and every error names its field.
+    pub fn parse(limit: Option<i64>, cursor: Option<&str>, scope: String) -> Result<Self, Vec<FieldError>> {
+        let mut errors = vec![];
+        let page = Page::parse(limit).map_err(|e| errors.push(FieldError::new("limit", e))).ok();
+        let after = match cursor.filter(|c| !c.is_empty()) {
+            None => None,
+            Some(text) => Cursor::decode(text, &scope).map_err(|e| errors.push(FieldError::new("cursor", e))).ok(),
+        };
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let limit = page.map(|p| p.limit).unwrap_or(Page::DEFAULT);
+        Ok(Self { limit, after: after.map(|c| c.after), scope })
+    }
+
+    /// For lists ordered by id alone: the id after which the page starts.
+    pub fn after_id(&self) -> Result<Option<Uuid>, FieldError> {
+        match &self.after {
+            None => Ok(None),
+            Some(key) => key
+                .first()
+                .and_then(Value::as_str)
+                .and_then(|s| Uuid::parse_str(s).ok())
+                .map(Some)
+                .ok_or_else(|| FieldError::new("cursor", "invalid_cursor")),
+        }
+    }
+
+    /// Rows to fetch: one more than the page, to know whether another page follows.
+    pub fn fetch(&self) -> u32 {
+        self.limit + 1
+    }
+
+    /// Cuts the fetched rows to the page and makes the next cursor from the last row kept.
+    pub fn page<T>(&self, mut rows: Vec<T>, key: impl Fn(&T) -> Vec<Value>) -> (Vec<T>, Option<String>) {
+        if rows.len() <= self.limit as usize {
+            return (rows, None);
+        }
+        rows.truncate(self.limit as usize);
+        let next = rows.last().map(|last| Cursor { after: key(last) }.encode(&self.scope));
+        (rows, next)
     }
 }
 

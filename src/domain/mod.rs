@@ -4,10 +4,15 @@ pub mod audience;
 mod cursor;
 mod email;
 mod origin;
+mod status;
 pub mod taxonomy;
 mod text;
 
-pub use cursor::{Cursor, Page};
+pub use cursor::{Cursor, Keyset, Page};
 pub use email::Email;
 pub use origin::{ClientAddr, LinkError, OriginPattern, link_target, request_origin};
+pub use status::{
+    AccessDenied, AudienceKind, ProviderKind, Role, SortDirection, SortField, Status, SubscriptionSource,
+    SubscriptionStatus,
+};
 pub use text::{Name, Password, double_option};

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::domain::audience::{AudienceType, Price};
-use crate::domain::double_option;
+use crate::domain::{AccessDenied, AudienceKind, Status, SubscriptionSource, SubscriptionStatus, double_option};
 use crate::error::{AppError, AppResult, ErrorBody};
 use crate::http::Paged;
 use crate::http::extract::{Json, MaybeAdmin, Path, Query, StoreCaller, parse_json};
@@ -26,8 +26,7 @@ pub struct Audience {
     pub store_id: Uuid,
     pub key: String,
     pub name: Option<String>,
-    /// `active` or `archived`.
-    pub status: String,
+    pub status: Status,
     #[serde(rename = "type")]
     pub ty: AudienceType,
     pub confirm_template_id: Option<Uuid>,
@@ -45,7 +44,10 @@ impl From<AudienceRow> for Audience {
             key: a.key,
             name: a.name,
             status: a.status,
-            ty: if a.kind == "paid" { AudienceType::Paid { prices: a.prices } } else { AudienceType::Standard },
+            ty: match a.kind {
+                AudienceKind::Paid => AudienceType::Paid { prices: a.prices },
+                AudienceKind::Standard => AudienceType::Standard,
+            },
             confirm_template_id: a.confirm_template_id,
             subscriber_count: a.subscriber_count,
             created_at: a.created_at,
@@ -60,10 +62,8 @@ pub struct Subscription {
     pub store_id: Uuid,
     pub audience_id: Uuid,
     pub profile_id: Uuid,
-    /// `pending`, `active`, `cancellation_scheduled`, `cancelled` or `expired`.
-    pub status: String,
-    /// `signup`, `admin` or `import`.
-    pub source: String,
+    pub status: SubscriptionStatus,
+    pub source: SubscriptionSource,
     pub price_id: Option<String>,
     /// `{provider: {type, customer_id, subscription_id, price_id, checkout_session_id}}` for paid
     /// subscriptions; the Stripe customer and subscription ids arrive with the checkout webhook.
@@ -102,8 +102,8 @@ impl From<SubscriptionRow> for Subscription {
 pub struct SubscriberView {
     pub profile_id: Uuid,
     pub email: Option<String>,
-    pub status: String,
-    pub source: String,
+    pub status: SubscriptionStatus,
+    pub source: SubscriptionSource,
     pub subscribed_at: i64,
 }
 
@@ -141,7 +141,7 @@ pub struct UpdateAudience {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]
     pub name: Option<Option<String>>,
-    pub status: Option<String>,
+    pub status: Option<Status>,
     #[serde(default, alias = "confirmTemplateId", deserialize_with = "double_option")]
     #[schema(value_type = Option<Uuid>)]
     pub confirm_template_id: Option<Option<Uuid>>,
@@ -174,8 +174,7 @@ pub struct SubscribeRequest {
 pub struct SubscriptionRef {
     pub id: Uuid,
     pub audience_id: Uuid,
-    /// `pending`, `active`, `cancellation_scheduled`, `cancelled` or `expired`.
-    pub status: String,
+    pub status: SubscriptionStatus,
 }
 
 /// The whole subscription for an admin or a session that holds the profile; only its reference
@@ -199,9 +198,8 @@ pub struct AccessResponse {
     pub has_access: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subscription: Option<Subscription>,
-    /// `not_subscribed`, `pending`, `cancelled`, `expired` or `verification_required`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<&'static str>,
+    pub reason: Option<AccessDenied>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -240,8 +238,7 @@ pub struct Unsubscribed {
 pub struct FindAudiences {
     /// JSON array (`["id1","id2"]`) or comma-separated ids.
     pub ids: Option<String>,
-    /// `active` or `archived`.
-    pub status: Option<String>,
+    pub status: Option<Status>,
     /// Substring of the key, case-insensitive.
     pub query: Option<String>,
     pub limit: Option<i64>,
@@ -251,7 +248,7 @@ pub struct FindAudiences {
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct SubscribersQuery {
-    pub status: Option<String>,
+    pub status: Option<SubscriptionStatus>,
     pub limit: Option<i64>,
     pub cursor: Option<String>,
 }
@@ -421,11 +418,8 @@ pub async fn get_subscribers(
     Path(path): Path<(Uuid, String)>,
     Query(q): Query<SubscribersQuery>,
 ) -> AppResult<Json<Paged<SubscriberView>>> {
-    let (rows, cursor) = state
-        .services
-        .audiences
-        .subscribers(auth.store_id, &path.1, q.status.as_deref(), q.limit, q.cursor.as_deref())
-        .await?;
+    let (rows, cursor) =
+        state.services.audiences.subscribers(auth.store_id, &path.1, q.status, q.limit, q.cursor.as_deref()).await?;
     Ok(Json(Paged { items: rows.into_iter().map(SubscriberView::from).collect(), cursor }))
 }
 

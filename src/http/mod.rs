@@ -32,7 +32,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::domain::{Cursor, OriginPattern, Page, request_origin};
+use crate::domain::{Keyset, OriginPattern, request_origin};
 use crate::error::{AppError, AppResult};
 
 /// Request bodies above this are refused with 413.
@@ -162,27 +162,20 @@ pub struct Paged<T: ToSchema> {
     pub cursor: Option<String>,
 }
 
-/// Page size and the id after which to continue, for lists ordered by id.
-pub fn keyset_after(q: &ListQuery, scope: &str) -> AppResult<(u32, Option<Uuid>)> {
-    let page = Page::parse(q.limit).map_err(|e| AppError::invalid("limit", e))?;
-    let after = match q.cursor.as_deref().filter(|c| !c.is_empty()) {
-        None => None,
-        Some(text) => Some(Cursor::after_id(text, scope).map_err(|e| AppError::invalid("cursor", e))?),
-    };
-    Ok((page.limit, after))
+/// The page a list route asks for, in a list ordered by id.
+pub fn keyset(q: &ListQuery, scope: String) -> AppResult<(Keyset, Option<Uuid>)> {
+    let keyset = Keyset::parse(q.limit, q.cursor.as_deref(), scope).map_err(AppError::validation)?;
+    let after = keyset.after_id().map_err(|e| AppError::validation(vec![e]))?;
+    Ok((keyset, after))
 }
 
-/// Cuts `limit + 1` fetched rows to a page and makes the next cursor from the last row kept.
-pub fn keyset_page<R, T: ToSchema>(
-    mut rows: Vec<R>,
-    limit: u32,
-    scope: &str,
+/// A page of a list ordered by id, as answered.
+pub fn id_page<R, T: ToSchema>(
+    keyset: &Keyset,
+    rows: Vec<R>,
     id: impl Fn(&R) -> Uuid,
     view: impl Fn(R) -> T,
 ) -> Paged<T> {
-    let more = rows.len() > limit as usize;
-    rows.truncate(limit as usize);
-    let cursor =
-        more.then(|| rows.last().map(|r| Cursor { after: vec![id(r).to_string().into()] }.encode(scope))).flatten();
+    let (rows, cursor) = keyset.page(rows, |r| vec![id(r).to_string().into()]);
     Paged { items: rows.into_iter().map(view).collect(), cursor }
 }

@@ -32,7 +32,7 @@ pub async fn healthz() -> Json<Health> {
     (status = 200, body = Health),
     (status = 503, body = crate::error::ErrorBody, description = "database unreachable")))]
 pub async fn readyz(State(state): State<AppState>) -> AppResult<Json<Health>> {
-    match state.repo.ping().await {
+    match state.db.auto().ping().await {
         Ok(()) => Ok(Json(Health { status: "ready" })),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");

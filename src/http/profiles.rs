@@ -4,20 +4,20 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::domain::taxonomy::{TaxonomyEntry, entries_from_values};
-use crate::domain::{Cursor, double_option};
+use crate::domain::{Keyset, Status, double_option};
 use crate::error::{AppError, AppResult, ErrorBody};
 use crate::http::extract::{Json, Path, Query};
 use crate::http::stores::Deleted;
 use crate::http::{ListQuery, Paged};
 use crate::repo::{OrderRow, ProfileDetails};
 use crate::services::auth::AdminAuth;
-use crate::services::profiles::{FindParams, OrderInput, ProfileUpdate};
+use crate::services::profiles::{FindProfiles, OrderInput, ProfileUpdate};
 
 #[derive(Serialize, ToSchema)]
 pub struct PromoUsage {
@@ -65,8 +65,7 @@ pub struct Profile {
     pub store_id: Uuid,
     pub email: Option<String>,
     pub verified: bool,
-    /// `active` or `archived`.
-    pub status: String,
+    pub status: Status,
     pub taxonomies: Vec<TaxonomyEntry>,
     pub promo_usage: Vec<PromoUsage>,
     pub auth_tokens: Vec<AuthTokenInfo>,
@@ -125,7 +124,7 @@ pub struct UpdateProfile {
     #[schema(value_type = Option<String>)]
     pub email: Option<Option<String>>,
     pub taxonomies: Option<Vec<TaxonomyEntry>>,
-    pub status: Option<String>,
+    pub status: Option<Status>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -134,24 +133,6 @@ pub struct MergeRequest {
     /// The profile merged into the target and then deleted.
     #[serde(alias = "sourceId")]
     pub source_id: Uuid,
-}
-
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct FindQuery {
-    /// Case-insensitive substring of the email or a text taxonomy value, or an exact profile id.
-    pub query: Option<String>,
-    /// JSON-encoded `TaxonomyQuery[]`; all filters and fields are AND-ed.
-    pub taxonomy_query: Option<String>,
-    /// `active` or `archived`.
-    pub status: Option<String>,
-    /// 1–200, default 50.
-    pub limit: Option<i64>,
-    pub cursor: Option<String>,
-    /// `created_at` (default), `updated_at` or `email`.
-    pub sort_field: Option<String>,
-    /// `asc` (default) or `desc`.
-    pub sort_direction: Option<String>,
 }
 
 /// An order of the commerce system linked to a profile.
@@ -235,24 +216,15 @@ pub async fn create_profile(
 
 /// Search and list profiles with keyset paging.
 #[utoipa::path(get, path = "/v1/stores/{storeId}/profiles", tag = "profiles", security(("bearer" = [])),
-    params(("storeId" = Uuid, Path), FindQuery),
+    params(("storeId" = Uuid, Path), FindProfiles),
     responses((status = 200, body = Paged<Profile>), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 422, body = ErrorBody)))]
 pub async fn find_profiles(
     State(state): State<AppState>,
     auth: AdminAuth,
-    Query(q): Query<FindQuery>,
+    Query(q): Query<FindProfiles>,
 ) -> AppResult<Json<Paged<Profile>>> {
-    let params = FindParams {
-        query: q.query,
-        taxonomy_query: q.taxonomy_query,
-        status: q.status,
-        limit: q.limit,
-        cursor: q.cursor,
-        sort_field: q.sort_field,
-        sort_direction: q.sort_direction,
-    };
-    let (rows, cursor) = state.services.profiles.find(auth.store_id, params).await?;
+    let (rows, cursor) = state.services.profiles.find(auth.store_id, q).await?;
     Ok(Json(Paged { items: rows.into_iter().map(Profile::from).collect(), cursor }))
 }
 
@@ -367,23 +339,8 @@ pub async fn list_orders(
     Query(q): Query<ListQuery>,
 ) -> AppResult<Json<Paged<Order>>> {
     let scope = format!("orders:{}:{}", auth.store_id, path.1);
-    let limit = crate::domain::Page::parse(q.limit).map_err(|e| AppError::invalid("limit", e))?.limit;
-    let after = match q.cursor.as_deref().filter(|c| !c.is_empty()) {
-        None => None,
-        Some(c) => {
-            let cursor = Cursor::decode(c, &scope).map_err(|e| AppError::invalid("cursor", e))?;
-            match (cursor.after.first().and_then(Value::as_i64), cursor.after.get(1).and_then(Value::as_str)) {
-                (Some(at), Some(id)) => Some((at, id.to_string())),
-                _ => return Err(AppError::invalid("cursor", "invalid_cursor")),
-            }
-        }
-    };
-    let mut rows = state.services.profiles.orders(auth.store_id, path.1, after, limit + 1).await?;
-    let cursor = if rows.len() > limit as usize {
-        rows.truncate(limit as usize);
-        rows.last().map(|o| Cursor { after: vec![o.created_at.into(), o.order_id.clone().into()] }.encode(&scope))
-    } else {
-        None
-    };
+    let keyset = Keyset::parse(q.limit, q.cursor.as_deref(), scope).map_err(AppError::validation)?;
+    let rows = state.services.profiles.orders(auth.store_id, path.1, &keyset).await?;
+    let (rows, cursor) = keyset.page(rows, |o| vec![o.created_at.into(), o.order_id.clone().into()]);
     Ok(Json(Paged { items: rows.into_iter().map(Order::from).collect(), cursor }))
 }

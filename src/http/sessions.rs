@@ -197,9 +197,8 @@ pub async fn list_sessions(
     actor: ProfileActor,
     Path(path): Path<(Uuid, Uuid)>,
 ) -> AppResult<Json<Paged<AuthTokenInfo>>> {
-    let store_id = store_of(&actor);
-    state.services.profiles.get(store_id, path.1).await?;
-    let items = state.services.sessions.list(store_id, path.1).await?.into_iter().map(AuthTokenInfo::from).collect();
+    let items =
+        state.services.sessions.list(store_of(&actor), path.1).await?.into_iter().map(AuthTokenInfo::from).collect();
     Ok(Json(Paged { items, cursor: None }))
 }
 
@@ -214,9 +213,7 @@ pub async fn revoke_all_tokens(
     actor: ProfileActor,
     Path(path): Path<(Uuid, Uuid)>,
 ) -> AppResult<Json<Deleted>> {
-    let store_id = store_of(&actor);
-    state.services.profiles.get(store_id, path.1).await?;
-    state.services.sessions.revoke_all(store_id, path.1).await?;
+    state.services.sessions.revoke_all(store_of(&actor), path.1).await?;
     Ok(Json(Deleted { deleted: true }))
 }
 

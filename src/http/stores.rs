@@ -8,10 +8,10 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::domain::double_option;
+use crate::domain::{Role, double_option};
 use crate::error::{AppResult, ErrorBody};
 use crate::http::extract::{Json, Path, Query};
-use crate::http::{ListQuery, Paged, keyset_after, keyset_page};
+use crate::http::{ListQuery, Paged, id_page, keyset};
 use crate::repo::{ApiKeyRow, StoreRow};
 use crate::services::auth::{AccountAuth, AdminAuth};
 use crate::services::stores::StorePatch;
@@ -46,12 +46,11 @@ impl From<StoreRow> for Store {
 pub struct MemberStore {
     #[serde(flatten)]
     pub store: Store,
-    /// `owner` or `admin`.
-    pub role: String,
+    pub role: Role,
 }
 
-impl From<(StoreRow, String)> for MemberStore {
-    fn from((store, role): (StoreRow, String)) -> Self {
+impl From<(StoreRow, Role)> for MemberStore {
+    fn from((store, role): (StoreRow, Role)) -> Self {
         Self { store: store.into(), role }
     }
 }
@@ -152,9 +151,9 @@ pub async fn list_stores(
     Query(q): Query<ListQuery>,
 ) -> AppResult<Json<Paged<MemberStore>>> {
     let scope = format!("stores:{}", auth.account_id);
-    let (limit, after) = keyset_after(&q, &scope)?;
-    let rows = state.services.stores.of_account(auth.account_id, after, limit + 1).await?;
-    Ok(Json(keyset_page(rows, limit, &scope, |(s, _)| s.id, MemberStore::from)))
+    let (page, after) = keyset(&q, scope)?;
+    let rows = state.services.stores.of_account(auth.account_id, after, page.fetch()).await?;
+    Ok(Json(id_page(&page, rows, |(s, _)| s.id, MemberStore::from)))
 }
 
 /// One store's settings.
@@ -212,9 +211,9 @@ pub async fn list_api_keys(
     Query(q): Query<ListQuery>,
 ) -> AppResult<Json<Paged<ApiKey>>> {
     let scope = format!("api-keys:{}", auth.store_id);
-    let (limit, after) = keyset_after(&q, &scope)?;
-    let rows = state.services.stores.api_keys(auth.store_id, after, limit + 1).await?;
-    Ok(Json(keyset_page(rows, limit, &scope, |k| k.id, ApiKey::from)))
+    let (page, after) = keyset(&q, scope)?;
+    let rows = state.services.stores.api_keys(auth.store_id, after, page.fetch()).await?;
+    Ok(Json(id_page(&page, rows, |k| k.id, ApiKey::from)))
 }
 
 /// Revoke an API key; it is refused from the next request on.

@@ -8,12 +8,12 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::domain::double_option;
 use crate::domain::taxonomy::FieldDef;
+use crate::domain::{Status, double_option};
 use crate::error::{AppResult, ErrorBody};
 use crate::http::extract::{Json, Path, Query};
 use crate::http::stores::Deleted;
-use crate::http::{ListQuery, Paged, keyset_after, keyset_page};
+use crate::http::{ListQuery, Paged, id_page, keyset};
 use crate::repo::TaxonomyRow;
 use crate::services::auth::AdminAuth;
 use crate::services::taxonomies::{TaxonomyInput, TaxonomyPatch};
@@ -25,8 +25,7 @@ pub struct Taxonomy {
     pub key: String,
     pub parent_id: Option<Uuid>,
     pub schema: Vec<FieldDef>,
-    /// `active` or `archived`; entries may only use active taxonomies.
-    pub status: String,
+    pub status: Status,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -54,7 +53,7 @@ pub struct CreateTaxonomy {
     #[serde(alias = "parentId")]
     pub parent_id: Option<Uuid>,
     pub schema: Vec<FieldDef>,
-    pub status: Option<String>,
+    pub status: Option<Status>,
 }
 
 /// Absent fields stay. Fields removed from `schema`, or whose type changes, lose their stored values.
@@ -66,7 +65,7 @@ pub struct UpdateTaxonomy {
     #[schema(value_type = Option<Uuid>)]
     pub parent_id: Option<Option<Uuid>>,
     pub schema: Option<Vec<FieldDef>>,
-    pub status: Option<String>,
+    pub status: Option<Status>,
 }
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -102,9 +101,9 @@ pub async fn list_taxonomies(
     Query(q): Query<ListQuery>,
 ) -> AppResult<Json<Paged<Taxonomy>>> {
     let scope = format!("taxonomies:{}", auth.store_id);
-    let (limit, after) = keyset_after(&q, &scope)?;
-    let rows = state.services.taxonomies.list(auth.store_id, after, limit + 1).await?;
-    Ok(Json(keyset_page(rows, limit, &scope, |t| t.id, Taxonomy::from)))
+    let (page, after) = keyset(&q, scope)?;
+    let rows = state.services.taxonomies.list(auth.store_id, after, page.fetch()).await?;
+    Ok(Json(id_page(&page, rows, |t| t.id, Taxonomy::from)))
 }
 
 /// One taxonomy, by id or by key.

@@ -9,11 +9,11 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::domain::double_option;
+use crate::domain::{Status, double_option};
 use crate::error::{AppResult, ErrorBody};
 use crate::http::extract::{Json, Path, Query};
 use crate::http::stores::Deleted;
-use crate::http::{ListQuery, Paged, keyset_after, keyset_page};
+use crate::http::{ListQuery, Paged, id_page, keyset};
 use crate::mail::render::Rendered;
 use crate::repo::TemplateRow;
 use crate::services::auth::AdminAuth;
@@ -35,8 +35,7 @@ pub struct EmailTemplate {
     pub reply_to: Option<String>,
     /// Inbox preview text, sent as a hidden span at the top of the body.
     pub preheader: Option<String>,
-    /// `active` or `archived`; archived templates are not sent.
-    pub status: String,
+    pub status: Status,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -79,7 +78,7 @@ pub struct CreateTemplate {
     pub reply_to: Option<String>,
     pub preheader: Option<String>,
     /// `active` (default) or `archived`.
-    pub status: Option<String>,
+    pub status: Option<Status>,
 }
 
 /// Absent fields stay; `null` clears an optional field.
@@ -104,7 +103,7 @@ pub struct UpdateTemplate {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]
     pub preheader: Option<Option<String>>,
-    pub status: Option<String>,
+    pub status: Option<Status>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -182,9 +181,9 @@ pub async fn list_templates(
     Query(q): Query<ListQuery>,
 ) -> AppResult<Json<Paged<EmailTemplate>>> {
     let scope = format!("email-templates:{}", auth.store_id);
-    let (limit, after) = keyset_after(&q, &scope)?;
-    let rows = state.services.templates.list(auth.store_id, after, limit + 1).await?;
-    Ok(Json(keyset_page(rows, limit, &scope, |t| t.id, EmailTemplate::from)))
+    let (page, after) = keyset(&q, scope)?;
+    let rows = state.services.templates.list(auth.store_id, after, page.fetch()).await?;
+    Ok(Json(id_page(&page, rows, |t| t.id, EmailTemplate::from)))
 }
 
 /// One email template, by id or by key.

@@ -18,7 +18,7 @@ pub mod render;
 pub mod smtp;
 
 pub use file::FileMailer;
-pub use outbox::{OutboxSettings, OutboxWorker, spawn_outbox_worker};
+pub use outbox::{OutboxSettings, OutboxWorker};
 pub use smtp::SmtpMailer;
 
 /// One mail as stored in the outbox (JSON) and handed to a transport.

@@ -9,7 +9,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::{MailError, Mailer};
-use crate::repo::{ClaimedMail, Repo, RepoResult};
+use crate::repo::{ClaimedMail, Database, RepoResult};
 
 #[derive(Debug, Clone)]
 pub struct OutboxSettings {
@@ -63,15 +63,15 @@ fn due_at(now_millis: i64, delay: Duration) -> i64 {
 }
 
 pub struct OutboxWorker {
-    repo: Arc<dyn Repo>,
+    db: Database,
     mailer: Arc<dyn Mailer>,
     settings: OutboxSettings,
     wake: Arc<Notify>,
 }
 
 impl OutboxWorker {
-    pub fn new(repo: Arc<dyn Repo>, mailer: Arc<dyn Mailer>, settings: OutboxSettings) -> Self {
-        Self { repo, mailer, settings, wake: Arc::new(Notify::new()) }
+    pub fn new(db: Database, mailer: Arc<dyn Mailer>, settings: OutboxSettings) -> Self {
+        Self { db, mailer, settings, wake: Arc::new(Notify::new()) }
     }
 
     /// Uses a `Notify` created beforehand, e.g. one the enqueuing services already hold.
@@ -93,14 +93,27 @@ impl OutboxWorker {
     /// outcome. Returns how many were claimed.
     pub async fn run_once(&self) -> RepoResult<usize> {
         let lease_secs = self.settings.lease.as_secs().max(1) as i64;
-        let claimed = self.repo.claim_due_mail(crate::now(), lease_secs, self.batch_size()).await?;
+        let now = crate::now();
+        let mut tx = self.db.atomic().await?;
+        let claimed = tx.claim_due_mail(now, lease_secs, self.batch_size()).await?;
+        tx.commit().await?;
         let count = claimed.len();
         let send_timeout = Duration::from_secs(lease_secs as u64) / 2;
         let mut sends = JoinSet::new();
         for mail in claimed {
+            let message = match &mail.message {
+                Ok(message) => message.clone(),
+                Err(reason) => {
+                    // A row this binary cannot read would be claimed forever: park it instead.
+                    tracing::error!(mail_id = %mail.id, error = %reason, "outbox row holds an unreadable message; giving up on it");
+                    let error = format!("unreadable message: {reason}");
+                    self.db.auto().mail_failed(mail.id, mail.attempts, now, &error, true).await?;
+                    continue;
+                }
+            };
             let mailer = self.mailer.clone();
             sends.spawn(async move {
-                let outcome = tokio::time::timeout(send_timeout, mailer.send(&mail.message))
+                let outcome = tokio::time::timeout(send_timeout, mailer.send(&message))
                     .await
                     .unwrap_or_else(|_| Err(MailError::Transient("timed out".into())));
                 (mail, outcome)
@@ -119,7 +132,7 @@ impl OutboxWorker {
         let recorded = match outcome {
             Ok(()) => {
                 tracing::debug!(mail_id = %mail.id, "mail delivered");
-                self.repo.mail_delivered(mail.id).await
+                self.db.auto().mail_delivered(mail.id).await
             }
             Err(error) => {
                 let attempts = mail.attempts.saturating_add(1);
@@ -136,7 +149,7 @@ impl OutboxWorker {
                     tracing::error!(mail_id = %mail.id, store_id = ?mail.store_id, attempts, error = %error,
                         "mail not delivered; giving up, the outbox row is kept with failed_at set");
                 }
-                self.repo.mail_failed(mail.id, attempts, next_attempt_at, &error.to_string(), give_up).await
+                self.db.auto().mail_failed(mail.id, attempts, next_attempt_at, &error.to_string(), give_up).await
             }
         };
         if let Err(e) = recorded {
@@ -180,16 +193,6 @@ impl OutboxWorker {
         }
         tracing::debug!("outbox worker stopped");
     }
-}
-
-/// Starts a worker with its own wake handle; use [`OutboxWorker`] to share one with enqueuers.
-pub fn spawn_outbox_worker(
-    repo: Arc<dyn Repo>,
-    mailer: Arc<dyn Mailer>,
-    settings: OutboxSettings,
-    shutdown: watch::Receiver<bool>,
-) -> JoinHandle<()> {
-    OutboxWorker::new(repo, mailer, settings).spawn(shutdown)
 }
 
 #[cfg(test)]

@@ -29,8 +29,8 @@ pub enum EventChange {
     /// `customer.subscription.created|updated`.
     SubscriptionUpdated {
         customer_id: Option<String>,
-        /// Stripe's subscription status: `active`, `trialing`, `past_due`, `canceled`...
-        status: String,
+        /// Stripe's subscription status.
+        status: ProviderStatus,
         /// `cancel_at_period_end`, or a `cancel_at` date (what newer dashboards set).
         cancel_scheduled: bool,
         /// When access paid for ends: `cancel_at`, else the current period's end.
@@ -41,6 +41,30 @@ pub enum EventChange {
     SubscriptionDeleted { ended_at: Option<i64> },
     /// `invoice.payment_failed`.
     PaymentFailed { period_end: Option<i64> },
+}
+
+/// Stripe's subscription statuses, as far as memberships act on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderStatus {
+    /// `active` or `trialing`: access.
+    Active,
+    /// `past_due`, `unpaid` or `paused`: a renewal failed; access until the period ends.
+    Failing,
+    /// `canceled` or `incomplete_expired`: ended.
+    Ended,
+    /// `incomplete` and anything newer: nothing to do yet.
+    Other,
+}
+
+impl ProviderStatus {
+    pub fn parse(stripe: &str) -> Self {
+        match stripe {
+            "active" | "trialing" => Self::Active,
+            "past_due" | "unpaid" | "paused" => Self::Failing,
+            "canceled" | "incomplete_expired" => Self::Ended,
+            _ => Self::Other,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -80,7 +104,7 @@ pub fn parse(event: &Value) -> Option<ProviderEvent> {
                 .or_else(|| item.and_then(|i| int_field(i.get("current_period_end"))));
             let change = EventChange::SubscriptionUpdated {
                 customer_id: id_of(object.get("customer")),
-                status: str_field(object, "status").unwrap_or_default().to_string(),
+                status: ProviderStatus::parse(str_field(object, "status").unwrap_or_default()),
                 cancel_scheduled: object.get("cancel_at_period_end").and_then(Value::as_bool).unwrap_or(false)
                     || cancel_at.is_some(),
                 period_end: cancel_at.or(current_end),

@@ -1,13 +1,10 @@
-use async_trait::async_trait;
+//! Platform accounts and their sessions.
+
 use uuid::Uuid;
 
-use super::row::RowExt;
-use super::{
-    AccountRepo, AccountRow, AccountSessionRow, BeginWrite, RefreshRotation, RepoError, RepoResult, RotateOutcome,
-    SqlRepo, on_db,
-};
+use super::{AccountRow, AccountSessionRow, RepoResult, Row, Sql, Tx};
 
-fn account(r: &impl RowExt) -> sqlx::Result<AccountRow> {
+fn account(r: &Row) -> sqlx::Result<AccountRow> {
     Ok(AccountRow {
         id: r.uuid("id")?,
         email: r.text("email")?,
@@ -17,7 +14,7 @@ fn account(r: &impl RowExt) -> sqlx::Result<AccountRow> {
     })
 }
 
-pub(super) fn session(r: &impl RowExt) -> sqlx::Result<AccountSessionRow> {
+fn session(r: &Row) -> sqlx::Result<AccountSessionRow> {
     Ok(AccountSessionRow {
         id: r.uuid("id")?,
         account_id: r.uuid("account_id")?,
@@ -29,95 +26,90 @@ pub(super) fn session(r: &impl RowExt) -> sqlx::Result<AccountSessionRow> {
     })
 }
 
-#[async_trait]
-impl AccountRepo for SqlRepo {
-    async fn insert_account(&self, a: &AccountRow, email_key: &str) -> RepoResult<()> {
-        on_db!(self, p => {
-            sqlx::query(
-                "INSERT INTO accounts (id, email, email_key, password_hash, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(a.id)
-            .bind(&a.email)
-            .bind(email_key)
-            .bind(&a.password_hash)
-            .bind(a.created_at)
-            .bind(a.updated_at)
-            .execute(p)
-            .await
-            .map_err(RepoError::from_write)?;
-        });
+const ACCOUNT_COLUMNS: &str = "id, email, password_hash, created_at, updated_at";
+
+impl Tx {
+    /// `Unique("accounts_email_key_unique")` when the email is taken.
+    pub async fn insert_account(&mut self, a: &AccountRow, email_key: &str) -> RepoResult<()> {
+        let sql = Sql::new(
+            "INSERT INTO accounts (id, email, email_key, password_hash, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(a.id)
+        .bind(&a.email)
+        .bind(email_key)
+        .bind(&a.password_hash)
+        .bind(a.created_at)
+        .bind(a.updated_at);
+        self.execute(sql).await?;
         Ok(())
     }
 
-    async fn account_by_email(&self, email_key: &str) -> RepoResult<Option<AccountRow>> {
-        const SQL: &str = "SELECT id, email, password_hash, created_at, updated_at FROM accounts WHERE email_key = $1";
-        on_db!(self, p => {
-            let row = sqlx::query(SQL).bind(email_key).fetch_optional(p).await?;
-            Ok(row.map(|r| account(&r)).transpose()?)
-        })
+    pub async fn account_by_email(&mut self, email_key: &str) -> RepoResult<Option<AccountRow>> {
+        let sql = Sql::new(format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE email_key = $1")).bind(email_key);
+        Ok(self.fetch_optional(sql).await?.map(|r| account(&r)).transpose()?)
     }
 
-    async fn account_by_id(&self, id: Uuid) -> RepoResult<Option<AccountRow>> {
-        const SQL: &str = "SELECT id, email, password_hash, created_at, updated_at FROM accounts WHERE id = $1";
-        on_db!(self, p => {
-            let row = sqlx::query(SQL).bind(id).fetch_optional(p).await?;
-            Ok(row.map(|r| account(&r)).transpose()?)
-        })
+    pub async fn account_by_id(&mut self, id: Uuid) -> RepoResult<Option<AccountRow>> {
+        let sql = Sql::new(format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1")).bind(id);
+        Ok(self.fetch_optional(sql).await?.map(|r| account(&r)).transpose()?)
     }
 
-    async fn create_account_session(&self, s: &AccountSessionRow, refresh_hash: &[u8; 32]) -> RepoResult<()> {
-        on_db!(self, p => {
-            let mut tx = p.begin_write().await?;
-            sqlx::query(
-                "INSERT INTO account_sessions
-                   (id, account_id, user_agent, created_at, last_used_at, refresh_expires_at, revoked_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, NULL)",
-            )
-            .bind(s.id)
-            .bind(s.account_id)
-            .bind(&s.user_agent)
-            .bind(s.created_at)
-            .bind(s.last_used_at)
-            .bind(s.refresh_expires_at)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query("INSERT INTO account_refresh_tokens (token_hash, session_id, created_at) VALUES ($1, $2, $3)")
-                .bind(&refresh_hash[..])
-                .bind(s.id)
-                .bind(s.created_at)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-        });
+    pub async fn set_password_hash(&mut self, id: Uuid, password_hash: &str, now: i64) -> RepoResult<bool> {
+        let sql = Sql::new("UPDATE accounts SET password_hash = $2, updated_at = $3 WHERE id = $1")
+            .bind(id)
+            .bind(password_hash)
+            .bind(now);
+        Ok(self.execute(sql).await? == 1)
+    }
+
+    pub async fn insert_account_session(&mut self, s: &AccountSessionRow) -> RepoResult<()> {
+        let sql = Sql::new(
+            "INSERT INTO account_sessions (id, account_id, user_agent, created_at, last_used_at, refresh_expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(s.id)
+        .bind(s.account_id)
+        .bind(&s.user_agent)
+        .bind(s.created_at)
+        .bind(s.last_used_at)
+        .bind(s.refresh_expires_at);
+        self.execute(sql).await?;
         Ok(())
     }
 
-    async fn rotate_account_refresh(&self, rot: &RefreshRotation) -> RepoResult<RotateOutcome<AccountSessionRow>> {
-        self.rotate_refresh(None, rot).await
+    pub async fn account_session(&mut self, id: Uuid) -> RepoResult<Option<AccountSessionRow>> {
+        let sql = Sql::new(
+            "SELECT id, account_id, user_agent, created_at, last_used_at, refresh_expires_at, revoked_at
+             FROM account_sessions WHERE id = $1",
+        )
+        .bind(id);
+        Ok(self.fetch_optional(sql).await?.map(|r| session(&r)).transpose()?)
     }
 
-    async fn account_session_live(&self, session_id: Uuid, account_id: Uuid) -> RepoResult<bool> {
-        on_db!(self, p => {
-            let live: Option<Uuid> = sqlx::query_scalar(
-                "SELECT id FROM account_sessions WHERE id = $1 AND account_id = $2 AND revoked_at IS NULL",
-            )
+    pub async fn account_session_live(&mut self, session_id: Uuid, account_id: Uuid) -> RepoResult<bool> {
+        let sql = Sql::new("SELECT id FROM account_sessions WHERE id = $1 AND account_id = $2 AND revoked_at IS NULL")
             .bind(session_id)
-            .bind(account_id)
-            .fetch_optional(p)
-            .await?;
-            Ok(live.is_some())
-        })
+            .bind(account_id);
+        Ok(self.fetch_optional(sql).await?.is_some())
     }
 
-    async fn revoke_account_session(&self, session_id: Uuid, now: i64) -> RepoResult<()> {
-        on_db!(self, p => {
-            sqlx::query("UPDATE account_sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
-                .bind(session_id)
-                .bind(now)
-                .execute(p)
-                .await?;
-        });
+    /// Counts a failure in a fixed window outside any store (login).
+    pub async fn hit_account_rate_limit(&mut self, bucket: &str, window_start: i64) -> RepoResult<()> {
+        let sql = Sql::new(
+            "INSERT INTO account_rate_limits (bucket, window_start, hits) VALUES ($1, $2, 1)
+             ON CONFLICT (bucket, window_start) DO UPDATE SET hits = account_rate_limits.hits + 1",
+        )
+        .bind(bucket)
+        .bind(window_start);
+        self.execute(sql).await?;
         Ok(())
+    }
+
+    pub async fn account_rate_limit(&mut self, bucket: &str, window_start: i64) -> RepoResult<i64> {
+        let sql = Sql::new("SELECT hits FROM account_rate_limits WHERE bucket = $1 AND window_start = $2")
+            .bind(bucket)
+            .bind(window_start);
+        Ok(self.fetch_optional(sql).await?.map(|r| r.int("hits")).transpose()?.unwrap_or(0))
     }
 }

@@ -1,12 +1,13 @@
-use async_trait::async_trait;
+//! Audiences, subscriptions and double opt-in tokens. The subscribe, confirm and unsubscribe
+//! rules are in `services::audiences`.
+
 use serde_json::Value;
-use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::row::RowExt;
-use super::sql::{Param, SqlBuilder, bind_params, like_escape};
-use super::{BeginWrite, NewOutboxMail, RepoError, RepoResult, SqlRepo, insert_outbox_mail, on_db};
+use super::profiles::like_escape;
+use super::{Arg, RepoResult, Row, Sql, Tx};
 use crate::domain::audience::Price;
+use crate::domain::{AudienceKind, Status, SubscriptionSource, SubscriptionStatus};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct AudienceRow {
@@ -14,9 +15,8 @@ pub struct AudienceRow {
     pub id: Uuid,
     pub key: String,
     pub name: Option<String>,
-    pub status: String,
-    /// `standard` or `paid`.
-    pub kind: String,
+    pub status: Status,
+    pub kind: AudienceKind,
     pub prices: Vec<Price>,
     pub confirm_template_id: Option<Uuid>,
     pub subscriber_count: i64,
@@ -30,8 +30,8 @@ pub struct SubscriptionRow {
     pub id: Uuid,
     pub audience_id: Uuid,
     pub profile_id: Uuid,
-    pub status: String,
-    pub source: String,
+    pub status: SubscriptionStatus,
+    pub source: SubscriptionSource,
     pub price_id: Option<String>,
     pub payment: Option<Value>,
     pub start_date: Option<i64>,
@@ -52,35 +52,29 @@ pub struct SubscriberRow {
 pub struct AudienceSearch {
     pub store_id: Uuid,
     pub ids: Vec<Uuid>,
-    pub status: Option<String>,
+    pub status: Option<Status>,
     /// Lower-cased substring of the key.
     pub query: Option<String>,
     pub after: Option<Uuid>,
     pub limit: u32,
 }
 
-/// A subscription to write for (audience, profile): inserted, or replacing the existing row's
-/// state; with an optional double opt-in token and mail, all in one transaction.
-#[derive(Debug, Clone)]
-pub struct Upsert {
-    pub row: SubscriptionRow,
-    pub confirm_token: Option<([u8; 32], i64)>,
-    pub mail: Option<NewOutboxMail>,
-}
-
 const AUDIENCE_COLUMNS: &str =
     "store_id, id, key, name, status, kind, prices, confirm_template_id, subscriber_count, created_at, updated_at";
 pub(super) const SUBSCRIPTION_COLUMNS: &str = "s.store_id, s.id, s.audience_id, s.profile_id, s.status, s.source, s.price_id, \
      s.payment, s.start_date, s.end_date, s.confirmed_at, s.cancelled_at, s.created_at, s.updated_at";
+/// [`SUBSCRIPTION_COLUMNS`] for `RETURNING`, which takes no table alias.
+const RETURNING_SUBSCRIPTION: &str = "store_id, id, audience_id, profile_id, status, source, price_id, payment, \
+     start_date, end_date, confirmed_at, cancelled_at, created_at, updated_at";
 
-fn audience(r: &impl RowExt) -> sqlx::Result<AudienceRow> {
+fn audience(r: &Row) -> sqlx::Result<AudienceRow> {
     Ok(AudienceRow {
         store_id: r.uuid("store_id")?,
         id: r.uuid("id")?,
         key: r.text("key")?,
         name: r.opt_text("name")?,
-        status: r.text("status")?,
-        kind: r.text("kind")?,
+        status: r.parsed("status")?,
+        kind: r.parsed("kind")?,
         prices: r.json("prices")?,
         confirm_template_id: r.opt_uuid("confirm_template_id")?,
         subscriber_count: r.int("subscriber_count")?,
@@ -89,14 +83,14 @@ fn audience(r: &impl RowExt) -> sqlx::Result<AudienceRow> {
     })
 }
 
-pub(crate) fn subscription(r: &impl RowExt) -> sqlx::Result<SubscriptionRow> {
+pub(super) fn subscription(r: &Row) -> sqlx::Result<SubscriptionRow> {
     Ok(SubscriptionRow {
         store_id: r.uuid("store_id")?,
         id: r.uuid("id")?,
         audience_id: r.uuid("audience_id")?,
         profile_id: r.uuid("profile_id")?,
-        status: r.text("status")?,
-        source: r.text("source")?,
+        status: r.parsed("status")?,
+        source: r.parsed("source")?,
         price_id: r.opt_text("price_id")?,
         payment: r.opt_json("payment")?,
         start_date: r.opt_int("start_date")?,
@@ -108,193 +102,185 @@ pub(crate) fn subscription(r: &impl RowExt) -> sqlx::Result<SubscriptionRow> {
     })
 }
 
-#[async_trait]
-pub trait AudienceRepo {
-    /// `Conflict` when the key is taken.
-    async fn insert_audience(&self, a: &AudienceRow) -> RepoResult<()>;
-    async fn audience(&self, store_id: Uuid, id: Option<Uuid>, key: &str) -> RepoResult<Option<AudienceRow>>;
-    async fn find_audiences(&self, search: &AudienceSearch) -> RepoResult<Vec<AudienceRow>>;
-    /// `Conflict` when the key is taken.
-    async fn update_audience(&self, a: &AudienceRow) -> RepoResult<()>;
-    async fn template_exists(&self, store_id: Uuid, id: Uuid) -> RepoResult<bool>;
-    /// The profile's `verified` flag and its subscription to the audience, in one query;
-    /// `None` when the profile does not exist.
-    async fn access_row(
-        &self,
-        store_id: Uuid,
-        audience_id: Uuid,
-        profile_id: Uuid,
-    ) -> RepoResult<Option<(bool, Option<SubscriptionRow>)>>;
-    async fn subscription(
-        &self,
-        store_id: Uuid,
-        audience_id: Uuid,
-        profile_id: Uuid,
-    ) -> RepoResult<Option<SubscriptionRow>>;
-    async fn subscriptions_of_profile(&self, store_id: Uuid, profile_id: Uuid) -> RepoResult<Vec<SubscriptionRow>>;
-    /// Returns the stored row (its id is the existing one when the pair was subscribed before).
-    async fn upsert_subscription(&self, upsert: &Upsert) -> RepoResult<SubscriptionRow>;
-    /// When the subscription's newest confirmation link was made, if it has one.
-    async fn last_confirmation_at(&self, store_id: Uuid, subscription_id: Uuid) -> RepoResult<Option<i64>>;
-    async fn confirm_subscription(
-        &self,
-        store_id: Uuid,
-        token_hash: &[u8; 32],
-        now: i64,
-    ) -> RepoResult<Option<SubscriptionRow>>;
-    /// Cancels an open subscription; `None` when there is none to cancel.
-    async fn cancel_subscription(
-        &self,
-        store_id: Uuid,
-        audience_id: Uuid,
-        profile_id: Uuid,
-        now: i64,
-    ) -> RepoResult<Option<SubscriptionRow>>;
-    async fn delete_subscription(&self, store_id: Uuid, audience_id: Uuid, profile_id: Uuid) -> RepoResult<bool>;
-    async fn subscribers(
-        &self,
-        store_id: Uuid,
-        audience_id: Uuid,
-        status: Option<&str>,
-        after: Option<Uuid>,
-        limit: u32,
-    ) -> RepoResult<Vec<SubscriberRow>>;
+fn subscriptions(rows: Vec<Row>) -> RepoResult<Vec<SubscriptionRow>> {
+    Ok(rows.iter().map(subscription).collect::<sqlx::Result<_>>()?)
 }
 
-#[async_trait]
-impl AudienceRepo for SqlRepo {
-    async fn insert_audience(&self, a: &AudienceRow) -> RepoResult<()> {
-        on_db!(self, p => {
-            sqlx::query(
-                "INSERT INTO audiences (store_id, id, key, name, status, kind, prices, confirm_template_id, subscriber_count,
-                   created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $9)",
-            )
-            .bind(a.store_id)
-            .bind(a.id)
-            .bind(&a.key)
-            .bind(&a.name)
-            .bind(&a.status)
-            .bind(&a.kind)
-            .bind(Json(&a.prices))
-            .bind(a.confirm_template_id)
-            .bind(a.created_at)
-            .execute(p)
-            .await
-            .map_err(RepoError::from_write)?;
-        });
+impl Tx {
+    /// `Unique("audiences_key_unique")` when the key is taken.
+    pub async fn insert_audience(&mut self, a: &AudienceRow) -> RepoResult<()> {
+        let sql = Sql::new(
+            "INSERT INTO audiences (store_id, id, key, name, status, kind, prices, confirm_template_id, subscriber_count,
+               created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $9)",
+        )
+        .bind(a.store_id)
+        .bind(a.id)
+        .bind(&a.key)
+        .bind(&a.name)
+        .bind(a.status.as_str())
+        .bind(a.kind.as_str())
+        .bind(Arg::json(&a.prices))
+        .bind(a.confirm_template_id)
+        .bind(a.created_at);
+        self.execute(sql).await?;
         Ok(())
     }
 
-    async fn audience(&self, store_id: Uuid, id: Option<Uuid>, key: &str) -> RepoResult<Option<AudienceRow>> {
-        let sql = format!("SELECT {AUDIENCE_COLUMNS} FROM audiences WHERE store_id = $1 AND (id = $2 OR key = $3)");
-        on_db!(self, p => {
-            let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(store_id).bind(id).bind(key).fetch_optional(p).await?;
-            Ok(row.map(|r| audience(&r)).transpose()?)
-        })
+    /// By id or key.
+    pub async fn audience(&mut self, store_id: Uuid, id: Option<Uuid>, key: &str) -> RepoResult<Option<AudienceRow>> {
+        self.audience_where(store_id, id, key, "").await
     }
 
-    async fn find_audiences(&self, s: &AudienceSearch) -> RepoResult<Vec<AudienceRow>> {
-        let mut b = SqlBuilder::new(&format!("SELECT {AUDIENCE_COLUMNS} FROM audiences WHERE store_id = "));
-        b.bind(Param::Uuid(s.store_id));
+    /// By id or key, locked inside a transaction against concurrent changes of the definition.
+    pub async fn lock_audience(
+        &mut self,
+        store_id: Uuid,
+        id: Option<Uuid>,
+        key: &str,
+    ) -> RepoResult<Option<AudienceRow>> {
+        let lock = self.for_update();
+        self.audience_where(store_id, id, key, lock).await
+    }
+
+    async fn audience_where(
+        &mut self,
+        store_id: Uuid,
+        id: Option<Uuid>,
+        key: &str,
+        lock: &str,
+    ) -> RepoResult<Option<AudienceRow>> {
+        let sql = Sql::new(format!(
+            "SELECT {AUDIENCE_COLUMNS} FROM audiences WHERE store_id = $1 AND (id = $2 OR key = $3){lock}"
+        ))
+        .bind(store_id)
+        .bind(id)
+        .bind(key);
+        Ok(self.fetch_optional(sql).await?.map(|r| audience(&r)).transpose()?)
+    }
+
+    pub async fn find_audiences(&mut self, s: &AudienceSearch) -> RepoResult<Vec<AudienceRow>> {
+        let mut sql = Sql::new(format!("SELECT {AUDIENCE_COLUMNS} FROM audiences WHERE store_id = "));
+        sql.push_bind(s.store_id);
         if !s.ids.is_empty() {
-            b.push(" AND id IN ").list(s.ids.iter().map(|id| Param::Uuid(*id)));
+            sql.push(" AND id IN ").push_list(s.ids.iter().copied());
         }
-        if let Some(status) = &s.status {
-            b.push(" AND status = ").bind(Param::Text(status.clone()));
+        if let Some(status) = s.status {
+            sql.push(" AND status = ").push_bind(status.as_str());
         }
         if let Some(q) = &s.query {
-            b.push(" AND lower(key) LIKE ").bind(Param::Text(format!("%{}%", like_escape(q)))).push(" ESCAPE '\\'");
+            sql.push(" AND lower(key) LIKE ").push_bind(format!("%{}%", like_escape(q))).push(" ESCAPE '\\'");
         }
         if let Some(after) = s.after {
-            b.push(" AND id > ").bind(Param::Uuid(after));
+            sql.push(" AND id > ").push_bind(after);
         }
-        b.push(" ORDER BY id LIMIT ").bind(Param::Int(i64::from(s.limit)));
-        on_db!(self, p => {
-            let rows = bind_params!(sqlx::query(sqlx::AssertSqlSafe(b.sql.clone())), &b.params).fetch_all(p).await?;
-            Ok(rows.iter().map(audience).collect::<sqlx::Result<_>>()?)
-        })
+        sql.push(" ORDER BY id LIMIT ").push_bind(s.limit);
+        Ok(self.fetch_all(sql).await?.iter().map(audience).collect::<sqlx::Result<_>>()?)
     }
 
-    async fn update_audience(&self, a: &AudienceRow) -> RepoResult<()> {
-        on_db!(self, p => {
-            sqlx::query(
-                "UPDATE audiences SET key = $3, name = $4, status = $5, prices = $6, confirm_template_id = $7, updated_at = $8
-                 WHERE store_id = $1 AND id = $2",
-            )
-            .bind(a.store_id)
-            .bind(a.id)
-            .bind(&a.key)
-            .bind(&a.name)
-            .bind(&a.status)
-            .bind(Json(&a.prices))
-            .bind(a.confirm_template_id)
-            .bind(a.updated_at)
-            .execute(p)
-            .await
-            .map_err(RepoError::from_write)?;
-        });
+    pub async fn update_audience(&mut self, a: &AudienceRow) -> RepoResult<()> {
+        let sql = Sql::new(
+            "UPDATE audiences SET key = $3, name = $4, status = $5, prices = $6, confirm_template_id = $7, updated_at = $8
+             WHERE store_id = $1 AND id = $2",
+        )
+        .bind(a.store_id)
+        .bind(a.id)
+        .bind(&a.key)
+        .bind(&a.name)
+        .bind(a.status.as_str())
+        .bind(Arg::json(&a.prices))
+        .bind(a.confirm_template_id)
+        .bind(a.updated_at);
+        self.execute(sql).await?;
         Ok(())
     }
 
-    async fn template_exists(&self, store_id: Uuid, id: Uuid) -> RepoResult<bool> {
-        on_db!(self, p => {
-            let found: Option<Uuid> = sqlx::query_scalar("SELECT id FROM email_templates WHERE store_id = $1 AND id = $2")
-                .bind(store_id)
-                .bind(id)
-                .fetch_optional(p)
-                .await?;
-            Ok(found.is_some())
-        })
+    /// Makes every audience that confirms with the template single opt-in.
+    pub async fn clear_confirm_template(&mut self, store_id: Uuid, template_id: Uuid, now: i64) -> RepoResult<()> {
+        let sql = Sql::new(
+            "UPDATE audiences SET confirm_template_id = NULL, updated_at = $3
+             WHERE store_id = $1 AND confirm_template_id = $2",
+        )
+        .bind(store_id)
+        .bind(template_id)
+        .bind(now);
+        self.execute(sql).await?;
+        Ok(())
     }
 
-    async fn access_row(
-        &self,
+    /// Locks the audiences that the profiles subscribe to, in id order, before their subscriptions
+    /// change: the subscriber counts those changes update are then always taken in one order.
+    pub async fn lock_audiences_of(&mut self, store_id: Uuid, profile_ids: &[Uuid]) -> RepoResult<()> {
+        if self.for_update().is_empty() {
+            return Ok(());
+        }
+        let mut sql = Sql::new(
+            "SELECT id FROM audiences WHERE store_id = $1 AND id IN (
+                SELECT audience_id FROM subscriptions WHERE store_id = $1 AND profile_id IN ",
+        )
+        .bind(store_id);
+        sql.push_list(profile_ids.iter().copied()).push(") ORDER BY id FOR UPDATE");
+        self.fetch_all(sql).await?;
+        Ok(())
+    }
+
+    /// The profile's `verified` flag and its subscription to the audience, in one query;
+    /// `None` when the profile does not exist.
+    pub async fn access_row(
+        &mut self,
         store_id: Uuid,
         audience_id: Uuid,
         profile_id: Uuid,
-    ) -> RepoResult<Option<(bool, Option<SubscriptionRow>)>> {
-        let sql = format!(
-            "SELECT p.verified AS profile_verified, s.id AS sub_id, {SUBSCRIPTION_COLUMNS} FROM profiles p
+    ) -> RepoResult<Option<Option<SubscriptionRow>>> {
+        let sql = Sql::new(format!(
+            "SELECT p.id AS pid, s.id AS sub_id, {SUBSCRIPTION_COLUMNS} FROM profiles p
              LEFT JOIN subscriptions s ON s.store_id = p.store_id AND s.profile_id = p.id AND s.audience_id = $2
              WHERE p.store_id = $1 AND p.id = $3"
-        );
-        on_db!(self, p => {
-            let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(store_id).bind(audience_id).bind(profile_id).fetch_optional(p).await?;
-            let Some(row) = row else { return Ok(None) };
-            let verified = row.boolean("profile_verified")?;
-            let sub = if row.opt_uuid("sub_id")?.is_some() { Some(subscription(&row)?) } else { None };
-            Ok(Some((verified, sub)))
-        })
+        ))
+        .bind(store_id)
+        .bind(audience_id)
+        .bind(profile_id);
+        let Some(row) = self.fetch_optional(sql).await? else { return Ok(None) };
+        let sub = if row.opt_uuid("sub_id")?.is_some() { Some(subscription(&row)?) } else { None };
+        Ok(Some(sub))
     }
 
-    async fn subscription(
-        &self,
+    /// The profile's subscription to the audience; locked inside a transaction.
+    pub async fn subscription(
+        &mut self,
         store_id: Uuid,
         audience_id: Uuid,
         profile_id: Uuid,
     ) -> RepoResult<Option<SubscriptionRow>> {
-        let sql = format!(
-            "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions s WHERE s.store_id = $1 AND s.audience_id = $2 AND s.profile_id = $3"
-        );
-        on_db!(self, p => {
-            let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(store_id).bind(audience_id).bind(profile_id).fetch_optional(p).await?;
-            Ok(row.map(|r| subscription(&r)).transpose()?)
-        })
+        let sql = Sql::new(format!(
+            "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions s
+             WHERE s.store_id = $1 AND s.audience_id = $2 AND s.profile_id = $3{}",
+            self.for_update()
+        ))
+        .bind(store_id)
+        .bind(audience_id)
+        .bind(profile_id);
+        Ok(self.fetch_optional(sql).await?.map(|r| subscription(&r)).transpose()?)
     }
 
-    async fn subscriptions_of_profile(&self, store_id: Uuid, profile_id: Uuid) -> RepoResult<Vec<SubscriptionRow>> {
-        let sql = format!(
-            "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions s WHERE s.store_id = $1 AND s.profile_id = $2 ORDER BY s.id"
-        );
-        on_db!(self, p => {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(store_id).bind(profile_id).fetch_all(p).await?;
-            Ok(rows.iter().map(subscription).collect::<sqlx::Result<_>>()?)
-        })
+    /// The profile's subscriptions by id; locked inside a transaction.
+    pub async fn subscriptions_of_profile(
+        &mut self,
+        store_id: Uuid,
+        profile_id: Uuid,
+    ) -> RepoResult<Vec<SubscriptionRow>> {
+        let sql = Sql::new(format!(
+            "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions s WHERE s.store_id = $1 AND s.profile_id = $2 ORDER BY s.id{}",
+            self.for_update()
+        ))
+        .bind(store_id)
+        .bind(profile_id);
+        subscriptions(self.fetch_all(sql).await?)
     }
 
-    async fn upsert_subscription(&self, u: &Upsert) -> RepoResult<SubscriptionRow> {
-        let r = &u.row;
-        let sql = format!(
+    /// Inserts the subscription, or writes its state over the pair's existing row (whose id it
+    /// keeps); returns the stored row.
+    pub async fn upsert_subscription(&mut self, r: &SubscriptionRow) -> RepoResult<SubscriptionRow> {
+        let sql = Sql::new(format!(
             "INSERT INTO subscriptions (store_id, id, audience_id, profile_id, status, source, price_id, payment, start_date,
                end_date, confirmed_at, cancelled_at, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)
@@ -302,166 +288,199 @@ impl AudienceRepo for SqlRepo {
                source = excluded.source, price_id = excluded.price_id, payment = excluded.payment,
                start_date = excluded.start_date, end_date = excluded.end_date, confirmed_at = excluded.confirmed_at,
                cancelled_at = excluded.cancelled_at, updated_at = excluded.updated_at
-             RETURNING {}",
-            SUBSCRIPTION_COLUMNS.replace("s.", "")
-        );
-        on_db!(self, p => {
-            let mut tx = p.begin_write().await?;
-            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(r.store_id)
-                .bind(r.id)
-                .bind(r.audience_id)
-                .bind(r.profile_id)
-                .bind(&r.status)
-                .bind(&r.source)
-                .bind(&r.price_id)
-                .bind(r.payment.as_ref().map(Json))
-                .bind(r.start_date)
-                .bind(r.end_date)
-                .bind(r.confirmed_at)
-                .bind(r.cancelled_at)
-                .bind(r.created_at)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(RepoError::from_write)?;
-            let stored = subscription(&row)?;
-            if let Some((hash, expires_at)) = &u.confirm_token {
-                // Older confirmation links of this subscription stop working.
-                sqlx::query("UPDATE subscription_tokens SET used_at = $3 WHERE store_id = $1 AND subscription_id = $2 AND used_at IS NULL")
-                    .bind(r.store_id)
-                    .bind(stored.id)
-                    .bind(r.updated_at)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(
-                    "INSERT INTO subscription_tokens (store_id, token_hash, subscription_id, created_at, expires_at)
-                     VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(r.store_id)
-                .bind(&hash[..])
-                .bind(stored.id)
-                .bind(r.updated_at)
-                .bind(expires_at)
-                .execute(&mut *tx)
-                .await?;
-            }
-            if let Some(mail) = &u.mail {
-                insert_outbox_mail!(&mut *tx, mail).await.map_err(RepoError::from_write)?;
-            }
-            tx.commit().await?;
-            Ok(stored)
-        })
+             RETURNING {RETURNING_SUBSCRIPTION}"
+        ))
+        .bind(r.store_id)
+        .bind(r.id)
+        .bind(r.audience_id)
+        .bind(r.profile_id)
+        .bind(r.status.as_str())
+        .bind(r.source.as_str())
+        .bind(&r.price_id)
+        .bind(Arg::opt_json(r.payment.as_ref()))
+        .bind(r.start_date)
+        .bind(r.end_date)
+        .bind(r.confirmed_at)
+        .bind(r.cancelled_at)
+        .bind(r.created_at);
+        Ok(subscription(&self.fetch_one(sql).await?)?)
     }
 
-    async fn last_confirmation_at(&self, store_id: Uuid, subscription_id: Uuid) -> RepoResult<Option<i64>> {
-        on_db!(self, p => {
-            let at: Option<i64> = sqlx::query_scalar(
-                "SELECT MAX(created_at) FROM subscription_tokens WHERE store_id = $1 AND subscription_id = $2",
-            )
+    /// Writes a subscription's state (everything but its keys, source and creation).
+    pub async fn update_subscription(&mut self, r: &SubscriptionRow) -> RepoResult<SubscriptionRow> {
+        let sql = Sql::new(format!(
+            "UPDATE subscriptions SET status = $3, price_id = $4, payment = $5, start_date = $6, end_date = $7,
+               confirmed_at = $8, cancelled_at = $9, updated_at = $10
+             WHERE store_id = $1 AND id = $2 RETURNING {RETURNING_SUBSCRIPTION}"
+        ))
+        .bind(r.store_id)
+        .bind(r.id)
+        .bind(r.status.as_str())
+        .bind(&r.price_id)
+        .bind(Arg::opt_json(r.payment.as_ref()))
+        .bind(r.start_date)
+        .bind(r.end_date)
+        .bind(r.confirmed_at)
+        .bind(r.cancelled_at)
+        .bind(r.updated_at);
+        Ok(subscription(&self.fetch_one(sql).await?)?)
+    }
+
+    pub async fn delete_subscription_by_id(&mut self, store_id: Uuid, id: Uuid) -> RepoResult<()> {
+        let sql = Sql::new("DELETE FROM subscriptions WHERE store_id = $1 AND id = $2").bind(store_id).bind(id);
+        self.execute(sql).await?;
+        Ok(())
+    }
+
+    pub async fn move_subscription(&mut self, store_id: Uuid, id: Uuid, to_profile: Uuid) -> RepoResult<()> {
+        let sql = Sql::new("UPDATE subscriptions SET profile_id = $3 WHERE store_id = $1 AND id = $2")
             .bind(store_id)
-            .bind(subscription_id)
-            .fetch_one(p)
-            .await?;
-            Ok(at)
-        })
+            .bind(id)
+            .bind(to_profile);
+        self.execute(sql).await?;
+        Ok(())
     }
 
-    async fn confirm_subscription(
-        &self,
-        store_id: Uuid,
-        token_hash: &[u8; 32],
-        now: i64,
-    ) -> RepoResult<Option<SubscriptionRow>> {
-        let sql = format!(
-            "UPDATE subscriptions SET status = 'active', confirmed_at = $3, start_date = COALESCE(start_date, $3), updated_at = $3
-             WHERE store_id = $1 AND status = 'pending' AND id = $2 RETURNING {}",
-            SUBSCRIPTION_COLUMNS.replace("s.", "")
-        );
-        on_db!(self, p => {
-            let mut tx = p.begin_write().await?;
-            let claimed: Option<Uuid> = sqlx::query_scalar(
-                "UPDATE subscription_tokens SET used_at = $3
-                 WHERE store_id = $1 AND token_hash = $2 AND used_at IS NULL AND expires_at > $3 RETURNING subscription_id",
-            )
-            .bind(store_id)
-            .bind(&token_hash[..])
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(subscription_id) = claimed else { return Ok(None) };
-            let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(store_id).bind(subscription_id).bind(now).fetch_optional(&mut *tx).await?;
-            let Some(row) = row else { return Ok(None) };
-            let confirmed = subscription(&row)?;
-            tx.commit().await?;
-            Ok(Some(confirmed))
-        })
-    }
-
-    async fn cancel_subscription(
-        &self,
+    pub async fn delete_subscription(
+        &mut self,
         store_id: Uuid,
         audience_id: Uuid,
         profile_id: Uuid,
+    ) -> RepoResult<bool> {
+        let sql = Sql::new("DELETE FROM subscriptions WHERE store_id = $1 AND audience_id = $2 AND profile_id = $3")
+            .bind(store_id)
+            .bind(audience_id)
+            .bind(profile_id);
+        Ok(self.execute(sql).await? > 0)
+    }
+
+    /// A new single-use confirmation token; the subscription's older ones stop working.
+    pub async fn replace_confirm_token(
+        &mut self,
+        store_id: Uuid,
+        subscription_id: Uuid,
+        token_hash: &[u8; 32],
         now: i64,
-    ) -> RepoResult<Option<SubscriptionRow>> {
-        let sql = format!(
-            "UPDATE subscriptions SET status = 'cancelled', cancelled_at = $4, updated_at = $4
-             WHERE store_id = $1 AND audience_id = $2 AND profile_id = $3 AND status IN ('pending', 'active', 'cancellation_scheduled')
-             RETURNING {}",
-            SUBSCRIPTION_COLUMNS.replace("s.", "")
-        );
-        on_db!(self, p => {
-            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(store_id)
-                .bind(audience_id)
-                .bind(profile_id)
-                .bind(now)
-                .fetch_optional(p)
-                .await?;
-            Ok(row.map(|r| subscription(&r)).transpose()?)
-        })
+        expires_at: i64,
+    ) -> RepoResult<()> {
+        let sql = Sql::new(
+            "UPDATE subscription_tokens SET used_at = $3 WHERE store_id = $1 AND subscription_id = $2 AND used_at IS NULL",
+        )
+        .bind(store_id)
+        .bind(subscription_id)
+        .bind(now);
+        self.execute(sql).await?;
+        let sql = Sql::new(
+            "INSERT INTO subscription_tokens (store_id, token_hash, subscription_id, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(store_id)
+        .bind(&token_hash[..])
+        .bind(subscription_id)
+        .bind(now)
+        .bind(expires_at);
+        self.execute(sql).await?;
+        Ok(())
     }
 
-    async fn delete_subscription(&self, store_id: Uuid, audience_id: Uuid, profile_id: Uuid) -> RepoResult<bool> {
-        on_db!(self, p => {
-            let n = sqlx::query("DELETE FROM subscriptions WHERE store_id = $1 AND audience_id = $2 AND profile_id = $3")
-                .bind(store_id)
-                .bind(audience_id)
-                .bind(profile_id)
-                .execute(p)
-                .await?
-                .rows_affected();
-            Ok(n > 0)
-        })
+    /// When the subscription's newest confirmation link was made, if it has one.
+    pub async fn last_confirmation_at(&mut self, store_id: Uuid, subscription_id: Uuid) -> RepoResult<Option<i64>> {
+        let sql = Sql::new(
+            "SELECT MAX(created_at) AS at FROM subscription_tokens WHERE store_id = $1 AND subscription_id = $2",
+        )
+        .bind(store_id)
+        .bind(subscription_id);
+        Ok(self.fetch_one(sql).await?.opt_int("at")?)
     }
 
-    async fn subscribers(
-        &self,
+    /// The subscription a token confirms, whatever the token's state.
+    pub async fn confirm_token_subscription(
+        &mut self,
+        store_id: Uuid,
+        token_hash: &[u8; 32],
+    ) -> RepoResult<Option<Uuid>> {
+        let sql = Sql::new("SELECT subscription_id FROM subscription_tokens WHERE store_id = $1 AND token_hash = $2")
+            .bind(store_id)
+            .bind(&token_hash[..]);
+        Ok(self.fetch_optional(sql).await?.map(|r| r.uuid("subscription_id")).transpose()?)
+    }
+
+    /// Uses up a live token; its subscription's id, or `None` for an unknown, used or expired token.
+    pub async fn use_confirm_token(
+        &mut self,
+        store_id: Uuid,
+        token_hash: &[u8; 32],
+        now: i64,
+    ) -> RepoResult<Option<Uuid>> {
+        let sql = Sql::new(
+            "UPDATE subscription_tokens SET used_at = $3
+             WHERE store_id = $1 AND token_hash = $2 AND used_at IS NULL AND expires_at > $3 RETURNING subscription_id",
+        )
+        .bind(store_id)
+        .bind(&token_hash[..])
+        .bind(now);
+        Ok(self.fetch_optional(sql).await?.map(|r| r.uuid("subscription_id")).transpose()?)
+    }
+
+    /// The subscription by id; locked inside a transaction.
+    pub async fn subscription_by_id(&mut self, store_id: Uuid, id: Uuid) -> RepoResult<Option<SubscriptionRow>> {
+        let sql = Sql::new(format!(
+            "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions s WHERE s.store_id = $1 AND s.id = $2{}",
+            self.for_update()
+        ))
+        .bind(store_id)
+        .bind(id);
+        Ok(self.fetch_optional(sql).await?.map(|r| subscription(&r)).transpose()?)
+    }
+
+    /// The subscription whose provider subscription id (Stripe's) is this one; locked.
+    pub async fn subscription_by_provider_id(&mut self, provider_id: &str) -> RepoResult<Option<SubscriptionRow>> {
+        let filter = match self.backend() {
+            super::Backend::Postgres => "(s.payment -> 'provider' ->> 'subscription_id') = $1",
+            super::Backend::Sqlite => "json_extract(s.payment, '$.provider.subscription_id') = $1",
+        };
+        let sql =
+            Sql::new(format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions s WHERE {filter}{}", self.for_update()))
+                .bind(provider_id);
+        Ok(self.fetch_optional(sql).await?.map(|r| subscription(&r)).transpose()?)
+    }
+
+    pub async fn subscribers(
+        &mut self,
         store_id: Uuid,
         audience_id: Uuid,
-        status: Option<&str>,
+        status: Option<SubscriptionStatus>,
         after: Option<Uuid>,
         limit: u32,
     ) -> RepoResult<Vec<SubscriberRow>> {
-        let mut b = SqlBuilder::new(&format!(
+        let mut sql = Sql::new(format!(
             "SELECT {SUBSCRIPTION_COLUMNS}, p.email AS email FROM subscriptions s
              JOIN profiles p ON p.store_id = s.store_id AND p.id = s.profile_id
              WHERE s.store_id = "
         ));
-        b.bind(Param::Uuid(store_id)).push(" AND s.audience_id = ").bind(Param::Uuid(audience_id));
+        sql.push_bind(store_id).push(" AND s.audience_id = ").push_bind(audience_id);
         if let Some(status) = status {
-            b.push(" AND s.status = ").bind(Param::Text(status.into()));
+            sql.push(" AND s.status = ").push_bind(status.as_str());
         }
         if let Some(after) = after {
-            b.push(" AND s.id > ").bind(Param::Uuid(after));
+            sql.push(" AND s.id > ").push_bind(after);
         }
-        b.push(" ORDER BY s.id LIMIT ").bind(Param::Int(i64::from(limit)));
-        on_db!(self, p => {
-            let rows = bind_params!(sqlx::query(sqlx::AssertSqlSafe(b.sql.clone())), &b.params).fetch_all(p).await?;
-            Ok(rows
-                .iter()
-                .map(|r| Ok(SubscriberRow { subscription: subscription(r)?, email: r.opt_text("email")? }))
-                .collect::<sqlx::Result<_>>()?)
-        })
+        sql.push(" ORDER BY s.id LIMIT ").push_bind(limit);
+        let rows = self.fetch_all(sql).await?;
+        Ok(rows
+            .iter()
+            .map(|r| Ok(SubscriberRow { subscription: subscription(r)?, email: r.opt_text("email")? }))
+            .collect::<sqlx::Result<_>>()?)
+    }
+
+    /// Records a payment provider's event id; false when it was recorded before (a redelivery).
+    pub async fn record_payment_event(&mut self, event_id: &str, kind: &str, now: i64) -> RepoResult<bool> {
+        let sql = Sql::new(
+            "INSERT INTO payment_events (event_id, type, processed_at) VALUES ($1, $2, $3) ON CONFLICT (event_id) DO NOTHING",
+        )
+        .bind(event_id)
+        .bind(kind)
+        .bind(now);
+        Ok(self.execute(sql).await? == 1)
     }
 }

@@ -2,7 +2,8 @@
 //! inside one transaction, and recorded with a checksum so an edited migration is caught.
 
 use serde::Serialize;
-use sqlx::Row;
+
+use super::{Backend, Database, Sql, Tx};
 
 struct Migration {
     version: i64,
@@ -10,40 +11,75 @@ struct Migration {
     sql: &'static str,
 }
 
-macro_rules! migrations {
-    ($dir:literal: $($version:literal => $name:literal),* $(,)?) => {
-        &[$(Migration {
-            version: $version,
-            name: $name,
-            sql: include_str!(concat!("../../migrations/", $dir, "/", $name, ".sql")),
-        }),*]
-    };
-}
-
-const POSTGRES: &[Migration] = migrations!("postgres":
-    1 => "0001_foundation",
-    2 => "0002_profiles",
-    3 => "0003_mail_outbox",
-    4 => "0004_sessions",
-    5 => "0005_email_templates",
-    6 => "0006_audiences",
-    7 => "0007_subscriber_counts",
-    8 => "0008_find_indexes",
-    9 => "0009_payment_events",
-    10 => "0010_trust",
-);
-const SQLITE: &[Migration] = migrations!("sqlite":
-    1 => "0001_foundation",
-    2 => "0002_profiles",
-    3 => "0003_mail_outbox",
-    4 => "0004_sessions",
-    5 => "0005_email_templates",
-    6 => "0006_audiences",
-    7 => "0007_subscriber_counts",
-    8 => "0008_find_indexes",
-    9 => "0009_payment_events",
-    10 => "0010_trust",
-);
+// Each list is the migrations folder of its backend, in order; they are compiled into the binary.
+const POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_foundation",
+        sql: include_str!("../../migrations/postgres/0001_foundation.sql"),
+    },
+    Migration { version: 2, name: "0002_profiles", sql: include_str!("../../migrations/postgres/0002_profiles.sql") },
+    Migration {
+        version: 3,
+        name: "0003_mail_outbox",
+        sql: include_str!("../../migrations/postgres/0003_mail_outbox.sql"),
+    },
+    Migration { version: 4, name: "0004_sessions", sql: include_str!("../../migrations/postgres/0004_sessions.sql") },
+    Migration {
+        version: 5,
+        name: "0005_email_templates",
+        sql: include_str!("../../migrations/postgres/0005_email_templates.sql"),
+    },
+    Migration { version: 6, name: "0006_audiences", sql: include_str!("../../migrations/postgres/0006_audiences.sql") },
+    Migration {
+        version: 7,
+        name: "0007_subscriber_counts",
+        sql: include_str!("../../migrations/postgres/0007_subscriber_counts.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "0008_find_indexes",
+        sql: include_str!("../../migrations/postgres/0008_find_indexes.sql"),
+    },
+    Migration {
+        version: 9,
+        name: "0009_payment_events",
+        sql: include_str!("../../migrations/postgres/0009_payment_events.sql"),
+    },
+    Migration { version: 10, name: "0010_trust", sql: include_str!("../../migrations/postgres/0010_trust.sql") },
+];
+const SQLITE: &[Migration] = &[
+    Migration { version: 1, name: "0001_foundation", sql: include_str!("../../migrations/sqlite/0001_foundation.sql") },
+    Migration { version: 2, name: "0002_profiles", sql: include_str!("../../migrations/sqlite/0002_profiles.sql") },
+    Migration {
+        version: 3,
+        name: "0003_mail_outbox",
+        sql: include_str!("../../migrations/sqlite/0003_mail_outbox.sql"),
+    },
+    Migration { version: 4, name: "0004_sessions", sql: include_str!("../../migrations/sqlite/0004_sessions.sql") },
+    Migration {
+        version: 5,
+        name: "0005_email_templates",
+        sql: include_str!("../../migrations/sqlite/0005_email_templates.sql"),
+    },
+    Migration { version: 6, name: "0006_audiences", sql: include_str!("../../migrations/sqlite/0006_audiences.sql") },
+    Migration {
+        version: 7,
+        name: "0007_subscriber_counts",
+        sql: include_str!("../../migrations/sqlite/0007_subscriber_counts.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "0008_find_indexes",
+        sql: include_str!("../../migrations/sqlite/0008_find_indexes.sql"),
+    },
+    Migration {
+        version: 9,
+        name: "0009_payment_events",
+        sql: include_str!("../../migrations/sqlite/0009_payment_events.sql"),
+    },
+    Migration { version: 10, name: "0010_trust", sql: include_str!("../../migrations/sqlite/0010_trust.sql") },
+];
 
 #[derive(Debug, Serialize)]
 pub struct MigrationReport {
@@ -74,49 +110,45 @@ fn pending<'a>(list: &'a [Migration], applied: &[(i64, String)]) -> anyhow::Resu
     Ok(list.iter().filter(|m| !applied.iter().any(|(v, _)| *v == m.version)).collect())
 }
 
-macro_rules! run_in_tx {
-    ($tx:ident, $backend:literal, $list:expr) => {{
-        let rows = sqlx::query("SELECT version, checksum FROM schema_migrations ORDER BY version")
-            .fetch_all(&mut *$tx)
-            .await?;
-        let applied: Vec<(i64, String)> =
-            rows.iter().map(|r| Ok((r.try_get("version")?, r.try_get("checksum")?))).collect::<sqlx::Result<_>>()?;
-        let todo = pending($list, &applied)?;
-        let mut report = MigrationReport {
-            backend: $backend,
-            applied: vec![],
-            current_version: applied.last().map(|a| a.0).unwrap_or(0),
-        };
-        for m in todo {
-            sqlx::raw_sql(m.sql)
-                .execute(&mut *$tx)
-                .await
-                .map_err(|e| anyhow::anyhow!("migration {} failed: {e}", m.name))?;
-            sqlx::query("INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES ($1, $2, $3, $4)")
+async fn run(mut tx: Tx, list: &[Migration]) -> anyhow::Result<MigrationReport> {
+    let backend = match tx.backend() {
+        Backend::Postgres => "postgres",
+        Backend::Sqlite => "sqlite",
+    };
+    if tx.backend() == Backend::Postgres {
+        // Serialises concurrent starts of several instances; released at commit.
+        tx.execute(Sql::new("SELECT pg_advisory_xact_lock(7311240117)")).await?;
+    }
+    tx.execute(Sql::new(CREATE_LEDGER)).await?;
+    let rows = tx.fetch_all(Sql::new("SELECT version, checksum FROM schema_migrations ORDER BY version")).await?;
+    let applied: Vec<(i64, String)> =
+        rows.iter().map(|r| Ok((r.int("version")?, r.text("checksum")?))).collect::<sqlx::Result<_>>()?;
+    let todo = pending(list, &applied)?;
+    let mut report =
+        MigrationReport { backend, applied: vec![], current_version: applied.last().map(|a| a.0).unwrap_or(0) };
+    for m in todo {
+        tx.execute_script(m.sql).await.map_err(|e| anyhow::anyhow!("migration {} failed: {e}", m.name))?;
+        let record =
+            Sql::new("INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES ($1, $2, $3, $4)")
                 .bind(m.version)
                 .bind(m.name)
                 .bind(checksum(m.sql))
-                .bind(crate::now())
-                .execute(&mut *$tx)
-                .await?;
-            report.applied.push(m.name.to_string());
-            report.current_version = m.version;
-        }
-        $tx.commit().await?;
-        Ok(report)
-    }};
+                .bind(crate::now());
+        tx.execute(record).await?;
+        report.applied.push(m.name.to_string());
+        report.current_version = m.version;
+    }
+    tx.commit().await?;
+    Ok(report)
 }
 
-pub async fn run_postgres(pool: &sqlx::PgPool) -> anyhow::Result<MigrationReport> {
-    let mut tx = pool.begin().await?;
-    // Serialises concurrent starts of several instances; released at commit.
-    sqlx::query("SELECT pg_advisory_xact_lock(7311240117)").execute(&mut *tx).await?;
-    sqlx::query(CREATE_LEDGER).execute(&mut *tx).await?;
-    run_in_tx!(tx, "postgres", POSTGRES)
-}
-
-pub async fn run_sqlite(pool: &sqlx::SqlitePool) -> anyhow::Result<MigrationReport> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    sqlx::query(CREATE_LEDGER).execute(&mut *tx).await?;
-    run_in_tx!(tx, "sqlite", SQLITE)
+impl Database {
+    /// Applies pending migrations in one transaction; safe to run from several instances at once.
+    pub async fn migrate(&self) -> anyhow::Result<MigrationReport> {
+        let list = match self.backend() {
+            Backend::Postgres => POSTGRES,
+            Backend::Sqlite => SQLITE,
+        };
+        run(self.begin().await?, list).await
+    }
 }

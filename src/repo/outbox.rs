@@ -1,18 +1,11 @@
-//! The transactional mail outbox. Code that changes state and owes a mail inserts the row in
-//! its own transaction with [`insert_outbox_mail!`]; the worker claims due rows under a lease,
+//! The transactional mail outbox. A unit of work that changes state and owes a mail inserts the
+//! row in its own transaction ([`Tx::insert_mail`]); the worker claims due rows under a lease,
 //! deletes them once delivered and reschedules them on failure.
 
-use async_trait::async_trait;
-use sqlx::Row;
 use uuid::Uuid;
 
-use super::row::RowExt;
-use super::{BeginWrite, Db, RepoError, RepoResult, SqlRepo, on_db};
+use super::{Arg, Backend, RepoResult, Sql, Tx};
 use crate::mail::OutgoingMail;
-
-/// Bind order: `store_id` (`Option<Uuid>`), `id`, `to_key`, `sqlx::types::Json(&message)`,
-/// `next_attempt_at` (the creation time, so the row is due at once), `created_at`.
-pub(crate) const OUTBOX_INSERT_SQL: &str = "INSERT INTO mail_outbox (store_id, id, to_key, message, attempts, next_attempt_at, created_at) VALUES ($1, $2, $3, $4, 0, $5, $6)";
 
 /// A mail to put in the outbox.
 #[derive(Debug, Clone)]
@@ -33,53 +26,15 @@ impl NewOutboxMail {
     }
 }
 
-/// Inserts a [`NewOutboxMail`] through any executor of either backend, typically the caller's
-/// open transaction: `insert_outbox_mail!(&mut *tx, &mail).await.map_err(RepoError::from_write)?`.
-macro_rules! insert_outbox_mail {
-    ($executor:expr, $mail:expr) => {{
-        let mail: &$crate::repo::NewOutboxMail = $mail;
-        sqlx::query($crate::repo::OUTBOX_INSERT_SQL)
-            .bind(mail.store_id)
-            .bind(mail.id)
-            .bind(&mail.to_key)
-            .bind(sqlx::types::Json(&mail.message))
-            .bind(mail.created_at)
-            .bind(mail.created_at)
-            .execute($executor)
-    }};
-}
-pub(crate) use insert_outbox_mail;
-
 /// A row leased to one worker until the lease given to `claim_due_mail` runs out.
 #[derive(Debug, Clone)]
 pub struct ClaimedMail {
     pub id: Uuid,
     pub store_id: Option<Uuid>,
-    pub message: OutgoingMail,
+    /// `Err` with the reason when the stored message cannot be read by this binary.
+    pub message: Result<OutgoingMail, String>,
     /// Failed attempts so far.
     pub attempts: i32,
-}
-
-#[async_trait]
-pub trait OutboxRepo {
-    /// Enqueues on its own; code with a transaction of its own uses [`insert_outbox_mail!`].
-    async fn enqueue_mail(&self, mail: &NewOutboxMail) -> RepoResult<()>;
-    /// Leases up to `limit` due rows, oldest due first; rows leased by another worker are skipped.
-    async fn claim_due_mail(&self, now: i64, lease_secs: i64, limit: u32) -> RepoResult<Vec<ClaimedMail>>;
-    /// Deletes the row: nothing of a delivered mail is kept.
-    async fn mail_delivered(&self, id: Uuid) -> RepoResult<()>;
-    /// Records a failed attempt and releases the lease. With `give_up`, the row stays for
-    /// inspection, out of the worker's reach, with `failed_at = next_attempt_at`.
-    async fn mail_failed(
-        &self,
-        id: Uuid,
-        attempts: i32,
-        next_attempt_at: i64,
-        error: &str,
-        give_up: bool,
-    ) -> RepoResult<()>;
-    /// Erasure: drops the store's pending mail to one recipient; returns how many rows went.
-    async fn delete_mail_to(&self, store_id: Uuid, to_key: &str) -> RepoResult<u64>;
 }
 
 // Postgres: SKIP LOCKED lets concurrent workers take disjoint rows without waiting; MATERIALIZED
@@ -102,72 +57,53 @@ const CLAIM_SQLITE: &str = "UPDATE mail_outbox SET locked_until = $2
 /// `last_error` holds a transport's answer; bounded so one chatty server cannot bloat the table.
 const MAX_ERROR_CHARS: usize = 1000;
 
-type RawClaim = (Option<Uuid>, Uuid, String, i64);
+impl Tx {
+    pub async fn insert_mail(&mut self, mail: &NewOutboxMail) -> RepoResult<()> {
+        let sql = Sql::new(
+            "INSERT INTO mail_outbox (store_id, id, to_key, message, attempts, next_attempt_at, created_at)
+             VALUES ($1, $2, $3, $4, 0, $5, $5)",
+        )
+        .bind(mail.store_id)
+        .bind(mail.id)
+        .bind(&mail.to_key)
+        .bind(Arg::json(&mail.message))
+        .bind(mail.created_at);
+        self.execute(sql).await?;
+        Ok(())
+    }
 
-macro_rules! raw_claims {
-    ($rows:expr) => {
-        $rows
-            .iter()
+    /// Leases up to `limit` due rows, oldest due first; rows leased by another worker are
+    /// skipped. Run it on [`Database::atomic`](super::Database::atomic).
+    pub async fn claim_due_mail(&mut self, now: i64, lease_secs: i64, limit: u32) -> RepoResult<Vec<ClaimedMail>> {
+        let claim = match self.backend() {
+            Backend::Postgres => CLAIM_POSTGRES,
+            Backend::Sqlite => CLAIM_SQLITE,
+        };
+        let rows = self.fetch_all(Sql::new(claim).bind(now).bind(now + lease_secs).bind(limit)).await?;
+        rows.iter()
             .map(|r| {
-                Ok((r.try_get::<Option<Uuid>, _>("store_id")?, r.uuid("id")?, r.text("message")?, r.int("attempts")?))
+                let message = r.text("message")?;
+                Ok(ClaimedMail {
+                    id: r.uuid("id")?,
+                    store_id: r.opt_uuid("store_id")?,
+                    message: serde_json::from_str(&message).map_err(|e| e.to_string()),
+                    attempts: i32::try_from(r.int("attempts")?).unwrap_or(i32::MAX),
+                })
             })
-            .collect::<sqlx::Result<Vec<RawClaim>>>()?
-    };
-}
-
-impl SqlRepo {
-    async fn lease_due_rows(&self, now: i64, locked_until: i64, limit: u32) -> RepoResult<Vec<RawClaim>> {
-        let limit = i64::from(limit);
-        Ok(match &self.db {
-            Db::Postgres(p) => {
-                let rows = sqlx::query(CLAIM_POSTGRES).bind(now).bind(locked_until).bind(limit).fetch_all(p).await?;
-                raw_claims!(rows)
-            }
-            Db::Sqlite(p) => {
-                let mut tx = p.begin_write().await?;
-                let rows =
-                    sqlx::query(CLAIM_SQLITE).bind(now).bind(locked_until).bind(limit).fetch_all(&mut *tx).await?;
-                tx.commit().await?;
-                raw_claims!(rows)
-            }
-        })
+            .collect::<sqlx::Result<_>>()
+            .map_err(Into::into)
     }
-}
 
-#[async_trait]
-impl OutboxRepo for SqlRepo {
-    async fn enqueue_mail(&self, mail: &NewOutboxMail) -> RepoResult<()> {
-        on_db!(self, p => {
-            super::insert_outbox_mail!(p, mail).await.map_err(RepoError::from_write)?;
-        });
+    /// Deletes the row: nothing of a delivered mail is kept.
+    pub async fn mail_delivered(&mut self, id: Uuid) -> RepoResult<()> {
+        self.execute(Sql::new("DELETE FROM mail_outbox WHERE id = $1").bind(id)).await?;
         Ok(())
     }
 
-    async fn claim_due_mail(&self, now: i64, lease_secs: i64, limit: u32) -> RepoResult<Vec<ClaimedMail>> {
-        let mut claimed = Vec::new();
-        for (store_id, id, message, attempts) in self.lease_due_rows(now, now + lease_secs, limit).await? {
-            let attempts = i32::try_from(attempts).unwrap_or(i32::MAX);
-            match serde_json::from_str::<OutgoingMail>(&message) {
-                Ok(message) => claimed.push(ClaimedMail { id, store_id, message, attempts }),
-                Err(e) => {
-                    // A row this binary cannot read would be claimed forever: park it instead.
-                    tracing::error!(mail_id = %id, error = %e, "outbox row holds an unreadable message; giving up on it");
-                    self.mail_failed(id, attempts, now, &format!("unreadable message: {e}"), true).await?;
-                }
-            }
-        }
-        Ok(claimed)
-    }
-
-    async fn mail_delivered(&self, id: Uuid) -> RepoResult<()> {
-        on_db!(self, p => {
-            sqlx::query("DELETE FROM mail_outbox WHERE id = $1").bind(id).execute(p).await?;
-        });
-        Ok(())
-    }
-
-    async fn mail_failed(
-        &self,
+    /// Records a failed attempt and releases the lease. With `give_up`, the row stays for
+    /// inspection, out of the worker's reach, with `failed_at = next_attempt_at`.
+    pub async fn mail_failed(
+        &mut self,
         id: Uuid,
         attempts: i32,
         next_attempt_at: i64,
@@ -175,30 +111,22 @@ impl OutboxRepo for SqlRepo {
         give_up: bool,
     ) -> RepoResult<()> {
         let error: String = error.chars().take(MAX_ERROR_CHARS).collect();
-        on_db!(self, p => {
-            sqlx::query(
-                "UPDATE mail_outbox SET attempts = $2, next_attempt_at = $3, last_error = $4, failed_at = $5,
-                 locked_until = NULL WHERE id = $1",
-            )
-            .bind(id)
-            .bind(attempts)
-            .bind(next_attempt_at)
-            .bind(&error)
-            .bind(give_up.then_some(next_attempt_at))
-            .execute(p)
-            .await?;
-        });
+        let sql = Sql::new(
+            "UPDATE mail_outbox SET attempts = $2, next_attempt_at = $3, last_error = $4, failed_at = $5,
+             locked_until = NULL WHERE id = $1",
+        )
+        .bind(id)
+        .bind(attempts)
+        .bind(next_attempt_at)
+        .bind(error)
+        .bind(give_up.then_some(next_attempt_at));
+        self.execute(sql).await?;
         Ok(())
     }
 
-    async fn delete_mail_to(&self, store_id: Uuid, to_key: &str) -> RepoResult<u64> {
-        on_db!(self, p => {
-            let done = sqlx::query("DELETE FROM mail_outbox WHERE store_id = $1 AND to_key = $2")
-                .bind(store_id)
-                .bind(to_key)
-                .execute(p)
-                .await?;
-            Ok(done.rows_affected())
-        })
+    /// Erasure: drops the store's pending mail to one recipient; returns how many rows went.
+    pub async fn delete_mail_to(&mut self, store_id: Uuid, to_key: &str) -> RepoResult<u64> {
+        let sql = Sql::new("DELETE FROM mail_outbox WHERE store_id = $1 AND to_key = $2").bind(store_id).bind(to_key);
+        self.execute(sql).await
     }
 }

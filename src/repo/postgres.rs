@@ -3,8 +3,6 @@ use std::time::Duration;
 use sqlx::Connection;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
-use super::BeginWrite;
-
 /// Only a connection idle this long is pinged before use. sqlx pings every one by default, which
 /// doubles the round trips of a one-query request; a connection in steady use is known to be alive.
 const PING_IF_IDLE: Duration = Duration::from_secs(30);
@@ -26,14 +24,4 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
         .await
         .map_err(|e| anyhow::anyhow!("cannot connect to DATABASE_URL (postgres): {e}"))?;
     Ok(pool)
-}
-
-impl BeginWrite for PgPool {
-    type Database = sqlx::Postgres;
-    async fn begin_write(&self) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
-        self.begin().await
-    }
-    fn for_update(&self) -> &'static str {
-        " FOR UPDATE"
-    }
 }

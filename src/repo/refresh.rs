@@ -1,142 +1,153 @@
-//! Refresh-token rotation, one algorithm for account sessions and profile sessions (§4).
-//!
-//! The successor of a token is derived from it (by the service, with a server key), so a token
-//! presented again inside the grace window is answered with the same successor: a session never
-//! has two live refresh chains. After the window, a second use is taken as theft and revokes the
-//! session.
+//! Refresh tokens of account and profile sessions: one set of statements for both tables.
+//! The rotation rule itself (one successor, a grace window, reuse revokes) is
+//! `services::sessions::rotate`.
 
 use uuid::Uuid;
 
-use super::row::RowExt;
-use super::{
-    AccountSessionRow, BeginWrite, ProfileSessionRow, RefreshRotation, RepoResult, RotateOutcome, SqlRepo, on_db,
-};
+use super::{RepoResult, Sql, Tx};
 
-/// A session table whose rows a rotation returns.
-pub(super) trait RefreshSession: Sized + Send {
-    /// Columns of `sessions` read back after the rotation.
-    const COLUMNS: &'static str;
-    const SESSIONS: &'static str;
-    const TOKENS: &'static str;
-    fn from_row(r: &impl RowExt) -> sqlx::Result<Self>;
+/// Whose refresh tokens: the platform's accounts, or one store's profile sessions (a token of
+/// another store is no token here).
+#[derive(Debug, Clone, Copy)]
+pub enum RefreshTable {
+    Accounts,
+    Profiles { store_id: Uuid },
 }
 
-impl RefreshSession for AccountSessionRow {
-    const COLUMNS: &'static str =
-        "id, account_id, user_agent, created_at, last_used_at, refresh_expires_at, revoked_at";
-    const SESSIONS: &'static str = "account_sessions";
-    const TOKENS: &'static str = "account_refresh_tokens";
-    fn from_row(r: &impl RowExt) -> sqlx::Result<Self> {
-        super::accounts::session(r)
+impl RefreshTable {
+    fn tables(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Accounts => ("account_sessions", "account_refresh_tokens"),
+            Self::Profiles { .. } => ("profile_sessions", "profile_refresh_tokens"),
+        }
+    }
+
+    /// ` AND {alias}store_id = $n` for profiles; nothing for accounts.
+    fn scope(self, alias: &str, n: usize) -> String {
+        match self {
+            Self::Accounts => String::new(),
+            Self::Profiles { .. } => format!(" AND {alias}store_id = ${n}"),
+        }
+    }
+
+    fn bind_scope(self, sql: Sql) -> Sql {
+        match self {
+            Self::Accounts => sql,
+            Self::Profiles { store_id } => sql.bind(store_id),
+        }
     }
 }
 
-impl RefreshSession for ProfileSessionRow {
-    const COLUMNS: &'static str =
-        "store_id, id, profile_id, verified, user_agent, created_at, last_used_at, refresh_expires_at";
-    const SESSIONS: &'static str = "profile_sessions";
-    const TOKENS: &'static str = "profile_refresh_tokens";
-    fn from_row(r: &impl RowExt) -> sqlx::Result<Self> {
-        super::sessions::session(r)
-    }
+/// A presented refresh token, found with its session locked.
+#[derive(Debug, Clone)]
+pub struct PresentedToken {
+    pub session_id: Uuid,
+    pub session_live: bool,
+    /// When it was exchanged for its successor; `None` while it is the current one.
+    pub rotated_at: Option<i64>,
 }
 
-/// `AND store_id = $n` for profile tables (a store's token is no token elsewhere), nothing for accounts.
-fn scope(store: Option<Uuid>, alias: &str, n: u8) -> String {
-    match store {
-        Some(_) => format!(" AND {alias}store_id = ${n}"),
-        None => String::new(),
+impl Tx {
+    /// The token and its session, the session locked first (then the token), in the order every
+    /// other writer of these rows takes them.
+    pub async fn presented_refresh_token(
+        &mut self,
+        table: RefreshTable,
+        token_hash: &[u8; 32],
+        now: i64,
+    ) -> RepoResult<Option<PresentedToken>> {
+        let (sessions, tokens) = table.tables();
+        let lock = match self.backend() {
+            super::Backend::Postgres => " FOR UPDATE OF s",
+            super::Backend::Sqlite => "",
+        };
+        let join = if matches!(table, RefreshTable::Profiles { .. }) { " AND s.store_id = t.store_id" } else { "" };
+        let sql = Sql::new(format!(
+            "SELECT s.id, s.revoked_at IS NULL AND s.refresh_expires_at > $2 AS live, t.rotated_at
+             FROM {tokens} t JOIN {sessions} s ON s.id = t.session_id{join}
+             WHERE t.token_hash = $1{}{lock}",
+            table.scope("t.", 3)
+        ))
+        .bind(&token_hash[..])
+        .bind(now);
+        let Some(row) = self.fetch_optional(table.bind_scope(sql)).await? else { return Ok(None) };
+        Ok(Some(PresentedToken {
+            session_id: row.uuid("id")?,
+            session_live: row.boolean("live")?,
+            rotated_at: row.opt_int("rotated_at")?,
+        }))
     }
-}
 
-impl SqlRepo {
-    /// Rotates `rot.presented` to `rot.replacement` in one transaction. `store` is the profile
-    /// sessions' store, `None` for account sessions.
-    pub(super) async fn rotate_refresh<S: RefreshSession>(
-        &self,
-        store: Option<Uuid>,
-        rot: &RefreshRotation,
-    ) -> RepoResult<RotateOutcome<S>> {
-        let (sessions, tokens) = (S::SESSIONS, S::TOKENS);
-        let find = format!(
-            "SELECT s.id, s.revoked_at, s.refresh_expires_at, t.rotated_at FROM {tokens} t
-             JOIN {sessions} s ON s.id = t.session_id{join} WHERE t.token_hash = $1{where_}",
-            join = if store.is_some() { " AND s.store_id = t.store_id" } else { "" },
-            where_ = scope(store, "t.", 2),
-        );
-        let claim = format!(
+    /// Marks the token exchanged; false when another request did so first.
+    pub async fn claim_refresh_token(
+        &mut self,
+        table: RefreshTable,
+        token_hash: &[u8; 32],
+        now: i64,
+    ) -> RepoResult<bool> {
+        let (_, tokens) = table.tables();
+        let sql = Sql::new(format!(
             "UPDATE {tokens} SET rotated_at = $2 WHERE token_hash = $1 AND rotated_at IS NULL{}",
-            scope(store, "", 3)
-        );
-        let rotated_at = format!("SELECT rotated_at FROM {tokens} WHERE token_hash = $1{}", scope(store, "", 2));
-        let revoke = format!("UPDATE {sessions} SET revoked_at = $2 WHERE id = $1{}", scope(store, "", 3));
-        let successor = match store {
-            Some(_) => format!(
-                "INSERT INTO {tokens} (token_hash, session_id, created_at, store_id) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT DO NOTHING"
+            table.scope("", 3)
+        ))
+        .bind(&token_hash[..])
+        .bind(now);
+        Ok(self.execute(table.bind_scope(sql)).await? == 1)
+    }
+
+    /// Stores a token of the session; a token already stored (the same successor, derived again
+    /// inside the grace window) is left as it is.
+    pub async fn insert_refresh_token(
+        &mut self,
+        table: RefreshTable,
+        session_id: Uuid,
+        token_hash: &[u8; 32],
+        now: i64,
+    ) -> RepoResult<()> {
+        let sql = match table {
+            RefreshTable::Accounts => Sql::new(
+                "INSERT INTO account_refresh_tokens (token_hash, session_id, created_at) VALUES ($1, $2, $3)
+                 ON CONFLICT DO NOTHING",
             ),
-            None => format!(
-                "INSERT INTO {tokens} (token_hash, session_id, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
+            RefreshTable::Profiles { .. } => Sql::new(
+                "INSERT INTO profile_refresh_tokens (token_hash, session_id, created_at, store_id) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT DO NOTHING",
             ),
         };
-        let slide = format!(
-            "UPDATE {sessions} SET last_used_at = $2, refresh_expires_at = $3 WHERE id = $1{} RETURNING {}",
-            scope(store, "", 4),
-            S::COLUMNS
-        );
-        macro_rules! scoped {
-            ($q:expr) => {
-                match store {
-                    Some(s) => $q.bind(s),
-                    None => $q,
-                }
-            };
-        }
-        on_db!(self, p => {
-            let mut tx = p.begin_write().await?;
-            let found = scoped!(sqlx::query(sqlx::AssertSqlSafe(find)).bind(&rot.presented[..]))
-                .fetch_optional(&mut *tx)
-                .await?;
-            let Some(row) = found else { return Ok(RotateOutcome::Invalid) };
-            let session_id = row.uuid("id")?;
-            if row.opt_int("revoked_at")?.is_some() || row.int("refresh_expires_at")? <= rot.now {
-                return Ok(RotateOutcome::Invalid);
-            }
-            // One conditional UPDATE claims the token: of two concurrent refreshes exactly one wins.
-            let claimed = scoped!(sqlx::query(sqlx::AssertSqlSafe(claim)).bind(&rot.presented[..]).bind(rot.now))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                == 1;
-            if !claimed {
-                let rotated_at: Option<i64> =
-                    scoped!(sqlx::query_scalar(sqlx::AssertSqlSafe(rotated_at)).bind(&rot.presented[..]))
-                        .fetch_one(&mut *tx)
-                        .await?;
-                if rot.now - rotated_at.unwrap_or(rot.now) > rot.grace_secs {
-                    scoped!(sqlx::query(sqlx::AssertSqlSafe(revoke)).bind(session_id).bind(rot.now))
-                        .execute(&mut *tx)
-                        .await?;
-                    tx.commit().await?;
-                    return Ok(RotateOutcome::Reused);
-                }
-            }
-            // Inside the grace window the successor exists already: the same one is answered.
-            scoped!(sqlx::query(sqlx::AssertSqlSafe(successor))
-                .bind(&rot.replacement[..])
-                .bind(session_id)
-                .bind(rot.now))
-            .execute(&mut *tx)
-            .await?;
-            let row = scoped!(sqlx::query(sqlx::AssertSqlSafe(slide))
-                .bind(session_id)
-                .bind(rot.now)
-                .bind(rot.refresh_expires_at))
-            .fetch_one(&mut *tx)
-            .await?;
-            let session = S::from_row(&row)?;
-            tx.commit().await?;
-            Ok(RotateOutcome::Rotated(session))
-        })
+        let sql = sql.bind(&token_hash[..]).bind(session_id).bind(now);
+        self.execute(table.bind_scope(sql)).await?;
+        Ok(())
+    }
+
+    /// A used session stays alive for another refresh lifetime.
+    pub async fn slide_session(
+        &mut self,
+        table: RefreshTable,
+        session_id: Uuid,
+        now: i64,
+        refresh_expires_at: i64,
+    ) -> RepoResult<()> {
+        let (sessions, _) = table.tables();
+        let sql = Sql::new(format!(
+            "UPDATE {sessions} SET last_used_at = $2, refresh_expires_at = $3 WHERE id = $1{}",
+            table.scope("", 4)
+        ))
+        .bind(session_id)
+        .bind(now)
+        .bind(refresh_expires_at);
+        self.execute(table.bind_scope(sql)).await?;
+        Ok(())
+    }
+
+    pub async fn revoke_session(&mut self, table: RefreshTable, session_id: Uuid, now: i64) -> RepoResult<()> {
+        let (sessions, _) = table.tables();
+        let sql = Sql::new(format!(
+            "UPDATE {sessions} SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL{}",
+            table.scope("", 3)
+        ))
+        .bind(session_id)
+        .bind(now);
+        self.execute(table.bind_scope(sql)).await?;
+        Ok(())
     }
 }

@@ -1,22 +1,20 @@
-use async_trait::async_trait;
+//! Profile sessions, magic codes, store rate limits and the janitor's sweeps. The §4 rules that
+//! combine them (identity resolution, code checks, proof) are in `services::sessions`.
+
 use serde::Deserialize;
 use serde::de::{Deserializer, Error as _};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::profiles::{CODES_SHOWN, ValueColumns, merge_in_tx, profile, refresh_search_text};
-use super::row::RowExt;
+use super::profiles::{CODES_SHOWN, ValueColumns, profile};
 use super::{
-    BeginWrite, CodeSummary, LiveSession, NewCode, NewOutboxMail, OpenOutcome, OpenSession, ProfileDetails,
-    ProfileSessionRow, RefreshRotation, RepoError, RepoResult, RotateOutcome, SessionRepo, SessionSummary, SqlRepo,
-    SweepReport, insert_outbox_mail, on_db,
+    Backend, CodeSummary, LiveSession, NewCode, ProfileDetails, ProfileSessionRow, RepoResult, Row, SessionSummary,
+    Sql, Tx,
 };
+use crate::domain::Status;
 use crate::domain::taxonomy::TaxonomyValue;
 
-/// Rows deleted per janitor statement, so a large backlog never becomes one huge transaction.
-const SWEEP_BATCH: i64 = 1000;
-
-pub(super) fn session(r: &impl RowExt) -> sqlx::Result<ProfileSessionRow> {
+pub(super) fn session(r: &Row) -> sqlx::Result<ProfileSessionRow> {
     Ok(ProfileSessionRow {
         store_id: r.uuid("store_id")?,
         id: r.uuid("id")?,
@@ -27,6 +25,13 @@ pub(super) fn session(r: &impl RowExt) -> sqlx::Result<ProfileSessionRow> {
         last_used_at: r.int("last_used_at")?,
         refresh_expires_at: r.int("refresh_expires_at")?,
     })
+}
+
+/// The newest code of an address that can still be tried.
+#[derive(Debug, Clone)]
+pub struct LiveCode {
+    pub id: Uuid,
+    pub code_hash: Vec<u8>,
 }
 
 /// `getMe` as one statement: the WHERE clause is the liveness check (a revoked or expired session
@@ -121,7 +126,7 @@ struct MeSession(Uuid, i64, i64, i64, #[serde(deserialize_with = "flex_bool")] b
 #[derive(Deserialize)]
 struct MeCode(Uuid, i64, i64, #[serde(deserialize_with = "flex_bool")] bool, i64);
 
-fn me_details(r: &impl RowExt) -> sqlx::Result<(bool, ProfileDetails)> {
+fn me_details(r: &Row) -> sqlx::Result<(bool, ProfileDetails)> {
     let values = r
         .json::<Vec<MeValue>>("taxonomy_values")?
         .into_iter()
@@ -158,447 +163,301 @@ fn me_details(r: &impl RowExt) -> sqlx::Result<(bool, ProfileDetails)> {
     Ok((r.boolean("session_holds")?, details))
 }
 
-/// `initialize` on Postgres: the new guest, its session and its refresh token as one statement,
-/// one round trip instead of five (BEGIN, three INSERTs, COMMIT); a statement is atomic by itself.
-/// The same rows as the general path of `open_profile_session` writes for a guest.
-async fn open_guest_postgres(p: &sqlx::PgPool, o: &OpenSession) -> RepoResult<OpenOutcome> {
-    let inserted = sqlx::query(
-        "WITH profile AS (
-             INSERT INTO profiles (store_id, id, email, email_key, verified, status, search_text, created_at, updated_at)
-             VALUES ($1, $2, NULL, NULL, FALSE, 'active', '', $3, $3) RETURNING store_id, id),
-         session AS (
-             INSERT INTO profile_sessions (store_id, id, profile_id, verified, user_agent, created_at, last_used_at,
-                 refresh_expires_at)
-             SELECT store_id, $4, id, FALSE, $5, $3, $3, $6 FROM profile RETURNING store_id, id)
-         INSERT INTO profile_refresh_tokens (store_id, token_hash, session_id, created_at)
-         SELECT store_id, $7, id, $3 FROM session",
-    )
-    .bind(o.store_id)
-    .bind(o.new_profile_id)
-    .bind(o.now)
-    .bind(o.session_id)
-    .bind(&o.user_agent)
-    .bind(o.refresh_expires_at)
-    .bind(&o.refresh_hash[..])
-    .execute(p)
-    .await;
-    match inserted {
-        Err(e) if is_fk_violation(&e) => Ok(OpenOutcome::NoStore),
-        Err(e) => Err(RepoError::from_write(e)),
-        Ok(_) => Ok(OpenOutcome::Opened(ProfileSessionRow {
-            store_id: o.store_id,
-            id: o.session_id,
-            profile_id: o.new_profile_id,
-            verified: false,
-            user_agent: o.user_agent.clone(),
-            created_at: o.now,
-            last_used_at: o.now,
-            refresh_expires_at: o.refresh_expires_at,
-        })),
-    }
-}
-
-fn is_fk_violation(e: &sqlx::Error) -> bool {
-    e.as_database_error().is_some_and(|d| d.is_foreign_key_violation())
-}
-
-#[async_trait]
-impl SessionRepo for SqlRepo {
-    async fn open_profile_session(&self, o: &OpenSession) -> RepoResult<OpenOutcome> {
-        if let (super::Db::Postgres(p), None, None, None) = (&self.db, &o.email, o.caller, &o.code) {
-            return open_guest_postgres(p, o).await;
-        }
-        let email_key = o.email.as_ref().map(|e| e.key());
-        on_db!(self, p => {
-            let mut tx = p.begin_write().await?;
-            let verified = o.code.is_some();
-            if let (Some(check), Some(key)) = (&o.code, &email_key) {
-                let sql = format!(
-                    "SELECT id, code_hash, attempts FROM magic_codes WHERE store_id = $1 AND email_key = $2
-                     AND used_at IS NULL AND voided_at IS NULL AND expires_at > $3 AND attempts < $4
-                     ORDER BY created_at DESC, id DESC LIMIT 1{}",
-                    p.for_update()
-                );
-                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(o.store_id)
-                    .bind(key)
-                    .bind(o.now)
-                    .bind(check.max_attempts)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                let Some(row) = row else { return Ok(OpenOutcome::WrongCode) };
-                let code_id = row.uuid("id")?;
-                let stored: Vec<u8> = sqlx::Row::try_get(&row, "code_hash")?;
-                if !crate::crypto::constant_time_eq(&stored, &check.code_hash) {
-                    sqlx::query("UPDATE magic_codes SET attempts = attempts + 1 WHERE store_id = $1 AND id = $2")
-                        .bind(o.store_id)
-                        .bind(code_id)
-                        .execute(&mut *tx)
-                        .await?;
-                    tx.commit().await?;
-                    return Ok(OpenOutcome::WrongCode);
-                }
-                sqlx::query("UPDATE magic_codes SET used_at = $3 WHERE store_id = $1 AND id = $2")
-                    .bind(o.store_id)
-                    .bind(code_id)
-                    .bind(o.now)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-
-            let caller_is_guest = match o.caller {
-                None => false,
-                Some(caller) => {
-                    let key: Option<Option<String>> =
-                        sqlx::query_scalar("SELECT email_key FROM profiles WHERE store_id = $1 AND id = $2")
-                            .bind(o.store_id)
-                            .bind(caller)
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                    matches!(key, Some(None))
-                }
-            };
-            let existing: Option<Uuid> = match &email_key {
-                None => None,
-                Some(key) => {
-                    sqlx::query_scalar("SELECT id FROM profiles WHERE store_id = $1 AND email_key = $2")
-                        .bind(o.store_id)
-                        .bind(key)
-                        .fetch_optional(&mut *tx)
-                        .await?
-                }
-            };
-            // The session that gives a profile its email holds it (§4 "Proof and claims").
-            let mut attached_email = false;
-            let profile_id = match (existing, o.caller) {
-                (Some(found), Some(caller)) if caller_is_guest && caller != found => {
-                    // The guest's cart, subscriptions and orders carry over into the known profile.
-                    merge_in_tx!(tx, p, o.store_id, found, caller, o.now);
-                    found
-                }
-                (Some(found), _) => found,
-                (None, Some(caller)) if caller_is_guest => {
-                    sqlx::query("UPDATE profiles SET email = $3, email_key = $4, updated_at = $5 WHERE store_id = $1 AND id = $2")
-                        .bind(o.store_id)
-                        .bind(caller)
-                        .bind(o.email.as_ref().map(|e| e.as_str()))
-                        .bind(&email_key)
-                        .bind(o.now)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(RepoError::from_write)?;
-                    refresh_search_text!(tx, o.store_id, &[caller]);
-                    attached_email = true;
-                    caller
-                }
-                (None, _) => {
-                    let inserted = sqlx::query(
-                        "INSERT INTO profiles (store_id, id, email, email_key, verified, status, search_text, created_at, updated_at)
-                         VALUES ($1, $2, $3, $4, FALSE, 'active', $5, $6, $6)",
-                    )
-                    .bind(o.store_id)
-                    .bind(o.new_profile_id)
-                    .bind(o.email.as_ref().map(|e| e.as_str()))
-                    .bind(&email_key)
-                    .bind(email_key.clone().unwrap_or_default())
-                    .bind(o.now)
-                    .execute(&mut *tx)
-                    .await;
-                    match inserted {
-                        Err(e) if is_fk_violation(&e) => return Ok(OpenOutcome::NoStore),
-                        Err(e) => return Err(RepoError::from_write(e)),
-                        Ok(_) => {
-                            attached_email = email_key.is_some();
-                            o.new_profile_id
-                        }
-                    }
-                }
-            };
-            if verified {
-                sqlx::query("UPDATE profiles SET verified = TRUE, updated_at = $3 WHERE store_id = $1 AND id = $2 AND NOT verified")
-                    .bind(o.store_id)
-                    .bind(profile_id)
-                    .bind(o.now)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            let row = ProfileSessionRow {
-                store_id: o.store_id,
-                id: o.session_id,
-                profile_id,
-                verified,
-                user_agent: o.user_agent.clone(),
-                created_at: o.now,
-                last_used_at: o.now,
-                refresh_expires_at: o.refresh_expires_at,
-            };
-            sqlx::query(
-                "INSERT INTO profile_sessions (store_id, id, profile_id, verified, user_agent, created_at, last_used_at,
-                     refresh_expires_at, attached_email)
-                 VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8)",
+impl Tx {
+    /// A new guest profile (no email), its session and refresh token: one statement on Postgres
+    /// (run it on [`Database::atomic`](super::Database::atomic)), three on SQLite. An unknown
+    /// store is `MissingReference`.
+    pub async fn insert_guest(&mut self, session: &ProfileSessionRow, refresh_hash: &[u8; 32]) -> RepoResult<()> {
+        let s = session;
+        if self.backend() == Backend::Postgres {
+            let sql = Sql::new(
+                "WITH profile AS (
+                     INSERT INTO profiles (store_id, id, email, email_key, verified, status, search_text, created_at, updated_at)
+                     VALUES ($1, $2, NULL, NULL, FALSE, $8, '', $3, $3) RETURNING store_id, id),
+                 session AS (
+                     INSERT INTO profile_sessions (store_id, id, profile_id, verified, user_agent, created_at, last_used_at,
+                         refresh_expires_at)
+                     SELECT store_id, $4, id, FALSE, $5, $3, $3, $6 FROM profile RETURNING store_id, id)
+                 INSERT INTO profile_refresh_tokens (store_id, token_hash, session_id, created_at)
+                 SELECT store_id, $7, id, $3 FROM session",
             )
-            .bind(row.store_id)
-            .bind(row.id)
-            .bind(row.profile_id)
-            .bind(row.verified)
-            .bind(&row.user_agent)
-            .bind(row.created_at)
-            .bind(row.refresh_expires_at)
-            .bind(attached_email)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query("INSERT INTO profile_refresh_tokens (store_id, token_hash, session_id, created_at) VALUES ($1, $2, $3, $4)")
-                .bind(row.store_id)
-                .bind(&o.refresh_hash[..])
-                .bind(row.id)
-                .bind(o.now)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(OpenOutcome::Opened(row))
-        })
+            .bind(s.store_id)
+            .bind(s.profile_id)
+            .bind(s.created_at)
+            .bind(s.id)
+            .bind(&s.user_agent)
+            .bind(s.refresh_expires_at)
+            .bind(&refresh_hash[..])
+            .bind(Status::Active.as_str());
+            self.execute(sql).await?;
+            return Ok(());
+        }
+        let sql = Sql::new(
+            "INSERT INTO profiles (store_id, id, email, email_key, verified, status, search_text, created_at, updated_at)
+             VALUES ($1, $2, NULL, NULL, FALSE, $3, '', $4, $4)",
+        )
+        .bind(s.store_id)
+        .bind(s.profile_id)
+        .bind(Status::Active.as_str())
+        .bind(s.created_at);
+        self.execute(sql).await?;
+        self.insert_profile_session(s, false, refresh_hash).await
     }
 
-    async fn rotate_profile_refresh(
-        &self,
-        store_id: Uuid,
-        rot: &RefreshRotation,
-    ) -> RepoResult<RotateOutcome<ProfileSessionRow>> {
-        self.rotate_refresh(Some(store_id), rot).await
+    /// A session of an existing profile and its first refresh token. `attached_email`: this
+    /// session gave the profile its email (§4: it holds the profile).
+    pub async fn insert_profile_session(
+        &mut self,
+        s: &ProfileSessionRow,
+        attached_email: bool,
+        refresh_hash: &[u8; 32],
+    ) -> RepoResult<()> {
+        let sql = Sql::new(
+            "INSERT INTO profile_sessions (store_id, id, profile_id, verified, user_agent, created_at, last_used_at,
+                 refresh_expires_at, attached_email)
+             VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8)",
+        )
+        .bind(s.store_id)
+        .bind(s.id)
+        .bind(s.profile_id)
+        .bind(s.verified)
+        .bind(&s.user_agent)
+        .bind(s.created_at)
+        .bind(s.refresh_expires_at)
+        .bind(attached_email);
+        self.execute(sql).await?;
+        let table = super::RefreshTable::Profiles { store_id: s.store_id };
+        self.insert_refresh_token(table, s.id, refresh_hash, s.created_at).await
     }
 
-    async fn live_profile_session(
-        &self,
+    pub async fn profile_session(&mut self, store_id: Uuid, id: Uuid) -> RepoResult<Option<ProfileSessionRow>> {
+        let sql = Sql::new(
+            "SELECT store_id, id, profile_id, verified, user_agent, created_at, last_used_at, refresh_expires_at
+             FROM profile_sessions WHERE store_id = $1 AND id = $2",
+        )
+        .bind(store_id)
+        .bind(id);
+        Ok(self.fetch_optional(sql).await?.map(|r| session(&r)).transpose()?)
+    }
+
+    /// The session if it is live (not revoked, not expired) and belongs to the profile.
+    pub async fn live_profile_session(
+        &mut self,
         store_id: Uuid,
         session_id: Uuid,
         profile_id: Uuid,
+        now: i64,
     ) -> RepoResult<Option<LiveSession>> {
-        on_db!(self, p => {
-            let row = sqlx::query(
-                "SELECT s.verified, (s.verified OR s.attached_email OR p.email_key IS NULL) AS holds
-                 FROM profile_sessions s JOIN profiles p ON p.store_id = s.store_id AND p.id = s.profile_id
-                 WHERE s.store_id = $1 AND s.id = $2 AND s.profile_id = $3 AND s.revoked_at IS NULL
-                 AND s.refresh_expires_at > $4",
-            )
-            .bind(store_id)
-            .bind(session_id)
-            .bind(profile_id)
-            .bind(crate::now())
-            .fetch_optional(p)
-            .await?;
-            Ok(row.map(|r| Ok::<_, sqlx::Error>(LiveSession { verified: r.boolean("verified")?, holds: r.boolean("holds")? })).transpose()?)
-        })
+        let sql = Sql::new(
+            "SELECT s.verified, (s.verified OR s.attached_email OR p.email_key IS NULL) AS holds
+             FROM profile_sessions s JOIN profiles p ON p.store_id = s.store_id AND p.id = s.profile_id
+             WHERE s.store_id = $1 AND s.id = $2 AND s.profile_id = $3 AND s.revoked_at IS NULL
+             AND s.refresh_expires_at > $4",
+        )
+        .bind(store_id)
+        .bind(session_id)
+        .bind(profile_id)
+        .bind(now);
+        let Some(r) = self.fetch_optional(sql).await? else { return Ok(None) };
+        Ok(Some(LiveSession { verified: r.boolean("verified")?, holds: r.boolean("holds")? }))
     }
 
-    async fn profile_me(
-        &self,
+    /// `getMe` in one round trip: whether the session holds the profile and the full profile, or
+    /// `None` when the session is not live (revoked, expired, unknown, of another profile or store).
+    pub async fn profile_me(
+        &mut self,
         store_id: Uuid,
         session_id: Uuid,
         profile_id: Uuid,
         now: i64,
     ) -> RepoResult<Option<(bool, ProfileDetails)>> {
-        let sql = match self.db {
-            super::Db::Postgres(_) => ME_POSTGRES,
-            super::Db::Sqlite(_) => ME_SQLITE,
+        let text = match self.backend() {
+            Backend::Postgres => ME_POSTGRES,
+            Backend::Sqlite => ME_SQLITE,
         };
-        on_db!(self, p => {
-            let row = sqlx::query(sql)
-                .bind(store_id)
-                .bind(session_id)
-                .bind(profile_id)
-                .bind(now)
-                .bind(CODES_SHOWN as i64)
-                .fetch_optional(p)
-                .await?;
-            Ok(row.map(|r| me_details(&r)).transpose()?)
-        })
+        let sql = Sql::new(text).bind(store_id).bind(session_id).bind(profile_id).bind(now).bind(CODES_SHOWN as i64);
+        Ok(self.fetch_optional(sql).await?.map(|r| me_details(&r)).transpose()?)
     }
 
-    async fn profile_sessions(&self, store_id: Uuid, profile_id: Uuid) -> RepoResult<Vec<SessionSummary>> {
-        on_db!(self, p => {
-            let rows = sqlx::query(
-                "SELECT id, created_at, last_used_at, refresh_expires_at, verified, user_agent FROM profile_sessions
-                 WHERE store_id = $1 AND profile_id = $2 AND revoked_at IS NULL AND refresh_expires_at > $3 ORDER BY id",
-            )
-            .bind(store_id)
-            .bind(profile_id)
-            .bind(crate::now())
-            .fetch_all(p)
-            .await?;
-            Ok(rows
-                .iter()
-                .map(|r| {
-                    Ok(SessionSummary {
-                        id: r.uuid("id")?,
-                        created_at: r.int("created_at")?,
-                        last_used_at: r.int("last_used_at")?,
-                        refresh_expires_at: r.int("refresh_expires_at")?,
-                        verified: r.boolean("verified")?,
-                        user_agent: r.opt_text("user_agent")?,
-                    })
+    pub async fn profile_sessions(
+        &mut self,
+        store_id: Uuid,
+        profile_id: Uuid,
+        now: i64,
+    ) -> RepoResult<Vec<SessionSummary>> {
+        let sql = Sql::new(
+            "SELECT id, created_at, last_used_at, refresh_expires_at, verified, user_agent FROM profile_sessions
+             WHERE store_id = $1 AND profile_id = $2 AND revoked_at IS NULL AND refresh_expires_at > $3 ORDER BY id",
+        )
+        .bind(store_id)
+        .bind(profile_id)
+        .bind(now);
+        let rows = self.fetch_all(sql).await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                Ok(SessionSummary {
+                    id: r.uuid("id")?,
+                    created_at: r.int("created_at")?,
+                    last_used_at: r.int("last_used_at")?,
+                    refresh_expires_at: r.int("refresh_expires_at")?,
+                    verified: r.boolean("verified")?,
+                    user_agent: r.opt_text("user_agent")?,
                 })
-                .collect::<sqlx::Result<_>>()?)
-        })
+            })
+            .collect::<sqlx::Result<_>>()?)
     }
 
-    async fn revoke_profile_session(
-        &self,
+    /// False when the profile has no such live session.
+    pub async fn revoke_profile_session(
+        &mut self,
         store_id: Uuid,
         profile_id: Uuid,
         session_id: Uuid,
         now: i64,
     ) -> RepoResult<bool> {
-        on_db!(self, p => {
-            let n = sqlx::query(
-                "UPDATE profile_sessions SET revoked_at = $4
-                 WHERE store_id = $1 AND profile_id = $2 AND id = $3 AND revoked_at IS NULL AND refresh_expires_at > $4",
-            )
-            .bind(store_id)
-            .bind(profile_id)
-            .bind(session_id)
-            .bind(now)
-            .execute(p)
-            .await?
-            .rows_affected();
-            Ok(n == 1)
-        })
+        let sql = Sql::new(
+            "UPDATE profile_sessions SET revoked_at = $4
+             WHERE store_id = $1 AND profile_id = $2 AND id = $3 AND revoked_at IS NULL AND refresh_expires_at > $4",
+        )
+        .bind(store_id)
+        .bind(profile_id)
+        .bind(session_id)
+        .bind(now);
+        Ok(self.execute(sql).await? == 1)
     }
 
-    async fn revoke_profile_sessions(&self, store_id: Uuid, profile_id: Uuid, now: i64) -> RepoResult<u64> {
-        on_db!(self, p => {
-            let n = sqlx::query(
-                "UPDATE profile_sessions SET revoked_at = $3 WHERE store_id = $1 AND profile_id = $2 AND revoked_at IS NULL",
-            )
-            .bind(store_id)
-            .bind(profile_id)
-            .bind(now)
-            .execute(p)
-            .await?
-            .rows_affected();
-            Ok(n)
-        })
+    pub async fn revoke_profile_sessions(&mut self, store_id: Uuid, profile_id: Uuid, now: i64) -> RepoResult<u64> {
+        let sql = Sql::new(
+            "UPDATE profile_sessions SET revoked_at = $3 WHERE store_id = $1 AND profile_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(store_id)
+        .bind(profile_id)
+        .bind(now);
+        self.execute(sql).await
     }
 
-    async fn store_code(&self, c: &NewCode, mail: &NewOutboxMail) -> RepoResult<()> {
-        on_db!(self, p => {
-            let mut tx = p.begin_write().await?;
-            sqlx::query(
-                "UPDATE magic_codes SET voided_at = $3
-                 WHERE store_id = $1 AND email_key = $2 AND used_at IS NULL AND voided_at IS NULL",
-            )
-            .bind(c.store_id)
-            .bind(&c.email_key)
-            .bind(c.created_at)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO magic_codes (store_id, id, email_key, code_hash, attempts, created_at, expires_at)
-                 VALUES ($1, $2, $3, $4, 0, $5, $6)",
-            )
-            .bind(c.store_id)
-            .bind(c.id)
-            .bind(&c.email_key)
-            .bind(&c.code_hash[..])
-            .bind(c.created_at)
-            .bind(c.expires_at)
-            .execute(&mut *tx)
-            .await?;
-            insert_outbox_mail!(&mut *tx, mail).await.map_err(RepoError::from_write)?;
-            tx.commit().await?;
-        });
+    /// Voids the address's codes not yet used (a new code replaces them).
+    pub async fn void_codes(&mut self, store_id: Uuid, email_key: &str, now: i64) -> RepoResult<()> {
+        let sql = Sql::new(
+            "UPDATE magic_codes SET voided_at = $3
+             WHERE store_id = $1 AND email_key = $2 AND used_at IS NULL AND voided_at IS NULL",
+        )
+        .bind(store_id)
+        .bind(email_key)
+        .bind(now);
+        self.execute(sql).await?;
         Ok(())
     }
 
-    async fn hit_rate_limit(&self, store_id: Uuid, bucket: &str, window_start: i64) -> RepoResult<Option<i64>> {
-        on_db!(self, p => {
-            let hits = sqlx::query_scalar(
-                "INSERT INTO rate_limits (store_id, bucket, window_start, hits) VALUES ($1, $2, $3, 1)
-                 ON CONFLICT (store_id, bucket, window_start) DO UPDATE SET hits = rate_limits.hits + 1
-                 RETURNING hits",
-            )
-            .bind(store_id)
-            .bind(bucket)
-            .bind(window_start)
-            .fetch_one(p)
-            .await;
-            match hits {
-                Err(e) if is_fk_violation(&e) => Ok(None),
-                other => Ok(Some(other?)),
-            }
-        })
-    }
-
-    async fn hit_account_rate_limit(&self, bucket: &str, window_start: i64) -> RepoResult<()> {
-        on_db!(self, p => {
-            sqlx::query(
-                "INSERT INTO account_rate_limits (bucket, window_start, hits) VALUES ($1, $2, 1)
-                 ON CONFLICT (bucket, window_start) DO UPDATE SET hits = account_rate_limits.hits + 1",
-            )
-            .bind(bucket)
-            .bind(window_start)
-            .execute(p)
-            .await?;
-        });
+    pub async fn insert_code(&mut self, c: &NewCode) -> RepoResult<()> {
+        let sql = Sql::new(
+            "INSERT INTO magic_codes (store_id, id, email_key, code_hash, attempts, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, 0, $5, $6)",
+        )
+        .bind(c.store_id)
+        .bind(c.id)
+        .bind(&c.email_key)
+        .bind(&c.code_hash[..])
+        .bind(c.created_at)
+        .bind(c.expires_at);
+        self.execute(sql).await?;
         Ok(())
     }
 
-    async fn account_rate_limit(&self, bucket: &str, window_start: i64) -> RepoResult<i64> {
-        on_db!(self, p => {
-            let hits: Option<i64> =
-                sqlx::query_scalar("SELECT hits FROM account_rate_limits WHERE bucket = $1 AND window_start = $2")
-                    .bind(bucket)
-                    .bind(window_start)
-                    .fetch_optional(p)
-                    .await?;
-            Ok(hits.unwrap_or(0))
-        })
+    /// The address's newest code that is unused, unexpired and not out of attempts, locked.
+    pub async fn live_code(
+        &mut self,
+        store_id: Uuid,
+        email_key: &str,
+        now: i64,
+        max_attempts: i64,
+    ) -> RepoResult<Option<LiveCode>> {
+        let sql = Sql::new(format!(
+            "SELECT id, code_hash FROM magic_codes WHERE store_id = $1 AND email_key = $2
+             AND used_at IS NULL AND voided_at IS NULL AND expires_at > $3 AND attempts < $4
+             ORDER BY created_at DESC, id DESC LIMIT 1{}",
+            self.for_update()
+        ))
+        .bind(store_id)
+        .bind(email_key)
+        .bind(now)
+        .bind(max_attempts);
+        let Some(r) = self.fetch_optional(sql).await? else { return Ok(None) };
+        Ok(Some(LiveCode { id: r.uuid("id")?, code_hash: r.bytes("code_hash")? }))
     }
 
-    async fn sweep(&self, now: i64, guest_cutoff: i64) -> RepoResult<SweepReport> {
-        let mut report = SweepReport::default();
-        on_db!(self, p => {
-            loop {
-                let n = sqlx::query(
-                    "DELETE FROM profiles WHERE (store_id, id) IN (
-                        SELECT g.store_id, g.id FROM profiles g WHERE g.email_key IS NULL AND g.created_at < $1
-                        AND NOT EXISTS (SELECT 1 FROM profile_sessions s WHERE s.store_id = g.store_id
-                                        AND s.profile_id = g.id AND s.last_used_at >= $1)
-                        LIMIT $2)",
-                )
-                .bind(guest_cutoff)
-                .bind(SWEEP_BATCH)
-                .execute(p)
-                .await?
-                .rows_affected();
-                report.guests += n;
-                if n < SWEEP_BATCH as u64 {
-                    break;
-                }
-            }
-            // Sessions past their refresh expiry, or revoked a day ago (kept that long for reuse detection).
-            report.sessions = sqlx::query(
-                "DELETE FROM profile_sessions WHERE refresh_expires_at < $1 OR (revoked_at IS NOT NULL AND revoked_at < $1 - 86400)",
-            )
-            .bind(now)
-            .execute(p)
-            .await?
-            .rows_affected();
-            report.codes = sqlx::query("DELETE FROM magic_codes WHERE expires_at < $1 - 86400")
-                .bind(now)
-                .execute(p)
-                .await?
-                .rows_affected();
-            report.rate_limits = sqlx::query("DELETE FROM rate_limits WHERE window_start < $1 - 172800")
-                .bind(now)
-                .execute(p)
-                .await?
-                .rows_affected();
-            report.rate_limits += sqlx::query("DELETE FROM account_rate_limits WHERE window_start < $1 - 86400")
-                .bind(now)
-                .execute(p)
-                .await?
-                .rows_affected();
-        });
-        Ok(report)
+    pub async fn count_code_attempt(&mut self, store_id: Uuid, id: Uuid) -> RepoResult<()> {
+        let sql = Sql::new("UPDATE magic_codes SET attempts = attempts + 1 WHERE store_id = $1 AND id = $2")
+            .bind(store_id)
+            .bind(id);
+        self.execute(sql).await?;
+        Ok(())
+    }
+
+    pub async fn use_code(&mut self, store_id: Uuid, id: Uuid, now: i64) -> RepoResult<()> {
+        let sql = Sql::new("UPDATE magic_codes SET used_at = $3 WHERE store_id = $1 AND id = $2")
+            .bind(store_id)
+            .bind(id)
+            .bind(now);
+        self.execute(sql).await?;
+        Ok(())
+    }
+
+    pub async fn delete_codes(&mut self, store_id: Uuid, email_key: &str) -> RepoResult<()> {
+        let sql =
+            Sql::new("DELETE FROM magic_codes WHERE store_id = $1 AND email_key = $2").bind(store_id).bind(email_key);
+        self.execute(sql).await?;
+        Ok(())
+    }
+
+    /// Counts a hit in the store's fixed window starting at `window_start`; returns the hits so
+    /// far. An unknown store is `MissingReference`.
+    pub async fn hit_rate_limit(&mut self, store_id: Uuid, bucket: &str, window_start: i64) -> RepoResult<i64> {
+        let sql = Sql::new(
+            "INSERT INTO rate_limits (store_id, bucket, window_start, hits) VALUES ($1, $2, $3, 1)
+             ON CONFLICT (store_id, bucket, window_start) DO UPDATE SET hits = rate_limits.hits + 1
+             RETURNING hits",
+        )
+        .bind(store_id)
+        .bind(bucket)
+        .bind(window_start);
+        Ok(self.fetch_one(sql).await?.int("hits")?)
+    }
+
+    /// Deletes up to `batch` guests without email created before `cutoff` and unused since.
+    pub async fn delete_idle_guests(&mut self, cutoff: i64, batch: i64) -> RepoResult<u64> {
+        let sql = Sql::new(
+            "DELETE FROM profiles WHERE (store_id, id) IN (
+                SELECT g.store_id, g.id FROM profiles g WHERE g.email_key IS NULL AND g.created_at < $1
+                AND NOT EXISTS (SELECT 1 FROM profile_sessions s WHERE s.store_id = g.store_id
+                                AND s.profile_id = g.id AND s.last_used_at >= $1)
+                LIMIT $2)",
+        )
+        .bind(cutoff)
+        .bind(batch);
+        self.execute(sql).await
+    }
+
+    /// Sessions past their refresh expiry, or revoked a day ago (kept that long for reuse detection).
+    pub async fn delete_ended_sessions(&mut self, now: i64) -> RepoResult<u64> {
+        let sql = Sql::new(
+            "DELETE FROM profile_sessions WHERE refresh_expires_at < $1 OR (revoked_at IS NOT NULL AND revoked_at < $1 - 86400)",
+        )
+        .bind(now);
+        self.execute(sql).await
+    }
+
+    pub async fn delete_old_codes(&mut self, now: i64) -> RepoResult<u64> {
+        self.execute(Sql::new("DELETE FROM magic_codes WHERE expires_at < $1 - 86400").bind(now)).await
+    }
+
+    /// Windows older than two days (the longest limit counts per day).
+    pub async fn delete_old_rate_limits(&mut self, now: i64) -> RepoResult<u64> {
+        let stores =
+            self.execute(Sql::new("DELETE FROM rate_limits WHERE window_start < $1 - 172800").bind(now)).await?;
+        let accounts =
+            self.execute(Sql::new("DELETE FROM account_rate_limits WHERE window_start < $1 - 86400").bind(now)).await?;
+        Ok(stores + accounts)
     }
 }

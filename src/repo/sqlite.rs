@@ -3,8 +3,6 @@ use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
-use super::BeginWrite;
-
 pub async fn connect(path: &Path, max_connections: u32) -> anyhow::Result<SqlitePool> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
@@ -50,14 +48,4 @@ fn private_file(path: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-impl BeginWrite for SqlitePool {
-    type Database = sqlx::Sqlite;
-    async fn begin_write(&self) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        self.begin_with("BEGIN IMMEDIATE").await
-    }
-    fn for_update(&self) -> &'static str {
-        ""
-    }
 }

@@ -1,78 +1,78 @@
+//! Taxonomy definitions. Their values on profiles are in `profiles.rs`.
+
 use std::collections::HashMap;
 
-use async_trait::async_trait;
-use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::profiles::refresh_search_text;
-use super::row::RowExt;
-use super::sql::{Param, SqlBuilder, bind_params};
-use super::{BeginWrite, RepoError, RepoResult, SqlRepo, TaxonomyRepo, TaxonomyRow, on_db};
+use super::{Arg, RepoResult, Row, Sql, TaxonomyRow, Tx};
 use crate::domain::taxonomy::FieldDef;
 
 const COLUMNS: &str = "store_id, id, key, parent_id, schema, status, created_at, updated_at";
 
-fn taxonomy(r: &impl RowExt) -> sqlx::Result<TaxonomyRow> {
+fn taxonomy(r: &Row) -> sqlx::Result<TaxonomyRow> {
     Ok(TaxonomyRow {
         store_id: r.uuid("store_id")?,
         id: r.uuid("id")?,
         key: r.text("key")?,
         parent_id: r.opt_uuid("parent_id")?,
         schema: r.json("schema")?,
-        status: r.text("status")?,
+        status: r.parsed("status")?,
         created_at: r.int("created_at")?,
         updated_at: r.int("updated_at")?,
     })
 }
 
-#[async_trait]
-impl TaxonomyRepo for SqlRepo {
-    async fn insert_taxonomy(&self, t: &TaxonomyRow) -> RepoResult<()> {
-        on_db!(self, p => {
-            sqlx::query(
-                "INSERT INTO taxonomies (store_id, id, key, parent_id, schema, status, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(t.store_id)
-            .bind(t.id)
-            .bind(&t.key)
-            .bind(t.parent_id)
-            .bind(Json(&t.schema))
-            .bind(&t.status)
-            .bind(t.created_at)
-            .bind(t.updated_at)
-            .execute(p)
-            .await
-            .map_err(RepoError::from_write)?;
-        });
+impl Tx {
+    /// `Unique("taxonomies_key_unique")` when the key is taken.
+    pub async fn insert_taxonomy(&mut self, t: &TaxonomyRow) -> RepoResult<()> {
+        let sql = Sql::new(
+            "INSERT INTO taxonomies (store_id, id, key, parent_id, schema, status, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(t.store_id)
+        .bind(t.id)
+        .bind(&t.key)
+        .bind(t.parent_id)
+        .bind(Arg::json(&t.schema))
+        .bind(t.status.as_str())
+        .bind(t.created_at)
+        .bind(t.updated_at);
+        self.execute(sql).await?;
         Ok(())
     }
 
-    async fn taxonomy(&self, store_id: Uuid, id: Option<Uuid>, key: &str) -> RepoResult<Option<TaxonomyRow>> {
-        let sql = format!("SELECT {COLUMNS} FROM taxonomies WHERE store_id = $1 AND (id = $2 OR key = $3)");
-        on_db!(self, p => {
-            let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(store_id).bind(id).bind(key).fetch_optional(p).await?;
-            Ok(row.map(|r| taxonomy(&r)).transpose()?)
-        })
+    /// By id, or by key; locked inside a transaction.
+    pub async fn taxonomy(&mut self, store_id: Uuid, id: Option<Uuid>, key: &str) -> RepoResult<Option<TaxonomyRow>> {
+        let sql = Sql::new(format!(
+            "SELECT {COLUMNS} FROM taxonomies WHERE store_id = $1 AND (id = $2 OR key = $3){}",
+            self.for_update()
+        ))
+        .bind(store_id)
+        .bind(id)
+        .bind(key);
+        Ok(self.fetch_optional(sql).await?.map(|r| taxonomy(&r)).transpose()?)
     }
 
-    async fn taxonomies(&self, store_id: Uuid, after: Option<Uuid>, limit: u32) -> RepoResult<Vec<TaxonomyRow>> {
-        let sql = format!(
+    pub async fn taxonomies(
+        &mut self,
+        store_id: Uuid,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> RepoResult<Vec<TaxonomyRow>> {
+        let sql = Sql::new(format!(
             "SELECT {COLUMNS} FROM taxonomies WHERE store_id = $1 AND ($2 IS NULL OR id > $2) ORDER BY id LIMIT $3"
-        );
-        on_db!(self, p => {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(store_id)
-                .bind(after)
-                .bind(i64::from(limit))
-                .fetch_all(p)
-                .await?;
-            Ok(rows.iter().map(taxonomy).collect::<sqlx::Result<_>>()?)
-        })
+        ))
+        .bind(store_id)
+        .bind(after)
+        .bind(limit);
+        Ok(self.fetch_all(sql).await?.iter().map(taxonomy).collect::<sqlx::Result<_>>()?)
     }
 
-    async fn schemas(
-        &self,
+    /// Schemas of the store's taxonomies among `ids` (active ones only, if `only_active`). Inside
+    /// a transaction they are share-locked: values written against them cannot lose their
+    /// definition before the transaction ends.
+    pub async fn schemas(
+        &mut self,
         store_id: Uuid,
         ids: &[Uuid],
         only_active: bool,
@@ -80,80 +80,63 @@ impl TaxonomyRepo for SqlRepo {
         if ids.is_empty() {
             return Ok(HashMap::new());
         }
-        let mut b = SqlBuilder::new("SELECT id, schema FROM taxonomies WHERE store_id = ");
-        b.bind(Param::Uuid(store_id)).push(if only_active {
-            " AND status = 'active' AND id IN "
-        } else {
-            " AND id IN "
-        });
-        b.list(ids.iter().map(|id| Param::Uuid(*id)));
-        on_db!(self, p => {
-            let rows = bind_params!(sqlx::query(sqlx::AssertSqlSafe(b.sql.clone())), &b.params).fetch_all(p).await?;
-            Ok(rows
-                .iter()
-                .map(|r| Ok((r.uuid("id")?, r.json::<Vec<FieldDef>>("schema")?)))
-                .collect::<sqlx::Result<_>>()?)
-        })
+        let mut sql = Sql::new("SELECT id, schema FROM taxonomies WHERE store_id = ");
+        sql.push_bind(store_id);
+        if only_active {
+            sql.push(" AND status = ").push_bind(crate::domain::Status::Active.as_str());
+        }
+        sql.push(" AND id IN ").push_list(ids.iter().copied()).push(" ORDER BY id").push(self.for_share());
+        let rows = self.fetch_all(sql).await?;
+        Ok(rows.iter().map(|r| Ok((r.uuid("id")?, r.json::<Vec<FieldDef>>("schema")?))).collect::<sqlx::Result<_>>()?)
     }
 
-    async fn update_taxonomy(&self, t: &TaxonomyRow, dropped_fields: &[String]) -> RepoResult<()> {
-        on_db!(self, p => {
-            let mut tx = p.begin_write().await?;
-            sqlx::query(
-                "UPDATE taxonomies SET key = $3, parent_id = $4, schema = $5, status = $6, updated_at = $7
-                 WHERE store_id = $1 AND id = $2",
-            )
-            .bind(t.store_id)
-            .bind(t.id)
-            .bind(&t.key)
-            .bind(t.parent_id)
-            .bind(Json(&t.schema))
-            .bind(&t.status)
-            .bind(t.updated_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(RepoError::from_write)?;
-            if !dropped_fields.is_empty() {
-                let mut b = SqlBuilder::new("SELECT DISTINCT profile_id FROM profile_taxonomy_values WHERE store_id = ");
-                b.bind(Param::Uuid(t.store_id)).push(" AND taxonomy_id = ").bind(Param::Uuid(t.id));
-                b.push(" AND field_key IN ").list(dropped_fields.iter().map(|f| Param::Text(f.clone())));
-                let affected: Vec<Uuid> =
-                    bind_params!(sqlx::query_scalar(sqlx::AssertSqlSafe(b.sql.clone())), &b.params).fetch_all(&mut *tx).await?;
-                let delete = b.sql.replacen("SELECT DISTINCT profile_id FROM", "DELETE FROM", 1);
-                bind_params!(sqlx::query(sqlx::AssertSqlSafe(delete)), &b.params).execute(&mut *tx).await?;
-                refresh_search_text!(tx, t.store_id, &affected);
-            }
-            tx.commit().await?;
-        });
+    pub async fn update_taxonomy(&mut self, t: &TaxonomyRow) -> RepoResult<()> {
+        let sql = Sql::new(
+            "UPDATE taxonomies SET key = $3, parent_id = $4, schema = $5, status = $6, updated_at = $7
+             WHERE store_id = $1 AND id = $2",
+        )
+        .bind(t.store_id)
+        .bind(t.id)
+        .bind(&t.key)
+        .bind(t.parent_id)
+        .bind(Arg::json(&t.schema))
+        .bind(t.status.as_str())
+        .bind(t.updated_at);
+        self.execute(sql).await?;
         Ok(())
     }
 
-    async fn delete_taxonomy(&self, store_id: Uuid, id: Uuid) -> RepoResult<bool> {
-        on_db!(self, p => {
-            let mut tx = p.begin_write().await?;
-            let affected: Vec<Uuid> = sqlx::query_scalar(
-                "SELECT DISTINCT profile_id FROM profile_taxonomy_values WHERE store_id = $1 AND taxonomy_id = $2",
-            )
+    /// Deletes the stored values of some fields of a taxonomy (all fields when `fields` is
+    /// `None`); returns the profiles that had any.
+    pub async fn delete_taxonomy_values(
+        &mut self,
+        store_id: Uuid,
+        taxonomy_id: Uuid,
+        fields: Option<&[String]>,
+    ) -> RepoResult<Vec<Uuid>> {
+        let build = |head: &str| {
+            let mut sql = Sql::new(format!("{head} FROM profile_taxonomy_values WHERE store_id = "));
+            sql.push_bind(store_id).push(" AND taxonomy_id = ").push_bind(taxonomy_id);
+            if let Some(fields) = fields {
+                sql.push(" AND field_key IN ").push_list(fields.iter().map(String::as_str));
+            }
+            sql
+        };
+        let (select, delete) = (build("SELECT DISTINCT profile_id"), build("DELETE"));
+        let affected =
+            self.fetch_all(select).await?.iter().map(|r| r.uuid("profile_id")).collect::<sqlx::Result<_>>()?;
+        self.execute(delete).await?;
+        Ok(affected)
+    }
+
+    /// Deletes the definition; its children lose their parent rather than dangle.
+    pub async fn delete_taxonomy(&mut self, store_id: Uuid, id: Uuid) -> RepoResult<bool> {
+        let sql = Sql::new("DELETE FROM taxonomies WHERE store_id = $1 AND id = $2").bind(store_id).bind(id);
+        let deleted = self.execute(sql).await? > 0;
+        let sql = Sql::new("UPDATE taxonomies SET parent_id = NULL WHERE store_id = $1 AND parent_id = $2")
             .bind(store_id)
-            .bind(id)
-            .fetch_all(&mut *tx)
-            .await?;
-            let deleted = sqlx::query("DELETE FROM taxonomies WHERE store_id = $1 AND id = $2")
-                .bind(store_id)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                > 0;
-            // Children lose their parent rather than dangle.
-            sqlx::query("UPDATE taxonomies SET parent_id = NULL WHERE store_id = $1 AND parent_id = $2")
-                .bind(store_id)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            refresh_search_text!(tx, store_id, &affected);
-            tx.commit().await?;
-            Ok(deleted)
-        })
+            .bind(id);
+        self.execute(sql).await?;
+        Ok(deleted)
     }
 }

@@ -9,10 +9,12 @@ use uuid::Uuid;
 
 use crate::config::Limits;
 use crate::crypto::{ACCOUNT_TOKEN_TYPE, AccountClaims, Keys, random_token, sha256};
+use crate::domain::Role;
 use crate::domain::{ClientAddr, Email, Password};
 use crate::error::{AppError, AppResult};
-use crate::repo::{AccountRow, AccountSessionRow, RefreshRotation, Repo, RotateOutcome, StoreRow};
-use crate::services::limits::{Limit, RateLimits, address_bucket, email_bucket};
+use crate::repo::{AccountRow, AccountSessionRow, Database, RefreshTable, StoreRow};
+use crate::services::auth::{Rotation, rotate_refresh};
+use crate::services::limits::{self, Limit, address_bucket, email_bucket};
 
 /// A freshly issued access + refresh token pair.
 #[derive(Debug)]
@@ -27,11 +29,10 @@ pub struct IssuedTokens {
 }
 
 pub struct Accounts {
-    repo: Arc<dyn Repo>,
+    db: Database,
     keys: Keys,
     limits: Limits,
     hasher: Hasher,
-    rate_limits: RateLimits,
     /// Verified against when the email is unknown, so both failures cost the same time.
     dummy_hash: OnceCell<String>,
 }
@@ -87,15 +88,8 @@ impl Hasher {
 }
 
 impl Accounts {
-    pub fn new(repo: Arc<dyn Repo>, keys: Keys, limits: Limits) -> Self {
-        Self {
-            hasher: Hasher::new(limits.password_hash_concurrency),
-            rate_limits: RateLimits::new(repo.clone()),
-            repo,
-            keys,
-            limits,
-            dummy_hash: OnceCell::new(),
-        }
+    pub fn new(db: Database, keys: Keys, limits: Limits) -> Self {
+        Self { hasher: Hasher::new(limits.password_hash_concurrency), db, keys, limits, dummy_hash: OnceCell::new() }
     }
 
     pub async fn create(&self, email: &str, password: &str) -> AppResult<AccountRow> {
@@ -109,17 +103,13 @@ impl Accounts {
             created_at: now,
             updated_at: now,
         };
-        match self.repo.insert_account(&account, &email.key()).await {
-            Err(crate::repo::RepoError::Conflict) => {
-                Err(AppError::Conflict { code: "email_taken", message: "an account with this email exists".into() })
-            }
-            other => other.map(|_| account).map_err(Into::into),
-        }
+        self.db.auto().insert_account(&account, &email.key()).await?;
+        Ok(account)
     }
 
     pub async fn by_email(&self, email: &str) -> AppResult<AccountRow> {
         let email = Email::parse(email).map_err(|e| AppError::invalid("email", e))?;
-        self.repo.account_by_email(&email.key()).await?.ok_or(AppError::NotFound("account"))
+        self.db.auto().account_by_email(&email.key()).await?.ok_or(AppError::NotFound("account"))
     }
 
     /// Failures are limited per email and per client address (§4 "Limits"); the address is
@@ -140,9 +130,9 @@ impl Accounts {
         let by_email = (email_bucket("login", &email.key()), self.limits.login_limit_per_email);
         let buckets: Vec<(String, u32)> = by_address.into_iter().chain([by_email]).collect();
         for (bucket, max) in &buckets {
-            self.rate_limits.check_account(bucket, Limit { max: *max, window }).await?;
+            limits::check_account(&mut self.db.auto(), bucket, Limit { max: *max, window }).await?;
         }
-        let account = self.repo.account_by_email(&email.key()).await?;
+        let account = self.db.auto().account_by_email(&email.key()).await?;
         let phc = match &account {
             Some(a) => a.password_hash.clone(),
             None => self.dummy_hash.get_or_try_init(|| self.hasher.hash(crate::crypto::random_hex(16))).await?.clone(),
@@ -151,7 +141,7 @@ impl Accounts {
         let matches = self.hasher.verify(password.chars().take(1024).collect(), phc).await? && password.len() <= 1024;
         let Some(account) = account.filter(|_| matches) else {
             for (bucket, max) in &buckets {
-                self.rate_limits.count_account(bucket, Limit { max: *max, window }).await?;
+                limits::count_account(&mut self.db.auto(), bucket, Limit { max: *max, window }).await?;
             }
             return Err(invalid_credentials());
         };
@@ -166,7 +156,10 @@ impl Accounts {
             refresh_expires_at: now + self.limits.refresh_token_ttl.as_secs() as i64,
             revoked_at: None,
         };
-        self.repo.create_account_session(&session, &sha256(refresh_token.as_bytes())).await?;
+        let mut tx = self.db.begin().await?;
+        tx.insert_account_session(&session).await?;
+        tx.insert_refresh_token(RefreshTable::Accounts, session.id, &sha256(refresh_token.as_bytes()), now).await?;
+        tx.commit().await?;
         Ok(self.issue(&session, refresh_token, now))
     }
 
@@ -175,30 +168,42 @@ impl Accounts {
         if refresh_token.is_empty() {
             return Err(AppError::invalid("refresh_token", "required"));
         }
+        crate::services::retrying(|| self.refresh_once(refresh_token)).await
+    }
+
+    async fn refresh_once(&self, refresh_token: &str) -> AppResult<IssuedTokens> {
         let now = crate::now();
-        let successor = self.keys.refresh_successor(refresh_token);
-        let rotation = RefreshRotation {
-            presented: sha256(refresh_token.as_bytes()),
-            replacement: sha256(successor.as_bytes()),
+        let mut tx = self.db.begin().await?;
+        let rotation = rotate_refresh(
+            &mut tx,
+            &self.keys,
+            RefreshTable::Accounts,
+            refresh_token,
             now,
-            grace_secs: self.limits.refresh_reuse_grace.as_secs() as i64,
-            refresh_expires_at: now + self.limits.refresh_token_ttl.as_secs() as i64,
+            self.limits.refresh_reuse_grace.as_secs() as i64,
+            now + self.limits.refresh_token_ttl.as_secs() as i64,
+        )
+        .await?;
+        let issued = match rotation {
+            Rotation::Rotated { session_id, successor } => {
+                let session = tx.account_session(session_id).await?.ok_or_else(invalid_refresh)?;
+                Ok(self.issue(&session, successor, now))
+            }
+            Rotation::Reused => Err(refresh_reused()),
+            Rotation::Invalid => Err(invalid_refresh()),
         };
-        match self.repo.rotate_account_refresh(&rotation).await? {
-            RotateOutcome::Rotated(session) => Ok(self.issue(&session, successor, now)),
-            RotateOutcome::Reused => Err(refresh_reused()),
-            RotateOutcome::Invalid => Err(invalid_refresh()),
-        }
+        tx.commit().await?;
+        issued
     }
 
     pub async fn logout(&self, session_id: Uuid) -> AppResult<()> {
-        Ok(self.repo.revoke_account_session(session_id, crate::now()).await?)
+        Ok(self.db.auto().revoke_session(RefreshTable::Accounts, session_id, crate::now()).await?)
     }
 
-    pub async fn me(&self, account_id: Uuid) -> AppResult<(AccountRow, Vec<(StoreRow, String)>)> {
-        let account =
-            self.repo.account_by_id(account_id).await?.ok_or_else(|| AppError::unauthorized("account is gone"))?;
-        let stores = self.repo.stores_of_account(account_id, None, 200).await?;
+    pub async fn me(&self, account_id: Uuid) -> AppResult<(AccountRow, Vec<(StoreRow, Role)>)> {
+        let mut db = self.db.auto();
+        let account = db.account_by_id(account_id).await?.ok_or_else(|| AppError::unauthorized("account is gone"))?;
+        let stores = db.stores_of_account(account_id, None, 200).await?;
         Ok((account, stores))
     }
 

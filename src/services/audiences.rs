@@ -8,21 +8,21 @@ use uuid::Uuid;
 
 use crate::config::Limits;
 use crate::crypto::{Keys, b64, random_token, sha256, unb64};
-use crate::domain::audience::{AudienceType, SUBSCRIPTION_STATUSES, validate_prices};
+use crate::domain::audience::{AudienceType, validate_prices};
 use crate::domain::taxonomy::valid_key;
-use crate::domain::{Cursor, LinkError, OriginPattern, Page, link_target};
+use crate::domain::{
+    AccessDenied, AudienceKind, Keyset, LinkError, OriginPattern, Status, SubscriptionSource, SubscriptionStatus,
+    link_target,
+};
 use crate::error::{AppError, AppResult, FieldError};
 use crate::mail::render::render;
 use crate::mail::{OutgoingMail, mailbox_display};
 use crate::payments::PaymentGateway;
-use crate::repo::{
-    AudienceRow, AudienceSearch, NewOutboxMail, ProfileRow, Repo, RepoError, StoreRow, SubscriberRow, SubscriptionRow,
-    Upsert,
-};
+use crate::repo::{AudienceRow, AudienceSearch, Database, NewOutboxMail, StoreRow, SubscriberRow, SubscriptionRow, Tx};
 use crate::services::auth::ProfileAuth;
 use crate::services::checkout::{self, PaidSubscribe};
-use crate::services::limits::{Limit, RateLimits, email_bucket};
-use crate::services::taxonomies::check_status;
+use crate::services::limits::{self, Limit, email_bucket};
+use crate::services::retrying;
 use crate::services::templates::source;
 
 /// Double opt-in links stay valid this long.
@@ -39,7 +39,7 @@ pub struct AudienceInput {
 pub struct AudiencePatch {
     pub key: Option<String>,
     pub name: Option<Option<String>>,
-    pub status: Option<String>,
+    pub status: Option<Status>,
     pub confirm_template_id: Option<Option<Uuid>>,
     pub prices: Option<Vec<crate::domain::audience::Price>>,
     pub ty: Option<AudienceType>,
@@ -70,12 +70,11 @@ pub struct Subscribed {
 pub struct Access {
     pub has_access: bool,
     pub subscription: Option<SubscriptionRow>,
-    pub reason: Option<&'static str>,
+    pub reason: Option<AccessDenied>,
 }
 
 pub struct Audiences {
-    repo: Arc<dyn Repo>,
-    rate_limits: RateLimits,
+    db: Database,
     limits: Limits,
     keys: Keys,
     public_base_url: String,
@@ -111,13 +110,33 @@ fn links_refused(errors: Vec<FieldError>, allowed: &[OriginPattern]) -> AppError
     }
 }
 
-fn key_taken() -> AppError {
-    AppError::Conflict { code: "key_taken", message: "another audience of this store has this key".into() }
+/// Whether a template is one of the store's (share-locked inside a transaction).
+async fn check_template(tx: &mut Tx, store_id: Uuid, id: Option<Uuid>, errors: &mut Vec<FieldError>) -> AppResult<()> {
+    if let Some(id) = id
+        && !tx.template_exists(store_id, id).await?
+    {
+        errors.push(FieldError::new("confirm_template_id", "unknown_template"));
+    }
+    Ok(())
+}
+
+fn invalid_token() -> AppError {
+    AppError::BadRequest { code: "invalid_token", message: "the token is unknown, used or expired".into() }
+}
+
+/// What a subscribe writes once validated.
+struct Plan<'a> {
+    store: &'a StoreRow,
+    audience: &'a AudienceRow,
+    profile_id: Uuid,
+    source: SubscriptionSource,
+    confirm_url: Option<&'a str>,
+    claim: bool,
 }
 
 impl Audiences {
     pub fn new(
-        repo: Arc<dyn Repo>,
+        db: Database,
         keys: Keys,
         limits: Limits,
         public_base_url: String,
@@ -125,16 +144,7 @@ impl Audiences {
         mail_wake: Arc<Notify>,
         payments: Option<Arc<dyn PaymentGateway>>,
     ) -> Self {
-        Self {
-            rate_limits: RateLimits::new(repo.clone()),
-            repo,
-            keys,
-            limits,
-            public_base_url,
-            mail_from,
-            mail_wake,
-            payments,
-        }
+        Self { db, keys, limits, public_base_url, mail_from, mail_wake, payments }
     }
 
     /// A stable one-click unsubscribe token for (audience, profile): MAC'd, nothing stored.
@@ -167,15 +177,6 @@ impl Audiences {
         )
     }
 
-    async fn check_template(&self, store_id: Uuid, id: Option<Uuid>, errors: &mut Vec<FieldError>) -> AppResult<()> {
-        if let Some(id) = id
-            && !self.repo.template_exists(store_id, id).await?
-        {
-            errors.push(FieldError::new("confirm_template_id", "unknown_template"));
-        }
-        Ok(())
-    }
-
     pub async fn create(&self, store_id: Uuid, input: AudienceInput) -> AppResult<AudienceRow> {
         let mut errors = vec![];
         if !valid_key(&input.key) {
@@ -186,13 +187,14 @@ impl Audiences {
             errors.push(FieldError::new("name", "too_long"));
         }
         let (kind, prices) = match input.ty.unwrap_or(AudienceType::Standard) {
-            AudienceType::Standard => ("standard", vec![]),
+            AudienceType::Standard => (AudienceKind::Standard, vec![]),
             AudienceType::Paid { mut prices } => {
                 errors.extend(validate_prices(&mut prices, "type.prices"));
-                ("paid", prices)
+                (AudienceKind::Paid, prices)
             }
         };
-        self.check_template(store_id, input.confirm_template_id, &mut errors).await?;
+        let mut tx = self.db.begin().await?;
+        check_template(&mut tx, store_id, input.confirm_template_id, &mut errors).await?;
         if !errors.is_empty() {
             return Err(AppError::validation(errors));
         }
@@ -202,25 +204,24 @@ impl Audiences {
             id: Uuid::now_v7(),
             key: input.key,
             name,
-            status: "active".into(),
-            kind: kind.into(),
+            status: Status::Active,
+            kind,
             prices,
             confirm_template_id: input.confirm_template_id,
             subscriber_count: 0,
             created_at: now,
             updated_at: now,
         };
-        match self.repo.insert_audience(&row).await {
-            Err(RepoError::Conflict) => Err(key_taken()),
-            other => other.map(|_| row).map_err(Into::into),
-        }
+        tx.insert_audience(&row).await?;
+        tx.commit().await?;
+        Ok(row)
     }
 
     /// By id or key. `public` callers see active audiences only.
     pub async fn get(&self, store_id: Uuid, id_or_key: &str, public: bool) -> AppResult<AudienceRow> {
         let id = Uuid::parse_str(id_or_key).ok();
-        match self.repo.audience(store_id, id, id_or_key).await? {
-            Some(a) if !public || a.status == "active" => Ok(a),
+        match self.db.auto().audience(store_id, id, id_or_key).await? {
+            Some(a) if !public || a.status == Status::Active => Ok(a),
             _ => Err(AppError::NotFound("audience")),
         }
     }
@@ -229,13 +230,12 @@ impl Audiences {
         &self,
         store_id: Uuid,
         ids: Option<&str>,
-        status: Option<String>,
+        status: Option<Status>,
         query: Option<&str>,
         limit: Option<i64>,
         cursor: Option<&str>,
     ) -> AppResult<(Vec<AudienceRow>, Option<String>)> {
         let mut errors = vec![];
-        let page = Page::parse(limit).map_err(|e| errors.push(FieldError::new("limit", e))).ok();
         let ids: Vec<Uuid> = match ids.map(str::trim).filter(|s| !s.is_empty()) {
             None => vec![],
             Some(raw) => {
@@ -253,32 +253,22 @@ impl Audiences {
                 }
             }
         };
-        if let Some(s) = &status {
-            check_status(s, &mut errors);
-        }
         let query = query.map(str::trim).filter(|q| !q.is_empty()).map(str::to_lowercase);
-        let scope = format!("audiences\n{store_id}\n{ids:?}\n{status:?}\n{query:?}");
-        let after = match cursor.filter(|c| !c.is_empty()) {
-            None => None,
-            Some(c) => Cursor::after_id(c, &scope).map_err(|e| errors.push(FieldError::new("cursor", e))).ok(),
-        };
-        if !errors.is_empty() {
+        let scope = format!("audiences\n{store_id}\n{ids:?}\n{:?}\n{query:?}", status.map(Status::as_str));
+        let keyset = Keyset::parse(limit, cursor, scope).map_err(|e| errors.extend(e)).ok();
+        let after = keyset.as_ref().map(Keyset::after_id).transpose().map_err(|e| errors.push(e)).ok().flatten();
+        let Some(keyset) = keyset.filter(|_| errors.is_empty()) else {
             return Err(AppError::validation(errors));
-        }
-        let limit = page.map(|p| p.limit).unwrap_or(Page::DEFAULT);
-        let search = AudienceSearch { store_id, ids, status, query, after, limit: limit + 1 };
-        let mut rows = self.repo.find_audiences(&search).await?;
-        let next = (rows.len() > limit as usize)
-            .then(|| {
-                rows.truncate(limit as usize);
-                rows.last().map(|a| Cursor { after: vec![a.id.to_string().into()] }.encode(&scope))
-            })
-            .flatten();
-        Ok((rows, next))
+        };
+        let search = AudienceSearch { store_id, ids, status, query, after: after.flatten(), limit: keyset.fetch() };
+        let rows = self.db.auto().find_audiences(&search).await?;
+        Ok(keyset.page(rows, |a| vec![a.id.to_string().into()]))
     }
 
     pub async fn update(&self, store_id: Uuid, id_or_key: &str, patch: AudiencePatch) -> AppResult<AudienceRow> {
-        let mut row = self.get(store_id, id_or_key, false).await?;
+        let mut tx = self.db.begin().await?;
+        let id = Uuid::parse_str(id_or_key).ok();
+        let mut row = tx.lock_audience(store_id, id, id_or_key).await?.ok_or(AppError::NotFound("audience"))?;
         let mut errors = vec![];
         if let Some(ty) = &patch.ty
             && ty.kind() != row.kind
@@ -299,7 +289,6 @@ impl Audiences {
             row.name = name.map(|n| n.trim().to_string()).filter(|n| !n.is_empty());
         }
         if let Some(status) = patch.status {
-            check_status(&status, &mut errors);
             row.status = status;
         }
         let prices = patch.prices.or(match patch.ty {
@@ -307,7 +296,7 @@ impl Audiences {
             _ => None,
         });
         if let Some(mut prices) = prices {
-            if row.kind != "paid" {
+            if row.kind != AudienceKind::Paid {
                 errors.push(FieldError::new("prices", "only_for_paid"));
             } else {
                 errors.extend(validate_prices(&mut prices, "prices"));
@@ -315,17 +304,16 @@ impl Audiences {
             }
         }
         if let Some(template) = patch.confirm_template_id {
-            self.check_template(store_id, template, &mut errors).await?;
+            check_template(&mut tx, store_id, template, &mut errors).await?;
             row.confirm_template_id = template;
         }
         if !errors.is_empty() {
             return Err(AppError::validation(errors));
         }
         row.updated_at = crate::now();
-        match self.repo.update_audience(&row).await {
-            Err(RepoError::Conflict) => Err(key_taken()),
-            other => other.map(|_| row).map_err(Into::into),
-        }
+        tx.update_audience(&row).await?;
+        tx.commit().await?;
+        Ok(row)
     }
 
     pub async fn subscribe(
@@ -341,7 +329,7 @@ impl Audiences {
             return Err(AppError::Forbidden("a profile may only subscribe itself".into()));
         }
         let audience = self.get(store.id, id_or_key, matches!(who, Subscriber::Profile(_))).await?;
-        if audience.status != "active" {
+        if audience.status != Status::Active {
             return Err(AppError::Conflict { code: "audience_archived", message: "this audience is archived".into() });
         }
         let mut errors = vec![];
@@ -358,66 +346,92 @@ impl Audiences {
         let success_url = link("success_url", &input.success_url);
         let cancel_url = link("cancel_url", &input.cancel_url);
         let confirm_url = link("confirm_url", &input.confirm_url);
-        if audience.kind == "paid" {
-            match input.price_id.as_deref().map(|id| audience.prices.iter().find(|p| p.matches(id))) {
-                None => errors.push(FieldError::new("price_id", "required")),
-                Some(None) => errors.push(FieldError::new("price_id", "unknown_price")),
-                Some(Some(price)) if checkout::stripe_price_id(price).is_none() => {
-                    errors.push(FieldError::new("price_id", "price_not_on_stripe"))
+        let price = match audience.kind {
+            AudienceKind::Paid => {
+                let price = match input.price_id.as_deref().map(|id| audience.prices.iter().find(|p| p.matches(id))) {
+                    None => {
+                        errors.push(FieldError::new("price_id", "required"));
+                        None
+                    }
+                    Some(None) => {
+                        errors.push(FieldError::new("price_id", "unknown_price"));
+                        None
+                    }
+                    Some(Some(price)) if price.stripe_price_id().is_none() => {
+                        errors.push(FieldError::new("price_id", "price_not_on_stripe"));
+                        None
+                    }
+                    Some(Some(price)) => Some(price),
+                };
+                for (field, url) in [("success_url", &input.success_url), ("cancel_url", &input.cancel_url)] {
+                    if url.is_none() {
+                        errors.push(FieldError::new(field, "required"));
+                    }
                 }
-                Some(Some(_)) => {}
+                price
             }
-            for (field, url) in [("success_url", &input.success_url), ("cancel_url", &input.cancel_url)] {
-                if url.is_none() {
-                    errors.push(FieldError::new(field, "required"));
+            AudienceKind::Standard => {
+                if audience.confirm_template_id.is_some() && input.confirm_url.is_none() {
+                    errors.push(FieldError::new("confirm_url", "required"));
                 }
+                None
             }
-        } else if audience.confirm_template_id.is_some() && input.confirm_url.is_none() {
-            errors.push(FieldError::new("confirm_url", "required"));
-        }
+        };
         if !errors.is_empty() {
             return Err(links_refused(errors, &allowed));
         }
         let claim = matches!(&who, Subscriber::Profile(auth) if !auth.holds);
-        let profile = self.profile(store.id, input.profile_id).await?;
-        let existing = self.repo.subscription(store.id, audience.id, profile.id).await?;
-        if let Some(s) = &existing
-            && matches!(s.status.as_str(), "active" | "cancellation_scheduled")
-        {
-            return Ok(Subscribed { subscription: s.clone(), created: false, checkout_url: None, claim });
-        }
-        if audience.kind == "paid" {
+        let source = match who {
+            Subscriber::Admin => SubscriptionSource::Admin,
+            Subscriber::Profile(_) => SubscriptionSource::Signup,
+        };
+        if let (Some(price), Some(success_url), Some(cancel_url)) = (price, &success_url, &cancel_url) {
             let gateway = self.payments.as_deref().ok_or_else(|| AppError::Unavailable {
                 code: "payments_not_configured",
                 message: "payments are not configured on this server".into(),
             })?;
-            let price = input.price_id.as_deref().and_then(|id| audience.prices.iter().find(|p| p.matches(id)));
-            let (Some(price), Some(success_url), Some(cancel_url)) = (price, &success_url, &cancel_url) else {
-                return Err(AppError::internal(anyhow::anyhow!("a paid subscribe passed validation incomplete")));
-            };
             let paid = PaidSubscribe {
                 audience: &audience,
-                profile: &profile,
+                profile_id: input.profile_id,
                 price,
-                existing: existing.as_ref(),
-                source: if matches!(who, Subscriber::Admin) { "admin" } else { "signup" },
+                source,
                 success_url,
                 cancel_url,
             };
-            return checkout::start(&*self.repo, gateway, paid).await.map(|done| Subscribed { claim, ..done });
+            return checkout::start(&self.db, gateway, paid).await.map(|done| Subscribed { claim, ..done });
         }
-        let now = crate::now();
-        let source = match who {
-            Subscriber::Admin => "admin",
-            Subscriber::Profile(_) => "signup",
+        let plan = Plan {
+            store,
+            audience: &audience,
+            profile_id: input.profile_id,
+            source,
+            confirm_url: confirm_url.as_deref(),
+            claim,
         };
+        let done = retrying(|| self.subscribe_standard(&plan)).await?;
+        Ok(done)
+    }
+
+    /// A standard audience's subscribe, in one transaction: the profile and its subscription are
+    /// locked first, so concurrent subscribes and admin adds of one profile happen one after the
+    /// other (one `created`, one mail), an open subscription is never lowered to pending, and an
+    /// erasure either sees the queued mail or is seen as the profile's absence.
+    async fn subscribe_standard(&self, plan: &Plan<'_>) -> AppResult<Subscribed> {
+        let (store, audience, claim) = (plan.store, plan.audience, plan.claim);
+        let now = crate::now();
+        let mut tx = self.db.begin().await?;
+        let profile = tx.lock_profile(store.id, plan.profile_id).await?.ok_or(AppError::NotFound("profile"))?;
+        let existing = tx.subscription(store.id, audience.id, profile.row.id).await?;
+        if let Some(s) = existing.as_ref().filter(|s| s.status.is_open()) {
+            return Ok(Subscribed { subscription: s.clone(), created: false, checkout_url: None, claim });
+        }
         let mut row = SubscriptionRow {
             store_id: store.id,
             id: existing.as_ref().map(|s| s.id).unwrap_or_else(Uuid::now_v7),
             audience_id: audience.id,
-            profile_id: profile.id,
-            status: "active".into(),
-            source: source.into(),
+            profile_id: profile.row.id,
+            status: SubscriptionStatus::Active,
+            source: plan.source,
             price_id: None,
             payment: None,
             start_date: Some(now),
@@ -427,60 +441,53 @@ impl Audiences {
             created_at: now,
             updated_at: now,
         };
-        let mut upsert = Upsert { row: row.clone(), confirm_token: None, mail: None };
-        if let (Some(template_id), Some(confirm_url)) = (audience.confirm_template_id, &confirm_url) {
-            let email = profile.email.clone().ok_or_else(|| AppError::invalid("profile_id", "email_required"))?;
-            // One confirmation mail per subscription per interval: a repeated subscribe inside it
-            // answers the pending subscription and sends nothing.
-            if let Some(pending) = existing.as_ref().filter(|s| s.status == "pending") {
-                let last = self.repo.last_confirmation_at(store.id, pending.id).await?;
-                let interval = self.limits.confirm_mail_interval.as_secs() as i64;
-                if last.is_some_and(|at| now - at < interval) {
-                    return Ok(Subscribed { subscription: pending.clone(), created: false, checkout_url: None, claim });
-                }
+        let (Some(template_id), Some(confirm_url)) = (audience.confirm_template_id, plan.confirm_url) else {
+            let stored = tx.upsert_subscription(&row).await?;
+            tx.commit().await?;
+            return Ok(Subscribed { created: existing.is_none(), subscription: stored, checkout_url: None, claim });
+        };
+        let email = profile.row.email.clone().ok_or_else(|| AppError::invalid("profile_id", "email_required"))?;
+        // One confirmation mail per subscription per interval: a repeated subscribe inside it
+        // answers the pending subscription and sends nothing.
+        if let Some(pending) = existing.as_ref().filter(|s| s.status == SubscriptionStatus::Pending) {
+            let last = tx.last_confirmation_at(store.id, pending.id).await?;
+            let interval = self.limits.confirm_mail_interval.as_secs() as i64;
+            if last.is_some_and(|at| now - at < interval) {
+                return Ok(Subscribed { subscription: pending.clone(), created: false, checkout_url: None, claim });
             }
-            let per_recipient = Limit {
-                max: self.limits.confirm_mail_limit_per_recipient,
-                window: std::time::Duration::from_secs(24 * 3600),
-            };
-            let bucket = email_bucket("confirm", &crate::mail::address_key(&email));
-            self.rate_limits.hit(store.id, &bucket, per_recipient).await?;
-            let token = random_token();
-            let mut link = url::Url::parse(confirm_url).map_err(AppError::internal)?;
-            link.query_pairs_mut().append_pair("token", &token);
-            let link = link.to_string();
-            row.status = "pending".into();
-            row.start_date = None;
-            row.confirmed_at = None;
-            let mail = self.confirmation_mail(store, &audience, template_id, &email, &link, profile.id).await?;
-            upsert = Upsert {
-                row,
-                confirm_token: Some((sha256(token.as_bytes()), now + CONFIRM_TTL_SECS)),
-                mail: Some(NewOutboxMail::new(Some(store.id), mail, now)),
-            };
         }
-        let stored = self.repo.upsert_subscription(&upsert).await?;
-        if upsert.mail.is_some() {
-            self.mail_wake.notify_one();
-        }
+        let per_recipient = Limit {
+            max: self.limits.confirm_mail_limit_per_recipient,
+            window: std::time::Duration::from_secs(24 * 3600),
+        };
+        let bucket = email_bucket("confirm", &crate::mail::address_key(&email));
+        limits::hit(&mut tx, store.id, &bucket, per_recipient).await?;
+        let token = random_token();
+        let mut link = url::Url::parse(confirm_url).map_err(AppError::internal)?;
+        link.query_pairs_mut().append_pair("token", &token);
+        row.status = SubscriptionStatus::Pending;
+        row.start_date = None;
+        row.confirmed_at = None;
+        let mail = self.confirmation_mail(&mut tx, plan, template_id, &email, link.as_str()).await?;
+        let stored = tx.upsert_subscription(&row).await?;
+        tx.replace_confirm_token(store.id, stored.id, &sha256(token.as_bytes()), now, now + CONFIRM_TTL_SECS).await?;
+        tx.insert_mail(&NewOutboxMail::new(Some(store.id), mail, now)).await?;
+        tx.commit().await?;
+        self.mail_wake.notify_one();
         Ok(Subscribed { created: existing.is_none(), subscription: stored, checkout_url: None, claim })
-    }
-
-    async fn profile(&self, store_id: Uuid, id: Uuid) -> AppResult<ProfileRow> {
-        Ok(self.repo.profile(store_id, id).await?.ok_or(AppError::NotFound("profile"))?.profile)
     }
 
     /// The double opt-in mail, rendered from the audience's template (a built-in text when the
     /// template cannot render, so the subscriber still gets the link); it carries the list headers.
     async fn confirmation_mail(
         &self,
-        store: &StoreRow,
-        audience: &AudienceRow,
+        tx: &mut Tx,
+        plan: &Plan<'_>,
         template_id: Uuid,
         email: &str,
         confirm_url: &str,
-        profile_id: Uuid,
     ) -> AppResult<OutgoingMail> {
+        let (store, audience, profile_id) = (plan.store, plan.audience, plan.profile_id);
         let unsubscribe_url = self.unsubscribe_url(store.id, audience.id, profile_id);
         let audience_name = audience.name.clone().unwrap_or_else(|| audience.key.clone());
         let vars = json!({
@@ -491,7 +498,7 @@ impl Audiences {
             "audience_key": audience.key,
             "store_name": store.name,
         });
-        let template = self.repo.template(store.id, Some(template_id), "").await?;
+        let template = tx.template(store.id, Some(template_id), "").await?;
         let rendered = template.as_ref().map(|t| (t, render(&source(t), &vars)));
         let (subject, html, text, sender) = match rendered {
             Some((t, Ok(r))) => (r.subject, r.html, r.text, Some(t)),
@@ -530,28 +537,28 @@ impl Audiences {
 
     pub async fn check_access(&self, auth: &ProfileAuth, id_or_key: &str) -> AppResult<Access> {
         let audience = self.get(auth.store_id, id_or_key, true).await?;
-        let (_, subscription) = self
-            .repo
+        let subscription = self
+            .db
+            .auto()
             .access_row(auth.store_id, audience.id, auth.profile_id)
             .await?
             .ok_or_else(|| AppError::unauthorized("profile is gone"))?;
         let now = crate::now();
-        let (has_access, reason) = match &subscription {
-            _ if !auth.holds => (false, Some("verification_required")),
-            None => (false, Some("not_subscribed")),
-            Some(s) => match s.status.as_str() {
-                "active" => (true, None),
-                "cancellation_scheduled" if s.end_date.is_none_or(|end| end > now) => (true, None),
-                "cancellation_scheduled" => (false, Some("expired")),
-                "pending" => (false, Some("pending")),
-                "expired" => (false, Some("expired")),
-                _ => (false, Some("cancelled")),
+        let denied = match &subscription {
+            _ if !auth.holds => Some(AccessDenied::VerificationRequired),
+            None => Some(AccessDenied::NotSubscribed),
+            Some(s) => match s.status {
+                SubscriptionStatus::Active => None,
+                SubscriptionStatus::CancellationScheduled if s.end_date.is_none_or(|end| end > now) => None,
+                SubscriptionStatus::CancellationScheduled | SubscriptionStatus::Expired => Some(AccessDenied::Expired),
+                SubscriptionStatus::Pending => Some(AccessDenied::Pending),
+                SubscriptionStatus::Cancelled => Some(AccessDenied::Cancelled),
             },
         };
         Ok(Access {
-            has_access,
-            subscription: subscription.filter(|_| reason != Some("verification_required")),
-            reason,
+            has_access: denied.is_none(),
+            subscription: subscription.filter(|_| denied != Some(AccessDenied::VerificationRequired)),
+            reason: denied,
         })
     }
 
@@ -559,33 +566,16 @@ impl Audiences {
         &self,
         store_id: Uuid,
         id_or_key: &str,
-        status: Option<&str>,
+        status: Option<SubscriptionStatus>,
         limit: Option<i64>,
         cursor: Option<&str>,
     ) -> AppResult<(Vec<SubscriberRow>, Option<String>)> {
         let audience = self.get(store_id, id_or_key, false).await?;
-        let mut errors = vec![];
-        if status.is_some_and(|s| !SUBSCRIPTION_STATUSES.contains(&s)) {
-            errors.push(FieldError::new("status", "invalid_value"));
-        }
-        let page = Page::parse(limit).map_err(|e| errors.push(FieldError::new("limit", e))).ok();
-        let scope = format!("subscribers\n{store_id}\n{}\n{status:?}", audience.id);
-        let after = match cursor.filter(|c| !c.is_empty()) {
-            None => None,
-            Some(c) => Cursor::after_id(c, &scope).map_err(|e| errors.push(FieldError::new("cursor", e))).ok(),
-        };
-        if !errors.is_empty() {
-            return Err(AppError::validation(errors));
-        }
-        let limit = page.map(|p| p.limit).unwrap_or(Page::DEFAULT);
-        let mut rows = self.repo.subscribers(store_id, audience.id, status, after, limit + 1).await?;
-        let next = (rows.len() > limit as usize)
-            .then(|| {
-                rows.truncate(limit as usize);
-                rows.last().map(|r| Cursor { after: vec![r.subscription.id.to_string().into()] }.encode(&scope))
-            })
-            .flatten();
-        Ok((rows, next))
+        let scope = format!("subscribers\n{store_id}\n{}\n{:?}", audience.id, status.map(SubscriptionStatus::as_str));
+        let keyset = Keyset::parse(limit, cursor, scope).map_err(AppError::validation)?;
+        let after = keyset.after_id().map_err(|e| AppError::validation(vec![e]))?;
+        let rows = self.db.auto().subscribers(store_id, audience.id, status, after, keyset.fetch()).await?;
+        Ok(keyset.page(rows, |r| vec![r.subscription.id.to_string().into()]))
     }
 
     /// Adds a profile as an active subscriber; `true` when it already was one (skipped).
@@ -596,74 +586,102 @@ impl Audiences {
         profile_id: Uuid,
     ) -> AppResult<(SubscriberRow, bool)> {
         let audience = self.get(store_id, id_or_key, false).await?;
-        let profile = self.profile(store_id, profile_id).await?;
-        let existing = self.repo.subscription(store_id, audience.id, profile_id).await?;
-        if let Some(s) = existing.clone().filter(|s| matches!(s.status.as_str(), "active" | "cancellation_scheduled")) {
-            return Ok((SubscriberRow { subscription: s, email: profile.email }, true));
-        }
-        let now = crate::now();
-        let row = SubscriptionRow {
-            store_id,
-            id: existing.map(|s| s.id).unwrap_or_else(Uuid::now_v7),
-            audience_id: audience.id,
-            profile_id,
-            status: "active".into(),
-            source: "admin".into(),
-            price_id: None,
-            payment: None,
-            start_date: Some(now),
-            end_date: None,
-            confirmed_at: Some(now),
-            cancelled_at: None,
-            created_at: now,
-            updated_at: now,
-        };
-        let stored = self.repo.upsert_subscription(&Upsert { row, confirm_token: None, mail: None }).await?;
-        Ok((SubscriberRow { subscription: stored, email: profile.email }, false))
+        retrying(|| async {
+            let mut tx = self.db.begin().await?;
+            let profile = tx.lock_profile(store_id, profile_id).await?.ok_or(AppError::NotFound("profile"))?;
+            let email = profile.row.email.clone();
+            let existing = tx.subscription(store_id, audience.id, profile_id).await?;
+            if let Some(s) = existing.clone().filter(|s| s.status.is_open()) {
+                return Ok((SubscriberRow { subscription: s, email }, true));
+            }
+            let now = crate::now();
+            let row = SubscriptionRow {
+                store_id,
+                id: existing.map(|s| s.id).unwrap_or_else(Uuid::now_v7),
+                audience_id: audience.id,
+                profile_id,
+                status: SubscriptionStatus::Active,
+                source: SubscriptionSource::Admin,
+                price_id: None,
+                payment: None,
+                start_date: Some(now),
+                end_date: None,
+                confirmed_at: Some(now),
+                cancelled_at: None,
+                created_at: now,
+                updated_at: now,
+            };
+            let stored = tx.upsert_subscription(&row).await?;
+            tx.commit().await?;
+            Ok((SubscriberRow { subscription: stored, email }, false))
+        })
+        .await
     }
 
     pub async fn remove_subscriber(&self, store_id: Uuid, id_or_key: &str, profile_id: Uuid) -> AppResult<()> {
         let audience = self.get(store_id, id_or_key, false).await?;
-        if self.repo.delete_subscription(store_id, audience.id, profile_id).await? {
+        if self.db.auto().delete_subscription(store_id, audience.id, profile_id).await? {
             Ok(())
         } else {
             Err(AppError::NotFound("subscriber"))
         }
     }
 
-    fn invalid_token() -> AppError {
-        AppError::BadRequest { code: "invalid_token", message: "the token is unknown, used or expired".into() }
-    }
-
+    /// Uses up a double opt-in token and activates its pending subscription.
     pub async fn confirm(&self, store_id: Uuid, token: &str) -> AppResult<SubscriptionRow> {
         if token.trim().is_empty() {
             return Err(AppError::invalid("token", "required"));
         }
-        self.repo
-            .confirm_subscription(store_id, &sha256(token.trim().as_bytes()), crate::now())
-            .await?
-            .ok_or_else(Self::invalid_token)
+        let hash = sha256(token.trim().as_bytes());
+        retrying(|| async {
+            let now = crate::now();
+            let mut tx = self.db.begin().await?;
+            // The subscription is locked before its token, in the order subscribe takes them.
+            let id = tx.confirm_token_subscription(store_id, &hash).await?.ok_or_else(invalid_token)?;
+            let mut sub = tx.subscription_by_id(store_id, id).await?.ok_or_else(invalid_token)?;
+            if tx.use_confirm_token(store_id, &hash, now).await?.is_none() || sub.status != SubscriptionStatus::Pending
+            {
+                return Err(invalid_token());
+            }
+            sub.status = SubscriptionStatus::Active;
+            sub.confirmed_at = Some(now);
+            sub.start_date = sub.start_date.or(Some(now));
+            sub.updated_at = now;
+            let confirmed = tx.update_subscription(&sub).await?;
+            tx.commit().await?;
+            Ok(confirmed)
+        })
+        .await
     }
 
     pub async fn unsubscribe(&self, store_id: Uuid, token: &str) -> AppResult<SubscriptionRow> {
         if token.trim().is_empty() {
             return Err(AppError::invalid("token", "required"));
         }
-        let (audience_id, profile_id) =
-            self.parse_unsubscribe_token(store_id, token).ok_or_else(Self::invalid_token)?;
-        if let Some(s) = self.repo.cancel_subscription(store_id, audience_id, profile_id, crate::now()).await? {
-            return Ok(s);
-        }
-        match self.repo.subscription(store_id, audience_id, profile_id).await? {
-            Some(_) => Err(AppError::Conflict {
-                code: "already_unsubscribed",
-                message: "this subscription has already ended".into(),
-            }),
-            None => Err(Self::invalid_token()),
-        }
+        let (audience_id, profile_id) = self.parse_unsubscribe_token(store_id, token).ok_or_else(invalid_token)?;
+        retrying(|| async {
+            let mut tx = self.db.begin().await?;
+            let Some(mut sub) = tx.subscription(store_id, audience_id, profile_id).await? else {
+                return Err(invalid_token());
+            };
+            if sub.status.is_ended() {
+                return Err(AppError::Conflict {
+                    code: "already_unsubscribed",
+                    message: "this subscription has already ended".into(),
+                });
+            }
+            let now = crate::now();
+            sub.status = SubscriptionStatus::Cancelled;
+            sub.cancelled_at = Some(now);
+            sub.updated_at = now;
+            let cancelled = tx.update_subscription(&sub).await?;
+            tx.commit().await?;
+            Ok(cancelled)
+        })
+        .await
     }
 
     pub async fn of_profile(&self, store_id: Uuid, profile_id: Uuid) -> AppResult<Vec<SubscriptionRow>> {
-        Ok(self.repo.subscriptions_of_profile(store_id, profile_id).await?)
+        Ok(self.db.auto().subscriptions_of_profile(store_id, profile_id).await?)
     }
 }

@@ -1,16 +1,18 @@
 //! Who is calling: account tokens and store API keys, checked against the database on every
 //! request so a logout or a revocation takes effect at once, on every instance.
 
-use std::sync::Arc;
-
 use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::crypto::{ACCOUNT_TOKEN_TYPE, AccountClaims, Keys, PROFILE_TOKEN_TYPE, TokenType, sha256, unb64};
+use crate::domain::Role;
 use crate::error::{AppError, AppResult};
-use crate::repo::{Repo, SessionMembership};
+use crate::repo::{Database, RefreshTable, SessionMembership, Tx};
 
 pub const API_KEY_PREFIX: &str = "sk_";
+
+/// Seconds between two records of an API key's use.
+const API_KEY_TOUCH_INTERVAL: i64 = 60;
 
 /// An account, authenticated by an access token of a live session.
 #[derive(Debug, Clone, Copy)]
@@ -21,7 +23,7 @@ pub struct AccountAuth {
 
 #[derive(Debug, Clone)]
 pub enum Actor {
-    Account { account_id: Uuid, session_id: Uuid, role: String },
+    Account { account_id: Uuid, session_id: Uuid, role: Role },
     ApiKey { key_id: Uuid },
 }
 
@@ -80,7 +82,7 @@ struct TypedClaims {
 }
 
 pub struct Auth {
-    repo: Arc<dyn Repo>,
+    db: Database,
     keys: Keys,
 }
 
@@ -96,8 +98,8 @@ pub fn api_key_store(key: &str) -> Option<Uuid> {
 }
 
 impl Auth {
-    pub fn new(repo: Arc<dyn Repo>, keys: Keys) -> Self {
-        Self { repo, keys }
+    pub fn new(db: Database, keys: Keys) -> Self {
+        Self { db, keys }
     }
 
     fn account_claims(&self, bearer: &str) -> AppResult<AccountClaims> {
@@ -113,7 +115,7 @@ impl Auth {
             return Err(AppError::Forbidden("this route needs an account token, not an API key".into()));
         }
         let claims = self.account_claims(bearer)?;
-        if !self.repo.account_session_live(claims.sid, claims.sub).await? {
+        if !self.db.auto().account_session_live(claims.sid, claims.sub).await? {
             return Err(invalid_token());
         }
         Ok(AccountAuth { account_id: claims.sub, session_id: claims.sid })
@@ -148,8 +150,9 @@ impl Auth {
     pub async fn profile(&self, store_id: Uuid, bearer: &str) -> AppResult<ProfileAuth> {
         let token = self.profile_token(store_id, bearer)?;
         let session = self
-            .repo
-            .live_profile_session(store_id, token.session_id, token.profile_id)
+            .db
+            .auto()
+            .live_profile_session(store_id, token.session_id, token.profile_id, crate::now())
             .await?
             .ok_or_else(invalid_token)?;
         Ok(ProfileAuth {
@@ -175,21 +178,29 @@ impl Auth {
         self.admin(store_id, bearer).await.map(ProfileActor::Admin)
     }
 
+    /// The id of the store's live key with this hash; its use is recorded at most once a minute,
+    /// so a busy key does not write on every request.
+    async fn use_api_key(&self, store_id: Uuid, key_hash: &[u8; 32]) -> AppResult<Option<Uuid>> {
+        let mut db = self.db.auto();
+        let Some(key) = db.live_api_key(store_id, key_hash).await? else { return Ok(None) };
+        let now = crate::now();
+        if key.last_used_at.is_none_or(|t| now - t >= API_KEY_TOUCH_INTERVAL) {
+            db.touch_api_key(store_id, key.id, now).await?;
+        }
+        Ok(Some(key.id))
+    }
+
     pub async fn admin(&self, store_id: Uuid, bearer: &str) -> AppResult<AdminAuth> {
         if bearer.starts_with(API_KEY_PREFIX) {
             let key_store = api_key_store(bearer).ok_or_else(invalid_token)?;
-            let key_id = self
-                .repo
-                .use_api_key(key_store, &sha256(bearer.as_bytes()), crate::now())
-                .await?
-                .ok_or_else(invalid_token)?;
+            let key_id = self.use_api_key(key_store, &sha256(bearer.as_bytes())).await?.ok_or_else(invalid_token)?;
             if key_store != store_id {
                 return Err(AppError::NotFound("store"));
             }
             return Ok(AdminAuth { store_id, actor: Actor::ApiKey { key_id } });
         }
         let claims = self.account_claims(bearer)?;
-        match self.repo.membership_via_session(claims.sid, claims.sub, store_id).await? {
+        match self.db.auto().membership_via_session(claims.sid, claims.sub, store_id).await? {
             SessionMembership::SessionDead => Err(invalid_token()),
             SessionMembership::NotMember => Err(AppError::NotFound("store")),
             SessionMembership::Member { role } => Ok(AdminAuth {
@@ -198,4 +209,47 @@ impl Auth {
             }),
         }
     }
+}
+
+/// The outcome of presenting a refresh token.
+#[derive(Debug)]
+pub(crate) enum Rotation {
+    /// The session and the token that now refreshes it.
+    Rotated { session_id: Uuid, successor: String },
+    /// An exchanged token came back after the grace window: taken as theft, the session is revoked.
+    Reused,
+    /// Unknown, expired, or of a revoked session.
+    Invalid,
+}
+
+/// §4 refresh rotation, the one algorithm for account and profile sessions. A token is single
+/// use; its successor is derived from it with a server key, so the same token presented again
+/// within `grace_secs` (two tabs refreshing at once) is answered with the same successor and the
+/// session never has two live chains; later, the reuse revokes the session. Runs inside the
+/// caller's transaction, which must commit whatever the outcome.
+pub(crate) async fn rotate_refresh(
+    tx: &mut Tx,
+    keys: &Keys,
+    table: RefreshTable,
+    presented: &str,
+    now: i64,
+    grace_secs: i64,
+    refresh_expires_at: i64,
+) -> AppResult<Rotation> {
+    let presented_hash = sha256(presented.as_bytes());
+    let Some(token) = tx.presented_refresh_token(table, &presented_hash, now).await? else {
+        return Ok(Rotation::Invalid);
+    };
+    if !token.session_live {
+        return Ok(Rotation::Invalid);
+    }
+    let first_use = token.rotated_at.is_none() && tx.claim_refresh_token(table, &presented_hash, now).await?;
+    if !first_use && now - token.rotated_at.unwrap_or(now) > grace_secs {
+        tx.revoke_session(table, token.session_id, now).await?;
+        return Ok(Rotation::Reused);
+    }
+    let successor = keys.refresh_successor(presented);
+    tx.insert_refresh_token(table, token.session_id, &sha256(successor.as_bytes()), now).await?;
+    tx.slide_session(table, token.session_id, now, refresh_expires_at).await?;
+    Ok(Rotation::Rotated { session_id: token.session_id, successor })
 }

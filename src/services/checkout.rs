@@ -1,6 +1,7 @@
 //! Paid subscribe (§6): the Stripe Checkout Session is created first, under a subscription id
 //! chosen in advance, and only then is the `pending` subscription written; a provider failure
-//! therefore leaves no row behind, and a row never points at a session that does not exist.
+//! therefore leaves no row behind, and a row never points at a session that does not exist. No
+//! transaction is held open across the call to Stripe.
 
 use std::collections::BTreeMap;
 
@@ -8,46 +9,47 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::domain::audience::Price;
+use crate::domain::{ProviderKind, SubscriptionSource, SubscriptionStatus};
 use crate::error::{AppError, AppResult};
 use crate::payments::{CheckoutMode, CheckoutRequest, GatewayError, PaymentGateway};
-use crate::repo::{AudienceRow, ProfileRow, Repo, SubscriptionRow, Upsert};
+use crate::repo::{AudienceRow, Database, SubscriptionRow};
 use crate::services::audiences::Subscribed;
 
 pub struct PaidSubscribe<'a> {
     pub audience: &'a AudienceRow,
-    pub profile: &'a ProfileRow,
+    pub profile_id: Uuid,
     pub price: &'a Price,
-    /// The profile's earlier (pending or ended) subscription: its id is kept.
-    pub existing: Option<&'a SubscriptionRow>,
-    /// `signup` or `admin`.
-    pub source: &'static str,
+    pub source: SubscriptionSource,
     pub success_url: &'a str,
     pub cancel_url: &'a str,
 }
 
-/// The price's Stripe price id; `None` when it is not sold on Stripe.
-pub fn stripe_price_id(price: &Price) -> Option<&str> {
-    price.providers.iter().find(|p| p.kind == "stripe").map(|p| p.id.as_str())
-}
-
-pub async fn start(repo: &dyn Repo, gateway: &dyn PaymentGateway, p: PaidSubscribe<'_>) -> AppResult<Subscribed> {
+pub async fn start(db: &Database, gateway: &dyn PaymentGateway, p: PaidSubscribe<'_>) -> AppResult<Subscribed> {
     let provider_price_id =
-        stripe_price_id(p.price).ok_or_else(|| AppError::invalid("price_id", "price_not_on_stripe"))?.to_string();
+        p.price.stripe_price_id().ok_or_else(|| AppError::invalid("price_id", "price_not_on_stripe"))?;
     let store_id = p.audience.store_id;
-    // The upsert keeps an existing row's id, so the session must carry that one.
-    let id = p.existing.map(|s| s.id).unwrap_or_else(Uuid::now_v7);
+    let (email, existing) = {
+        let mut db = db.auto();
+        let profile = db.profile(store_id, p.profile_id).await?.ok_or(AppError::NotFound("profile"))?.profile;
+        (profile.email, db.subscription(store_id, p.audience.id, p.profile_id).await?)
+    };
+    if let Some(s) = existing.as_ref().filter(|s| s.status.is_open()) {
+        return Ok(Subscribed { subscription: s.clone(), created: false, checkout_url: None, claim: false });
+    }
+    // An upsert keeps an existing row's id, so the session must carry that one.
+    let id = existing.as_ref().map(|s| s.id).unwrap_or_else(Uuid::now_v7);
     let metadata = BTreeMap::from([
         ("store_id".to_string(), store_id.to_string()),
         ("audience_id".to_string(), p.audience.id.to_string()),
-        ("profile_id".to_string(), p.profile.id.to_string()),
+        ("profile_id".to_string(), p.profile_id.to_string()),
         ("subscription_id".to_string(), id.to_string()),
     ]);
     let request = CheckoutRequest {
         mode: if p.price.is_recurring() { CheckoutMode::Subscription } else { CheckoutMode::Payment },
-        provider_price_id: provider_price_id.clone(),
+        provider_price_id: provider_price_id.to_string(),
         client_reference_id: id.to_string(),
         metadata,
-        customer_email: p.profile.email.clone(),
+        customer_email: email,
         success_url: p.success_url.to_string(),
         cancel_url: p.cancel_url.to_string(),
     };
@@ -64,12 +66,12 @@ pub async fn start(repo: &dyn Repo, gateway: &dyn PaymentGateway, p: PaidSubscri
         store_id,
         id,
         audience_id: p.audience.id,
-        profile_id: p.profile.id,
-        status: "pending".into(),
-        source: p.source.into(),
+        profile_id: p.profile_id,
+        status: SubscriptionStatus::Pending,
+        source: p.source,
         price_id: Some(p.price.id.clone()),
         payment: Some(json!({"provider": {
-            "type": "stripe",
+            "type": ProviderKind::Stripe.as_str(),
             "checkout_session_id": session.id,
             "price_id": provider_price_id,
         }})),
@@ -80,11 +82,22 @@ pub async fn start(repo: &dyn Repo, gateway: &dyn PaymentGateway, p: PaidSubscri
         created_at: now,
         updated_at: now,
     };
-    let stored = repo.upsert_subscription(&Upsert { row, confirm_token: None, mail: None }).await?;
-    Ok(Subscribed {
-        subscription: stored,
-        created: p.existing.is_none(),
-        checkout_url: Some(session.url),
-        claim: false,
+    crate::services::retrying(|| async {
+        let mut tx = db.begin().await?;
+        tx.lock_profile(store_id, p.profile_id).await?.ok_or(AppError::NotFound("profile"))?;
+        // Paid for meanwhile (another tab's checkout): the open subscription stays as it is.
+        let current = tx.subscription(store_id, p.audience.id, p.profile_id).await?;
+        if let Some(s) = current.as_ref().filter(|s| s.status.is_open()) {
+            return Ok(Subscribed { subscription: s.clone(), created: false, checkout_url: None, claim: false });
+        }
+        let stored = tx.upsert_subscription(&row).await?;
+        tx.commit().await?;
+        Ok(Subscribed {
+            subscription: stored,
+            created: current.is_none(),
+            checkout_url: Some(session.url.clone()),
+            claim: false,
+        })
     })
+    .await
 }

@@ -2,7 +2,6 @@
 //! number of instances. Buckets name what is counted; an email is counted by a hash of it, so the
 //! table holds no address.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use uuid::Uuid;
@@ -10,7 +9,7 @@ use uuid::Uuid;
 use crate::crypto::{b64, sha256};
 use crate::domain::ClientAddr;
 use crate::error::{AppError, AppResult};
-use crate::repo::Repo;
+use crate::repo::{RepoError, Tx};
 
 /// The fixed window that `now` falls in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,39 +47,30 @@ pub struct Limit {
     pub window: Duration,
 }
 
-pub struct RateLimits {
-    repo: Arc<dyn Repo>,
+/// Counts a hit on a store's bucket; 429 once it is over the limit, 404 for an unknown store.
+/// Inside a transaction the hit is undone with it.
+pub async fn hit(tx: &mut Tx, store_id: Uuid, bucket: &str, limit: Limit) -> AppResult<()> {
+    let window = Window::at(crate::now(), limit.window);
+    match tx.hit_rate_limit(store_id, bucket, window.start).await {
+        Err(RepoError::MissingReference) => Err(AppError::NotFound("store")),
+        Ok(hits) if hits > i64::from(limit.max) => Err(window.exceeded()),
+        other => other.map(drop).map_err(Into::into),
+    }
 }
 
-impl RateLimits {
-    pub fn new(repo: Arc<dyn Repo>) -> Self {
-        Self { repo }
+/// 429 when a bucket outside any store has already reached its limit; counts nothing.
+pub async fn check_account(tx: &mut Tx, bucket: &str, limit: Limit) -> AppResult<()> {
+    let window = Window::at(crate::now(), limit.window);
+    if tx.account_rate_limit(bucket, window.start).await? >= i64::from(limit.max) {
+        return Err(window.exceeded());
     }
+    Ok(())
+}
 
-    /// Counts a hit on a store's bucket; 429 once it is over the limit, 404 for an unknown store.
-    pub async fn hit(&self, store_id: Uuid, bucket: &str, limit: Limit) -> AppResult<()> {
-        let window = Window::at(crate::now(), limit.window);
-        match self.repo.hit_rate_limit(store_id, bucket, window.start).await? {
-            None => Err(AppError::NotFound("store")),
-            Some(hits) if hits > i64::from(limit.max) => Err(window.exceeded()),
-            Some(_) => Ok(()),
-        }
-    }
-
-    /// 429 when a bucket outside any store has already reached its limit; counts nothing.
-    pub async fn check_account(&self, bucket: &str, limit: Limit) -> AppResult<()> {
-        let window = Window::at(crate::now(), limit.window);
-        if self.repo.account_rate_limit(bucket, window.start).await? >= i64::from(limit.max) {
-            return Err(window.exceeded());
-        }
-        Ok(())
-    }
-
-    /// Counts a hit on a bucket outside any store.
-    pub async fn count_account(&self, bucket: &str, limit: Limit) -> AppResult<()> {
-        let window = Window::at(crate::now(), limit.window);
-        Ok(self.repo.hit_account_rate_limit(bucket, window.start).await?)
-    }
+/// Counts a hit on a bucket outside any store.
+pub async fn count_account(tx: &mut Tx, bucket: &str, limit: Limit) -> AppResult<()> {
+    let window = Window::at(crate::now(), limit.window);
+    Ok(tx.hit_account_rate_limit(bucket, window.start).await?)
 }
 
 #[cfg(test)]

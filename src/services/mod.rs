@@ -1,4 +1,6 @@
-//! Business rules, one module per capability. A method is one unit of work.
+//! Business rules, one module per capability; no HTTP types, no SQL. A public method is one unit
+//! of work: it opens the transaction (`Database::begin`), reads what its decision depends on
+//! inside it, with the locks it needs, writes, and commits.
 
 pub mod accounts;
 pub mod audiences;
@@ -13,16 +15,19 @@ pub mod stores;
 pub mod taxonomies;
 pub mod templates;
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::Notify;
 
 use crate::config::Config;
 use crate::crypto::Keys;
+use crate::error::{AppError, AppResult};
 use crate::payments::PaymentGateway;
-use crate::repo::Repo;
+use crate::repo::Database;
 
-/// Every service, sharing one repository and one key set.
+/// Every service, sharing one database handle and one key set.
 pub struct Services {
     pub accounts: accounts::Accounts,
     pub audiences: audiences::Audiences,
@@ -37,7 +42,7 @@ pub struct Services {
 
 impl Services {
     pub fn new(
-        repo: Arc<dyn Repo>,
+        db: Database,
         keys: Keys,
         config: &Config,
         mail_wake: Arc<Notify>,
@@ -47,7 +52,7 @@ impl Services {
         let mail_from = config.mail_from.clone();
         Self {
             audiences: audiences::Audiences::new(
-                repo.clone(),
+                db.clone(),
                 keys.clone(),
                 limits.clone(),
                 config.public_base_url.clone(),
@@ -55,14 +60,38 @@ impl Services {
                 mail_wake.clone(),
                 gateway.clone(),
             ),
-            accounts: accounts::Accounts::new(repo.clone(), keys.clone(), limits.clone()),
-            auth: auth::Auth::new(repo.clone(), keys.clone()),
-            payments: payments::Payments::new(repo.clone(), gateway),
-            profiles: profiles::Profiles::new(repo.clone()),
-            sessions: sessions::Sessions::new(repo.clone(), keys, limits, mail_from, mail_wake),
-            stores: stores::Stores::new(repo.clone(), config.cors_origin_cache),
-            taxonomies: taxonomies::Taxonomies::new(repo.clone()),
-            templates: templates::Templates::new(repo),
+            accounts: accounts::Accounts::new(db.clone(), keys.clone(), limits.clone()),
+            auth: auth::Auth::new(db.clone(), keys.clone()),
+            payments: payments::Payments::new(db.clone(), gateway),
+            profiles: profiles::Profiles::new(db.clone()),
+            sessions: sessions::Sessions::new(db.clone(), keys, limits, mail_from, mail_wake),
+            stores: stores::Stores::new(db.clone(), config.cors_origin_cache),
+            taxonomies: taxonomies::Taxonomies::new(db.clone()),
+            templates: templates::Templates::new(db),
+        }
+    }
+}
+
+/// Attempts of a unit of work that the database gives up for a concurrent one.
+const ATTEMPTS: u32 = 4;
+
+/// Runs a unit of work again when the database gave it up so that a concurrent one could proceed
+/// (a deadlock or serialization failure on Postgres, a busy database on SQLite); after
+/// [`ATTEMPTS`] it answers 503 `contention`. Safe because a failed unit left nothing behind.
+pub(crate) async fn retrying<T, F, Fut>(mut unit: F) -> AppResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = AppResult<T>>,
+{
+    let mut attempt = 1;
+    loop {
+        match unit().await {
+            Err(AppError::Contention) if attempt < ATTEMPTS => {
+                let jitter = u64::from(rand::random::<u8>() % 20);
+                tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt) + jitter)).await;
+                attempt += 1;
+            }
+            other => return other,
         }
     }
 }

@@ -4,14 +4,57 @@
 use std::sync::Arc;
 
 use serde_json::{Value, json};
+use uuid::Uuid;
 
+use crate::domain::{ProviderKind, SubscriptionStatus};
 use crate::error::{AppError, AppResult};
-use crate::payments::event::{self, EventChange, ProviderEvent};
+use crate::payments::event::{self, EventChange, ProviderEvent, ProviderStatus};
 use crate::payments::{PaymentGateway, SignatureError};
-use crate::repo::{EventOutcome, PaymentEventRecord, Repo, SubscriptionLookup, SubscriptionRow};
+use crate::repo::{Database, SubscriptionRow, Tx};
+use crate::services::retrying;
+
+/// Every handle a webhook event carries for finding its subscription, tried in this order:
+/// the provider's subscription id (stored once checkout completed), our subscription id, and
+/// (store, audience, profile), which holds even if two racing subscribes swapped ids.
+#[derive(Debug, Clone, Default)]
+pub struct SubscriptionLookup {
+    pub provider_subscription_id: Option<String>,
+    pub store_id: Option<Uuid>,
+    pub subscription_id: Option<Uuid>,
+    pub audience_id: Option<Uuid>,
+    pub profile_id: Option<Uuid>,
+}
+
+#[derive(Debug)]
+pub enum EventOutcome {
+    /// Recorded; the subscription after the change, if the event concerned one.
+    Applied(Option<Box<SubscriptionRow>>),
+    /// Recorded before: nothing done.
+    Duplicate,
+    /// No subscription matches. Nothing is recorded, so a redelivery after a fix still applies.
+    UnknownSubscription,
+}
+
+/// The subscription an event concerns, locked.
+async fn find_subscription(tx: &mut Tx, l: &SubscriptionLookup) -> AppResult<Option<SubscriptionRow>> {
+    if let Some(provider_id) = &l.provider_subscription_id
+        && let Some(found) = tx.subscription_by_provider_id(provider_id).await?
+    {
+        return Ok(Some(found));
+    }
+    if let (Some(store_id), Some(id)) = (l.store_id, l.subscription_id)
+        && let Some(found) = tx.subscription_by_id(store_id, id).await?
+    {
+        return Ok(Some(found));
+    }
+    if let (Some(store_id), Some(audience_id), Some(profile_id)) = (l.store_id, l.audience_id, l.profile_id) {
+        return Ok(tx.subscription(store_id, audience_id, profile_id).await?);
+    }
+    Ok(None)
+}
 
 pub struct Payments {
-    repo: Arc<dyn Repo>,
+    db: Database,
     gateway: Option<Arc<dyn PaymentGateway>>,
 }
 
@@ -25,8 +68,30 @@ fn bad_request(code: &'static str, message: &str) -> AppError {
 }
 
 impl Payments {
-    pub fn new(repo: Arc<dyn Repo>, gateway: Option<Arc<dyn PaymentGateway>>) -> Self {
-        Self { repo, gateway }
+    pub fn new(db: Database, gateway: Option<Arc<dyn PaymentGateway>>) -> Self {
+        Self { db, gateway }
+    }
+
+    /// In one transaction: records the event id (a replay → `Duplicate`), finds and locks the
+    /// subscription it concerns and stores the state `next_state` gives.
+    async fn apply(&self, event: &ProviderEvent, now: i64) -> AppResult<EventOutcome> {
+        let mut tx = self.db.begin().await?;
+        if !tx.record_payment_event(&event.id, &event.kind, now).await? {
+            return Ok(EventOutcome::Duplicate);
+        }
+        let Some(change) = &event.change else {
+            tx.commit().await?;
+            return Ok(EventOutcome::Applied(None));
+        };
+        let Some(current) = find_subscription(&mut tx, &lookup_of(event)).await? else {
+            return Ok(EventOutcome::UnknownSubscription);
+        };
+        let stored = match next_state(&current, change, event.target.provider_subscription_id.as_deref(), now) {
+            None => current,
+            Some(next) => tx.update_subscription(&next).await?,
+        };
+        tx.commit().await?;
+        Ok(EventOutcome::Applied(Some(Box::new(stored))))
     }
 
     /// Verifies the signature over the raw body before reading anything, then applies the event once.
@@ -48,13 +113,7 @@ impl Payments {
             serde_json::from_slice(payload).map_err(|_| bad_request("invalid_json", "the body is not valid JSON"))?;
         let event =
             event::parse(&json).ok_or_else(|| bad_request("invalid_event", "the body is not a Stripe event"))?;
-        let record = PaymentEventRecord { event_id: event.id.clone(), kind: event.kind.clone(), now };
-        let lookup = event.change.as_ref().map(|_| lookup_of(&event));
-        let transition = |s: &SubscriptionRow| {
-            let change = event.change.as_ref()?;
-            next_state(s, change, event.target.provider_subscription_id.as_deref(), now)
-        };
-        let outcome = self.repo.apply_payment_event(&record, lookup.as_ref(), &transition).await?;
+        let outcome = retrying(|| self.apply(&event, now)).await?;
         let (id, kind) = (&event.id, &event.kind);
         let duplicate = matches!(outcome, EventOutcome::Duplicate);
         match outcome {
@@ -105,10 +164,10 @@ pub fn next_state(
         return None;
     }
     let mut n = s.clone();
-    let open = matches!(s.status.as_str(), "active" | "cancellation_scheduled");
-    let ended = matches!(s.status.as_str(), "cancelled" | "expired");
-    let activate = |n: &mut SubscriptionRow, status: &str, end_date: Option<i64>| {
-        n.status = status.into();
+    let open = s.status.is_open();
+    let ended = s.status.is_ended();
+    let activate = |n: &mut SubscriptionRow, status: SubscriptionStatus, end_date: Option<i64>| {
+        n.status = status;
         n.end_date = end_date;
         n.start_date = n.start_date.or(Some(now));
         n.confirmed_at = n.confirmed_at.or(Some(now));
@@ -118,30 +177,32 @@ pub fn next_state(
             set_provider(&mut n, "checkout_session_id", Some(session_id.as_str()).filter(|s| !s.is_empty()));
             set_provider(&mut n, "customer_id", customer_id.as_deref());
             set_provider(&mut n, "subscription_id", provider_sub);
-            if *paid && n.status == "pending" {
-                activate(&mut n, "active", None);
+            if *paid && n.status == SubscriptionStatus::Pending {
+                activate(&mut n, SubscriptionStatus::Active, None);
             }
         }
         EventChange::SubscriptionUpdated { customer_id, status, cancel_scheduled, period_end, provider_price_id } => {
             set_provider(&mut n, "customer_id", customer_id.as_deref());
             set_provider(&mut n, "subscription_id", provider_sub);
             set_provider(&mut n, "price_id", provider_price_id.as_deref());
-            match status.as_str() {
+            match status {
                 _ if ended => {}
-                "active" | "trialing" if *cancel_scheduled => activate(&mut n, "cancellation_scheduled", *period_end),
-                "active" | "trialing" => activate(&mut n, "active", None),
-                "past_due" | "unpaid" | "paused" if open => {
-                    n.status = "cancellation_scheduled".into();
+                ProviderStatus::Active if *cancel_scheduled => {
+                    activate(&mut n, SubscriptionStatus::CancellationScheduled, *period_end)
+                }
+                ProviderStatus::Active => activate(&mut n, SubscriptionStatus::Active, None),
+                ProviderStatus::Failing if open => {
+                    n.status = SubscriptionStatus::CancellationScheduled;
                     n.end_date = earliest(n.end_date, *period_end);
                 }
-                "canceled" | "incomplete_expired" if open => cancel(&mut n, None, now),
+                ProviderStatus::Ended if open => cancel(&mut n, None, now),
                 _ => {}
             }
         }
         EventChange::SubscriptionDeleted { ended_at } if open => cancel(&mut n, *ended_at, now),
         EventChange::SubscriptionDeleted { .. } => {}
         EventChange::PaymentFailed { period_end } if open => {
-            n.status = "cancellation_scheduled".into();
+            n.status = SubscriptionStatus::CancellationScheduled;
             n.end_date = earliest(n.end_date, *period_end);
         }
         EventChange::PaymentFailed { .. } => {}
@@ -150,7 +211,7 @@ pub fn next_state(
 }
 
 fn cancel(n: &mut SubscriptionRow, ended_at: Option<i64>, now: i64) {
-    n.status = "cancelled".into();
+    n.status = SubscriptionStatus::Cancelled;
     n.cancelled_at = Some(ended_at.unwrap_or(now));
     n.end_date = earliest(n.end_date, Some(ended_at.unwrap_or(now)));
 }
@@ -171,7 +232,7 @@ fn set_provider(n: &mut SubscriptionRow, key: &str, value: Option<&str>) {
     let Some(value) = value else { return };
     let payment = n.payment.get_or_insert_with(|| json!({}));
     if !payment.get("provider").is_some_and(Value::is_object) {
-        *payment = json!({"provider": {"type": "stripe"}});
+        *payment = json!({"provider": {"type": ProviderKind::Stripe.as_str()}});
     }
     if let Some(provider) = payment.get_mut("provider").and_then(Value::as_object_mut) {
         provider.insert(key.into(), Value::String(value.into()));
@@ -181,16 +242,15 @@ fn set_provider(n: &mut SubscriptionRow, key: &str, value: Option<&str>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use uuid::Uuid;
 
-    fn row(status: &str, payment: Value) -> SubscriptionRow {
+    fn row(status: SubscriptionStatus, payment: Value) -> SubscriptionRow {
         SubscriptionRow {
             store_id: Uuid::nil(),
             id: Uuid::nil(),
             audience_id: Uuid::nil(),
             profile_id: Uuid::nil(),
-            status: status.into(),
-            source: "signup".into(),
+            status,
+            source: crate::domain::SubscriptionSource::Signup,
             price_id: Some("monthly".into()),
             payment: Some(payment),
             start_date: None,
@@ -202,10 +262,10 @@ mod tests {
         }
     }
 
-    fn updated(status: &str, cancel_scheduled: bool) -> EventChange {
+    fn updated(status: ProviderStatus, cancel_scheduled: bool) -> EventChange {
         EventChange::SubscriptionUpdated {
             customer_id: Some("cus_1".into()),
-            status: status.into(),
+            status,
             cancel_scheduled,
             period_end: Some(500),
             provider_price_id: None,
@@ -214,31 +274,33 @@ mod tests {
 
     #[test]
     fn events_of_another_stripe_subscription_are_ignored() {
-        let s = row("active", json!({"provider": {"type": "stripe", "subscription_id": "sub_new"}}));
+        let s = row(SubscriptionStatus::Active, json!({"provider": {"type": "stripe", "subscription_id": "sub_new"}}));
         assert_eq!(next_state(&s, &EventChange::SubscriptionDeleted { ended_at: Some(9) }, Some("sub_old"), 10), None);
         let gone =
             next_state(&s, &EventChange::SubscriptionDeleted { ended_at: Some(9) }, Some("sub_new"), 10).unwrap();
-        assert_eq!((gone.status.as_str(), gone.cancelled_at, gone.updated_at), ("cancelled", Some(9), 10));
+        assert_eq!((gone.status, gone.cancelled_at, gone.updated_at), (SubscriptionStatus::Cancelled, Some(9), 10));
     }
 
     #[test]
     fn pending_checkouts_are_not_cancelled_or_failed_by_subscription_leftovers() {
-        let s = row("pending", json!({"provider": {"type": "stripe", "checkout_session_id": "cs_1"}}));
+        let s =
+            row(SubscriptionStatus::Pending, json!({"provider": {"type": "stripe", "checkout_session_id": "cs_1"}}));
         assert_eq!(next_state(&s, &EventChange::SubscriptionDeleted { ended_at: None }, None, 10), None);
         assert_eq!(next_state(&s, &EventChange::PaymentFailed { period_end: Some(5) }, None, 10), None);
-        let past_due = next_state(&s, &updated("past_due", false), Some("sub_1"), 10).unwrap();
-        assert_eq!(past_due.status, "pending", "ids recorded, no access granted");
+        let past_due = next_state(&s, &updated(ProviderStatus::Failing, false), Some("sub_1"), 10).unwrap();
+        assert_eq!(past_due.status, SubscriptionStatus::Pending, "ids recorded, no access granted");
         assert_eq!(past_due.payment.unwrap()["provider"]["subscription_id"], "sub_1");
     }
 
     #[test]
     fn ended_subscriptions_stay_ended_and_past_due_keeps_the_earlier_end() {
-        let ended = row("cancelled", json!({"provider": {"type": "stripe", "subscription_id": "sub_1"}}));
-        let still = next_state(&ended, &updated("active", false), Some("sub_1"), 10).unwrap();
-        assert_eq!((still.status.as_str(), still.start_date), ("cancelled", None), "only ids are filled in");
-        let mut scheduled = row("cancellation_scheduled", json!({"provider": {"type": "stripe"}}));
+        let ended =
+            row(SubscriptionStatus::Cancelled, json!({"provider": {"type": "stripe", "subscription_id": "sub_1"}}));
+        let still = next_state(&ended, &updated(ProviderStatus::Active, false), Some("sub_1"), 10).unwrap();
+        assert_eq!((still.status, still.start_date), (SubscriptionStatus::Cancelled, None), "only ids are filled in");
+        let mut scheduled = row(SubscriptionStatus::CancellationScheduled, json!({"provider": {"type": "stripe"}}));
         scheduled.end_date = Some(300);
-        let failing = next_state(&scheduled, &updated("past_due", false), Some("sub_1"), 10).unwrap();
-        assert_eq!((failing.status.as_str(), failing.end_date), ("cancellation_scheduled", Some(300)));
+        let failing = next_state(&scheduled, &updated(ProviderStatus::Failing, false), Some("sub_1"), 10).unwrap();
+        assert_eq!((failing.status, failing.end_date), (SubscriptionStatus::CancellationScheduled, Some(300)));
     }
 }

@@ -1,37 +1,44 @@
-//! Profiles as the admin sees them: create, find, update, merge, erase, export, order links.
+//! Profiles as the admin sees them: create, find, update, §3.1 merge, erasure, export, order links.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
+use serde::Deserialize;
 use serde_json::Value;
+use utoipa::IntoParams;
 use uuid::Uuid;
 
-use crate::domain::taxonomy::{TaxonomyEntry, TaxonomyQuery, parse_query, validate_entries};
-use crate::domain::{Cursor, Email, Page};
+use crate::domain::taxonomy::{TaxonomyEntry, TaxonomyQuery, TaxonomyValue, parse_query, validate_entries};
+use crate::domain::{Email, Keyset, SortDirection, SortField, Status};
 use crate::error::{AppError, AppResult, FieldError};
-use crate::repo::{
-    LinkOutcome, MergeOutcome, NewProfile, OrderRow, ProfileChange, ProfileDetails, ProfileSearch, Repo, RepoError,
-    SortField, SortValue,
-};
-use crate::services::taxonomies::check_status;
+use crate::repo::{Database, NewProfile, OrderRow, ProfileDetails, ProfileSearch, SortValue, Tx};
+use crate::services::retrying;
 
-/// `find`'s parameters as received.
-#[derive(Debug, Default)]
-pub struct FindParams {
+/// `find`'s query, as the request gives it.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FindProfiles {
+    /// Case-insensitive substring of the email or a text taxonomy value, or an exact profile id.
     pub query: Option<String>,
+    /// JSON-encoded `TaxonomyQuery[]`; all filters and fields are AND-ed.
     pub taxonomy_query: Option<String>,
-    pub status: Option<String>,
+    pub status: Option<Status>,
+    /// 1–200, default 50.
     pub limit: Option<i64>,
     pub cursor: Option<String>,
-    pub sort_field: Option<String>,
-    pub sort_direction: Option<String>,
+    /// `created_at` (default), `updated_at` or `email`.
+    pub sort_field: Option<SortField>,
+    /// `asc` (default) or `desc`.
+    pub sort_direction: Option<SortDirection>,
 }
 
+/// What an update changes; absent parts stay.
 #[derive(Debug, Default)]
 pub struct ProfileUpdate {
+    /// `Some(None)` clears the email.
     pub email: Option<Option<String>>,
+    /// Replaces every entry.
     pub taxonomies: Option<Vec<TaxonomyEntry>>,
-    pub status: Option<String>,
+    pub status: Option<Status>,
 }
 
 #[derive(Debug)]
@@ -51,27 +58,79 @@ pub struct ProfileExport {
 }
 
 pub struct Profiles {
-    repo: Arc<dyn Repo>,
+    db: Database,
 }
 
-fn email_taken() -> AppError {
-    AppError::Conflict { code: "email_taken", message: "another profile of this store has this email".into() }
+/// Validates entries against the store's active taxonomies (share-locked inside a transaction,
+/// so a definition cannot go before the values written against it); errors name the field.
+async fn values(tx: &mut Tx, store_id: Uuid, entries: &[TaxonomyEntry]) -> AppResult<Vec<TaxonomyValue>> {
+    let ids: Vec<Uuid> = entries.iter().map(|e| e.taxonomy_id).collect();
+    let defs = tx.schemas(store_id, &ids, true).await?;
+    validate_entries(entries, &defs).map_err(AppError::validation)
+}
+
+/// §3.1, inside the caller's transaction: `source` is merged into `target` and deleted. False
+/// (nothing changed) when either is not a profile of the store. Shared by the merge route and by
+/// connect / verify, where a guest carries its cart into the profile it signs in to.
+pub(crate) async fn merge_into(tx: &mut Tx, store_id: Uuid, target: Uuid, source: Uuid, now: i64) -> AppResult<bool> {
+    // Both rows locked in id order, then the audiences whose counts change, also in id order: two
+    // merges, erasures or subscribes over the same rows take their locks in one order.
+    let rows = tx.lock_profiles(store_id, &[target, source]).await?;
+    let (Some(t), Some(s)) = (rows.iter().find(|r| r.row.id == target), rows.iter().find(|r| r.row.id == source))
+    else {
+        return Ok(false);
+    };
+    let (t, s) = (t.clone(), s.clone());
+    tx.lock_audiences_of(store_id, &[target, source]).await?;
+
+    // Taxonomies: the target wins per field; the source's other fields move over.
+    tx.delete_shadowed_values(store_id, target, source).await?;
+    tx.move_values(store_id, source, target).await?;
+    // Promo usage is summed; order links move.
+    tx.add_promo_usage(store_id, source, target).await?;
+    tx.move_orders(store_id, source, target).await?;
+    // Subscriptions: where both have one to an audience, the stronger survives (ties keep the
+    // target's): active > cancellation_scheduled > pending > cancelled/expired.
+    let kept: HashMap<Uuid, _> =
+        tx.subscriptions_of_profile(store_id, target).await?.into_iter().map(|s| (s.audience_id, s)).collect();
+    for sub in tx.subscriptions_of_profile(store_id, source).await? {
+        match kept.get(&sub.audience_id) {
+            Some(theirs) if sub.status.strength() <= theirs.status.strength() => {
+                tx.delete_subscription_by_id(store_id, sub.id).await?;
+            }
+            Some(theirs) => {
+                tx.delete_subscription_by_id(store_id, theirs.id).await?;
+                tx.move_subscription(store_id, sub.id, target).await?;
+            }
+            None => tx.move_subscription(store_id, sub.id, target).await?,
+        }
+    }
+    // The source goes (its sessions and remaining rows with it). Its email passes to a target
+    // that has none; otherwise its sign-in codes go too.
+    tx.delete_profile(store_id, source).await?;
+    match (&t.email_key, &s.row.email) {
+        (None, Some(email)) => {
+            let email = Email::parse(email).map_err(|e| AppError::internal(anyhow::anyhow!("stored email: {e}")))?;
+            tx.set_email(store_id, target, Some(&email)).await?;
+        }
+        _ => {
+            if let Some(key) = &s.email_key {
+                tx.delete_codes(store_id, key).await?;
+            }
+        }
+    }
+    // Verified is OR-ed; a moved email keeps the source's verification.
+    if t.row.verified || s.row.verified {
+        tx.set_verified(store_id, target, now).await?;
+    }
+    tx.touch_profile(store_id, target, now).await?;
+    tx.refresh_search_text(store_id, &[target]).await?;
+    Ok(true)
 }
 
 impl Profiles {
-    pub fn new(repo: Arc<dyn Repo>) -> Self {
-        Self { repo }
-    }
-
-    /// Validates entries against the store's active taxonomies; errors name the field.
-    async fn values(
-        &self,
-        store_id: Uuid,
-        entries: &[TaxonomyEntry],
-    ) -> Result<Vec<crate::domain::taxonomy::TaxonomyValue>, AppError> {
-        let ids: Vec<Uuid> = entries.iter().map(|e| e.taxonomy_id).collect();
-        let defs = self.repo.schemas(store_id, &ids, true).await?;
-        validate_entries(entries, &defs).map_err(AppError::validation)
+    pub fn new(db: Database) -> Self {
+        Self { db }
     }
 
     /// Idempotent on email: the existing profile is returned with `false`.
@@ -82,184 +141,189 @@ impl Profiles {
         taxonomies: &[TaxonomyEntry],
     ) -> AppResult<(ProfileDetails, bool)> {
         let email = Email::parse(email).map_err(|e| AppError::invalid("email", e))?;
-        let values = self.values(store_id, taxonomies).await?;
+        let mut tx = self.db.begin().await?;
+        let values = values(&mut tx, store_id, taxonomies).await?;
         let now = crate::now();
         let new = NewProfile {
             store_id,
             id: Uuid::now_v7(),
-            email: Some(email),
+            email: Some(email.clone()),
             verified: false,
-            status: "active".into(),
+            status: Status::Active,
             values,
             created_at: now,
         };
-        Ok(self.repo.create_profile(&new).await?)
+        let created = tx.insert_profile(&new).await?;
+        let id = match created {
+            true => new.id,
+            false => tx.profile_id_by_email(store_id, &email.key()).await?.ok_or(AppError::NotFound("profile"))?,
+        };
+        let details = tx.profile(store_id, id).await?.ok_or(AppError::NotFound("profile"))?;
+        tx.commit().await?;
+        Ok((details, created))
     }
 
     pub async fn get(&self, store_id: Uuid, id: Uuid) -> AppResult<ProfileDetails> {
-        self.repo.profile(store_id, id).await?.ok_or(AppError::NotFound("profile"))
+        self.db.auto().profile(store_id, id).await?.ok_or(AppError::NotFound("profile"))
     }
 
-    pub async fn find(&self, store_id: Uuid, p: FindParams) -> AppResult<(Vec<ProfileDetails>, Option<String>)> {
+    pub async fn find(&self, store_id: Uuid, q: FindProfiles) -> AppResult<(Vec<ProfileDetails>, Option<String>)> {
+        let sort = q.sort_field.unwrap_or_default();
+        let descending = q.sort_direction == Some(SortDirection::Desc);
+        let text = q.query.as_deref().map(str::trim).filter(|q| !q.is_empty()).map(str::to_lowercase);
+        let scope = format!(
+            "profiles\n{store_id}\n{}\n{}\n{}\n{sort:?}\n{descending}",
+            text.as_deref().unwrap_or_default(),
+            q.taxonomy_query.as_deref().unwrap_or_default(),
+            q.status.map(|s| s.as_str()).unwrap_or_default()
+        );
         let mut errors = vec![];
-        let page = Page::parse(p.limit).map_err(|e| errors.push(FieldError::new("limit", e))).ok();
-        let sort = match p.sort_field.as_deref() {
-            None | Some("created_at" | "createdAt") => SortField::CreatedAt,
-            Some("updated_at" | "updatedAt") => SortField::UpdatedAt,
-            Some("email") => SortField::Email,
-            Some(_) => {
-                errors.push(FieldError::new("sort_field", "invalid_value"));
-                SortField::CreatedAt
-            }
-        };
-        let descending = match p.sort_direction.as_deref().map(str::to_ascii_lowercase).as_deref() {
-            None | Some("asc") => false,
-            Some("desc") => true,
-            Some(_) => {
-                errors.push(FieldError::new("sort_direction", "invalid_value"));
-                false
-            }
-        };
-        if let Some(status) = &p.status {
-            check_status(status, &mut errors);
-        }
-        let filters = match p.taxonomy_query.as_deref().filter(|q| !q.trim().is_empty()) {
+        let keyset = Keyset::parse(q.limit, q.cursor.as_deref(), scope).map_err(|e| errors.extend(e)).ok();
+        let mut db = self.db.auto();
+        let filters = match q.taxonomy_query.as_deref().filter(|q| !q.trim().is_empty()) {
             None => vec![],
             Some(raw) => {
                 let ids: Vec<Uuid> = serde_json::from_str::<Vec<TaxonomyQuery>>(raw)
                     .map(|qs| qs.iter().map(|q| q.taxonomy_id).collect())
                     .unwrap_or_default();
-                let defs: HashMap<_, _> = self.repo.schemas(store_id, &ids, false).await?;
+                let defs = db.schemas(store_id, &ids, false).await?;
                 parse_query(raw, &defs).unwrap_or_else(|e| {
                     errors.extend(e);
                     vec![]
                 })
             }
         };
-        let text = p.query.as_deref().map(str::trim).filter(|q| !q.is_empty()).map(str::to_lowercase);
-        let scope = format!(
-            "profiles\n{store_id}\n{}\n{}\n{}\n{sort:?}\n{descending}",
-            text.as_deref().unwrap_or_default(),
-            p.taxonomy_query.as_deref().unwrap_or_default(),
-            p.status.as_deref().unwrap_or_default()
-        );
-        let after = match p.cursor.as_deref().filter(|c| !c.is_empty()) {
+        let after = match keyset.as_ref().and_then(|k| k.after.as_ref()) {
             None => None,
-            Some(c) => match Cursor::decode(c, &scope) {
-                Err(e) => {
-                    errors.push(FieldError::new("cursor", e));
-                    None
-                }
-                Ok(cursor) => {
-                    let key = match (sort, cursor.after.first()) {
-                        (SortField::Email, Some(Value::String(s))) => Some(SortValue::Text(s.clone())),
-                        (SortField::CreatedAt | SortField::UpdatedAt, Some(Value::Number(n))) => {
-                            n.as_i64().map(SortValue::Int)
-                        }
-                        _ => None,
-                    };
-                    let id = cursor.after.get(1).and_then(Value::as_str).and_then(|s| Uuid::parse_str(s).ok());
-                    match (key, id) {
-                        (Some(k), Some(id)) => Some((k, id)),
-                        _ => {
-                            errors.push(FieldError::new("cursor", "invalid_cursor"));
-                            None
-                        }
+            Some(key) => {
+                let value = match (sort, key.first()) {
+                    (SortField::Email, Some(Value::String(s))) => Some(SortValue::Text(s.clone())),
+                    (SortField::CreatedAt | SortField::UpdatedAt, Some(Value::Number(n))) => {
+                        n.as_i64().map(SortValue::Int)
+                    }
+                    _ => None,
+                };
+                let id = key.get(1).and_then(Value::as_str).and_then(|s| Uuid::parse_str(s).ok());
+                match (value, id) {
+                    (Some(v), Some(id)) => Some((v, id)),
+                    _ => {
+                        errors.push(FieldError::new("cursor", "invalid_cursor"));
+                        None
                     }
                 }
-            },
+            }
         };
-        if !errors.is_empty() {
+        let Some(keyset) = keyset.filter(|_| errors.is_empty()) else {
             return Err(AppError::validation(errors));
-        }
-        let limit = page.map(|p| p.limit).unwrap_or(Page::DEFAULT);
+        };
         let search = ProfileSearch {
             store_id,
-            status: p.status,
+            status: q.status,
             id: text.as_deref().and_then(|t| Uuid::parse_str(t).ok()),
             text,
             filters,
             sort,
             descending,
             after,
-            limit: limit + 1,
+            limit: keyset.fetch(),
         };
-        let mut rows = self.repo.find_profiles(&search).await?;
-        let next = if rows.len() > limit as usize {
-            rows.truncate(limit as usize);
-            rows.last().map(|d| {
-                let key = match sort {
-                    SortField::CreatedAt => Value::from(d.profile.created_at),
-                    SortField::UpdatedAt => Value::from(d.profile.updated_at),
-                    SortField::Email => Value::from(d.profile.email.as_deref().unwrap_or_default().to_lowercase()),
-                };
-                Cursor { after: vec![key, Value::from(d.profile.id.to_string())] }.encode(&scope)
-            })
-        } else {
-            None
-        };
-        Ok((rows, next))
+        let rows = db.find_profiles(&search).await?;
+        Ok(keyset.page(rows, |d| {
+            let key = match sort {
+                SortField::CreatedAt => Value::from(d.profile.created_at),
+                SortField::UpdatedAt => Value::from(d.profile.updated_at),
+                SortField::Email => Value::from(d.profile.email.as_deref().unwrap_or_default().to_lowercase()),
+            };
+            vec![key, Value::from(d.profile.id.to_string())]
+        }))
     }
 
     pub async fn update(&self, store_id: Uuid, id: Uuid, u: ProfileUpdate) -> AppResult<ProfileDetails> {
-        let mut errors = vec![];
-        let email = match u.email {
+        let email = match &u.email {
             None => None,
             Some(None) => Some(None),
-            Some(Some(e)) => match Email::parse(&e) {
-                Ok(e) => Some(Some(e)),
-                Err(err) => {
-                    errors.push(FieldError::new("email", err));
-                    None
-                }
-            },
+            Some(Some(e)) => Some(Some(Email::parse(e).map_err(|err| AppError::invalid("email", err))?)),
         };
-        if let Some(status) = &u.status {
-            check_status(status, &mut errors);
-        }
+        retrying(|| self.update_once(store_id, id, email.as_ref(), &u)).await
+    }
+
+    async fn update_once(
+        &self,
+        store_id: Uuid,
+        id: Uuid,
+        email: Option<&Option<Email>>,
+        u: &ProfileUpdate,
+    ) -> AppResult<ProfileDetails> {
+        let mut tx = self.db.begin().await?;
         let values = match &u.taxonomies {
             None => None,
-            Some(entries) => match self.values(store_id, entries).await {
-                Ok(v) => Some(v),
-                Err(AppError::Validation { errors: e, .. }) => {
-                    errors.extend(e);
-                    None
-                }
-                Err(other) => return Err(other),
-            },
+            Some(entries) => Some(values(&mut tx, store_id, entries).await?),
         };
-        if !errors.is_empty() {
-            return Err(AppError::validation(errors));
+        let current = tx.lock_profile(store_id, id).await?.ok_or(AppError::NotFound("profile"))?;
+        if let Some(email) = email {
+            if email.as_ref().map(Email::key) != current.email_key {
+                tx.set_email(store_id, id, email.as_ref()).await?;
+            } else if let Some(e) = email {
+                // The same address in another letter case: kept as written.
+                tx.respell_email(store_id, id, e).await?;
+            }
         }
-        let change = ProfileChange { email, values, status: u.status, now: crate::now() };
-        match self.repo.update_profile(store_id, id, &change).await {
-            Err(RepoError::Conflict) => Err(email_taken()),
-            Ok(None) => Err(AppError::NotFound("profile")),
-            Ok(Some(d)) => Ok(d),
-            Err(e) => Err(e.into()),
+        if let Some(values) = &values {
+            tx.delete_values(store_id, id).await?;
+            tx.insert_values(store_id, id, values).await?;
         }
+        if let Some(status) = u.status {
+            tx.set_profile_status(store_id, id, status).await?;
+        }
+        tx.touch_profile(store_id, id, crate::now()).await?;
+        tx.refresh_search_text(store_id, &[id]).await?;
+        let details = tx.profile(store_id, id).await?.ok_or(AppError::NotFound("profile"))?;
+        tx.commit().await?;
+        Ok(details)
     }
 
     pub async fn merge(&self, store_id: Uuid, target: Uuid, source: Uuid) -> AppResult<ProfileDetails> {
         if target == source {
             return Err(AppError::invalid("source_id", "same_as_target"));
         }
-        match self.repo.merge_profiles(store_id, target, source, crate::now()).await? {
-            MergeOutcome::NotFound => Err(AppError::NotFound("profile")),
-            MergeOutcome::Merged => self.get(store_id, target).await,
-        }
+        retrying(|| async {
+            let mut tx = self.db.begin().await?;
+            if !merge_into(&mut tx, store_id, target, source, crate::now()).await? {
+                return Err(AppError::NotFound("profile"));
+            }
+            let merged = tx.profile(store_id, target).await?.ok_or(AppError::NotFound("profile"))?;
+            tx.commit().await?;
+            Ok(merged)
+        })
+        .await
     }
 
+    /// GDPR erasure: the profile and every row holding its personal data, the address's sign-in
+    /// codes and its queued mail. The profile is locked first, so a subscribe that is queuing mail
+    /// to it finishes before (and its mail is deleted here) or finds the profile gone.
     pub async fn erase(&self, store_id: Uuid, id: Uuid) -> AppResult<()> {
-        if self.repo.erase_profile(store_id, id).await? { Ok(()) } else { Err(AppError::NotFound("profile")) }
+        retrying(|| async {
+            let mut tx = self.db.begin().await?;
+            let profile = tx.lock_profile(store_id, id).await?.ok_or(AppError::NotFound("profile"))?;
+            tx.lock_audiences_of(store_id, &[id]).await?;
+            if let Some(key) = &profile.email_key {
+                tx.delete_codes(store_id, key).await?;
+                tx.delete_mail_to(store_id, key).await?;
+            }
+            tx.delete_profile(store_id, id).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
     }
 
     pub async fn export(&self, store_id: Uuid, id: Uuid) -> AppResult<ProfileExport> {
-        let profile = self.get(store_id, id).await?;
+        let mut db = self.db.auto();
+        let profile = db.profile(store_id, id).await?.ok_or(AppError::NotFound("profile"))?;
         let mut orders = vec![];
         let mut after = None;
         loop {
-            let page = self.repo.orders(store_id, id, after, 200).await?;
+            let page = db.orders(store_id, id, after, 200).await?;
             let done = page.len() < 200;
             after = page.last().map(|o| (o.created_at, o.order_id.clone()));
             orders.extend(page);
@@ -287,7 +351,6 @@ impl Profiles {
         if !errors.is_empty() {
             return Err(AppError::validation(errors));
         }
-        self.get(store_id, profile_id).await?;
         let row = OrderRow {
             store_id,
             order_id,
@@ -299,24 +362,36 @@ impl Profiles {
             metadata: o.metadata.unwrap_or_else(|| Value::Object(Default::default())),
             created_at: crate::now(),
         };
-        match self.repo.link_order(&row).await? {
-            LinkOutcome::Linked(o) => Ok((o, true)),
-            LinkOutcome::Existing(o) => Ok((o, false)),
-            LinkOutcome::Elsewhere => Err(AppError::Conflict {
-                code: "order_linked_elsewhere",
-                message: "this order is linked to another profile".into(),
-            }),
-        }
+        retrying(|| async {
+            let mut tx = self.db.begin().await?;
+            // Locked: a merge or erasure of this profile finishes first, or waits for the link.
+            tx.lock_profile(store_id, profile_id).await?.ok_or(AppError::NotFound("profile"))?;
+            if tx.insert_order(&row).await? {
+                tx.commit().await?;
+                return Ok((row.clone(), true));
+            }
+            let existing = tx.order(store_id, &row.order_id).await?.ok_or(AppError::NotFound("order"))?;
+            if existing.profile_id != profile_id {
+                return Err(AppError::Conflict {
+                    code: "order_linked_elsewhere",
+                    message: "this order is linked to another profile".into(),
+                });
+            }
+            Ok((existing, false))
+        })
+        .await
     }
 
-    pub async fn orders(
-        &self,
-        store_id: Uuid,
-        profile_id: Uuid,
-        after: Option<(i64, String)>,
-        limit: u32,
-    ) -> AppResult<Vec<OrderRow>> {
-        self.get(store_id, profile_id).await?;
-        Ok(self.repo.orders(store_id, profile_id, after, limit).await?)
+    pub async fn orders(&self, store_id: Uuid, profile_id: Uuid, keyset: &Keyset) -> AppResult<Vec<OrderRow>> {
+        let after = match &keyset.after {
+            None => None,
+            Some(key) => match (key.first().and_then(Value::as_i64), key.get(1).and_then(Value::as_str)) {
+                (Some(at), Some(id)) => Some((at, id.to_string())),
+                _ => return Err(AppError::invalid("cursor", "invalid_cursor")),
+            },
+        };
+        let mut db = self.db.auto();
+        db.profile(store_id, profile_id).await?.ok_or(AppError::NotFound("profile"))?;
+        Ok(db.orders(store_id, profile_id, after, keyset.fetch()).await?)
     }
 }

@@ -1,6 +1,5 @@
 //! Synthetic profiles for benchmarks and load tests: `storecrm seed`.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use rand::Rng;
@@ -9,10 +8,10 @@ use serde::Serialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::domain::Email;
 use crate::domain::taxonomy::{FieldDef, StoredValue, TaxonomyValue};
+use crate::domain::{Email, Status};
 use crate::error::{AppError, AppResult};
-use crate::repo::{NewProfile, Repo, TaxonomyRow};
+use crate::repo::{Database, NewProfile, TaxonomyRow};
 
 pub const SEED_TAXONOMY: &str = "seed";
 const TAGS: &[&str] = &["newsletter", "vip", "wholesale", "returning", "churn-risk", "b2b", "gift", "mobile"];
@@ -30,16 +29,16 @@ pub struct SeedReport {
 }
 
 pub struct Seeder {
-    repo: Arc<dyn Repo>,
+    db: Database,
 }
 
 impl Seeder {
-    pub fn new(repo: Arc<dyn Repo>) -> Self {
-        Self { repo }
+    pub fn new(db: Database) -> Self {
+        Self { db }
     }
 
     async fn taxonomy(&self, store_id: Uuid) -> AppResult<TaxonomyRow> {
-        if let Some(t) = self.repo.taxonomy(store_id, None, SEED_TAXONOMY).await? {
+        if let Some(t) = self.db.auto().taxonomy(store_id, None, SEED_TAXONOMY).await? {
             return Ok(t);
         }
         let schema: Vec<FieldDef> = serde_json::from_value(json!([
@@ -57,11 +56,11 @@ impl Seeder {
             key: SEED_TAXONOMY.into(),
             parent_id: None,
             schema,
-            status: "active".into(),
+            status: Status::Active,
             created_at: now,
             updated_at: now,
         };
-        self.repo.insert_taxonomy(&row).await?;
+        self.db.auto().insert_taxonomy(&row).await?;
         Ok(row)
     }
 
@@ -82,8 +81,13 @@ impl Seeder {
                     (0..n).map(|i| random_profile(&mut rng, store_id, taxonomy.id, &run, made + i as u64)).collect()
                 };
                 made += n as u64;
-                let repo = self.repo.clone();
-                in_flight.spawn(async move { repo.bulk_insert_profiles(&profiles).await });
+                let db = self.db.clone();
+                in_flight.spawn(async move {
+                    let mut tx = db.begin().await?;
+                    let inserted = tx.bulk_insert_profiles(&profiles).await?;
+                    tx.commit().await?;
+                    Ok::<_, crate::repo::RepoError>(inserted)
+                });
             }
             match in_flight.join_next().await {
                 Some(done) => inserted += done.map_err(AppError::internal)??,
@@ -136,7 +140,7 @@ fn random_profile(rng: &mut impl Rng, store_id: Uuid, taxonomy_id: Uuid, run: &s
         id: Uuid::now_v7(),
         email: Some(email),
         verified: rng.random_bool(0.5),
-        status: if rng.random_bool(0.95) { "active".into() } else { "archived".into() },
+        status: if rng.random_bool(0.95) { Status::Active } else { Status::Archived },
         values,
         created_at: crate::now() - rng.random_range(0..86_400 * 365),
     }

@@ -1,4 +1,5 @@
-//! Profile sessions (§4): guests, connect, magic-code login, rotating refresh, revocation.
+//! Profile sessions (§4): guests, connect, magic-code login, rotating refresh, revocation, and
+//! the identity resolution that `connect` and `verify` share.
 
 use std::sync::Arc;
 
@@ -7,16 +8,18 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::config::Limits;
-use crate::crypto::{Keys, PROFILE_TOKEN_TYPE, ProfileClaims, random_token, sha256};
-use crate::domain::{ClientAddr, Email};
+use crate::crypto::{Keys, PROFILE_TOKEN_TYPE, ProfileClaims, constant_time_eq, random_token, sha256};
+use crate::domain::{ClientAddr, Email, Status};
 use crate::error::{AppError, AppResult};
 use crate::mail::{OutgoingMail, mailbox_display};
 use crate::repo::{
-    CodeCheck, NewCode, NewOutboxMail, OpenOutcome, OpenSession, ProfileDetails, ProfileSessionRow, RefreshRotation,
-    Repo, RepoError, RotateOutcome, SessionSummary, StoreRow, SweepReport,
+    Database, NewCode, NewOutboxMail, NewProfile, ProfileDetails, ProfileSessionRow, RefreshTable, RepoError,
+    SessionSummary, StoreRow, SweepReport,
 };
-use crate::services::auth::{ProfileAuth, ProfileToken, invalid_token};
-use crate::services::limits::{Limit, RateLimits, address_bucket, email_bucket};
+use crate::services::auth::{ProfileAuth, ProfileToken, Rotation, invalid_token, rotate_refresh};
+use crate::services::limits::{self, Limit, address_bucket, email_bucket};
+use crate::services::profiles::merge_into;
+use crate::services::retrying;
 use crate::services::templates::profile_code_mail;
 
 /// A profile session's fresh token pair.
@@ -35,13 +38,21 @@ pub struct Me {
 }
 
 pub struct Sessions {
-    repo: Arc<dyn Repo>,
-    rate_limits: RateLimits,
+    db: Database,
     keys: Keys,
     limits: Limits,
     mail_from: String,
     mail_wake: Arc<Notify>,
 }
+
+/// A magic code to check while opening a session.
+struct CodeCheck {
+    code_hash: [u8; 32],
+    max_attempts: i64,
+}
+
+/// Rows deleted per janitor statement, so a large backlog never becomes one huge transaction.
+const SWEEP_BATCH: i64 = 1000;
 
 fn invalid_code() -> AppError {
     AppError::Unauthorized { code: "invalid_code", message: "the code is wrong, expired or used up".into() }
@@ -91,8 +102,8 @@ pub fn code_mail(store: &StoreRow, default_from: &str, to: &Email, code: &str, m
 }
 
 impl Sessions {
-    pub fn new(repo: Arc<dyn Repo>, keys: Keys, limits: Limits, mail_from: String, mail_wake: Arc<Notify>) -> Self {
-        Self { rate_limits: RateLimits::new(repo.clone()), repo, keys, limits, mail_from, mail_wake }
+    pub fn new(db: Database, keys: Keys, limits: Limits, mail_from: String, mail_wake: Arc<Notify>) -> Self {
+        Self { db, keys, limits, mail_from, mail_wake }
     }
 
     fn issue(&self, session: ProfileSessionRow, refresh_token: String, now: i64) -> IssuedProfileTokens {
@@ -109,38 +120,125 @@ impl Sessions {
         IssuedProfileTokens { access_token: self.keys.sign(&claims), refresh_token, access_expires_at, session }
     }
 
+    fn new_session(
+        &self,
+        store_id: Uuid,
+        profile_id: Uuid,
+        verified: bool,
+        user_agent: Option<String>,
+        now: i64,
+    ) -> ProfileSessionRow {
+        ProfileSessionRow {
+            store_id,
+            id: Uuid::now_v7(),
+            profile_id,
+            verified,
+            user_agent: user_agent.map(|ua| ua.chars().take(512).collect()),
+            created_at: now,
+            last_used_at: now,
+            refresh_expires_at: now + self.limits.refresh_token_ttl.as_secs() as i64,
+        }
+    }
+
+    /// §4 identity resolution, shared by `connect` (no code) and `verify` (with a code), in one
+    /// transaction. If no profile of the store has the email, it goes to a calling guest without
+    /// email (the upgrade keeps the profile id), else to a new profile; if a profile has it, the
+    /// session is for that profile and a calling guest without email is merged into it (§3.1).
+    /// Only a code makes the session verified (and the profile with it); the session that gave a
+    /// profile its email holds it too; any other is a claim.
     async fn open(
         &self,
         store_id: Uuid,
-        email: Option<Email>,
+        email: &Email,
         caller: Option<Uuid>,
-        code: Option<CodeCheck>,
+        code: Option<&CodeCheck>,
+        user_agent: Option<String>,
+    ) -> AppResult<IssuedProfileTokens> {
+        // A concurrent request may give the same new email to another profile between our read
+        // and write (a unique violation): resolved again, it finds that profile.
+        let mut attempt = 0;
+        loop {
+            let once = retrying(|| self.open_once(store_id, email, caller, code, user_agent.clone())).await;
+            match once {
+                Err(AppError::Conflict { code: "email_taken", .. }) if attempt == 0 => attempt += 1,
+                other => return other,
+            }
+        }
+    }
+
+    async fn open_once(
+        &self,
+        store_id: Uuid,
+        email: &Email,
+        caller: Option<Uuid>,
+        code: Option<&CodeCheck>,
         user_agent: Option<String>,
     ) -> AppResult<IssuedProfileTokens> {
         let now = crate::now();
-        let refresh_token = random_token();
-        let open = OpenSession {
-            store_id,
-            email,
-            caller,
-            code,
-            new_profile_id: Uuid::now_v7(),
-            session_id: Uuid::now_v7(),
-            user_agent: user_agent.map(|ua| ua.chars().take(512).collect()),
-            refresh_hash: sha256(refresh_token.as_bytes()),
-            refresh_expires_at: now + self.limits.refresh_token_ttl.as_secs() as i64,
-            now,
+        let key = email.key();
+        let mut tx = self.db.begin().await?;
+        if let Some(check) = code {
+            let live = tx.live_code(store_id, &key, now, check.max_attempts).await?;
+            let Some(live) = live else { return Err(invalid_code()) };
+            if !constant_time_eq(&live.code_hash, &check.code_hash) {
+                // The wrong guess counts even though the answer is an error.
+                tx.count_code_attempt(store_id, live.id).await?;
+                tx.commit().await?;
+                return Err(invalid_code());
+            }
+            tx.use_code(store_id, live.id, now).await?;
+        }
+        // The caller and the profile that has the email, locked together in id order, then
+        // checked again: a concurrent connect may have given the caller an email meanwhile.
+        let existing = tx.profile_id_by_email(store_id, &key).await?;
+        let locked = tx.lock_profiles(store_id, &[caller, existing].into_iter().flatten().collect::<Vec<_>>()).await?;
+        let caller_is_guest = caller.is_some_and(|c| locked.iter().any(|p| p.row.id == c && p.email_key.is_none()));
+        let existing =
+            existing.filter(|id| locked.iter().any(|p| p.row.id == *id && p.email_key.as_deref() == Some(&key)));
+        let mut attached_email = false;
+        let profile_id = match (existing, caller) {
+            (Some(found), Some(guest)) if caller_is_guest && guest != found => {
+                // The guest's cart, subscriptions and orders carry over into the known profile.
+                merge_into(&mut tx, store_id, found, guest, now).await?;
+                found
+            }
+            (Some(found), _) => found,
+            (None, Some(guest)) if caller_is_guest => {
+                if !tx.attach_email(store_id, guest, email, now).await? {
+                    return Err(AppError::Contention);
+                }
+                tx.refresh_search_text(store_id, &[guest]).await?;
+                attached_email = true;
+                guest
+            }
+            (None, _) => {
+                let new = NewProfile {
+                    store_id,
+                    id: Uuid::now_v7(),
+                    email: Some(email.clone()),
+                    verified: false,
+                    status: Status::Active,
+                    values: vec![],
+                    created_at: now,
+                };
+                match tx.insert_profile(&new).await {
+                    Err(RepoError::MissingReference) => return Err(AppError::NotFound("store")),
+                    Ok(false) => return Err(AppError::Conflict { code: "email_taken", message: String::new() }),
+                    other => other?,
+                };
+                attached_email = true;
+                new.id
+            }
         };
-        // A concurrent request may take the same new email between our read and write: once more.
-        let mut outcome = self.repo.open_profile_session(&open).await;
-        if matches!(outcome, Err(RepoError::Conflict)) {
-            outcome = self.repo.open_profile_session(&open).await;
+        let verified = code.is_some();
+        if verified {
+            tx.set_verified(store_id, profile_id, now).await?;
         }
-        match outcome? {
-            OpenOutcome::Opened(session) => Ok(self.issue(session, refresh_token, now)),
-            OpenOutcome::WrongCode => Err(invalid_code()),
-            OpenOutcome::NoStore => Err(AppError::NotFound("store")),
-        }
+        let session = self.new_session(store_id, profile_id, verified, user_agent, now);
+        let refresh_token = random_token();
+        tx.insert_profile_session(&session, attached_email, &sha256(refresh_token.as_bytes())).await?;
+        tx.commit().await?;
+        Ok(self.issue(session, refresh_token, now))
     }
 
     /// `initialize` and `connect` per client address: each opens a session, and `connect` names
@@ -148,10 +246,10 @@ impl Sessions {
     async fn limit_opening(&self, store_id: Uuid, client: Option<ClientAddr>) -> AppResult<()> {
         let Some(addr) = client else { return Ok(()) };
         let limit = Limit { max: self.limits.session_limit_per_address, window: self.limits.session_limit_window };
-        self.rate_limits.hit(store_id, &address_bucket("session", addr), limit).await
+        limits::hit(&mut self.db.auto(), store_id, &address_bucket("session", addr), limit).await
     }
 
-    /// A new anonymous guest profile with an unverified session.
+    /// A new anonymous guest profile with an unverified session: one statement on Postgres.
     pub async fn initialize(
         &self,
         store_id: Uuid,
@@ -159,7 +257,16 @@ impl Sessions {
         client: Option<ClientAddr>,
     ) -> AppResult<IssuedProfileTokens> {
         self.limit_opening(store_id, client).await?;
-        self.open(store_id, None, None, None, user_agent).await
+        let now = crate::now();
+        let session = self.new_session(store_id, Uuid::now_v7(), false, user_agent, now);
+        let refresh_token = random_token();
+        let mut tx = self.db.atomic().await?;
+        match tx.insert_guest(&session, &sha256(refresh_token.as_bytes())).await {
+            Err(RepoError::MissingReference) => return Err(AppError::NotFound("store")),
+            other => other?,
+        }
+        tx.commit().await?;
+        Ok(self.issue(session, refresh_token, now))
     }
 
     /// An unverified session for the profile with this email (§4 resolution).
@@ -173,7 +280,7 @@ impl Sessions {
     ) -> AppResult<IssuedProfileTokens> {
         let email = Email::parse(email).map_err(|e| AppError::invalid("email", e))?;
         self.limit_opening(store_id, client).await?;
-        self.open(store_id, Some(email), caller.map(|c| c.profile_id), None, user_agent).await
+        self.open(store_id, &email, caller.map(|c| c.profile_id), None, user_agent).await
     }
 
     /// Sends a code to any valid address, known or not; the answer is the same either way.
@@ -185,10 +292,10 @@ impl Sessions {
         // The address first: a client over its limit never spends the victim's per-email quota.
         if let Some(addr) = client {
             let limit = Limit { max: self.limits.code_limit_per_ip, window };
-            self.rate_limits.hit(store.id, &address_bucket("code", addr), limit).await?;
+            limits::hit(&mut self.db.auto(), store.id, &address_bucket("code", addr), limit).await?;
         }
         let limit = Limit { max: self.limits.code_limit_per_email, window };
-        self.rate_limits.hit(store.id, &email_bucket("code", &key), limit).await?;
+        limits::hit(&mut self.db.auto(), store.id, &email_bucket("code", &key), limit).await?;
         let code = new_code();
         let new = NewCode {
             store_id: store.id,
@@ -200,8 +307,13 @@ impl Sessions {
         };
         let minutes = self.limits.code_ttl.as_secs().div_ceil(60);
         let builtin = code_mail(store, &self.mail_from, &email, &code, minutes);
-        let mail = profile_code_mail(&*self.repo, store, builtin, &code, minutes).await?;
-        self.repo.store_code(&new, &NewOutboxMail::new(Some(store.id), mail, now)).await?;
+        // The code and its mail in one transaction: no code without its mail, no mail without its code.
+        let mut tx = self.db.begin().await?;
+        let mail = profile_code_mail(&mut tx, store, builtin, &code, minutes).await?;
+        tx.void_codes(store.id, &new.email_key, now).await?;
+        tx.insert_code(&new).await?;
+        tx.insert_mail(&NewOutboxMail::new(Some(store.id), mail, now)).await?;
+        tx.commit().await?;
         self.mail_wake.notify_one();
         Ok(())
     }
@@ -232,7 +344,7 @@ impl Sessions {
             code_hash: self.keys.code_hash(&code_scope(store_id, &email.key()), code),
             max_attempts: i64::from(self.limits.code_max_attempts),
         };
-        self.open(store_id, Some(email), caller.map(|c| c.profile_id), Some(check), user_agent).await
+        self.open(store_id, &email, caller.map(|c| c.profile_id), Some(&check), user_agent).await
     }
 
     pub async fn refresh(&self, store_id: Uuid, refresh_token: &str) -> AppResult<IssuedProfileTokens> {
@@ -240,20 +352,33 @@ impl Sessions {
         if refresh_token.is_empty() {
             return Err(AppError::invalid("refresh_token", "required"));
         }
+        retrying(|| self.refresh_once(store_id, refresh_token)).await
+    }
+
+    async fn refresh_once(&self, store_id: Uuid, refresh_token: &str) -> AppResult<IssuedProfileTokens> {
         let now = crate::now();
-        let successor = self.keys.refresh_successor(refresh_token);
-        let rotation = RefreshRotation {
-            presented: sha256(refresh_token.as_bytes()),
-            replacement: sha256(successor.as_bytes()),
+        let mut tx = self.db.begin().await?;
+        let table = RefreshTable::Profiles { store_id };
+        let rotation = rotate_refresh(
+            &mut tx,
+            &self.keys,
+            table,
+            refresh_token,
             now,
-            grace_secs: self.limits.refresh_reuse_grace.as_secs() as i64,
-            refresh_expires_at: now + self.limits.refresh_token_ttl.as_secs() as i64,
+            self.limits.refresh_reuse_grace.as_secs() as i64,
+            now + self.limits.refresh_token_ttl.as_secs() as i64,
+        )
+        .await?;
+        let issued = match rotation {
+            Rotation::Rotated { session_id, successor } => {
+                let session = tx.profile_session(store_id, session_id).await?.ok_or_else(invalid_refresh)?;
+                Ok(self.issue(session, successor, now))
+            }
+            Rotation::Reused => Err(crate::services::accounts::refresh_reused()),
+            Rotation::Invalid => Err(invalid_refresh()),
         };
-        match self.repo.rotate_profile_refresh(store_id, &rotation).await? {
-            RotateOutcome::Rotated(session) => Ok(self.issue(session, successor, now)),
-            RotateOutcome::Reused => Err(crate::services::accounts::refresh_reused()),
-            RotateOutcome::Invalid => Err(crate::services::accounts::invalid_refresh()),
-        }
+        tx.commit().await?;
+        issued
     }
 
     /// §4: a claim (an unverified session that reached an existing address) sees only the
@@ -261,7 +386,8 @@ impl Sessions {
     /// refused right here.
     pub async fn me(&self, token: &ProfileToken) -> AppResult<Me> {
         let (holds, details) = self
-            .repo
+            .db
+            .auto()
             .profile_me(token.store_id, token.session_id, token.profile_id, crate::now())
             .await?
             .ok_or_else(invalid_token)?;
@@ -281,26 +407,50 @@ impl Sessions {
         Ok(Me { details, redacted: false })
     }
 
+    /// The profile's live sessions; 404 for a profile the store does not have.
     pub async fn list(&self, store_id: Uuid, profile_id: Uuid) -> AppResult<Vec<SessionSummary>> {
-        Ok(self.repo.profile_sessions(store_id, profile_id).await?)
+        let mut db = self.db.auto();
+        db.profile(store_id, profile_id).await?.ok_or(AppError::NotFound("profile"))?;
+        Ok(db.profile_sessions(store_id, profile_id, crate::now()).await?)
     }
 
     pub async fn revoke(&self, store_id: Uuid, profile_id: Uuid, session_id: Uuid) -> AppResult<()> {
-        if self.repo.revoke_profile_session(store_id, profile_id, session_id, crate::now()).await? {
+        if self.db.auto().revoke_profile_session(store_id, profile_id, session_id, crate::now()).await? {
             Ok(())
         } else {
             Err(AppError::NotFound("session"))
         }
     }
 
+    /// Logs the profile out everywhere; 404 for a profile the store does not have.
     pub async fn revoke_all(&self, store_id: Uuid, profile_id: Uuid) -> AppResult<u64> {
-        Ok(self.repo.revoke_profile_sessions(store_id, profile_id, crate::now()).await?)
+        let mut db = self.db.auto();
+        db.profile(store_id, profile_id).await?.ok_or(AppError::NotFound("profile"))?;
+        Ok(db.revoke_profile_sessions(store_id, profile_id, crate::now()).await?)
     }
 
-    /// One janitor pass.
+    /// One janitor pass: guests without email idle past their lifetime, ended sessions, old codes
+    /// and rate-limit windows; in batches, each its own statement.
     pub async fn sweep(&self, now: i64) -> AppResult<SweepReport> {
-        Ok(self.repo.sweep(now, now - self.limits.guest_ttl.as_secs() as i64).await?)
+        let mut db = self.db.auto();
+        let mut report = SweepReport::default();
+        let cutoff = now - self.limits.guest_ttl.as_secs() as i64;
+        loop {
+            let n = db.delete_idle_guests(cutoff, SWEEP_BATCH).await?;
+            report.guests += n;
+            if n < SWEEP_BATCH as u64 {
+                break;
+            }
+        }
+        report.sessions = db.delete_ended_sessions(now).await?;
+        report.codes = db.delete_old_codes(now).await?;
+        report.rate_limits = db.delete_old_rate_limits(now).await?;
+        Ok(report)
     }
+}
+
+fn invalid_refresh() -> AppError {
+    crate::services::accounts::invalid_refresh()
 }
 
 #[cfg(test)]

@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use crate::crypto::{b64, random_bytes, sha256};
+use crate::domain::Role;
 use crate::domain::{Email, Name, OriginPattern};
 use crate::error::{AppError, AppResult, FieldError};
-use crate::repo::{ApiKeyRow, Repo, StoreRow};
+use crate::repo::{ApiKeyRow, Database, StoreRow};
 use crate::services::auth::API_KEY_PREFIX;
 
 /// A settings change; `None` leaves a field as it is, `Some(None)` clears it.
@@ -28,7 +29,7 @@ pub struct NewApiKey {
 }
 
 pub struct Stores {
-    repo: Arc<dyn Repo>,
+    db: Database,
     origins: OriginCache,
 }
 
@@ -50,8 +51,8 @@ fn check<T>(errors: &mut Vec<FieldError>, field: &str, r: Result<T, &'static str
 }
 
 impl Stores {
-    pub fn new(repo: Arc<dyn Repo>, origin_cache_ttl: Duration) -> Self {
-        Self { repo, origins: OriginCache { ttl: origin_cache_ttl, entries: Mutex::default() } }
+    pub fn new(db: Database, origin_cache_ttl: Duration) -> Self {
+        Self { db, origins: OriginCache { ttl: origin_cache_ttl, entries: Mutex::default() } }
     }
 
     /// The store's `allowed_origins`, cached; none for an unknown store.
@@ -63,7 +64,7 @@ impl Stores {
         {
             return Ok(origins.clone());
         }
-        let origins: Arc<[OriginPattern]> = match self.repo.store_by_id(store_id).await? {
+        let origins: Arc<[OriginPattern]> = match self.db.auto().store(store_id).await? {
             Some(store) => store.allowed_origins.iter().filter_map(|o| OriginPattern::parse(o).ok()).collect(),
             None => Arc::new([]),
         };
@@ -89,7 +90,10 @@ impl Stores {
             created_at: now,
             updated_at: now,
         };
-        self.repo.create_store(&store, owner).await?;
+        let mut tx = self.db.begin().await?;
+        tx.insert_store(&store).await?;
+        tx.insert_member(store.id, owner, Role::Owner, now).await?;
+        tx.commit().await?;
         Ok(store)
     }
 
@@ -98,12 +102,12 @@ impl Stores {
         account_id: Uuid,
         after: Option<Uuid>,
         limit: u32,
-    ) -> AppResult<Vec<(StoreRow, String)>> {
-        Ok(self.repo.stores_of_account(account_id, after, limit).await?)
+    ) -> AppResult<Vec<(StoreRow, Role)>> {
+        Ok(self.db.auto().stores_of_account(account_id, after, limit).await?)
     }
 
     pub async fn get(&self, store_id: Uuid) -> AppResult<StoreRow> {
-        self.repo.store_by_id(store_id).await?.ok_or(AppError::NotFound("store"))
+        self.db.auto().store(store_id).await?.ok_or(AppError::NotFound("store"))
     }
 
     pub async fn update(&self, store_id: Uuid, patch: StorePatch) -> AppResult<StoreRow> {
@@ -128,7 +132,8 @@ impl Stores {
         if !errors.is_empty() {
             return Err(AppError::validation(errors));
         }
-        let mut store = self.get(store_id).await?;
+        let mut tx = self.db.begin().await?;
+        let mut store = tx.lock_store(store_id).await?.ok_or(AppError::NotFound("store"))?;
         if let Some(Some(name)) = name {
             store.name = name.into_inner();
         }
@@ -142,7 +147,8 @@ impl Stores {
             store.allowed_origins = v;
         }
         store.updated_at = crate::now();
-        self.repo.update_store(&store).await?;
+        tx.update_store(&store).await?;
+        tx.commit().await?;
         Ok(store)
     }
 
@@ -162,16 +168,16 @@ impl Stores {
             last_used_at: None,
             revoked_at: None,
         };
-        self.repo.insert_api_key(&key, &sha256(secret.as_bytes())).await?;
+        self.db.auto().insert_api_key(&key, &sha256(secret.as_bytes())).await?;
         Ok(NewApiKey { key, secret })
     }
 
     pub async fn api_keys(&self, store_id: Uuid, after: Option<Uuid>, limit: u32) -> AppResult<Vec<ApiKeyRow>> {
-        Ok(self.repo.api_keys(store_id, after, limit).await?)
+        Ok(self.db.auto().api_keys(store_id, after, limit).await?)
     }
 
     pub async fn revoke_api_key(&self, store_id: Uuid, id: Uuid) -> AppResult<()> {
-        if self.repo.revoke_api_key(store_id, id, crate::now()).await? {
+        if self.db.auto().revoke_api_key(store_id, id, crate::now()).await? {
             Ok(())
         } else {
             Err(AppError::NotFound("api key"))

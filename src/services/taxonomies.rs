@@ -1,18 +1,18 @@
 //! Taxonomy definitions: typed schemas that profile entries are validated against.
 
-use std::sync::Arc;
-
 use uuid::Uuid;
 
+use crate::domain::Status;
 use crate::domain::taxonomy::{FieldDef, valid_key, validate_schema};
 use crate::error::{AppError, AppResult, FieldError};
-use crate::repo::{Repo, RepoError, TaxonomyRow};
+use crate::repo::{Database, TaxonomyRow, Tx};
+use crate::services::retrying;
 
 pub struct TaxonomyInput {
     pub key: String,
     pub parent_id: Option<Uuid>,
     pub schema: Vec<FieldDef>,
-    pub status: Option<String>,
+    pub status: Option<Status>,
 }
 
 #[derive(Default)]
@@ -20,36 +20,33 @@ pub struct TaxonomyPatch {
     pub key: Option<String>,
     pub parent_id: Option<Option<Uuid>>,
     pub schema: Option<Vec<FieldDef>>,
-    pub status: Option<String>,
+    pub status: Option<Status>,
 }
 
 pub struct Taxonomies {
-    repo: Arc<dyn Repo>,
+    db: Database,
 }
 
-pub(crate) fn check_status(status: &str, errors: &mut Vec<FieldError>) {
-    if !matches!(status, "active" | "archived") {
-        errors.push(FieldError::new("status", "invalid_value"));
+/// By id, or by key when the path segment is not a UUID (or no taxonomy has it as id); locked
+/// inside a transaction.
+async fn find(tx: &mut Tx, store_id: Uuid, id_or_key: &str) -> AppResult<TaxonomyRow> {
+    let id = Uuid::parse_str(id_or_key).ok();
+    tx.taxonomy(store_id, id, id_or_key).await?.ok_or(AppError::NotFound("taxonomy"))
+}
+
+async fn check_parent(tx: &mut Tx, store_id: Uuid, id: Option<Uuid>, parent: Option<Uuid>) -> AppResult<()> {
+    if let Some(parent) = parent {
+        let found = tx.taxonomy(store_id, Some(parent), "").await?;
+        if found.is_none() || Some(parent) == id {
+            return Err(AppError::invalid("parent_id", "unknown_taxonomy"));
+        }
     }
-}
-
-fn key_taken() -> AppError {
-    AppError::Conflict { code: "key_taken", message: "another taxonomy of this store has this key".into() }
+    Ok(())
 }
 
 impl Taxonomies {
-    pub fn new(repo: Arc<dyn Repo>) -> Self {
-        Self { repo }
-    }
-
-    async fn check_parent(&self, store_id: Uuid, id: Option<Uuid>, parent: Option<Uuid>) -> AppResult<()> {
-        if let Some(parent) = parent {
-            let found = self.repo.taxonomy(store_id, Some(parent), "").await?;
-            if found.is_none() || Some(parent) == id {
-                return Err(AppError::invalid("parent_id", "unknown_taxonomy"));
-            }
-        }
-        Ok(())
+    pub fn new(db: Database) -> Self {
+        Self { db }
     }
 
     pub async fn create(&self, store_id: Uuid, input: TaxonomyInput) -> AppResult<TaxonomyRow> {
@@ -57,12 +54,9 @@ impl Taxonomies {
         if !valid_key(&input.key) {
             errors.insert(0, FieldError::new("key", "invalid_key"));
         }
-        let status = input.status.unwrap_or_else(|| "active".into());
-        check_status(&status, &mut errors);
         if !errors.is_empty() {
             return Err(AppError::validation(errors));
         }
-        self.check_parent(store_id, None, input.parent_id).await?;
         let now = crate::now();
         let row = TaxonomyRow {
             store_id,
@@ -70,24 +64,23 @@ impl Taxonomies {
             key: input.key,
             parent_id: input.parent_id,
             schema: input.schema,
-            status,
+            status: input.status.unwrap_or(Status::Active),
             created_at: now,
             updated_at: now,
         };
-        match self.repo.insert_taxonomy(&row).await {
-            Err(RepoError::Conflict) => Err(key_taken()),
-            other => other.map(|_| row).map_err(Into::into),
-        }
+        let mut tx = self.db.begin().await?;
+        check_parent(&mut tx, store_id, None, row.parent_id).await?;
+        tx.insert_taxonomy(&row).await?;
+        tx.commit().await?;
+        Ok(row)
     }
 
-    /// By id, or by key when the path segment is not a UUID (or no taxonomy has it as id).
     pub async fn get(&self, store_id: Uuid, id_or_key: &str) -> AppResult<TaxonomyRow> {
-        let id = Uuid::parse_str(id_or_key).ok();
-        self.repo.taxonomy(store_id, id, id_or_key).await?.ok_or(AppError::NotFound("taxonomy"))
+        find(&mut self.db.auto(), store_id, id_or_key).await
     }
 
     pub async fn list(&self, store_id: Uuid, after: Option<Uuid>, limit: u32) -> AppResult<Vec<TaxonomyRow>> {
-        Ok(self.repo.taxonomies(store_id, after, limit).await?)
+        Ok(self.db.auto().taxonomies(store_id, after, limit).await?)
     }
 
     pub async fn update(&self, store_id: Uuid, id_or_key: &str, patch: TaxonomyPatch) -> AppResult<TaxonomyRow> {
@@ -95,43 +88,56 @@ impl Taxonomies {
         if patch.key.as_deref().is_some_and(|k| !valid_key(k)) {
             errors.insert(0, FieldError::new("key", "invalid_key"));
         }
-        if let Some(status) = &patch.status {
-            check_status(status, &mut errors);
-        }
         if !errors.is_empty() {
             return Err(AppError::validation(errors));
         }
-        let mut row = self.get(store_id, id_or_key).await?;
+        retrying(|| self.update_once(store_id, id_or_key, &patch)).await
+    }
+
+    async fn update_once(&self, store_id: Uuid, id_or_key: &str, patch: &TaxonomyPatch) -> AppResult<TaxonomyRow> {
+        let mut tx = self.db.begin().await?;
+        let mut row = find(&mut tx, store_id, id_or_key).await?;
         if let Some(parent) = patch.parent_id {
-            self.check_parent(store_id, Some(row.id), parent).await?;
+            check_parent(&mut tx, store_id, Some(row.id), parent).await?;
             row.parent_id = parent;
         }
         // Stored values of fields that are removed or change type no longer fit: they go.
         let mut dropped = vec![];
-        if let Some(schema) = patch.schema {
+        if let Some(schema) = &patch.schema {
             for old in &row.schema {
                 if !schema.iter().any(|f| f.key == old.key && f.ty == old.ty) {
                     dropped.push(old.key.clone());
                 }
             }
-            row.schema = schema;
+            row.schema = schema.clone();
         }
-        if let Some(key) = patch.key {
-            row.key = key;
+        if let Some(key) = &patch.key {
+            row.key = key.clone();
         }
         if let Some(status) = patch.status {
             row.status = status;
         }
         row.updated_at = crate::now();
-        match self.repo.update_taxonomy(&row, &dropped).await {
-            Err(RepoError::Conflict) => Err(key_taken()),
-            other => other.map(|_| row).map_err(Into::into),
+        tx.update_taxonomy(&row).await?;
+        if !dropped.is_empty() {
+            let affected = tx.delete_taxonomy_values(store_id, row.id, Some(&dropped)).await?;
+            tx.refresh_search_text(store_id, &affected).await?;
         }
+        tx.commit().await?;
+        Ok(row)
     }
 
+    /// Deletes the definition and every value stored under it.
     pub async fn delete(&self, store_id: Uuid, id_or_key: &str) -> AppResult<()> {
-        let row = self.get(store_id, id_or_key).await?;
-        self.repo.delete_taxonomy(store_id, row.id).await?;
-        Ok(())
+        retrying(|| async {
+            let mut tx = self.db.begin().await?;
+            let row = find(&mut tx, store_id, id_or_key).await?;
+            let affected = tx.delete_taxonomy_values(store_id, row.id, None).await?;
+            tx.delete_taxonomy(store_id, row.id).await?;
+            tx.refresh_search_text(store_id, &affected).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
     }
 }

@@ -1,18 +1,16 @@
 //! Email templates (§7): definitions with validation, previews, and rendering for the services
 //! that send mail (the magic-code override, audience confirmations).
 
-use std::sync::Arc;
-
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::domain::taxonomy::valid_key;
-use crate::domain::{Email, Name};
+use crate::domain::{Email, Name, Status};
 use crate::error::{AppError, AppResult, FieldError};
 use crate::mail::render::{self, RenderError, Rendered, TemplateSource};
 use crate::mail::{OutgoingMail, address_key, mailbox_display};
-use crate::repo::{Repo, RepoError, RepoResult, StoreRow, TemplateRow};
-use crate::services::taxonomies::check_status;
+use crate::repo::{Database, RepoResult, StoreRow, TemplateRow, Tx};
+use crate::services::retrying;
 
 /// The key of the template that replaces the built-in magic-code mail.
 pub const PROFILE_CODE_KEY: &str = "profile_code";
@@ -29,7 +27,7 @@ pub struct TemplateInput {
     pub from_email: Option<String>,
     pub reply_to: Option<String>,
     pub preheader: Option<String>,
-    pub status: Option<String>,
+    pub status: Option<Status>,
 }
 
 /// Absent fields stay; `Some(None)` clears an optional one.
@@ -43,11 +41,11 @@ pub struct TemplatePatch {
     pub from_email: Option<Option<String>>,
     pub reply_to: Option<Option<String>>,
     pub preheader: Option<Option<String>>,
-    pub status: Option<String>,
+    pub status: Option<Status>,
 }
 
 pub struct Templates {
-    repo: Arc<dyn Repo>,
+    db: Database,
 }
 
 pub fn source(row: &TemplateRow) -> TemplateSource {
@@ -62,13 +60,13 @@ pub fn source(row: &TemplateRow) -> TemplateSource {
 /// The store's ACTIVE template with this id or key, and the outcome of rendering it.
 /// `None` when there is no such active template.
 pub async fn render_stored(
-    repo: &dyn Repo,
+    tx: &mut Tx,
     store_id: Uuid,
     id_or_key: &str,
     vars: &Value,
 ) -> RepoResult<Option<(TemplateRow, Result<Rendered, RenderError>)>> {
     let id = Uuid::parse_str(id_or_key).ok();
-    let Some(row) = repo.template(store_id, id, id_or_key).await?.filter(|t| t.status == "active") else {
+    let Some(row) = tx.template(store_id, id, id_or_key).await?.filter(|t| t.status == Status::Active) else {
         return Ok(None);
     };
     let rendered = render::render(&source(&row), vars);
@@ -79,14 +77,14 @@ pub async fn render_stored(
 /// when it names one; `builtin` when there is no such template or it fails to render (a broken
 /// template must not lock shoppers out).
 pub async fn profile_code_mail(
-    repo: &dyn Repo,
+    tx: &mut Tx,
     store: &StoreRow,
     builtin: OutgoingMail,
     code: &str,
     minutes: u64,
 ) -> RepoResult<OutgoingMail> {
     let vars = json!({"code": code, "store_name": store.name, "email": builtin.to, "expires_minutes": minutes});
-    let (template, rendered) = match render_stored(repo, store.id, PROFILE_CODE_KEY, &vars).await? {
+    let (template, rendered) = match render_stored(tx, store.id, PROFILE_CODE_KEY, &vars).await? {
         None => return Ok(builtin),
         Some((template, Err(e))) => {
             tracing::warn!(store_id = %store.id, template_id = %template.id, error = %e,
@@ -114,8 +112,11 @@ pub async fn profile_code_mail(
     })
 }
 
-fn key_taken() -> AppError {
-    AppError::Conflict { code: "key_taken", message: "another email template of this store has this key".into() }
+/// By id, or by key when the path segment is not a UUID (or no template has it as id); locked
+/// inside a transaction.
+async fn find(tx: &mut Tx, store_id: Uuid, id_or_key: &str) -> AppResult<TemplateRow> {
+    let id = Uuid::parse_str(id_or_key).ok();
+    tx.lock_template(store_id, id, id_or_key).await?.ok_or(AppError::NotFound("email template"))
 }
 
 /// Blank optional text counts as absent: forms send `""` for an empty field.
@@ -159,7 +160,6 @@ fn validate(row: &mut TemplateRow) -> AppResult<()> {
     check_email("from_email", &mut row.from_email, &mut errors);
     row.reply_to = blank_to_none(row.reply_to.take());
     check_email("reply_to", &mut row.reply_to, &mut errors);
-    check_status(&row.status, &mut errors);
     let mut message = errors.iter().map(|e| format!("{}: {}", e.field, e.error)).collect::<Vec<_>>();
     if let Err(e) = render::check(&source(row)) {
         errors.push(FieldError::new(e.part, "invalid_template"));
@@ -169,8 +169,8 @@ fn validate(row: &mut TemplateRow) -> AppResult<()> {
 }
 
 impl Templates {
-    pub fn new(repo: Arc<dyn Repo>) -> Self {
-        Self { repo }
+    pub fn new(db: Database) -> Self {
+        Self { db }
     }
 
     pub async fn create(&self, store_id: Uuid, input: TemplateInput) -> AppResult<TemplateRow> {
@@ -186,29 +186,27 @@ impl Templates {
             from_email: input.from_email,
             reply_to: input.reply_to,
             preheader: input.preheader,
-            status: input.status.unwrap_or_else(|| "active".into()),
+            status: input.status.unwrap_or(Status::Active),
             created_at: now,
             updated_at: now,
         };
         validate(&mut row)?;
-        match self.repo.insert_template(&row).await {
-            Err(RepoError::Conflict) => Err(key_taken()),
-            other => other.map(|_| row).map_err(Into::into),
-        }
+        self.db.auto().insert_template(&row).await?;
+        Ok(row)
     }
 
     /// By id, or by key when the path segment is not a UUID (or no template has it as id).
     pub async fn get(&self, store_id: Uuid, id_or_key: &str) -> AppResult<TemplateRow> {
-        let id = Uuid::parse_str(id_or_key).ok();
-        self.repo.template(store_id, id, id_or_key).await?.ok_or(AppError::NotFound("email template"))
+        find(&mut self.db.auto(), store_id, id_or_key).await
     }
 
     pub async fn list(&self, store_id: Uuid, after: Option<Uuid>, limit: u32) -> AppResult<Vec<TemplateRow>> {
-        Ok(self.repo.templates(store_id, after, limit).await?)
+        Ok(self.db.auto().templates(store_id, after, limit).await?)
     }
 
     pub async fn update(&self, store_id: Uuid, id_or_key: &str, patch: TemplatePatch) -> AppResult<TemplateRow> {
-        let mut row = self.get(store_id, id_or_key).await?;
+        let mut tx = self.db.begin().await?;
+        let mut row = find(&mut tx, store_id, id_or_key).await?;
         let TemplatePatch { key, subject, body, text_body, from_name, from_email, reply_to, preheader, status } = patch;
         row.key = key.unwrap_or(row.key);
         row.subject = subject.unwrap_or(row.subject);
@@ -221,22 +219,23 @@ impl Templates {
         row.status = status.unwrap_or(row.status);
         row.updated_at = crate::now();
         validate(&mut row)?;
-        match self.repo.update_template(&row).await {
-            Err(RepoError::Conflict) => Err(key_taken()),
-            Ok(true) => Ok(row),
-            Ok(false) => Err(AppError::NotFound("email template")),
-            Err(e) => Err(e.into()),
-        }
+        tx.update_template(&row).await?;
+        tx.commit().await?;
+        Ok(row)
     }
 
     /// Audiences that confirmed through this template become single opt-in, in the same transaction.
     pub async fn delete(&self, store_id: Uuid, id_or_key: &str) -> AppResult<()> {
-        let row = self.get(store_id, id_or_key).await?;
-        if self.repo.delete_template(store_id, row.id, crate::now()).await? {
+        retrying(|| async {
+            let mut tx = self.db.begin().await?;
+            // Locked first: an audience being pointed at it meanwhile waits, then finds it gone.
+            let row = find(&mut tx, store_id, id_or_key).await?;
+            tx.clear_confirm_template(store_id, row.id, crate::now()).await?;
+            tx.delete_template(store_id, row.id).await?;
+            tx.commit().await?;
             Ok(())
-        } else {
-            Err(AppError::NotFound("email template"))
-        }
+        })
+        .await
     }
 
     /// Renders any template of the store, archived ones too, with the given variables.
@@ -246,25 +245,5 @@ impl Templates {
             message: format!("{}: render_failed ({})", e.part, e.message),
             errors: vec![FieldError::new(e.part, "render_failed")],
         })
-    }
-
-    /// The store's active template with this id or key, rendered for sending; `None` when there is
-    /// none. A stored template always compiles, so a failure here comes from the variables or a
-    /// runtime error in the template: it is an internal error, logged with its cause.
-    pub async fn render_for_send(
-        &self,
-        store_id: Uuid,
-        id_or_key: &str,
-        vars: &Value,
-    ) -> AppResult<Option<(TemplateRow, Rendered)>> {
-        match render_stored(&*self.repo, store_id, id_or_key, vars).await? {
-            None => Ok(None),
-            Some((row, Ok(rendered))) => Ok(Some((row, rendered))),
-            Some((row, Err(e))) => Err(AppError::internal(anyhow::anyhow!(
-                "email template {} ({}) of store {store_id} failed to render: {e}",
-                row.key,
-                row.id
-            ))),
-        }
     }
 }
