@@ -10,14 +10,14 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::domain::audience::{AudienceType, Price};
-use crate::domain::{AccessDenied, AudienceKind, Status, SubscriptionSource, SubscriptionStatus, double_option};
+use crate::domain::audience::AudienceType;
+use crate::domain::{AccessDenied, AudienceKind, Status, SubscriptionSource, SubscriptionStatus};
 use crate::error::{AppError, AppResult, ErrorBody};
 use crate::http::Paged;
 use crate::http::extract::{Json, MaybeAdmin, Path, Query, StoreCaller, parse_json};
 use crate::http::stores::Deleted;
 use crate::repo::{AudienceRow, SubscriberRow, SubscriptionRow};
-use crate::services::audiences::{AudienceInput, AudiencePatch, SubscribeInput, Subscriber};
+use crate::services::audiences::{CreateAudience, SubscribeRequest, Subscriber, UpdateAudience};
 use crate::services::auth::{AdminAuth, ProfileAuth};
 
 #[derive(Serialize, ToSchema)]
@@ -117,55 +117,6 @@ impl From<SubscriberRow> for SubscriberView {
             subscribed_at: r.subscription.created_at,
         }
     }
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateAudience {
-    /// 1–64 of `[A-Za-z0-9_-]`, unique per store.
-    pub key: String,
-    pub name: Option<String>,
-    /// `standard` (default) or `{"type": "paid", "prices": [...]}`.
-    #[serde(rename = "type")]
-    pub ty: Option<AudienceType>,
-    /// Double opt-in template; omit for single opt-in.
-    #[serde(alias = "confirmTemplateId")]
-    pub confirm_template_id: Option<Uuid>,
-}
-
-/// Absent fields stay; `confirm_template_id: null` makes the audience single opt-in.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateAudience {
-    pub key: Option<String>,
-    #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
-    pub name: Option<Option<String>>,
-    pub status: Option<Status>,
-    #[serde(default, alias = "confirmTemplateId", deserialize_with = "double_option")]
-    #[schema(value_type = Option<Uuid>)]
-    pub confirm_template_id: Option<Option<Uuid>>,
-    /// Paid audiences only.
-    pub prices: Option<Vec<Price>>,
-    /// Must equal the current type (`type_immutable` otherwise).
-    #[serde(rename = "type")]
-    pub ty: Option<AudienceType>,
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SubscribeRequest {
-    #[serde(alias = "profileId")]
-    pub profile_id: Uuid,
-    #[serde(alias = "priceId")]
-    pub price_id: Option<String>,
-    #[serde(alias = "successUrl")]
-    pub success_url: Option<String>,
-    #[serde(alias = "cancelUrl")]
-    pub cancel_url: Option<String>,
-    /// Required for double opt-in audiences: the storefront page that POSTs the token to `/audiences/confirm`.
-    #[serde(alias = "confirmUrl")]
-    pub confirm_url: Option<String>,
 }
 
 /// What a claim (§4: an unverified session that named an existing address) learns of a
@@ -282,8 +233,7 @@ pub async fn create_audience(
     auth: AdminAuth,
     Json(b): Json<CreateAudience>,
 ) -> AppResult<(StatusCode, Json<Audience>)> {
-    let input = AudienceInput { key: b.key, name: b.name, ty: b.ty, confirm_template_id: b.confirm_template_id };
-    Ok((StatusCode::CREATED, Json(state.services.audiences.create(auth.store_id, input).await?.into())))
+    Ok((StatusCode::CREATED, Json(state.services.audiences.create(auth.store_id, b).await?.into())))
 }
 
 /// Find audiences.
@@ -327,15 +277,7 @@ pub async fn update_audience(
     Path(path): Path<(Uuid, String)>,
     Json(b): Json<UpdateAudience>,
 ) -> AppResult<Json<Audience>> {
-    let patch = AudiencePatch {
-        key: b.key,
-        name: b.name,
-        status: b.status,
-        confirm_template_id: b.confirm_template_id,
-        prices: b.prices,
-        ty: b.ty,
-    };
-    Ok(Json(state.services.audiences.update(auth.store_id, &path.1, patch).await?.into()))
+    Ok(Json(state.services.audiences.update(auth.store_id, &path.1, b).await?.into()))
 }
 
 /// Subscribe a profile (the profile itself, or an admin). Standard audiences activate at once, or
@@ -372,14 +314,7 @@ pub async fn subscribe(
         StoreCaller::Profile(p) => (p.store_id, Subscriber::Profile(p)),
     };
     let store = state.services.stores.get(store_id).await?;
-    let input = SubscribeInput {
-        profile_id: b.profile_id,
-        price_id: b.price_id,
-        success_url: b.success_url,
-        cancel_url: b.cancel_url,
-        confirm_url: b.confirm_url,
-    };
-    let done = state.services.audiences.subscribe(&store, &path.1, who, input).await?;
+    let done = state.services.audiences.subscribe(&store, &path.1, who, b).await?;
     let status = if done.created { StatusCode::CREATED } else { StatusCode::OK };
     let s = done.subscription;
     let subscription = if done.claim {

@@ -10,14 +10,14 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::domain::taxonomy::{TaxonomyEntry, entries_from_values};
-use crate::domain::{Keyset, Status, double_option};
+use crate::domain::{Keyset, Status};
 use crate::error::{AppError, AppResult, ErrorBody};
 use crate::http::extract::{Json, Path, Query};
 use crate::http::stores::Deleted;
 use crate::http::{ListQuery, Paged};
 use crate::repo::{OrderRow, ProfileDetails};
 use crate::services::auth::AdminAuth;
-use crate::services::profiles::{FindProfiles, OrderInput, ProfileUpdate};
+use crate::services::profiles::{FindProfiles, LinkOrder, UpdateProfile};
 
 #[derive(Serialize, ToSchema)]
 pub struct PromoUsage {
@@ -115,18 +115,6 @@ pub struct CreateProfile {
     pub taxonomies: Vec<TaxonomyEntry>,
 }
 
-/// Absent fields stay. `taxonomies` replaces all entries. A changed email is no longer verified;
-/// `email: null` removes it.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateProfile {
-    #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
-    pub email: Option<Option<String>>,
-    pub taxonomies: Option<Vec<TaxonomyEntry>>,
-    pub status: Option<Status>,
-}
-
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MergeRequest {
@@ -163,21 +151,6 @@ impl From<OrderRow> for Order {
             created_at: o.created_at,
         }
     }
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct LinkOrder {
-    #[serde(alias = "orderId")]
-    pub order_id: String,
-    pub total: Option<i64>,
-    /// ISO 4217, e.g. `EUR`.
-    pub currency: Option<String>,
-    pub status: Option<String>,
-    #[serde(alias = "placedAt")]
-    pub placed_at: Option<i64>,
-    #[schema(value_type = Option<Object>)]
-    pub metadata: Option<Value>,
 }
 
 /// Everything storecrm holds about one profile.
@@ -251,8 +224,7 @@ pub async fn update_profile(
     Path(path): Path<(Uuid, Uuid)>,
     Json(body): Json<UpdateProfile>,
 ) -> AppResult<Json<Profile>> {
-    let update = ProfileUpdate { email: body.email, taxonomies: body.taxonomies, status: body.status };
-    Ok(Json(state.services.profiles.update(auth.store_id, path.1, update).await?.into()))
+    Ok(Json(state.services.profiles.update(auth.store_id, path.1, body).await?.into()))
 }
 
 /// GDPR erasure: the profile and all its personal data are deleted and its sessions end.
@@ -316,15 +288,7 @@ pub async fn link_order(
     Path(path): Path<(Uuid, Uuid)>,
     Json(body): Json<LinkOrder>,
 ) -> AppResult<(StatusCode, Json<Order>)> {
-    let input = OrderInput {
-        order_id: body.order_id,
-        total: body.total,
-        currency: body.currency,
-        status: body.status,
-        placed_at: body.placed_at,
-        metadata: body.metadata,
-    };
-    let (order, created) = state.services.profiles.link_order(auth.store_id, path.1, input).await?;
+    let (order, created) = state.services.profiles.link_order(auth.store_id, path.1, body).await?;
     Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(order.into())))
 }
 

@@ -8,13 +8,13 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::domain::{Role, double_option};
+use crate::domain::Role;
 use crate::error::{AppResult, ErrorBody};
 use crate::http::extract::{Json, Path, Query};
 use crate::http::{ListQuery, Paged, id_page, keyset};
 use crate::repo::{ApiKeyRow, StoreRow};
 use crate::services::auth::{AccountAuth, AdminAuth};
-use crate::services::stores::StorePatch;
+use crate::services::stores::UpdateStore;
 
 #[derive(Serialize, ToSchema)]
 pub struct Store {
@@ -59,21 +59,6 @@ impl From<(StoreRow, Role)> for MemberStore {
 #[serde(deny_unknown_fields)]
 pub struct CreateStore {
     pub name: String,
-}
-
-/// Settings to change; absent fields stay, `null` clears `from_email` / `from_name`.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateStore {
-    pub name: Option<String>,
-    #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
-    pub from_email: Option<Option<String>>,
-    #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
-    pub from_name: Option<Option<String>>,
-    /// Browser origins, `https://shop.example.com`.
-    pub allowed_origins: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -174,13 +159,7 @@ pub async fn update_store(
     auth: AdminAuth,
     Json(body): Json<UpdateStore>,
 ) -> AppResult<Json<Store>> {
-    let patch = StorePatch {
-        name: body.name,
-        from_email: body.from_email,
-        from_name: body.from_name,
-        allowed_origins: body.allowed_origins,
-    };
-    Ok(Json(state.services.stores.update(auth.store_id, patch).await?.into()))
+    Ok(Json(state.services.stores.update(auth.store_id, body).await?.into()))
 }
 
 /// Create an API key. The secret `key` is in this response only; it is stored as a hash.

@@ -2,21 +2,21 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::app::AppState;
+use crate::domain::Status;
 use crate::domain::taxonomy::FieldDef;
-use crate::domain::{Status, double_option};
 use crate::error::{AppResult, ErrorBody};
 use crate::http::extract::{Json, Path, Query};
 use crate::http::stores::Deleted;
 use crate::http::{ListQuery, Paged, id_page, keyset};
 use crate::repo::TaxonomyRow;
 use crate::services::auth::AdminAuth;
-use crate::services::taxonomies::{TaxonomyInput, TaxonomyPatch};
+use crate::services::taxonomies::{CreateTaxonomy, UpdateTaxonomy};
 
 #[derive(Serialize, ToSchema)]
 pub struct Taxonomy {
@@ -45,29 +45,6 @@ impl From<TaxonomyRow> for Taxonomy {
     }
 }
 
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateTaxonomy {
-    /// 1–64 of `[A-Za-z0-9_-]`, unique per store.
-    pub key: String,
-    #[serde(alias = "parentId")]
-    pub parent_id: Option<Uuid>,
-    pub schema: Vec<FieldDef>,
-    pub status: Option<Status>,
-}
-
-/// Absent fields stay. Fields removed from `schema`, or whose type changes, lose their stored values.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateTaxonomy {
-    pub key: Option<String>,
-    #[serde(default, alias = "parentId", deserialize_with = "double_option")]
-    #[schema(value_type = Option<Uuid>)]
-    pub parent_id: Option<Option<Uuid>>,
-    pub schema: Option<Vec<FieldDef>>,
-    pub status: Option<Status>,
-}
-
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(create_taxonomy, list_taxonomies)).routes(routes!(
         get_taxonomy,
@@ -86,8 +63,7 @@ pub async fn create_taxonomy(
     auth: AdminAuth,
     Json(body): Json<CreateTaxonomy>,
 ) -> AppResult<(StatusCode, Json<Taxonomy>)> {
-    let input = TaxonomyInput { key: body.key, parent_id: body.parent_id, schema: body.schema, status: body.status };
-    let row = state.services.taxonomies.create(auth.store_id, input).await?;
+    let row = state.services.taxonomies.create(auth.store_id, body).await?;
     Ok((StatusCode::CREATED, Json(row.into())))
 }
 
@@ -129,8 +105,7 @@ pub async fn update_taxonomy(
     Path(path): Path<(Uuid, String)>,
     Json(body): Json<UpdateTaxonomy>,
 ) -> AppResult<Json<Taxonomy>> {
-    let patch = TaxonomyPatch { key: body.key, parent_id: body.parent_id, schema: body.schema, status: body.status };
-    Ok(Json(state.services.taxonomies.update(auth.store_id, &path.1, patch).await?.into()))
+    Ok(Json(state.services.taxonomies.update(auth.store_id, &path.1, body).await?.into()))
 }
 
 /// Delete a taxonomy and every value profiles hold under it.

@@ -9,7 +9,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::domain::{Status, double_option};
+use crate::domain::Status;
 use crate::error::{AppResult, ErrorBody};
 use crate::http::extract::{Json, Path, Query};
 use crate::http::stores::Deleted;
@@ -17,7 +17,7 @@ use crate::http::{ListQuery, Paged, id_page, keyset};
 use crate::mail::render::Rendered;
 use crate::repo::TemplateRow;
 use crate::services::auth::AdminAuth;
-use crate::services::templates::{TemplateInput, TemplatePatch};
+use crate::services::templates::{CreateTemplate, UpdateTemplate};
 
 #[derive(Serialize, ToSchema)]
 pub struct EmailTemplate {
@@ -58,52 +58,6 @@ impl From<TemplateRow> for EmailTemplate {
             updated_at: t.updated_at,
         }
     }
-}
-
-/// `{{ name }}` placeholders (minijinja syntax). A template that does not compile is refused
-/// with 422 naming the part. Key `profile_code` replaces the built-in sign-in code mail
-/// (variables `code`, `store_name`, `email`, `expires_minutes`).
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateTemplate {
-    /// 1–64 of `[A-Za-z0-9_-]`, unique per store.
-    pub key: String,
-    /// At most 998 characters.
-    pub subject: String,
-    pub body: String,
-    pub text_body: Option<String>,
-    /// At most 200 characters.
-    pub from_name: Option<String>,
-    pub from_email: Option<String>,
-    pub reply_to: Option<String>,
-    pub preheader: Option<String>,
-    /// `active` (default) or `archived`.
-    pub status: Option<Status>,
-}
-
-/// Absent fields stay; `null` clears an optional field.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateTemplate {
-    pub key: Option<String>,
-    pub subject: Option<String>,
-    pub body: Option<String>,
-    #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
-    pub text_body: Option<Option<String>>,
-    #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
-    pub from_name: Option<Option<String>>,
-    #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
-    pub from_email: Option<Option<String>>,
-    #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
-    pub reply_to: Option<Option<String>>,
-    #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
-    pub preheader: Option<Option<String>>,
-    pub status: Option<Status>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -156,18 +110,7 @@ pub async fn create_template(
     auth: AdminAuth,
     Json(body): Json<CreateTemplate>,
 ) -> AppResult<(StatusCode, Json<EmailTemplate>)> {
-    let input = TemplateInput {
-        key: body.key,
-        subject: body.subject,
-        body: body.body,
-        text_body: body.text_body,
-        from_name: body.from_name,
-        from_email: body.from_email,
-        reply_to: body.reply_to,
-        preheader: body.preheader,
-        status: body.status,
-    };
-    let row = state.services.templates.create(auth.store_id, input).await?;
+    let row = state.services.templates.create(auth.store_id, body).await?;
     Ok((StatusCode::CREATED, Json(row.into())))
 }
 
@@ -209,18 +152,7 @@ pub async fn update_template(
     Path(path): Path<(Uuid, String)>,
     Json(body): Json<UpdateTemplate>,
 ) -> AppResult<Json<EmailTemplate>> {
-    let patch = TemplatePatch {
-        key: body.key,
-        subject: body.subject,
-        body: body.body,
-        text_body: body.text_body,
-        from_name: body.from_name,
-        from_email: body.from_email,
-        reply_to: body.reply_to,
-        preheader: body.preheader,
-        status: body.status,
-    };
-    Ok(Json(state.services.templates.update(auth.store_id, &path.1, patch).await?.into()))
+    Ok(Json(state.services.templates.update(auth.store_id, &path.1, body).await?.into()))
 }
 
 /// Delete an email template; audiences that confirmed with it become single opt-in.

@@ -2,17 +2,19 @@
 
 use std::sync::Arc;
 
+use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::Notify;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::config::Limits;
 use crate::crypto::{Keys, b64, random_token, sha256, unb64};
-use crate::domain::audience::{AudienceType, validate_prices};
+use crate::domain::audience::{AudienceType, Price, validate_prices};
 use crate::domain::taxonomy::valid_key;
 use crate::domain::{
     AccessDenied, AudienceKind, Keyset, LinkError, OriginPattern, Status, SubscriptionSource, SubscriptionStatus,
-    link_target,
+    double_option, link_target,
 };
 use crate::error::{AppError, AppResult, FieldError};
 use crate::mail::render::render;
@@ -28,28 +30,52 @@ use crate::services::templates::source;
 /// Double opt-in links stay valid this long.
 const CONFIRM_TTL_SECS: i64 = 7 * 24 * 3600;
 
-pub struct AudienceInput {
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAudience {
+    /// 1–64 of `[A-Za-z0-9_-]`, unique per store.
     pub key: String,
     pub name: Option<String>,
+    /// `standard` (default) or `{"type": "paid", "prices": [...]}`.
+    #[serde(rename = "type")]
     pub ty: Option<AudienceType>,
+    /// Double opt-in template; omit for single opt-in.
+    #[serde(alias = "confirmTemplateId")]
     pub confirm_template_id: Option<Uuid>,
 }
 
-#[derive(Default)]
-pub struct AudiencePatch {
+/// Absent fields stay; `confirm_template_id: null` makes the audience single opt-in.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateAudience {
     pub key: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
     pub name: Option<Option<String>>,
     pub status: Option<Status>,
+    #[serde(default, alias = "confirmTemplateId", deserialize_with = "double_option")]
+    #[schema(value_type = Option<Uuid>)]
     pub confirm_template_id: Option<Option<Uuid>>,
-    pub prices: Option<Vec<crate::domain::audience::Price>>,
+    /// Paid audiences only.
+    pub prices: Option<Vec<Price>>,
+    /// Must equal the current type (`type_immutable` otherwise).
+    #[serde(rename = "type")]
     pub ty: Option<AudienceType>,
 }
 
-pub struct SubscribeInput {
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubscribeRequest {
+    #[serde(alias = "profileId")]
     pub profile_id: Uuid,
+    #[serde(alias = "priceId")]
     pub price_id: Option<String>,
+    #[serde(alias = "successUrl")]
     pub success_url: Option<String>,
+    #[serde(alias = "cancelUrl")]
     pub cancel_url: Option<String>,
+    /// Required for double opt-in audiences: the storefront page that POSTs the token to `/audiences/confirm`.
+    #[serde(alias = "confirmUrl")]
     pub confirm_url: Option<String>,
 }
 
@@ -177,7 +203,7 @@ impl Audiences {
         )
     }
 
-    pub async fn create(&self, store_id: Uuid, input: AudienceInput) -> AppResult<AudienceRow> {
+    pub async fn create(&self, store_id: Uuid, input: CreateAudience) -> AppResult<AudienceRow> {
         let mut errors = vec![];
         if !valid_key(&input.key) {
             errors.push(FieldError::new("key", "invalid_key"));
@@ -265,7 +291,7 @@ impl Audiences {
         Ok(keyset.page(rows, |a| vec![a.id.to_string().into()]))
     }
 
-    pub async fn update(&self, store_id: Uuid, id_or_key: &str, patch: AudiencePatch) -> AppResult<AudienceRow> {
+    pub async fn update(&self, store_id: Uuid, id_or_key: &str, patch: UpdateAudience) -> AppResult<AudienceRow> {
         let mut tx = self.db.begin().await?;
         let id = Uuid::parse_str(id_or_key).ok();
         let mut row = tx.lock_audience(store_id, id, id_or_key).await?.ok_or(AppError::NotFound("audience"))?;
@@ -321,7 +347,7 @@ impl Audiences {
         store: &StoreRow,
         id_or_key: &str,
         who: Subscriber<'_>,
-        input: SubscribeInput,
+        input: SubscribeRequest,
     ) -> AppResult<Subscribed> {
         if let Subscriber::Profile(auth) = &who
             && auth.profile_id != input.profile_id

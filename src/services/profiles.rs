@@ -4,11 +4,11 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 use serde_json::Value;
-use utoipa::IntoParams;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::domain::taxonomy::{TaxonomyEntry, TaxonomyQuery, TaxonomyValue, parse_query, validate_entries};
-use crate::domain::{Email, Keyset, SortDirection, SortField, Status};
+use crate::domain::{Email, Keyset, SortDirection, SortField, Status, double_option};
 use crate::error::{AppError, AppResult, FieldError};
 use crate::repo::{Database, NewProfile, OrderRow, ProfileDetails, ProfileSearch, SortValue, Tx};
 use crate::services::retrying;
@@ -31,23 +31,30 @@ pub struct FindProfiles {
     pub sort_direction: Option<SortDirection>,
 }
 
-/// What an update changes; absent parts stay.
-#[derive(Debug, Default)]
-pub struct ProfileUpdate {
-    /// `Some(None)` clears the email.
+/// Absent fields stay. `taxonomies` replaces all entries. A changed email is no longer verified;
+/// `email: null` removes it.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateProfile {
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
     pub email: Option<Option<String>>,
-    /// Replaces every entry.
     pub taxonomies: Option<Vec<TaxonomyEntry>>,
     pub status: Option<Status>,
 }
 
-#[derive(Debug)]
-pub struct OrderInput {
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LinkOrder {
+    #[serde(alias = "orderId")]
     pub order_id: String,
     pub total: Option<i64>,
+    /// ISO 4217, e.g. `EUR`.
     pub currency: Option<String>,
     pub status: Option<String>,
+    #[serde(alias = "placedAt")]
     pub placed_at: Option<i64>,
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
 }
 
@@ -238,7 +245,7 @@ impl Profiles {
         }))
     }
 
-    pub async fn update(&self, store_id: Uuid, id: Uuid, u: ProfileUpdate) -> AppResult<ProfileDetails> {
+    pub async fn update(&self, store_id: Uuid, id: Uuid, u: UpdateProfile) -> AppResult<ProfileDetails> {
         let email = match &u.email {
             None => None,
             Some(None) => Some(None),
@@ -252,7 +259,7 @@ impl Profiles {
         store_id: Uuid,
         id: Uuid,
         email: Option<&Option<Email>>,
-        u: &ProfileUpdate,
+        u: &UpdateProfile,
     ) -> AppResult<ProfileDetails> {
         let mut tx = self.db.begin().await?;
         let values = match &u.taxonomies {
@@ -335,7 +342,7 @@ impl Profiles {
     }
 
     /// Links an order; the same link again is answered with the existing one (`false`).
-    pub async fn link_order(&self, store_id: Uuid, profile_id: Uuid, o: OrderInput) -> AppResult<(OrderRow, bool)> {
+    pub async fn link_order(&self, store_id: Uuid, profile_id: Uuid, o: LinkOrder) -> AppResult<(OrderRow, bool)> {
         let mut errors = vec![];
         let order_id = o.order_id.trim().to_string();
         if order_id.is_empty() || order_id.chars().count() > 200 {

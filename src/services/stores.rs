@@ -4,21 +4,29 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use serde::Deserialize;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::crypto::{b64, random_bytes, sha256};
 use crate::domain::Role;
-use crate::domain::{Email, Name, OriginPattern};
+use crate::domain::{Email, Name, OriginPattern, double_option};
 use crate::error::{AppError, AppResult, FieldError};
 use crate::repo::{ApiKeyRow, Database, StoreRow};
 use crate::services::auth::API_KEY_PREFIX;
 
-/// A settings change; `None` leaves a field as it is, `Some(None)` clears it.
-#[derive(Debug, Default)]
-pub struct StorePatch {
+/// Settings to change; absent fields stay, `null` clears `from_email` / `from_name`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateStore {
     pub name: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
     pub from_email: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
     pub from_name: Option<Option<String>>,
+    /// Browser origins, `https://shop.example.com`.
     pub allowed_origins: Option<Vec<String>>,
 }
 
@@ -110,7 +118,7 @@ impl Stores {
         self.db.auto().store(store_id).await?.ok_or(AppError::NotFound("store"))
     }
 
-    pub async fn update(&self, store_id: Uuid, patch: StorePatch) -> AppResult<StoreRow> {
+    pub async fn update(&self, store_id: Uuid, patch: UpdateStore) -> AppResult<StoreRow> {
         let mut errors = vec![];
         let name = patch.name.map(|n| check(&mut errors, "name", Name::parse(&n)));
         let from_email = patch

@@ -1,23 +1,33 @@
 //! Taxonomy definitions: typed schemas that profile entries are validated against.
 
+use serde::Deserialize;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::domain::Status;
 use crate::domain::taxonomy::{FieldDef, valid_key, validate_schema};
+use crate::domain::{Status, double_option};
 use crate::error::{AppError, AppResult, FieldError};
 use crate::repo::{Database, TaxonomyRow, Tx};
 use crate::services::retrying;
 
-pub struct TaxonomyInput {
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTaxonomy {
+    /// 1–64 of `[A-Za-z0-9_-]`, unique per store.
     pub key: String,
+    #[serde(alias = "parentId")]
     pub parent_id: Option<Uuid>,
     pub schema: Vec<FieldDef>,
     pub status: Option<Status>,
 }
 
-#[derive(Default)]
-pub struct TaxonomyPatch {
+/// Absent fields stay. Fields removed from `schema`, or whose type changes, lose their stored values.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTaxonomy {
     pub key: Option<String>,
+    #[serde(default, alias = "parentId", deserialize_with = "double_option")]
+    #[schema(value_type = Option<Uuid>)]
     pub parent_id: Option<Option<Uuid>>,
     pub schema: Option<Vec<FieldDef>>,
     pub status: Option<Status>,
@@ -49,7 +59,7 @@ impl Taxonomies {
         Self { db }
     }
 
-    pub async fn create(&self, store_id: Uuid, input: TaxonomyInput) -> AppResult<TaxonomyRow> {
+    pub async fn create(&self, store_id: Uuid, input: CreateTaxonomy) -> AppResult<TaxonomyRow> {
         let mut errors = validate_schema(&input.schema);
         if !valid_key(&input.key) {
             errors.insert(0, FieldError::new("key", "invalid_key"));
@@ -83,7 +93,7 @@ impl Taxonomies {
         Ok(self.db.auto().taxonomies(store_id, after, limit).await?)
     }
 
-    pub async fn update(&self, store_id: Uuid, id_or_key: &str, patch: TaxonomyPatch) -> AppResult<TaxonomyRow> {
+    pub async fn update(&self, store_id: Uuid, id_or_key: &str, patch: UpdateTaxonomy) -> AppResult<TaxonomyRow> {
         let mut errors = patch.schema.as_deref().map(validate_schema).unwrap_or_default();
         if patch.key.as_deref().is_some_and(|k| !valid_key(k)) {
             errors.insert(0, FieldError::new("key", "invalid_key"));
@@ -94,7 +104,7 @@ impl Taxonomies {
         retrying(|| self.update_once(store_id, id_or_key, &patch)).await
     }
 
-    async fn update_once(&self, store_id: Uuid, id_or_key: &str, patch: &TaxonomyPatch) -> AppResult<TaxonomyRow> {
+    async fn update_once(&self, store_id: Uuid, id_or_key: &str, patch: &UpdateTaxonomy) -> AppResult<TaxonomyRow> {
         let mut tx = self.db.begin().await?;
         let mut row = find(&mut tx, store_id, id_or_key).await?;
         if let Some(parent) = patch.parent_id {

@@ -1,11 +1,13 @@
 //! Email templates (§7): definitions with validation, previews, and rendering for the services
 //! that send mail (the magic-code override, audience confirmations).
 
+use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::domain::taxonomy::valid_key;
-use crate::domain::{Email, Name, Status};
+use crate::domain::{Email, Name, Status, double_option};
 use crate::error::{AppError, AppResult, FieldError};
 use crate::mail::render::{self, RenderError, Rendered, TemplateSource};
 use crate::mail::{OutgoingMail, address_key, mailbox_display};
@@ -18,28 +20,48 @@ pub const PROFILE_CODE_KEY: &str = "profile_code";
 /// RFC 5322's limit for one header line.
 const MAX_SUBJECT_CHARS: usize = 998;
 
-pub struct TemplateInput {
+/// `{{ name }}` placeholders (minijinja syntax). A template that does not compile is refused
+/// with 422 naming the part. Key `profile_code` replaces the built-in sign-in code mail
+/// (variables `code`, `store_name`, `email`, `expires_minutes`).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTemplate {
+    /// 1–64 of `[A-Za-z0-9_-]`, unique per store.
     pub key: String,
+    /// At most 998 characters.
     pub subject: String,
     pub body: String,
     pub text_body: Option<String>,
+    /// At most 200 characters.
     pub from_name: Option<String>,
     pub from_email: Option<String>,
     pub reply_to: Option<String>,
     pub preheader: Option<String>,
+    /// `active` (default) or `archived`.
     pub status: Option<Status>,
 }
 
-/// Absent fields stay; `Some(None)` clears an optional one.
-#[derive(Default)]
-pub struct TemplatePatch {
+/// Absent fields stay; `null` clears an optional field.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTemplate {
     pub key: Option<String>,
     pub subject: Option<String>,
     pub body: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
     pub text_body: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
     pub from_name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
     pub from_email: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
     pub reply_to: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
     pub preheader: Option<Option<String>>,
     pub status: Option<Status>,
 }
@@ -173,7 +195,7 @@ impl Templates {
         Self { db }
     }
 
-    pub async fn create(&self, store_id: Uuid, input: TemplateInput) -> AppResult<TemplateRow> {
+    pub async fn create(&self, store_id: Uuid, input: CreateTemplate) -> AppResult<TemplateRow> {
         let now = crate::now();
         let mut row = TemplateRow {
             store_id,
@@ -204,10 +226,11 @@ impl Templates {
         Ok(self.db.auto().templates(store_id, after, limit).await?)
     }
 
-    pub async fn update(&self, store_id: Uuid, id_or_key: &str, patch: TemplatePatch) -> AppResult<TemplateRow> {
+    pub async fn update(&self, store_id: Uuid, id_or_key: &str, patch: UpdateTemplate) -> AppResult<TemplateRow> {
         let mut tx = self.db.begin().await?;
         let mut row = find(&mut tx, store_id, id_or_key).await?;
-        let TemplatePatch { key, subject, body, text_body, from_name, from_email, reply_to, preheader, status } = patch;
+        let UpdateTemplate { key, subject, body, text_body, from_name, from_email, reply_to, preheader, status } =
+            patch;
         row.key = key.unwrap_or(row.key);
         row.subject = subject.unwrap_or(row.subject);
         row.body = body.unwrap_or(row.body);
