@@ -89,7 +89,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// Log in with email and password. Unknown email and wrong password answer alike. Failures are
 /// limited per email and per client address (`LOGIN_LIMIT_*`): past the limit every attempt,
 /// right or wrong, answers 429 until the window ends.
-#[utoipa::path(post, path = "/v1/auth/login", tag = "accounts", request_body = LoginRequest, responses(
+#[utoipa::path(post, operation_id = "account_login", path = "/v1/auth/login", tag = "accounts", request_body = LoginRequest, responses(
     (status = 200, body = AccountToken),
     (status = 401, body = ErrorBody, description = "invalid_credentials"),
     (status = 422, body = ErrorBody),
@@ -106,7 +106,7 @@ pub async fn login(
 
 /// Exchange a refresh token for a new pair. Each refresh token works once; presenting a used one
 /// after a short grace window revokes the session.
-#[utoipa::path(post, path = "/v1/auth/refresh", tag = "accounts", request_body = RefreshRequest, responses(
+#[utoipa::path(post, operation_id = "account_refresh", path = "/v1/auth/refresh", tag = "accounts", request_body = RefreshRequest, responses(
     (status = 200, body = AccountToken),
     (status = 401, body = ErrorBody, description = "invalid_refresh_token or refresh_token_reused"),
     (status = 422, body = ErrorBody)))]
@@ -115,7 +115,7 @@ pub async fn refresh(State(state): State<AppState>, Json(body): Json<RefreshRequ
 }
 
 /// Revoke the calling session; its access and refresh tokens stop working at once.
-#[utoipa::path(post, path = "/v1/auth/logout", tag = "accounts", security(("bearer" = [])), responses(
+#[utoipa::path(post, operation_id = "account_logout", path = "/v1/auth/logout", tag = "accounts", security(("bearer" = [])), responses(
     (status = 200, body = LoggedOut),
     (status = 401, body = ErrorBody)))]
 pub async fn logout(State(state): State<AppState>, auth: AccountAuth) -> AppResult<Json<LoggedOut>> {
@@ -124,7 +124,7 @@ pub async fn logout(State(state): State<AppState>, auth: AccountAuth) -> AppResu
 }
 
 /// The calling account and its stores.
-#[utoipa::path(get, path = "/v1/auth/me", tag = "accounts", security(("bearer" = [])), responses(
+#[utoipa::path(get, operation_id = "account_me", path = "/v1/auth/me", tag = "accounts", security(("bearer" = [])), responses(
     (status = 200, body = Me),
     (status = 401, body = ErrorBody)))]
 pub async fn me(State(state): State<AppState>, auth: AccountAuth) -> AppResult<Json<Me>> {

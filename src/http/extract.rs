@@ -93,47 +93,94 @@ fn nul_path(value: &serde_json::Value, path: String) -> Option<String> {
 }
 
 fn json_error(err: serde_path_to_error::Error<serde_json::Error>) -> AppError {
-    {
-        let inner = err.inner();
-        match inner.classify() {
-            Category::Syntax | Category::Eof | Category::Io => {
-                AppError::BadRequest { code: "invalid_json", message: format!("the body is not valid JSON: {inner}") }
-            }
-            Category::Data => {
-                let path = err.path().to_string();
-                let text = inner.to_string();
-                let (field, error) = describe(&path, &text);
-                AppError::Validation {
-                    message: format!("{field}: {}", text.split(" at line ").next().unwrap_or(&text)),
-                    errors: vec![FieldError::new(field, error)],
-                }
-            }
+    let inner = err.inner();
+    match inner.classify() {
+        Category::Syntax | Category::Eof | Category::Io => AppError::BadRequest {
+            code: "invalid_json",
+            message: format!("the body is not valid JSON (line {}, column {})", inner.line(), inner.column()),
+        },
+        Category::Data => {
+            let text = inner.to_string();
+            field_error(&err.path().to_string(), text.split(" at line ").next().unwrap_or(&text))
         }
     }
 }
 
-fn describe(path: &str, text: &str) -> (String, &'static str) {
+/// A 422 for a body or query value that did not deserialize, in the API's words: the field, a
+/// stable code, and what was expected (never the parser's Rust type names).
+fn field_error(path: &str, text: &str) -> AppError {
+    let (field, error, hint) = describe(path, text);
+    let message = match hint {
+        Some(hint) => format!("{field}: {error} ({hint})"),
+        None => format!("{field}: {error}"),
+    };
+    AppError::Validation { message, errors: vec![FieldError::new(field, error)] }
+}
+
+/// What a Rust type name in a serde message means on the wire.
+fn wire_type(expected: &str) -> &'static str {
+    let e = expected.trim();
+    if e.starts_with("u8") || e.starts_with("u16") || e.starts_with("u32") || e.starts_with("u64") {
+        "a whole number of 0 or more"
+    } else if e.starts_with('i') && e[1..].chars().all(|c| c.is_ascii_digit()) {
+        "a whole number"
+    } else if e.starts_with("f32") || e.starts_with("f64") {
+        "a number"
+    } else if e.contains("UUID") || e.contains("uuid") {
+        "a UUID"
+    } else if e.contains("bool") {
+        "true or false"
+    } else if e.contains("sequence") || e.starts_with("a list") || e.contains("array") {
+        "an array"
+    } else if e.starts_with("struct") || e.contains("map") || e.starts_with("enum") {
+        "an object"
+    } else if e.contains("string") {
+        "a string"
+    } else {
+        "another type"
+    }
+}
+
+fn describe(path: &str, text: &str) -> (String, &'static str, Option<String>) {
     let join = |name: &str| if path == "." || path.is_empty() { name.to_string() } else { format!("{path}.{name}") };
+    let after = |prefix: &str| text.split_once(prefix).map(|(_, rest)| rest.to_string());
     if let Some(rest) = text.strip_prefix("missing field `") {
-        return (join(rest.split('`').next().unwrap_or_default()), "required");
+        return (join(rest.split('`').next().unwrap_or_default()), "required", None);
     }
     if let Some(rest) = text.strip_prefix("unknown field `") {
         // The path already ends at the unknown key (it was being read when the error came).
         let name = rest.split('`').next().unwrap_or_default();
         let field = if path == name || path.ends_with(&format!(".{name}")) { path.to_string() } else { join(name) };
-        return (field, "unknown_field");
+        let accepted = after(", expected ").map(|e| format!("accepted: {}", e.replace("one of ", "")));
+        return (field, "unknown_field", accepted);
     }
-    let field = if path == "." { "body".to_string() } else { path.to_string() };
-    let error = if text.starts_with("invalid type") {
-        "invalid_type"
-    } else if text.starts_with("unknown variant") || text.starts_with("invalid value") {
-        "invalid_value"
-    } else if text.starts_with("invalid length") {
-        "invalid_length"
-    } else {
-        "invalid"
-    };
-    (field, error)
+    let field = if path == "." || path.is_empty() { "body".to_string() } else { path.to_string() };
+    if text.starts_with("unknown variant") {
+        let accepted = after(", expected ").map(|e| format!("accepted: {}", e.replace("one of ", "")));
+        return (field, "invalid_value", accepted);
+    }
+    if text.starts_with("invalid type") {
+        let expected = after(", expected ").map(|e| format!("expected {}", wire_type(&e)));
+        return (field, "invalid_type", expected);
+    }
+    if text.contains("UUID parsing failed") || text.contains("invalid character") || text.contains("invalid group") {
+        return (field, "invalid_value", Some("expected a UUID".into()));
+    }
+    if text.contains("invalid digit") || text.contains("number too large") || text.contains("cannot parse integer") {
+        return (field, "invalid_type", Some("expected a whole number".into()));
+    }
+    if text.contains("invalid float literal") {
+        return (field, "invalid_type", Some("expected a number".into()));
+    }
+    if text.starts_with("invalid length") {
+        return (field, "invalid_length", after(", expected ").map(|e| format!("expected {e}")));
+    }
+    // A domain type refusing a value says why in one snake_case word (`invalid_email`...).
+    let word = text.trim();
+    if !word.is_empty() && word.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+        return (field, "invalid_value", Some(word.to_string()));
+    }
+    (field, "invalid_value", None)
 }
 
 /// Path parameters; a value that cannot be parsed (a malformed id) names nothing that exists: 404.
@@ -159,12 +206,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, AppError> {
         let query = parts.uri.query().unwrap_or_default();
         let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
-        serde_path_to_error::deserialize(de).map(Query).map_err(|err| {
-            let text = err.inner().to_string();
-            let path = err.path().to_string();
-            let (field, error) = describe(&path, &text);
-            AppError::Validation { message: format!("{field}: {text}"), errors: vec![FieldError::new(field, error)] }
-        })
+        serde_path_to_error::deserialize(de)
+            .map(Query)
+            .map_err(|err| field_error(&err.path().to_string(), &err.inner().to_string()))
     }
 }
 

@@ -4,6 +4,7 @@ pub mod audiences;
 pub mod auth;
 pub mod extract;
 pub mod middleware;
+pub mod openapi;
 pub mod ops;
 pub mod payments;
 pub mod profiles;
@@ -46,7 +47,14 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
         path or query (422, `invalid_text`). CORS admits the store's `allowed_origins` on its routes and \
         `CORS_ALLOWED_ORIGINS` everywhere; `*` is never answered. An unverified profile session that reached an \
         existing address by naming it is a *claim*: routes that need proof answer it 403 `verification_required`."),
-    components(schemas(crate::error::ErrorBody, crate::error::FieldError)),
+    components(schemas(
+        crate::error::ErrorBody,
+        crate::error::FieldError,
+        crate::domain::SortField,
+        crate::domain::SortDirection,
+        crate::domain::Status,
+        crate::domain::SubscriptionStatus
+    )),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;
@@ -83,13 +91,20 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .split_for_parts()
 }
 
-/// The OpenAPI document generated from the code.
+/// The OpenAPI document generated from the code, with the conventions every route shares.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api().1
+    with_conventions(api().1)
+}
+
+fn with_conventions(doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    let mut value = serde_json::to_value(&doc).expect("the document serializes");
+    openapi::conventions(&mut value);
+    serde_json::from_value(value).expect("the document stays an OpenAPI document")
 }
 
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
     let (routes, openapi) = api();
+    let openapi = with_conventions(openapi);
     let layers = ServiceBuilder::new()
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::request_context))
         .layer(CatchPanicLayer::new())

@@ -1,0 +1,181 @@
+//! The API document's conventions, applied once to every operation after the routes declared
+//! theirs: what every route shares (the error answers a body, a bearer or a limit can bring, their
+//! examples, descriptions, `security: []` on public routes, a server) is written here instead of
+//! on each of the 56 operations, so no route can forget it.
+
+use serde_json::{Map, Value, json};
+
+/// The text and an example `error` code of each status the server answers with the error shape.
+fn error_status(status: &str) -> Option<(&'static str, &'static str, &'static str)> {
+    Some(match status {
+        "400" => (
+            "bad request: the body is not valid JSON, or a token is unknown, used or expired",
+            "invalid_json",
+            "the body is not valid JSON: expected value at line 1 column 1",
+        ),
+        "401" => (
+            "the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`)",
+            "unauthorized",
+            "the bearer token is invalid, expired or revoked",
+        ),
+        "403" => (
+            "the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address)",
+            "forbidden",
+            "this route needs an account token",
+        ),
+        "404" => (
+            "no such store or record (a record of another store is reported the same way)",
+            "not_found",
+            "profile not found",
+        ),
+        "409" => {
+            ("the request conflicts with the stored state", "conflict", "another audience of this store has this key")
+        }
+        "413" => ("the body is larger than 1 MiB", "payload_too_large", "request body is larger than the limit"),
+        "415" => (
+            "the body is not JSON (`content-type: application/json`)",
+            "unsupported_media_type",
+            "send a JSON body with content-type: application/json",
+        ),
+        "422" => (
+            "a field is missing, unknown or invalid; `validation_errors` names each",
+            "validation_failed",
+            "email: invalid_email",
+        ),
+        "429" => (
+            "too many requests: wait `retry_after` seconds (also in `Retry-After`)",
+            "rate_limited",
+            "too many requests",
+        ),
+        "502" => (
+            "the payment provider failed or timed out; nothing was stored",
+            "payment_provider_error",
+            "the payment provider did not create the checkout; nothing was stored, try again",
+        ),
+        "503" => (
+            "not available now: the database is unreachable, or concurrent changes kept winning; retry",
+            "database_unavailable",
+            "the database is not reachable; try again",
+        ),
+        _ => return None,
+    })
+}
+
+fn error_example(status: &str, code: &str, message: &str) -> Value {
+    let status_code: u16 = status.parse().unwrap_or(500);
+    let mut example = json!({
+        "error": code,
+        "message": message,
+        "status_code": status_code,
+        "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+    });
+    if status == "422" {
+        example["validation_errors"] = json!([{"field": "email", "error": "invalid_email"}]);
+    }
+    if status == "429" {
+        example["retry_after"] = json!(42);
+    }
+    example
+}
+
+fn error_response(status: &str) -> Value {
+    let (description, code, message) = error_status(status).unwrap_or(("error", "error", "error"));
+    json!({
+        "description": description,
+        "content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/ErrorBody"},
+            "example": error_example(status, code, message),
+        }},
+    })
+}
+
+/// Adds the answers an operation can give by its shape: a body (400, 413, 415, 422), a bearer
+/// (401, 403), an id in the path (404).
+fn add_shared_responses(path: &str, op: &mut Map<String, Value>, public: bool) {
+    let has_body = op.contains_key("requestBody");
+    let responses = op.entry("responses").or_insert_with(|| json!({})).as_object_mut().expect("responses object");
+    let mut wanted: Vec<&str> = vec![];
+    if has_body {
+        wanted.extend(["400", "413", "415", "422"]);
+    }
+    if !public {
+        wanted.extend(["401", "403"]);
+    }
+    if path.contains('{') {
+        wanted.push("404");
+    }
+    for status in wanted {
+        responses.entry(status).or_insert_with(|| error_response(status));
+    }
+}
+
+/// Gives every response a description and every error response the shape's example.
+fn describe_responses(op: &mut Map<String, Value>) {
+    let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else { return };
+    for (status, response) in responses.iter_mut() {
+        let Some(response) = response.as_object_mut() else { continue };
+        let empty = response.get("description").and_then(Value::as_str).is_none_or(str::is_empty);
+        if let Some((text, code, message)) = error_status(status) {
+            let detail = response
+                .get("description")
+                .and_then(Value::as_str)
+                .filter(|d| !d.is_empty() && !d.starts_with(text))
+                .map(str::to_string);
+            if !empty && detail.is_none() {
+                continue;
+            }
+            let description = match &detail {
+                Some(d) => format!("{text}: {d}"),
+                None => text.to_string(),
+            };
+            response.insert("description".into(), Value::String(description));
+            // The route's own code (`key_taken`, `invalid_code`...) leads its example when it names one.
+            let code = detail
+                .as_deref()
+                .and_then(|d| d.split(|c: char| !(c.is_ascii_lowercase() || c == '_')).find(|w| w.contains('_')))
+                .unwrap_or(code);
+            if let Some(content) = response.get_mut("content").and_then(|c| c.get_mut("application/json")) {
+                content
+                    .as_object_mut()
+                    .map(|c| c.entry("example").or_insert_with(|| error_example(status, code, message)));
+            }
+        } else if empty {
+            let text = match status.as_str() {
+                "200" => "OK",
+                "201" => "created",
+                "202" => "accepted",
+                "204" => "no content",
+                _ => "answer",
+            };
+            response.insert("description".into(), Value::String(text.into()));
+        }
+    }
+}
+
+/// Applies the conventions to the generated document.
+pub fn conventions(doc: &mut Value) {
+    doc["servers"] = json!([{
+        "url": "{baseUrl}",
+        "description": "the server; `cargo run` listens on http://127.0.0.1:8080",
+        "variables": {"baseUrl": {"default": "http://127.0.0.1:8080"}},
+    }]);
+    // Routes that declare no security are public; the document's default is the bearer.
+    doc["security"] = json!([{"bearer": []}]);
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else { return };
+    for (path, item) in paths.iter_mut() {
+        let Some(item) = item.as_object_mut() else { continue };
+        for method in ["get", "put", "post", "delete", "patch"] {
+            let Some(op) = item.get_mut(method).and_then(Value::as_object_mut) else { continue };
+            let public = match op.get("security").and_then(Value::as_array) {
+                None => {
+                    op.insert("security".into(), json!([]));
+                    true
+                }
+                // `security((), ("bearer" = []))`: a bearer is optional.
+                Some(list) => list.iter().any(|r| r.as_object().is_some_and(Map::is_empty)),
+            };
+            add_shared_responses(path, op, public);
+            describe_responses(op);
+        }
+    }
+}
