@@ -26,6 +26,8 @@ enum Command {
     Serve,
     /// Apply pending migrations and exit.
     Migrate,
+    /// Print the OpenAPI document (the one served at /openapi.json); needs no configuration.
+    Openapi,
     /// Platform accounts.
     Accounts {
         #[command(subcommand)]
@@ -148,7 +150,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     let services = &state.services;
     let fail = |e: AppError| anyhow::anyhow!(describe(&e));
     match command {
-        Command::Serve | Command::Migrate => {
+        Command::Serve | Command::Migrate | Command::Openapi => {
             let addr = state.config.listen_addr;
             let listener = TcpListener::bind(addr)
                 .await
@@ -200,6 +202,10 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Openapi) = cli.command {
+        println!("{}", storecrm::http::openapi_json());
+        return ExitCode::SUCCESS;
+    }
     let _ = dotenvy::dotenv();
     let config = match Config::from_env() {
         Ok(c) => c,

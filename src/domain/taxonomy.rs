@@ -120,8 +120,36 @@ pub struct EntryField {
     pub key: String,
     #[serde(rename = "type")]
     pub ty: FieldType,
-    #[schema(value_type = Object)]
+    #[schema(value_type = FieldValue)]
     pub value: Value,
+}
+
+/// An entry field's value, by the field's type: text → `["a", "b"]`, number → `4.5`,
+/// boolean → `true`, geo_location → `{"lat", "lon", "label"?}`. (Documentation: the value is
+/// checked against the field's definition, not parsed into this type.)
+#[derive(ToSchema)]
+#[serde(untagged)]
+#[schema(example = json!(["gold"]))]
+#[allow(dead_code)]
+pub enum FieldValue {
+    Text(Vec<String>),
+    Number(f64),
+    Boolean(bool),
+    GeoLocation(GeoPoint),
+}
+
+/// A query field's value: text → one string or a list; number → a number, or `[a, b]` for
+/// `between`; boolean → `true`/`false`; geo_location uses `center` and `radius` instead.
+#[derive(ToSchema)]
+#[serde(untagged)]
+#[schema(example = json!(["gold", "silver"]))]
+#[allow(dead_code)]
+pub enum QueryValue {
+    Text(String),
+    List(Vec<String>),
+    Number(f64),
+    Range([f64; 2]),
+    Boolean(bool),
 }
 
 /// One stored value: the row form of an entry field.
@@ -301,7 +329,7 @@ pub struct FieldQuery {
     /// text: `in` (default), `all`; number: `eq` (default), `ne`, `gt`, `gte`, `lt`, `lte`, `between`.
     pub operation: Option<String>,
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = QueryValue)]
     pub value: Value,
     /// geo_location: the centre.
     pub center: Option<GeoPoint>,

@@ -192,6 +192,7 @@ pub struct FindAudiences {
     pub status: Option<Status>,
     /// Substring of the key, case-insensitive.
     pub query: Option<String>,
+    #[param(minimum = 1, maximum = 200, default = 50)]
     pub limit: Option<i64>,
     pub cursor: Option<String>,
 }
@@ -200,8 +201,19 @@ pub struct FindAudiences {
 #[into_params(parameter_in = Query)]
 pub struct SubscribersQuery {
     pub status: Option<SubscriptionStatus>,
+    #[param(minimum = 1, maximum = 200, default = 50)]
     pub limit: Option<i64>,
     pub cursor: Option<String>,
+}
+
+/// The RFC 8058 one-click body a mail client posts (`List-Unsubscribe=One-Click`, the token in
+/// the URL), or a form carrying the token.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct OneClickForm {
+    #[schema(rename = "List-Unsubscribe", example = "One-Click")]
+    pub list_unsubscribe: Option<String>,
+    pub token: Option<String>,
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -403,7 +415,9 @@ pub async fn confirm(
 /// Unsubscribe with the token of a mail's link: in the JSON body, in `?token=`, or as the RFC 8058
 /// one-click POST (`List-Unsubscribe=One-Click` form body, token in the URL).
 #[utoipa::path(post, path = "/v1/stores/{storeId}/audiences/unsubscribe", tag = "audiences",
-    params(("storeId" = Uuid, Path), TokenQuery), request_body(content = TokenRequest, description = "or a form body"),
+    params(("storeId" = Uuid, Path), TokenQuery),
+    request_body(description = "The token, unless it is in the query string. Mail clients send the RFC 8058 form.",
+        content((TokenRequest = "application/json"), (OneClickForm = "application/x-www-form-urlencoded"))),
     responses((status = 200, body = Unsubscribed), (status = 400, body = ErrorBody, description = "invalid_token"),
               (status = 409, body = ErrorBody, description = "already_unsubscribed"), (status = 422, body = ErrorBody)))]
 pub async fn unsubscribe(

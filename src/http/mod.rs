@@ -53,7 +53,8 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
         crate::domain::SortField,
         crate::domain::SortDirection,
         crate::domain::Status,
-        crate::domain::SubscriptionStatus
+        crate::domain::SubscriptionStatus,
+        crate::domain::taxonomy::TaxonomyQuery
     )),
     modifiers(&BearerAuth)
 )]
@@ -94,6 +95,12 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 /// The OpenAPI document generated from the code, with the conventions every route shares.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     with_conventions(api().1)
+}
+
+/// The document as the repository keeps it (`docs/openapi.json`): pretty JSON, keys sorted.
+pub fn openapi_json() -> String {
+    let value = serde_json::to_value(openapi()).expect("the document serializes");
+    serde_json::to_string_pretty(&value).expect("JSON prints")
 }
 
 fn with_conventions(doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
@@ -165,6 +172,7 @@ fn path_store(path: &str) -> Option<Uuid> {
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// 1–200, default 50.
+    #[param(minimum = 1, maximum = 200, default = 50)]
     pub limit: Option<i64>,
     /// The `cursor` of the previous page.
     pub cursor: Option<String>,

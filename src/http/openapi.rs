@@ -152,6 +152,26 @@ fn describe_responses(op: &mut Map<String, Value>) {
     }
 }
 
+/// Query parameters that carry JSON (the reference SDK's encoding of arrays): declared as JSON
+/// content with their schema rather than as a bare string.
+fn json_parameters(op: &mut Map<String, Value>) {
+    let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) else { return };
+    for param in params {
+        if param["name"] == "taxonomy_query" && param["in"] == "query" {
+            let param = param.as_object_mut().expect("parameter object");
+            param.remove("schema");
+            param.insert(
+                "content".into(),
+                json!({"application/json": {
+                    "schema": {"type": "array", "items": {"$ref": "#/components/schemas/TaxonomyQuery"}},
+                    "example": [{"taxonomy_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                                 "query": [{"key": "tier", "type": "text", "value": ["gold"]}]}],
+                }}),
+            );
+        }
+    }
+}
+
 /// Applies the conventions to the generated document.
 pub fn conventions(doc: &mut Value) {
     doc["servers"] = json!([{
@@ -174,8 +194,35 @@ pub fn conventions(doc: &mut Value) {
                 // `security((), ("bearer" = []))`: a bearer is optional.
                 Some(list) => list.iter().any(|r| r.as_object().is_some_and(Map::is_empty)),
             };
+            json_parameters(op);
+            // The unsubscribe token may come in the URL alone (RFC 8058 one-click links).
+            if op.get("operationId").and_then(Value::as_str) == Some("unsubscribe")
+                && let Some(body) = op.get_mut("requestBody").and_then(Value::as_object_mut)
+            {
+                body.insert("required".into(), Value::Bool(false));
+            }
             add_shared_responses(path, op, public);
             describe_responses(op);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The committed document is the one the code generates: a change to the API shows in review
+    /// as a diff of `docs/openapi.json`, and the SDK's types are generated from it.
+    /// `UPDATE_OPENAPI=1 cargo test openapi_snapshot` rewrites it.
+    #[test]
+    fn openapi_snapshot_is_current() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.json");
+        let generated = crate::http::openapi_json() + "\n";
+        if std::env::var("UPDATE_OPENAPI").is_ok_and(|v| v == "1") {
+            std::fs::write(&path, &generated).expect("write docs/openapi.json");
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "docs/openapi.json is not the generated document: run UPDATE_OPENAPI=1 cargo test openapi_snapshot"
+        );
     }
 }

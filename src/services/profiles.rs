@@ -23,6 +23,7 @@ pub struct FindProfiles {
     pub taxonomy_query: Option<String>,
     pub status: Option<Status>,
     /// 1–200, default 50.
+    #[param(minimum = 1, maximum = 200, default = 50)]
     pub limit: Option<i64>,
     pub cursor: Option<String>,
     /// `created_at` (default), `updated_at` or `email`.
