@@ -172,6 +172,81 @@ fn json_parameters(op: &mut Map<String, Value>) {
     }
 }
 
+/// Operation ids after the reference SDK's calls (`crm.requestCode`, `crm.audiences.checkAccess`),
+/// prefixed by resource so that they stay unique: what code generators name their methods after.
+const OPERATION_IDS: &[(&str, &str)] = &[
+    ("healthz", "ops_healthz"),
+    ("readyz", "ops_readyz"),
+    ("metrics", "ops_metrics"),
+    ("account_login", "accounts_login"),
+    ("account_refresh", "accounts_refreshToken"),
+    ("account_logout", "accounts_logout"),
+    ("account_me", "accounts_getMe"),
+    ("list_stores", "stores_find"),
+    ("create_store", "stores_create"),
+    ("get_store", "stores_get"),
+    ("update_store", "stores_update"),
+    ("list_api_keys", "apiKeys_find"),
+    ("create_api_key", "apiKeys_create"),
+    ("revoke_api_key", "apiKeys_revoke"),
+    ("list_taxonomies", "taxonomies_find"),
+    ("create_taxonomy", "taxonomies_create"),
+    ("get_taxonomy", "taxonomies_get"),
+    ("update_taxonomy", "taxonomies_update"),
+    ("delete_taxonomy", "taxonomies_delete"),
+    ("create_profile", "profiles_create"),
+    ("find_profiles", "profiles_find"),
+    ("get_profile", "profiles_get"),
+    ("update_profile", "profiles_update"),
+    ("merge_profiles", "profiles_merge"),
+    ("erase_profile", "profiles_erase"),
+    ("export_profile", "profiles_export"),
+    ("link_order", "profiles_linkOrder"),
+    ("list_orders", "profiles_getOrders"),
+    ("initialize", "profiles_initialize"),
+    ("connect", "profiles_connect"),
+    ("request_code", "profiles_requestCode"),
+    ("verify", "profiles_verify"),
+    ("refresh_token", "profiles_refreshToken"),
+    ("logout", "profiles_logout"),
+    ("get_me", "profiles_getMe"),
+    ("list_sessions", "profiles_getTokens"),
+    ("revoke_token", "profiles_revokeToken"),
+    ("revoke_all_tokens", "profiles_revokeAllTokens"),
+    ("create_audience", "audiences_create"),
+    ("find_audiences", "audiences_find"),
+    ("get_audience", "audiences_get"),
+    ("update_audience", "audiences_update"),
+    ("subscribe", "audiences_subscribe"),
+    ("check_access", "audiences_checkAccess"),
+    ("get_subscribers", "audiences_getSubscribers"),
+    ("add_subscriber", "audiences_addSubscriber"),
+    ("remove_subscriber", "audiences_removeSubscriber"),
+    ("confirm", "audiences_confirm"),
+    ("unsubscribe", "audiences_unsubscribe"),
+    ("create_template", "templates_create"),
+    ("list_templates", "templates_find"),
+    ("get_template", "templates_get"),
+    ("update_template", "templates_update"),
+    ("delete_template", "templates_delete"),
+    ("preview_template", "templates_preview"),
+    ("stripe_webhook", "payments_stripeWebhook"),
+];
+
+/// Resources in the order a reader meets them; operations last.
+const TAGS: &[(&str, &str)] = &[
+    ("accounts", "Platform accounts: password login (account access tokens)."),
+    ("stores", "Stores and their settings (an account token)."),
+    ("api keys", "A store's API keys for servers and dashboards."),
+    ("profiles", "Profiles as an admin sees them: find, edit, merge, erase, export, order links."),
+    ("profile sessions", "The storefront side: guests, connect, magic-code login, refresh, getMe, sessions."),
+    ("taxonomies", "Typed profile attributes."),
+    ("audiences", "Newsletters, gated content and paid memberships; subscribe, confirm, unsubscribe, access."),
+    ("email templates", "A store's mail templates."),
+    ("payments", "Stripe webhooks."),
+    ("operations", "Health, readiness, metrics."),
+];
+
 /// Applies the conventions to the generated document.
 pub fn conventions(doc: &mut Value) {
     doc["servers"] = json!([{
@@ -181,6 +256,7 @@ pub fn conventions(doc: &mut Value) {
     }]);
     // Routes that declare no security are public; the document's default is the bearer.
     doc["security"] = json!([{"bearer": []}]);
+    doc["tags"] = TAGS.iter().map(|(name, description)| json!({"name": name, "description": description})).collect();
     let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else { return };
     for (path, item) in paths.iter_mut() {
         let Some(item) = item.as_object_mut() else { continue };
@@ -194,9 +270,14 @@ pub fn conventions(doc: &mut Value) {
                 // `security((), ("bearer" = []))`: a bearer is optional.
                 Some(list) => list.iter().any(|r| r.as_object().is_some_and(Map::is_empty)),
             };
+            if let Some(id) = op.get("operationId").and_then(Value::as_str)
+                && let Some((_, stable)) = OPERATION_IDS.iter().find(|(handler, _)| *handler == id)
+            {
+                op.insert("operationId".into(), Value::String((*stable).into()));
+            }
             json_parameters(op);
             // The unsubscribe token may come in the URL alone (RFC 8058 one-click links).
-            if op.get("operationId").and_then(Value::as_str) == Some("unsubscribe")
+            if op.get("operationId").and_then(Value::as_str) == Some("audiences_unsubscribe")
                 && let Some(body) = op.get_mut("requestBody").and_then(Value::as_object_mut)
             {
                 body.insert("required".into(), Value::Bool(false));
