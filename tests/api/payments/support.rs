@@ -3,9 +3,9 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use super::events::{self, Paid};
+use super::fake_stripe::FakeStripe;
 use crate::common::{Admin, TestApp};
-use crate::events::{self, Paid};
-use crate::fake_stripe::FakeStripe;
 
 /// A second app on the same backend with Stripe pointed at `fake`.
 pub async fn stripe_app(app: &TestApp, fake: &FakeStripe, extra: &[(&str, &str)]) -> TestApp {

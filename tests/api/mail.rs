@@ -1,15 +1,13 @@
 //! Mail: the SMTP and file transports against real listeners and directories, and the outbox
 //! worker end to end on both backends (delivery, outage, concurrent workers, giving up, erasure).
 
-mod common;
-#[path = "mail/sink.rs"]
-mod sink;
+pub mod sink;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Backend, TestApp};
+use crate::common::{Backend, TestApp};
 use sink::{Parsed, SmtpSink, assert_is_mail, tally};
 use sqlx::{Connection, Row};
 use storecrm::config::Config;

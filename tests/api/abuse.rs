@@ -2,13 +2,11 @@
 //! must not be able to do (§1 unknown fields, U+0000, CORS; §4 proof and claims, limits; §6 link
 //! targets). Each case starts its own server (some with env overrides) on both backends.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Admin, Backend, TestApp, expect_error};
+use crate::common::{self, Admin, Backend, TestApp, expect_error};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::{Value, json};

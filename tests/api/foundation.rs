@@ -1,9 +1,7 @@
 //! Foundation: operations routes, the error model, accounts, stores, API keys and the CLI,
 //! over HTTP against both backends.
 
-mod common;
-
-use common::{Backend, PASSWORD, TestApp, expect_error, read};
+use crate::common::{self, Backend, PASSWORD, TestApp, expect_error, read};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use storecrm::crypto::{AccountClaims, Keys};

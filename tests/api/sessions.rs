@@ -1,12 +1,7 @@
 //! Profile sessions (§4): the guest → connect → code → verify → refresh → revoke story and every
 //! rule around it, over HTTP on both backends. Code mails are read back from the file transport.
 
-mod common;
-#[allow(dead_code)]
-#[path = "mail/sink.rs"]
-mod sink;
-
-use common::{Admin, Bind, TestApp, expect_error, uuid};
+use crate::common::{self, Admin, Bind, TestApp, expect_error, uuid};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use storecrm::crypto::{Keys, ProfileClaims};
@@ -644,7 +639,7 @@ async fn code_mail_is_complete(app: &TestApp) {
 }
 
 async fn codes_requested_during_an_smtp_outage_arrive_once_after_it(app: &TestApp) {
-    let smtp = sink::SmtpSink::start().await;
+    let smtp = crate::mail::sink::SmtpSink::start().await;
     smtp.set_down(true);
     let url = smtp.url();
     let own =
@@ -678,7 +673,7 @@ async fn codes_requested_during_an_smtp_outage_arrive_once_after_it(app: &TestAp
     for e in emails {
         let mail =
             got.iter().find(|m| m.rcpt_to.iter().any(|r| r.contains(e))).unwrap_or_else(|| panic!("no mail to {e}"));
-        let parsed = sink::Parsed::new(&mail.data);
+        let parsed = crate::mail::sink::Parsed::new(&mail.data);
         let code: String = parsed.header("Subject").unwrap().chars().take(6).collect();
         let (status, t) = verify(app, s, e, &code, None).await;
         assert_eq!(status, StatusCode::OK, "{t}");
