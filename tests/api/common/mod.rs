@@ -1,8 +1,6 @@
 //! Test harness: the real app on 127.0.0.1:0 against a real database, one per test.
 //! SQLite always; Postgres when TEST_DATABASE_URL is set (a fresh database per test).
 
-#![allow(dead_code)]
-
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -219,7 +217,6 @@ impl TestApp {
         let (status, store) = self.post("/v1/stores", Some(&token), json!({"name": format!("{name}'s shop")})).await;
         assert_eq!(status, StatusCode::CREATED, "{store}");
         Admin {
-            email,
             token,
             refresh_token: tokens["refresh_token"].as_str().unwrap().into(),
             store_id: store["id"].as_str().unwrap().into(),
@@ -242,7 +239,6 @@ impl TestApp {
 }
 
 pub struct Admin {
-    pub email: String,
     pub token: String,
     pub refresh_token: String,
     pub store_id: String,
