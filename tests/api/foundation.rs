@@ -300,7 +300,7 @@ async fn login_failures_do_not_reveal_accounts(app: &TestApp) {
 }
 
 async fn refresh_rotates_and_detects_reuse(app: &TestApp) {
-    let strict = TestApp::spawn_with(app.backend, &[("REFRESH_REUSE_GRACE_SECS", "0")]).await.unwrap();
+    let strict = TestApp::spawn_with(app.backend, &[("REFRESH_REUSE_GRACE_SECS", "0")]).await;
     let email = strict.account("rot").await;
     let first = strict.login(&email).await;
     let (status, second) =

@@ -172,8 +172,7 @@ async fn connect_without_guest_and_new_profiles(app: &TestApp) {
 }
 
 async fn codes_obey_attempts_expiry_and_replacement(app: &TestApp) {
-    let own =
-        TestApp::spawn_with(app.backend, &[("CODE_TTL_SECS", "2"), ("CODE_LIMIT_PER_EMAIL", "50")]).await.unwrap();
+    let own = TestApp::spawn_with(app.backend, &[("CODE_TTL_SECS", "2"), ("CODE_LIMIT_PER_EMAIL", "50")]).await;
     let app = &own;
     let admin = app.admin("codes").await;
     let s = admin.store_id.as_str();
@@ -251,8 +250,7 @@ async fn code_requests_are_rate_limited_per_email_and_ip(app: &TestApp) {
         app.backend,
         &[("CODE_LIMIT_PER_EMAIL", "2"), ("CODE_LIMIT_PER_IP", "4"), ("TRUSTED_PROXY_HOPS", "1")],
     )
-    .await
-    .unwrap();
+    .await;
     let app = &own;
     let admin = app.admin("rl").await;
     let path = store_path(&admin.store_id, "/profiles/auth/code");
@@ -285,7 +283,7 @@ async fn code_requests_are_rate_limited_per_email_and_ip(app: &TestApp) {
 }
 
 async fn rate_limits_hold_across_instances(app: &TestApp) {
-    let own = TestApp::spawn_with(app.backend, &[("CODE_LIMIT_PER_EMAIL", "3")]).await.unwrap();
+    let own = TestApp::spawn_with(app.backend, &[("CODE_LIMIT_PER_EMAIL", "3")]).await;
     let app = &own;
     let other = app.sibling().await;
     let admin = app.admin("rl2").await;
@@ -452,7 +450,7 @@ async fn refresh_rotates_detects_reuse_and_tolerates_concurrent_tabs(app: &TestA
         assert_eq!(app.get(&store_path(s, "/profiles/me"), Some(tok(pair))).await.0, StatusCode::OK);
     }
 
-    let strict = TestApp::spawn_with(app.backend, &[("REFRESH_REUSE_GRACE_SECS", "0")]).await.unwrap();
+    let strict = TestApp::spawn_with(app.backend, &[("REFRESH_REUSE_GRACE_SECS", "0")]).await;
     let admin = strict.admin("strict").await;
     let s = admin.store_id.as_str();
     let first = initialize(&strict, s).await;
@@ -600,8 +598,7 @@ async fn guests_without_email_are_swept(app: &TestApp) {
     );
 
     // The background janitor runs on its own.
-    let quick =
-        TestApp::spawn_with(app.backend, &[("GUEST_TTL_SECS", "1"), ("JANITOR_INTERVAL_SECS", "1")]).await.unwrap();
+    let quick = TestApp::spawn_with(app.backend, &[("GUEST_TTL_SECS", "1"), ("JANITOR_INTERVAL_SECS", "1")]).await;
     let qa = quick.admin("janitor").await;
     let g = initialize(&quick, &qa.store_id).await;
     quick.exec("UPDATE profiles SET created_at = created_at - 10", &[]).await;
@@ -642,8 +639,7 @@ async fn codes_requested_during_an_smtp_outage_arrive_once_after_it(app: &TestAp
     let smtp = crate::mail::sink::SmtpSink::start().await;
     smtp.set_down(true);
     let url = smtp.url();
-    let own =
-        TestApp::spawn_with(app.backend, &[("SMTP_URL", url.as_str()), ("MAIL_RETRY_BASE_SECS", "1")]).await.unwrap();
+    let own = TestApp::spawn_with(app.backend, &[("SMTP_URL", url.as_str()), ("MAIL_RETRY_BASE_SECS", "1")]).await;
     let app = &own;
     let admin = app.admin("outage").await;
     let s = admin.store_id.as_str();
