@@ -3,9 +3,9 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use super::events::{self, Paid};
+use super::fake_stripe::FakeStripe;
 use crate::common::{Admin, TestApp};
-use crate::events::{self, Paid};
-use crate::fake_stripe::FakeStripe;
 
 /// A second app on the same backend with Stripe pointed at `fake`.
 pub async fn stripe_app(app: &TestApp, fake: &FakeStripe, extra: &[(&str, &str)]) -> TestApp {
@@ -15,7 +15,7 @@ pub async fn stripe_app(app: &TestApp, fake: &FakeStripe, extra: &[(&str, &str)]
         ("STRIPE_API_BASE", fake.url.as_str()),
     ];
     vars.extend_from_slice(extra);
-    TestApp::spawn_with(app.backend, &vars).await.expect("the backend of the calling test is available")
+    TestApp::spawn_with(app.backend, &vars).await
 }
 
 /// A paid audience `club` (monthly `price_m`, one-time `price_once`, `price_local` not on Stripe)

@@ -1,9 +1,7 @@
 //! Audiences (§6): definitions, subscribe (single and double opt-in), confirm, one-click
 //! unsubscribe, access, subscriber admin, paid without payments, merge and erasure — both backends.
 
-mod common;
-
-use common::{Admin, Bind, TestApp, expect_error, uuid};
+use crate::common::{Admin, Bind, TestApp, expect_error, uuid};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 

@@ -1,9 +1,7 @@
 //! Email templates (§7): CRUD by id or key, validation, previews, deletion's effect on
 //! audiences, and the `profile_code` override of the sign-in mail — on both backends.
 
-mod common;
-
-use common::{Admin, Bind, TestApp, expect_error, uuid};
+use crate::common::{Admin, Bind, TestApp, expect_error, uuid};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

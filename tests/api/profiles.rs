@@ -1,9 +1,7 @@
 //! Profiles (admin side): taxonomies, create/get/update, find with search, filters, sorting and
 //! keyset paging, merge, GDPR erasure and export, order links — on both backends.
 
-mod common;
-
-use common::{Admin, Bind, TestApp, expect_error, uuid};
+use crate::common::{self, Admin, Bind, TestApp, expect_error, uuid};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use storecrm::domain::Email;

@@ -2,42 +2,17 @@
 //! must not be able to do (§1 unknown fields, U+0000, CORS; §4 proof and claims, limits; §6 link
 //! targets). Each case starts its own server (some with env overrides) on both backends.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Admin, Backend, TestApp, expect_error};
+use crate::common::{self, Admin, Backend, TestApp, expect_error};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::{Value, json};
 
-/// Runs each listed `async fn(Backend)` once per backend: `sqlite::name` and `postgres::name`.
-/// The case spawns its own app (with the env overrides it needs) through `spawn`, which answers
-/// `None` for Postgres when TEST_DATABASE_URL is not set.
-macro_rules! abuse_tests {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Backend::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Backend::Postgres).await;
-                }
-            )*
-        }
-    };
-}
-
-abuse_tests!(
+backend_tests!(
+    run = own_app;
     a_claim_cannot_list_or_revoke_the_profiles_sessions,
     holding_sessions_keep_their_rights,
     a_claims_subscribe_answer_leaks_nothing,
@@ -59,13 +34,9 @@ abuse_tests!(
     stored_files_are_private,
 );
 
-/// The app for one case; `None` (after saying so) when Postgres is not configured.
-async fn spawn(backend: Backend, vars: &[(&str, &str)]) -> Option<TestApp> {
-    let app = TestApp::spawn_with(backend, vars).await;
-    if app.is_none() {
-        eprintln!("TEST_DATABASE_URL is not set: Postgres case skipped");
-    }
-    app
+/// Each case spawns its own app, with the env overrides it needs.
+async fn own_app(backend: Backend, case: impl AsyncFnOnce(Backend)) {
+    case(backend).await
 }
 
 type Reply = (StatusCode, Value, HeaderMap);
@@ -211,7 +182,7 @@ async fn settled_confirmation_mails(app: &TestApp, to: &str, at_least: usize) ->
 // 1. Proof vs claim: naming a shopper's address gives no power over their sessions.
 
 async fn a_claim_cannot_list_or_revoke_the_profiles_sessions(backend: Backend) {
-    let Some(app) = spawn(backend, &[]).await else { return };
+    let app = TestApp::spawn(backend).await;
     let admin = app.admin("claim").await;
     let victim = "victim@example.com";
     let v = sign_in(&app, &admin, victim).await;
@@ -248,7 +219,7 @@ async fn a_claim_cannot_list_or_revoke_the_profiles_sessions(backend: Backend) {
 
 /// Contrast (holds on today's code too): sessions that hold their profile keep their rights.
 async fn holding_sessions_keep_their_rights(backend: Backend) {
-    let Some(app) = spawn(backend, &[]).await else { return };
+    let app = TestApp::spawn(backend).await;
     let admin = app.admin("holding").await;
     let tax = text_taxonomy(&app, &admin).await;
 
@@ -300,7 +271,7 @@ async fn holding_sessions_keep_their_rights(backend: Backend) {
 // 2. A claim's subscribe answer carries nothing but {id, audience_id, status}.
 
 async fn a_claims_subscribe_answer_leaks_nothing(backend: Backend) {
-    let Some(app) = spawn(backend, &[]).await else { return };
+    let app = TestApp::spawn(backend).await;
     let admin = app.admin("leak").await;
     let victim = "member@example.com";
     let v = sign_in(&app, &admin, victim).await;
@@ -342,7 +313,7 @@ async fn a_claims_subscribe_answer_leaks_nothing(backend: Backend) {
 // 3. A profile an admin (or an import) created was never proven by anyone: connect is a claim.
 
 async fn admin_created_profiles_are_claims_too(backend: Backend) {
-    let Some(app) = spawn(backend, &[]).await else { return };
+    let app = TestApp::spawn(backend).await;
     let admin = app.admin("imported").await;
     let tax = text_taxonomy(&app, &admin).await;
     let email = "imported@example.com";
@@ -371,7 +342,7 @@ async fn admin_created_profiles_are_claims_too(backend: Backend) {
 // 4. Link targets and mail floods.
 
 async fn link_targets_must_be_allowed_origins(backend: Backend) {
-    let Some(app) = spawn(backend, &[]).await else { return };
+    let app = TestApp::spawn(backend).await;
     let admin = app.admin("links").await;
     let tpl = confirm_template(&app, &admin).await;
     for key in ["a1", "a2", "a3", "a4", "target"] {
@@ -452,7 +423,7 @@ async fn link_targets_must_be_allowed_origins(backend: Backend) {
 }
 
 async fn one_confirmation_mail_per_subscription_per_minute(backend: Backend) {
-    let Some(app) = spawn(backend, &[]).await else { return };
+    let app = TestApp::spawn(backend).await;
     let admin = app.admin("flood").await;
     let tpl = confirm_template(&app, &admin).await;
     audience(&app, &admin, json!({"key": "news", "confirm_template_id": tpl})).await;
@@ -476,7 +447,7 @@ async fn one_confirmation_mail_per_subscription_per_minute(backend: Backend) {
 }
 
 async fn confirmation_mails_are_capped_per_recipient_per_day(backend: Backend) {
-    let Some(app) = spawn(backend, &[]).await else { return };
+    let app = TestApp::spawn(backend).await;
     let admin = app.admin("cap").await;
     let tpl = confirm_template(&app, &admin).await;
     let victim = "capped@example.com";
@@ -507,10 +478,9 @@ async fn confirmation_mails_are_capped_per_recipient_per_day(backend: Backend) {
 }
 
 async fn session_creation_is_limited_per_address(backend: Backend) {
-    let Some(app) = spawn(backend, &[("SESSION_LIMIT_PER_ADDRESS", "5"), ("SESSION_LIMIT_WINDOW_SECS", "3600")]).await
-    else {
-        return;
-    };
+    let app =
+        TestApp::spawn_with(backend, &[("SESSION_LIMIT_PER_ADDRESS", "5"), ("SESSION_LIMIT_WINDOW_SECS", "3600")])
+            .await;
     let admin = app.admin("guests").await;
     for _ in 0..5 {
         initialize(&app, &admin).await;
@@ -519,10 +489,9 @@ async fn session_creation_is_limited_per_address(backend: Backend) {
     expect_limited(&sixth, "the 6th initialize from one address");
     app.stop().await;
 
-    let Some(app) = spawn(backend, &[("SESSION_LIMIT_PER_ADDRESS", "5"), ("SESSION_LIMIT_WINDOW_SECS", "3600")]).await
-    else {
-        return;
-    };
+    let app =
+        TestApp::spawn_with(backend, &[("SESSION_LIMIT_PER_ADDRESS", "5"), ("SESSION_LIMIT_WINDOW_SECS", "3600")])
+            .await;
     let admin = app.admin("connects").await;
     for i in 0..5 {
         connect(&app, &admin, &format!("c{i}@example.com"), None).await;
@@ -559,7 +528,7 @@ async fn cors(app: &TestApp, method: Method, path: &str, origin: &str, body: Opt
 
 async fn cors_echoes_only_allowed_origins(backend: Backend) {
     let vars = [("CORS_ORIGIN_CACHE_SECS", "0"), ("CORS_ALLOWED_ORIGINS", "https://admin.example")];
-    let Some(app) = spawn(backend, &vars).await else { return };
+    let app = TestApp::spawn_with(backend, &vars).await;
     let admin = app.admin("cors").await;
     let other = app.admin("cors2").await;
     let init = admin.store("/profiles/initialize");
@@ -636,7 +605,7 @@ fn expect_sent(got: &Reply, what: &str) {
 
 async fn forwarded_for_counts_the_entry_the_proxy_appended(backend: Backend) {
     let vars = [("TRUSTED_PROXY_HOPS", "1"), ("CODE_LIMIT_PER_IP", "3")];
-    let Some(app) = spawn(backend, &vars).await else { return };
+    let app = TestApp::spawn_with(backend, &vars).await;
     let admin = app.admin("xff").await;
     // The client forges the leftmost entries; the proxy appends the real address.
     for (i, forged) in ["10.0.0.1", "192.0.2.55", "8.8.8.8"].into_iter().enumerate() {
@@ -654,7 +623,7 @@ async fn forwarded_for_counts_the_entry_the_proxy_appended(backend: Backend) {
 
 async fn address_bucket_is_checked_before_email_bucket(backend: Backend) {
     let vars = [("TRUSTED_PROXY_HOPS", "1"), ("CODE_LIMIT_PER_IP", "2"), ("CODE_LIMIT_PER_EMAIL", "3")];
-    let Some(app) = spawn(backend, &vars).await else { return };
+    let app = TestApp::spawn_with(backend, &vars).await;
     let admin = app.admin("order").await;
     let victim = "quota@example.com";
     let a = Some("198.51.100.1");
@@ -677,7 +646,7 @@ async fn address_bucket_is_checked_before_email_bucket(backend: Backend) {
 
 async fn ipv6_addresses_are_limited_per_64(backend: Backend) {
     let vars = [("TRUSTED_PROXY_HOPS", "1"), ("CODE_LIMIT_PER_IP", "3")];
-    let Some(app) = spawn(backend, &vars).await else { return };
+    let app = TestApp::spawn_with(backend, &vars).await;
     let admin = app.admin("v6").await;
     for (i, addr) in ["2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:ffff::9"].into_iter().enumerate() {
         expect_sent(&request_code(&app, &admin, &format!("v{i}@example.com"), Some(addr)).await, addr);
@@ -688,7 +657,7 @@ async fn ipv6_addresses_are_limited_per_64(backend: Backend) {
     app.stop().await;
 
     // Without TRUSTED_PROXY_HOPS the header is ignored: varying it does not escape the peer's limit.
-    let Some(app) = spawn(backend, &[("CODE_LIMIT_PER_IP", "3")]).await else { return };
+    let app = TestApp::spawn_with(backend, &[("CODE_LIMIT_PER_IP", "3")]).await;
     let admin = app.admin("noxff").await;
     for i in 0..3 {
         let xff = format!("10.1.0.{i}");
@@ -702,7 +671,7 @@ async fn ipv6_addresses_are_limited_per_64(backend: Backend) {
 // 7. Refresh grace: a concurrent tab gets the same successor, never a second chain.
 
 async fn profile_refresh_reuse_inside_grace_answers_the_same_successor(backend: Backend) {
-    let Some(app) = spawn(backend, &[]).await else { return };
+    let app = TestApp::spawn(backend).await;
     let admin = app.admin("grace").await;
     let t0 = sign_in(&app, &admin, "tabs@example.com").await;
     let path = admin.store("/profiles/auth/refresh");
@@ -732,7 +701,7 @@ async fn profile_refresh_reuse_inside_grace_answers_the_same_successor(backend: 
     app.stop().await;
 
     // After the window, reuse is theft: the session is revoked.
-    let Some(app) = spawn(backend, &[("REFRESH_REUSE_GRACE_SECS", "1")]).await else { return };
+    let app = TestApp::spawn_with(backend, &[("REFRESH_REUSE_GRACE_SECS", "1")]).await;
     let admin = app.admin("stale").await;
     let path = admin.store("/profiles/auth/refresh");
     let t0 = sign_in(&app, &admin, "thief@example.com").await;
@@ -754,7 +723,7 @@ async fn profile_refresh_reuse_inside_grace_answers_the_same_successor(backend: 
 }
 
 async fn account_refresh_reuse_inside_grace_answers_the_same_successor(backend: Backend) {
-    let Some(app) = spawn(backend, &[]).await else { return };
+    let app = TestApp::spawn(backend).await;
     let email = app.account("tabs").await;
     let t0 = app.login(&email).await;
     let refresh = |r: &Value| app.post("/v1/auth/refresh", None, json!({"refresh_token": r["refresh_token"]}));
@@ -777,7 +746,7 @@ async fn account_refresh_reuse_inside_grace_answers_the_same_successor(backend: 
     assert_eq!(refresh(&r2).await.0, StatusCode::OK, "the one chain goes on");
     app.stop().await;
 
-    let Some(app) = spawn(backend, &[("REFRESH_REUSE_GRACE_SECS", "1")]).await else { return };
+    let app = TestApp::spawn_with(backend, &[("REFRESH_REUSE_GRACE_SECS", "1")]).await;
     let email = app.account("stale").await;
     let t0 = app.login(&email).await;
     let (status, r1) = app.post("/v1/auth/refresh", None, json!({"refresh_token": t0["refresh_token"]})).await;
@@ -806,7 +775,7 @@ async fn login(app: &TestApp, email: &str, password: &str) -> Reply {
 
 async fn login_failures_are_limited_per_email(backend: Backend) {
     let vars = [("LOGIN_LIMIT_PER_EMAIL", "3"), ("LOGIN_LIMIT_PER_ADDRESS", "5")];
-    let Some(app) = spawn(backend, &vars).await else { return };
+    let app = TestApp::spawn_with(backend, &vars).await;
     let email = app.account("guessed").await;
     // Successful logins are no failures.
     for i in 0..5 {
@@ -822,7 +791,7 @@ async fn login_failures_are_limited_per_email(backend: Backend) {
 
 async fn login_failures_are_limited_per_address(backend: Backend) {
     let vars = [("LOGIN_LIMIT_PER_EMAIL", "3"), ("LOGIN_LIMIT_PER_ADDRESS", "5"), ("PASSWORD_HASH_CONCURRENCY", "1")];
-    let Some(app) = spawn(backend, &vars).await else { return };
+    let app = TestApp::spawn_with(backend, &vars).await;
     let email = app.account("busy").await;
     // Hashing is capped: a burst queues, nobody fails.
     let right = || login(&app, &email, common::PASSWORD);
@@ -843,7 +812,7 @@ async fn login_failures_are_limited_per_address(backend: Backend) {
 // 9. Inputs: U+0000 is invalid text; unknown fields are refused.
 
 async fn nul_characters_are_refused_as_invalid_text(backend: Backend) {
-    let Some(app) = spawn(backend, &[]).await else { return };
+    let app = TestApp::spawn(backend).await;
     let admin = app.admin("nul").await;
     let nul = "a\u{0}b";
     let got = app.post(&admin.store("/audiences"), Some(&admin.token), json!({"key": "news", "name": nul})).await;
@@ -896,7 +865,7 @@ async fn nul_characters_are_refused_as_invalid_text(backend: Backend) {
 }
 
 async fn unknown_body_fields_are_refused(backend: Backend) {
-    let Some(app) = spawn(backend, &[]).await else { return };
+    let app = TestApp::spawn(backend).await;
     let admin = app.admin("typo").await;
     let email = "typo@example.com";
     let got = app.post(&admin.store("/profiles"), Some(&admin.token), json!({"email": email, "first_name": "X"})).await;
@@ -943,7 +912,7 @@ fn assert_mode(path: &Path, mode: u32) {
 }
 
 async fn stored_files_are_private(backend: Backend) {
-    let Some(app) = spawn(backend, &[]).await else { return };
+    let app = TestApp::spawn(backend).await;
     let admin = app.admin("files").await;
     let sent = app.post(&admin.store("/profiles/auth/code"), None, json!({"email": "files@example.com"})).await;
     assert_eq!(sent.0, StatusCode::ACCEPTED);

@@ -1,9 +1,9 @@
 //! Foundation: operations routes, the error model, accounts, stores, API keys and the CLI,
 //! over HTTP against both backends.
 
-mod common;
+use std::time::{Duration, Instant};
 
-use common::{Backend, PASSWORD, TestApp, expect_error, read};
+use crate::common::{self, Backend, PASSWORD, TestApp, expect_error, read};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use storecrm::crypto::{AccountClaims, Keys};
@@ -301,8 +301,40 @@ async fn login_failures_do_not_reveal_accounts(app: &TestApp) {
     );
 }
 
+/// An unknown email is refused only after a verify against a dummy hash, so it costs what a wrong
+/// password costs and timing does not tell which emails have accounts. Backend-independent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_emails_take_as_long_to_refuse_as_wrong_passwords() {
+    let limits = [("LOGIN_LIMIT_PER_EMAIL", "1000"), ("LOGIN_LIMIT_PER_ADDRESS", "1000")];
+    let app = TestApp::spawn_with(Backend::Sqlite, &limits).await;
+    let email = app.account("timing").await;
+    let refuse = async |email: &str| {
+        let started = Instant::now();
+        let refused = app.post("/v1/auth/login", None, json!({"email": email, "password": "not the password"})).await;
+        let took = started.elapsed();
+        expect_error(&refused, 401, "invalid_credentials");
+        took
+    };
+    // The dummy hash is made on first use: warm both paths up before measuring.
+    refuse("nobody@example.com").await;
+    refuse(&email).await;
+    let (mut unknown, mut wrong) = (Vec::new(), Vec::new());
+    for i in 0..7 {
+        unknown.push(refuse(&format!("nobody{i}@example.com")).await);
+        wrong.push(refuse(&email).await);
+    }
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let (unknown, wrong) = (median(unknown), median(wrong));
+    eprintln!("median refusal: unknown email {unknown:?}, wrong password {wrong:?}");
+    assert!(unknown * 2 >= wrong, "an unknown email is refused in {unknown:?}, a wrong password in {wrong:?}");
+    app.stop().await;
+}
+
 async fn refresh_rotates_and_detects_reuse(app: &TestApp) {
-    let strict = TestApp::spawn_with(app.backend, &[("REFRESH_REUSE_GRACE_SECS", "0")]).await.unwrap();
+    let strict = TestApp::spawn_with(app.backend, &[("REFRESH_REUSE_GRACE_SECS", "0")]).await;
     let email = strict.account("rot").await;
     let first = strict.login(&email).await;
     let (status, second) =

@@ -1,15 +1,11 @@
 //! Paid audiences (§6, §8) against a fake Stripe on 127.0.0.1: Checkout, signed idempotent webhooks,
 //! the membership lifecycle, out-of-order events and provider failures — both backends.
 
-mod common;
-#[path = "payments/events.rs"]
 mod events;
-#[path = "payments/fake_stripe.rs"]
 mod fake_stripe;
-#[path = "payments/support.rs"]
 mod support;
 
-use common::{TestApp, expect_error};
+use crate::common::{TestApp, expect_error};
 use events::{Paid, checkout_completed, deleted, event, updated};
 use fake_stripe::{Behaviour, FakeStripe};
 use reqwest::StatusCode;

@@ -1,12 +1,7 @@
 //! Profile sessions (§4): the guest → connect → code → verify → refresh → revoke story and every
 //! rule around it, over HTTP on both backends. Code mails are read back from the file transport.
 
-mod common;
-#[allow(dead_code)]
-#[path = "mail/sink.rs"]
-mod sink;
-
-use common::{Admin, Bind, TestApp, expect_error, uuid};
+use crate::common::{self, Admin, Bind, TestApp, expect_error, uuid};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use storecrm::crypto::{Keys, ProfileClaims};
@@ -177,8 +172,7 @@ async fn connect_without_guest_and_new_profiles(app: &TestApp) {
 }
 
 async fn codes_obey_attempts_expiry_and_replacement(app: &TestApp) {
-    let own =
-        TestApp::spawn_with(app.backend, &[("CODE_TTL_SECS", "2"), ("CODE_LIMIT_PER_EMAIL", "50")]).await.unwrap();
+    let own = TestApp::spawn_with(app.backend, &[("CODE_TTL_SECS", "2"), ("CODE_LIMIT_PER_EMAIL", "50")]).await;
     let app = &own;
     let admin = app.admin("codes").await;
     let s = admin.store_id.as_str();
@@ -256,8 +250,7 @@ async fn code_requests_are_rate_limited_per_email_and_ip(app: &TestApp) {
         app.backend,
         &[("CODE_LIMIT_PER_EMAIL", "2"), ("CODE_LIMIT_PER_IP", "4"), ("TRUSTED_PROXY_HOPS", "1")],
     )
-    .await
-    .unwrap();
+    .await;
     let app = &own;
     let admin = app.admin("rl").await;
     let path = store_path(&admin.store_id, "/profiles/auth/code");
@@ -290,7 +283,7 @@ async fn code_requests_are_rate_limited_per_email_and_ip(app: &TestApp) {
 }
 
 async fn rate_limits_hold_across_instances(app: &TestApp) {
-    let own = TestApp::spawn_with(app.backend, &[("CODE_LIMIT_PER_EMAIL", "3")]).await.unwrap();
+    let own = TestApp::spawn_with(app.backend, &[("CODE_LIMIT_PER_EMAIL", "3")]).await;
     let app = &own;
     let other = app.sibling().await;
     let admin = app.admin("rl2").await;
@@ -457,7 +450,7 @@ async fn refresh_rotates_detects_reuse_and_tolerates_concurrent_tabs(app: &TestA
         assert_eq!(app.get(&store_path(s, "/profiles/me"), Some(tok(pair))).await.0, StatusCode::OK);
     }
 
-    let strict = TestApp::spawn_with(app.backend, &[("REFRESH_REUSE_GRACE_SECS", "0")]).await.unwrap();
+    let strict = TestApp::spawn_with(app.backend, &[("REFRESH_REUSE_GRACE_SECS", "0")]).await;
     let admin = strict.admin("strict").await;
     let s = admin.store_id.as_str();
     let first = initialize(&strict, s).await;
@@ -605,8 +598,7 @@ async fn guests_without_email_are_swept(app: &TestApp) {
     );
 
     // The background janitor runs on its own.
-    let quick =
-        TestApp::spawn_with(app.backend, &[("GUEST_TTL_SECS", "1"), ("JANITOR_INTERVAL_SECS", "1")]).await.unwrap();
+    let quick = TestApp::spawn_with(app.backend, &[("GUEST_TTL_SECS", "1"), ("JANITOR_INTERVAL_SECS", "1")]).await;
     let qa = quick.admin("janitor").await;
     let g = initialize(&quick, &qa.store_id).await;
     quick.exec("UPDATE profiles SET created_at = created_at - 10", &[]).await;
@@ -644,11 +636,10 @@ async fn code_mail_is_complete(app: &TestApp) {
 }
 
 async fn codes_requested_during_an_smtp_outage_arrive_once_after_it(app: &TestApp) {
-    let smtp = sink::SmtpSink::start().await;
+    let smtp = crate::mail::sink::SmtpSink::start().await;
     smtp.set_down(true);
     let url = smtp.url();
-    let own =
-        TestApp::spawn_with(app.backend, &[("SMTP_URL", url.as_str()), ("MAIL_RETRY_BASE_SECS", "1")]).await.unwrap();
+    let own = TestApp::spawn_with(app.backend, &[("SMTP_URL", url.as_str()), ("MAIL_RETRY_BASE_SECS", "1")]).await;
     let app = &own;
     let admin = app.admin("outage").await;
     let s = admin.store_id.as_str();
@@ -678,7 +669,7 @@ async fn codes_requested_during_an_smtp_outage_arrive_once_after_it(app: &TestAp
     for e in emails {
         let mail =
             got.iter().find(|m| m.rcpt_to.iter().any(|r| r.contains(e))).unwrap_or_else(|| panic!("no mail to {e}"));
-        let parsed = sink::Parsed::new(&mail.data);
+        let parsed = crate::mail::sink::Parsed::new(&mail.data);
         let code: String = parsed.header("Subject").unwrap().chars().take(6).collect();
         let (status, t) = verify(app, s, e, &code, None).await;
         assert_eq!(status, StatusCode::OK, "{t}");
