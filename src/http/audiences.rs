@@ -3,6 +3,7 @@
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -15,6 +16,7 @@ use crate::domain::{AccessDenied, AudienceKind, Status, SubscriptionSource, Subs
 use crate::error::{AppError, AppResult, ErrorBody};
 use crate::http::Paged;
 use crate::http::extract::{Json, MaybeAdmin, Path, Query, StoreCaller, parse_json};
+use crate::http::pages;
 use crate::http::stores::Deleted;
 use crate::repo::{AudienceRow, SubscriberRow, SubscriptionRow};
 use crate::services::audiences::{CreateAudience, SubscribeRequest, Subscriber, UpdateAudience};
@@ -182,6 +184,7 @@ pub struct Confirmed {
 #[derive(Serialize, ToSchema)]
 pub struct Unsubscribed {
     pub unsubscribed: bool,
+    pub subscription: Subscription,
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -230,8 +233,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(check_access))
         .routes(routes!(get_subscribers, add_subscriber))
         .routes(routes!(remove_subscriber))
-        .routes(routes!(confirm))
-        .routes(routes!(unsubscribe))
+        .routes(routes!(confirm_page, confirm))
+        .routes(routes!(unsubscribe_page, unsubscribe))
 }
 
 /// Create an audience.
@@ -398,44 +401,115 @@ pub async fn remove_subscriber(
     Ok(Json(Deleted { deleted: true }))
 }
 
-/// Confirm a double opt-in with the single-use token from the mail (a GET never confirms).
+/// The hosted confirm page a double opt-in mail links when the subscribe named no `confirm_url`:
+/// it names the store and the audience and has one button that POSTs the token. A GET never
+/// confirms (mail scanners open links).
+#[utoipa::path(get, path = "/v1/stores/{storeId}/audiences/confirm", tag = "audiences",
+    params(("storeId" = Uuid, Path), TokenQuery),
+    responses((status = 200, description = "the page", content_type = "text/html", body = String),
+              (status = 404, description = "the page for an unknown, used or expired link", content_type = "text/html", body = String)))]
+pub async fn confirm_page(
+    State(state): State<AppState>,
+    Path(store_id): Path<Uuid>,
+    Query(q): Query<TokenQuery>,
+) -> AppResult<Response> {
+    let token = q.token.unwrap_or_default();
+    let subject = state.services.audiences.confirm_page(store_id, &token).await?;
+    Ok(pages::confirm(&format!("/v1/stores/{store_id}/audiences/confirm"), &token, subject))
+}
+
+/// Confirm a double opt-in with the single-use token from the mail, as JSON, or as the hosted
+/// page's form (then the answer is a page).
 #[utoipa::path(post, path = "/v1/stores/{storeId}/audiences/confirm", tag = "audiences",
-    params(("storeId" = Uuid, Path)), request_body = TokenRequest,
+    params(("storeId" = Uuid, Path)),
+    request_body(content((TokenRequest = "application/json"), (TokenRequest = "application/x-www-form-urlencoded"))),
     responses((status = 200, body = Confirmed), (status = 400, body = ErrorBody, description = "invalid_token"),
               (status = 422, body = ErrorBody)))]
 pub async fn confirm(
     State(state): State<AppState>,
     Path(store_id): Path<Uuid>,
-    Json(b): Json<TokenRequest>,
-) -> AppResult<Json<Confirmed>> {
-    let subscription = state.services.audiences.confirm(store_id, &b.token).await?;
-    Ok(Json(Confirmed { confirmed: true, subscription: subscription.into() }))
+    headers: HeaderMap,
+    body: Bytes,
+) -> AppResult<Response> {
+    let page = pages::wants_page(&headers);
+    let token = token_of(&headers, &body, None)?;
+    let confirmed = state.services.audiences.confirm(store_id, &token).await;
+    if page {
+        let subject = match &confirmed {
+            Ok(_) => state.services.audiences.page_names(store_id, &confirmed).await?,
+            Err(_) => None,
+        };
+        return Ok(match subject {
+            Some((store, audience)) => pages::confirmed(&store, &audience),
+            None => pages::invalid_link("confirmation"),
+        });
+    }
+    let subscription = confirmed?;
+    Ok(Json(Confirmed { confirmed: true, subscription: subscription.into() }).into_response())
 }
 
-/// Unsubscribe with the token of a mail's link: in the JSON body, in `?token=`, or as the RFC 8058
-/// one-click POST (`List-Unsubscribe=One-Click` form body, token in the URL).
+/// The hosted unsubscribe page that every mail's `unsubscribe_url` links: one button that POSTs
+/// the token. A GET never unsubscribes.
+#[utoipa::path(get, path = "/v1/stores/{storeId}/audiences/unsubscribe", tag = "audiences",
+    params(("storeId" = Uuid, Path), TokenQuery),
+    responses((status = 200, description = "the page", content_type = "text/html", body = String),
+              (status = 404, description = "the page for a link that is not valid", content_type = "text/html", body = String)))]
+pub async fn unsubscribe_page(
+    State(state): State<AppState>,
+    Path(store_id): Path<Uuid>,
+    Query(q): Query<TokenQuery>,
+) -> AppResult<Response> {
+    let token = q.token.unwrap_or_default();
+    let subject = state.services.audiences.unsubscribe_page(store_id, &token).await?;
+    Ok(pages::unsubscribe(&format!("/v1/stores/{store_id}/audiences/unsubscribe"), &token, subject))
+}
+
+/// Unsubscribe with the token of a mail's link: in the JSON body, in `?token=`, as the RFC 8058
+/// one-click POST (`List-Unsubscribe=One-Click` form body, token in the URL), or as the hosted
+/// page's form (then the answer is a page). Idempotent: again, the same answer.
 #[utoipa::path(post, path = "/v1/stores/{storeId}/audiences/unsubscribe", tag = "audiences",
     params(("storeId" = Uuid, Path), TokenQuery),
     request_body(description = "The token, unless it is in the query string. Mail clients send the RFC 8058 form.",
         content((TokenRequest = "application/json"), (OneClickForm = "application/x-www-form-urlencoded"))),
     responses((status = 200, body = Unsubscribed), (status = 400, body = ErrorBody, description = "invalid_token"),
-              (status = 409, body = ErrorBody, description = "already_unsubscribed"), (status = 422, body = ErrorBody)))]
+              (status = 422, body = ErrorBody)))]
 pub async fn unsubscribe(
     State(state): State<AppState>,
     Path(store_id): Path<Uuid>,
     Query(q): Query<TokenQuery>,
     headers: HeaderMap,
     body: Bytes,
-) -> AppResult<Json<Unsubscribed>> {
+) -> AppResult<Response> {
+    let page = pages::wants_page(&headers);
+    let token = token_of(&headers, &body, q.token)?;
+    let done = state.services.audiences.unsubscribe(store_id, &token).await;
+    if page {
+        let subject = match &done {
+            Ok(_) => state.services.audiences.page_names(store_id, &done).await?,
+            Err(_) => None,
+        };
+        return Ok(match subject {
+            Some((store, audience)) => pages::unsubscribed(&store, &audience),
+            None => pages::invalid_link("unsubscribe"),
+        });
+    }
+    let subscription = done?;
+    Ok(Json(Unsubscribed { unsubscribed: true, subscription: subscription.into() }).into_response())
+}
+
+/// The token from the query, a JSON body or a form body.
+fn token_of(headers: &HeaderMap, body: &[u8], query: Option<String>) -> AppResult<String> {
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let from_body = if content_type.starts_with("application/json") {
-        Some(parse_json::<TokenRequest>(&body)?.token)
+        Some(parse_json::<TokenRequest>(body)?.token)
     } else if content_type.starts_with("application/x-www-form-urlencoded") {
-        form_urlencoded::parse(&body).find(|(k, _)| k == "token").map(|(_, v)| v.into_owned())
-    } else {
+        form_urlencoded::parse(body).find(|(k, _)| k == "token").map(|(_, v)| v.into_owned())
+    } else if body.is_empty() || query.is_some() {
         None
+    } else {
+        return Err(AppError::UnsupportedMediaType {
+            message: "send the token as JSON, as a form, or in ?token=".into(),
+        });
     };
-    let token = q.token.or(from_body).ok_or_else(|| AppError::invalid("token", "required"))?;
-    state.services.audiences.unsubscribe(store_id, &token).await?;
-    Ok(Json(Unsubscribed { unsubscribed: true }))
+    query.or(from_body).filter(|t| !t.trim().is_empty()).ok_or_else(|| AppError::invalid("token", "required"))
 }

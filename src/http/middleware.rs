@@ -66,12 +66,13 @@ fn nul_in_uri(uri: &axum::http::Uri) -> Option<String> {
 
 fn ensure_json_error(response: Response, request_id: &str) -> Response {
     let status = response.status();
-    let is_json = response
+    // JSON errors, and the pages for people (`pages.rs`), are ours; anything else is the framework's.
+    let ours = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
+    if !(status.is_client_error() || status.is_server_error()) || ours {
         return response;
     }
     let body = body_for_status(status, request_id.to_string());

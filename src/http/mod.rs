@@ -6,6 +6,7 @@ pub mod extract;
 pub mod middleware;
 pub mod openapi;
 pub mod ops;
+pub mod pages;
 pub mod payments;
 pub mod profiles;
 pub mod sessions;

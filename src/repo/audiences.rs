@@ -405,6 +405,23 @@ impl Tx {
         Ok(self.fetch_optional(sql).await?.map(|r| r.uuid("subscription_id")).transpose()?)
     }
 
+    /// The subscription a live (unused, unexpired) token confirms.
+    pub async fn live_confirm_token_subscription(
+        &mut self,
+        store_id: Uuid,
+        token_hash: &[u8; 32],
+        now: i64,
+    ) -> RepoResult<Option<Uuid>> {
+        let sql = Sql::new(
+            "SELECT subscription_id FROM subscription_tokens
+             WHERE store_id = $1 AND token_hash = $2 AND used_at IS NULL AND expires_at > $3",
+        )
+        .bind(store_id)
+        .bind(&token_hash[..])
+        .bind(now);
+        Ok(self.fetch_optional(sql).await?.map(|r| r.uuid("subscription_id")).transpose()?)
+    }
+
     /// Uses up a live token; its subscription's id, or `None` for an unknown, used or expired token.
     pub async fn use_confirm_token(
         &mut self,

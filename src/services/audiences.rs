@@ -79,6 +79,13 @@ pub struct SubscribeRequest {
     pub confirm_url: Option<String>,
 }
 
+/// What a hosted page (confirm, unsubscribe) names: the store, the audience, where it stands.
+pub struct PageSubject {
+    pub store_name: String,
+    pub audience_name: String,
+    pub status: SubscriptionStatus,
+}
+
 /// Who subscribes: an admin of the store, or the profile itself.
 pub enum Subscriber<'a> {
     Admin,
@@ -193,6 +200,11 @@ impl Audiences {
         let expected = self.unsubscribe_token(store_id, audience_id, profile_id);
         crate::crypto::constant_time_eq(expected.as_bytes(), token.trim().as_bytes())
             .then_some((audience_id, profile_id))
+    }
+
+    /// The hosted page a double opt-in mail links when the subscribe named no `confirm_url`.
+    pub fn confirm_page_url(&self, store_id: Uuid) -> String {
+        format!("{}/v1/stores/{store_id}/audiences/confirm", self.public_base_url)
     }
 
     pub fn unsubscribe_url(&self, store_id: Uuid, audience_id: Uuid, profile_id: Uuid) -> String {
@@ -396,12 +408,7 @@ impl Audiences {
                 }
                 price
             }
-            AudienceKind::Standard => {
-                if audience.confirm_template_id.is_some() && input.confirm_url.is_none() {
-                    errors.push(FieldError::new("confirm_url", "required"));
-                }
-                None
-            }
+            AudienceKind::Standard => None,
         };
         if !errors.is_empty() {
             return Err(links_refused(errors, &allowed));
@@ -426,12 +433,14 @@ impl Audiences {
             };
             return checkout::start(&self.db, gateway, paid).await.map(|done| Subscribed { claim, ..done });
         }
+        // Without a storefront page of its own, the mail links the hosted confirm page.
+        let confirm_url = confirm_url.unwrap_or_else(|| self.confirm_page_url(store.id));
         let plan = Plan {
             store,
             audience: &audience,
             profile_id: input.profile_id,
             source,
-            confirm_url: confirm_url.as_deref(),
+            confirm_url: Some(confirm_url.as_str()),
             claim,
         };
         let done = retrying(|| self.subscribe_standard(&plan)).await?;
@@ -690,11 +699,9 @@ impl Audiences {
             let Some(mut sub) = tx.subscription(store_id, audience_id, profile_id).await? else {
                 return Err(invalid_token());
             };
+            // Idempotent: a second click (or a mail client's retry) answers the same.
             if sub.status.is_ended() {
-                return Err(AppError::Conflict {
-                    code: "already_unsubscribed",
-                    message: "this subscription has already ended".into(),
-                });
+                return Ok(sub);
             }
             let now = crate::now();
             sub.status = SubscriptionStatus::Cancelled;
@@ -705,6 +712,53 @@ impl Audiences {
             Ok(cancelled)
         })
         .await
+    }
+
+    /// What the hosted confirm page shows for a token, without using it: `None` when the token is
+    /// unknown, used or expired.
+    pub async fn confirm_page(&self, store_id: Uuid, token: &str) -> AppResult<Option<PageSubject>> {
+        let mut db = self.db.auto();
+        let hash = sha256(token.trim().as_bytes());
+        let Some(id) = db.live_confirm_token_subscription(store_id, &hash, crate::now()).await? else {
+            return Ok(None);
+        };
+        let Some(sub) = db.subscription_by_id(store_id, id).await? else { return Ok(None) };
+        self.page_subject(&mut db, store_id, sub.audience_id, sub.status).await
+    }
+
+    /// What the hosted unsubscribe page shows for a token: `None` when the token is not valid.
+    pub async fn unsubscribe_page(&self, store_id: Uuid, token: &str) -> AppResult<Option<PageSubject>> {
+        let Some((audience_id, profile_id)) = self.parse_unsubscribe_token(store_id, token) else { return Ok(None) };
+        let mut db = self.db.auto();
+        let Some(sub) = db.subscription(store_id, audience_id, profile_id).await? else { return Ok(None) };
+        self.page_subject(&mut db, store_id, audience_id, sub.status).await
+    }
+
+    /// The store's and the audience's names of a subscription a page just changed.
+    pub async fn page_names(
+        &self,
+        store_id: Uuid,
+        done: &AppResult<SubscriptionRow>,
+    ) -> AppResult<Option<(String, String)>> {
+        let Ok(sub) = done else { return Ok(None) };
+        let subject = self.page_subject(&mut self.db.auto(), store_id, sub.audience_id, sub.status).await?;
+        Ok(subject.map(|s| (s.store_name, s.audience_name)))
+    }
+
+    async fn page_subject(
+        &self,
+        db: &mut Tx,
+        store_id: Uuid,
+        audience_id: Uuid,
+        status: SubscriptionStatus,
+    ) -> AppResult<Option<PageSubject>> {
+        let (Some(store), Some(audience)) =
+            (db.store(store_id).await?, db.audience(store_id, Some(audience_id), "").await?)
+        else {
+            return Ok(None);
+        };
+        let audience_name = audience.name.unwrap_or(audience.key);
+        Ok(Some(PageSubject { store_name: store.name, audience_name, status }))
     }
 
     pub async fn of_profile(&self, store_id: Uuid, profile_id: Uuid) -> AppResult<Vec<SubscriptionRow>> {

@@ -18,6 +18,7 @@ backend_tests!(
     merge_keeps_the_stronger_subscription,
     erasure_and_counts,
     template_deletion_makes_audiences_single_opt_in,
+    hosted_pages_confirm_and_unsubscribe_with_a_form,
 );
 
 async fn audience(app: &TestApp, admin: &Admin, body: Value) -> Value {
@@ -209,9 +210,6 @@ async fn double_opt_in_story(app: &TestApp) {
     audience(app, &admin, json!({"key": "news", "name": "The <News>", "confirm_template_id": tpl})).await;
     let t = shopper(app, &admin, "opt@example.com").await;
     let path = admin.store("/audiences/news/subscribe");
-    let missing = app.post(&path, Some(tok(&t)), json!({"profile_id": t["profile_id"]})).await;
-    expect_error(&missing, 422, "validation_failed");
-    assert_eq!(missing.1["validation_errors"][0], json!({"field": "confirm_url", "error": "required"}));
     expect_error(
         &app.post(&path, Some(tok(&t)), json!({"profile_id": t["profile_id"], "confirm_url": "/relative"})).await,
         422,
@@ -252,9 +250,12 @@ async fn double_opt_in_story(app: &TestApp) {
         .collect();
     assert!(token.len() >= 40, "{token}");
 
-    // A GET never confirms (mail scanners prefetch links).
+    // A GET never confirms (mail scanners prefetch links): it is the hosted page, with a button.
     let get = app.req(Method::GET, &admin.store(&format!("/audiences/confirm?token={token}"))).send().await.unwrap();
-    assert!(!get.status().is_success());
+    assert_eq!(get.status(), StatusCode::OK);
+    assert_eq!(get.headers()["cache-control"], "no-store");
+    let page = get.text().await.unwrap();
+    assert!(page.contains("The &lt;News&gt;") && page.contains("<form method=\"post\""), "{page}");
     assert_eq!(app.get(&admin.store("/audiences/news/access"), Some(tok(&t))).await.1["reason"], "pending");
 
     let confirm = admin.store("/audiences/confirm");
@@ -335,9 +336,10 @@ async fn unsubscribe_by_body_query_and_one_click(app: &TestApp) {
     let path = admin.store("/audiences/unsubscribe");
 
     // 1. token in a JSON body
+    let (status, first) = app.post(&path, None, json!({"token": token(&links[0])})).await;
     assert_eq!(
-        app.post(&path, None, json!({"token": token(&links[0])})).await,
-        (StatusCode::OK, json!({"unsubscribed": true}))
+        (status, &first["unsubscribed"], &first["subscription"]["status"]),
+        (StatusCode::OK, &json!(true), &json!("cancelled"))
     );
     // 2. token in the query
     let q = app.req(Method::POST, &format!("{path}?token={}", token(&links[1]))).send().await.unwrap();
@@ -357,7 +359,8 @@ async fn unsubscribe_by_body_query_and_one_click(app: &TestApp) {
     let (_, subs) = app.get(&admin.store("/audiences/news/subscribers?status=cancelled"), Some(&admin.token)).await;
     assert_eq!(subs["items"].as_array().unwrap().len(), 3);
     assert_eq!(app.get(&admin.store("/audiences/news"), Some(&admin.token)).await.1["subscriber_count"], 0);
-    expect_error(&app.post(&path, None, json!({"token": token(&links[0])})).await, 409, "already_unsubscribed");
+    // Idempotent: again, the same answer.
+    assert_eq!(app.post(&path, None, json!({"token": token(&links[0])})).await, (StatusCode::OK, first));
     expect_error(&app.post(&path, None, json!({"token": "garbage"})).await, 400, "invalid_token");
     let mut forged = token(&links[0]);
     forged.replace_range(forged.len() - 2.., "AA");
@@ -635,4 +638,88 @@ async fn template_deletion_makes_audiences_single_opt_in(app: &TestApp) {
     let other = shopper(app, &admin, "single@example.com").await;
     let (status, sub) = app.post(&path, Some(tok(&other)), json!({"profile_id": other["profile_id"]})).await;
     assert_eq!((status, sub["subscription"]["status"].as_str()), (StatusCode::CREATED, Some("active")));
+}
+
+/// The path part of a link the server mailed (built on PUBLIC_BASE_URL; the test server listens
+/// elsewhere).
+fn path_of(link: &str) -> String {
+    link[link.find("/v1/").expect("a /v1 link")..].to_string()
+}
+
+/// Posts a page's form as a browser does: a form body, asking for HTML.
+async fn submit(app: &TestApp, path: &str, token: &str) -> (StatusCode, String) {
+    let body: String = form_urlencoded::Serializer::new(String::new()).append_pair("token", token).finish();
+    let r = app
+        .req(Method::POST, path)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("accept", "text/html,application/xhtml+xml")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["content-type"], "text/html; charset=utf-8");
+    (r.status(), r.text().await.unwrap())
+}
+
+async fn hosted_pages_confirm_and_unsubscribe_with_a_form(app: &TestApp) {
+    let admin = app.admin("pages").await;
+    let tpl = template(app, &admin).await;
+    audience(app, &admin, json!({"key": "news", "name": "Weekly News", "confirm_template_id": tpl})).await;
+    let t = shopper(app, &admin, "page@example.com").await;
+    // No confirm_url (and no allowed origins): the mail links the hosted confirm page.
+    let (status, sub) = app
+        .post(&admin.store("/audiences/news/subscribe"), Some(tok(&t)), json!({"profile_id": t["profile_id"]}))
+        .await;
+    assert_eq!((status, &sub["subscription"]["status"]), (StatusCode::CREATED, &json!("pending")), "{sub}");
+    let mut mail = None;
+    for _ in 0..100 {
+        mail = app.mails_to("page@example.com").into_iter().find(|m| m.contains("List-Unsubscribe"));
+        if mail.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mail = mail.expect("confirmation mail").replace("=\r\n", "").replace("=3D", "=");
+    let hosted = format!("{}/v1/stores/{}/audiences/confirm?token=", app.state.config.public_base_url, admin.store_id);
+    let start = mail.find(&hosted).expect("the hosted confirm link") + hosted.len();
+    let token: String =
+        mail[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').collect();
+
+    let confirm_path = admin.store("/audiences/confirm");
+    let page = app.req(Method::GET, &format!("{confirm_path}?token={token}")).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(csp.contains("default-src 'none'") && csp.contains("form-action 'self'"), "{csp}");
+    let html = page.text().await.unwrap();
+    assert!(html.contains("Weekly News") && html.contains(&format!("value=\"{token}\"")), "{html}");
+    assert_eq!(
+        app.get(&admin.store("/audiences/news/access"), Some(tok(&t))).await.1["reason"],
+        "pending",
+        "a GET changes nothing"
+    );
+    let (status, done) = submit(app, &confirm_path, &token).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(done.contains("Subscription confirmed") && done.contains("Weekly News"), "{done}");
+    assert_eq!(app.get(&admin.store("/audiences/news/access"), Some(tok(&t))).await.1["has_access"], true);
+    let (status, used) = submit(app, &confirm_path, &token).await;
+    assert!(status == StatusCode::NOT_FOUND && used.contains("does not work"), "{used}");
+
+    let unsubscribe = path_of(&unsubscribe_link(&mail));
+    let page = app.req(Method::GET, &unsubscribe).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.text().await.unwrap().contains("Stop receiving"));
+    assert_eq!(
+        app.get(&admin.store("/audiences/news/access"), Some(tok(&t))).await.1["has_access"],
+        true,
+        "a GET changes nothing"
+    );
+    let token = unsubscribe.split("token=").nth(1).unwrap().to_string();
+    let path = admin.store("/audiences/unsubscribe");
+    for _ in 0..2 {
+        let (status, done) = submit(app, &path, &token).await;
+        assert!(status == StatusCode::OK && done.contains("You are unsubscribed"), "{done}");
+    }
+    assert_eq!(app.get(&admin.store("/audiences/news/access"), Some(tok(&t))).await.1["reason"], "cancelled");
+    let bad = app.req(Method::GET, &format!("{confirm_path}?token=nope")).send().await.unwrap();
+    assert_eq!(bad.status(), StatusCode::NOT_FOUND);
 }

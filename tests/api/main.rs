@@ -6,6 +6,7 @@ mod common;
 
 mod abuse;
 mod audiences;
+mod concurrency;
 mod foundation;
 mod mail;
 mod payments;

@@ -16,40 +16,16 @@
 //! file (before the fix): three runs of the whole file, both backends, on a 2-core machine busy
 //! with another build.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Admin, Backend, Bind, TestApp, uuid};
+use crate::common::{Admin, Backend, Bind, TestApp, uuid};
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::sync::Barrier;
 
-/// Runs each listed `async fn(Backend)` once per backend: `sqlite::name` and `postgres::name`.
-/// The case spawns its own app with the overrides it needs (see [`spawn`]).
-macro_rules! race_tests {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Backend::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Backend::Postgres).await;
-                }
-            )*
-        }
-    };
-}
-
-race_tests!(
+backend_tests!(
+    run = own_app;
     merge_racing_subscribe_and_order_link_never_answers_500,
     taxonomy_delete_racing_profile_update_never_answers_500,
     admin_add_racing_double_opt_in_subscribe_never_lowers_active_to_pending,
@@ -71,16 +47,16 @@ const BASE_VARS: [(&str, &str); 3] = [
     ("CONFIRM_MAIL_LIMIT_PER_RECIPIENT", "100000"),
 ];
 
-/// The app for one case, with [`BASE_VARS`] and `extra` (which win); `None` (after saying so)
-/// when Postgres is not configured.
-async fn spawn(backend: Backend, extra: &[(&str, &str)]) -> Option<TestApp> {
+/// Each case spawns its own app, with the overrides it needs.
+async fn own_app(backend: Backend, case: impl AsyncFnOnce(Backend)) {
+    case(backend).await
+}
+
+/// The app for one case, with [`BASE_VARS`] and `extra` (which win).
+async fn spawn(backend: Backend, extra: &[(&str, &str)]) -> TestApp {
     let mut vars: Vec<(&str, &str)> = BASE_VARS.to_vec();
     vars.extend_from_slice(extra);
-    let app = TestApp::spawn_with(backend, &vars).await;
-    if app.is_none() {
-        eprintln!("TEST_DATABASE_URL is not set: Postgres case skipped");
-    }
-    app
+    TestApp::spawn_with(backend, &vars).await
 }
 
 /// One request of a race.
@@ -250,7 +226,7 @@ async fn profile_status(app: &TestApp, admin: &Admin, profile_id: &str) -> u16 {
 /// foreign-key violation: they read B before the merge and write after it deleted B).
 async fn merge_racing_subscribe_and_order_link_never_answers_500(backend: Backend) {
     const REPS: usize = 30;
-    let Some(app) = spawn(backend, &[]).await else { return };
+    let app = spawn(backend, &[]).await;
     let admin = app.shop_admin("merge").await;
     let news = audience(&app, &admin, json!({"key": "news"})).await;
     let mut failures = vec![];
@@ -337,7 +313,7 @@ async fn merge_racing_subscribe_and_order_link_never_answers_500(backend: Backen
 /// on `profile_taxonomy_values`: it validated the taxonomy before the delete, wrote after it).
 async fn taxonomy_delete_racing_profile_update_never_answers_500(backend: Backend) {
     const REPS: usize = 30;
-    let Some(app) = spawn(backend, &[]).await else { return };
+    let app = spawn(backend, &[]).await;
     let admin = app.admin("tax").await;
     let mut failures = vec![];
     for rep in 0..REPS {
@@ -408,7 +384,7 @@ async fn taxonomy_delete_racing_profile_update_never_answers_500(backend: Backen
 /// pending, and the row ends pending.
 async fn admin_add_racing_double_opt_in_subscribe_never_lowers_active_to_pending(backend: Backend) {
     const REPS: usize = 30;
-    let Some(app) = spawn(backend, &[("MAIL_WORKER", "false")]).await else { return };
+    let app = spawn(backend, &[("MAIL_WORKER", "false")]).await;
     let admin = app.shop_admin("addsub").await;
     let news = double_opt_in_audience(&app, &admin, "news").await;
     let mut failures = vec![];
@@ -490,7 +466,7 @@ async fn confirm_token(app: &TestApp, to: &str, n: usize) -> String {
 /// re-subscribe 200 pending, and the row ends pending.
 async fn confirm_racing_resubscribe_never_leaves_a_confirmed_subscription_pending(backend: Backend) {
     const REPS: usize = 30;
-    let Some(app) = spawn(backend, &[("CONFIRM_MAIL_INTERVAL_SECS", "0")]).await else { return };
+    let app = spawn(backend, &[("CONFIRM_MAIL_INTERVAL_SECS", "0")]).await;
     let admin = app.shop_admin("confirm").await;
     let news = double_opt_in_audience(&app, &admin, "news").await;
     let subscribe = admin.store(&format!("/audiences/{news}/subscribe"));
@@ -582,7 +558,7 @@ async fn initialize(app: &TestApp, admin: &Admin) -> Value {
 /// the guest check is inside the write transaction); it runs there all the same.
 async fn one_guest_connecting_two_new_emails_keeps_both_findable(backend: Backend) {
     const REPS: usize = 30;
-    let Some(app) = spawn(backend, &[]).await else { return };
+    let app = spawn(backend, &[]).await;
     let admin = app.admin("connect").await;
     let connect = admin.store("/profiles/connect");
     let mut failures = vec![];
@@ -630,7 +606,7 @@ async fn one_guest_connecting_two_new_emails_keeps_both_findable(backend: Backen
 /// SQLite: 0, 0 and 0 of 30; it runs there all the same.
 async fn one_guest_connecting_a_new_and_a_known_email_keeps_both_findable(backend: Backend) {
     const REPS: usize = 30;
-    let Some(app) = spawn(backend, &[]).await else { return };
+    let app = spawn(backend, &[]).await;
     let admin = app.admin("known").await;
     let connect = admin.store("/profiles/connect");
     let mut failures = vec![];
@@ -687,7 +663,7 @@ async fn one_guest_connecting_a_new_and_a_known_email_keeps_both_findable(backen
 /// subscribe's 500.
 async fn erasure_racing_double_opt_in_subscribe_leaves_no_mail_to_the_erased_address(backend: Backend) {
     const REPS: usize = 30;
-    let Some(app) = spawn(backend, &[("MAIL_WORKER", "false")]).await else { return };
+    let app = spawn(backend, &[("MAIL_WORKER", "false")]).await;
     let admin = app.shop_admin("erase").await;
     let news = double_opt_in_audience(&app, &admin, "news").await;
     let mut failures = vec![];
@@ -815,7 +791,7 @@ async fn subscribe_all(app: &TestApp, admin: &Admin, profile_id: &str, audiences
 async fn erasures_of_profiles_sharing_audiences_never_deadlock(backend: Backend) {
     const REPS: usize = 10;
     const AUDIENCES: usize = 40;
-    let Some(app) = spawn(backend, &[]).await else { return };
+    let app = spawn(backend, &[]).await;
     let admin = app.admin("deadlock").await;
     let mut audiences = vec![];
     for i in 0..AUDIENCES {
@@ -900,7 +876,7 @@ async fn erasures_of_profiles_sharing_audiences_never_deadlock(backend: Backend)
 /// its refreshed token still reading it. SQLite: 0, 0 and 0 of 30; it runs there all the same.
 async fn erasure_racing_refresh_never_deadlocks_and_completes(backend: Backend) {
     const REPS: usize = 30;
-    let Some(app) = spawn(backend, &[]).await else { return };
+    let app = spawn(backend, &[]).await;
     let admin = app.admin("refresh").await;
     let mut failures = vec![];
     for rep in 0..REPS {
@@ -964,7 +940,7 @@ async fn erasure_racing_refresh_never_deadlocks_and_completes(backend: Backend) 
 async fn concurrent_double_opt_in_subscribes_create_once_and_queue_one_mail(backend: Backend) {
     const REPS: usize = 20;
     const SUBSCRIBES: usize = 10;
-    let Some(app) = spawn(backend, &[("MAIL_WORKER", "false")]).await else { return };
+    let app = spawn(backend, &[("MAIL_WORKER", "false")]).await;
     let admin = app.shop_admin("ten").await;
     let news = double_opt_in_audience(&app, &admin, "news").await;
     let path = admin.store(&format!("/audiences/{news}/subscribe"));
