@@ -77,6 +77,7 @@ pub fn spawn_background(state: &AppState, shutdown: watch::Receiver<bool>) -> Ve
     let worker = state.config.mail_worker.then(|| {
         OutboxWorker::new(state.db.clone(), state.mailer.clone(), settings)
             .with_wake(state.mail_wake.clone())
+            .with_metrics(state.metrics.mail.clone())
             .spawn(shutdown.clone())
     });
     let janitor_state = state.clone();

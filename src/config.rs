@@ -87,6 +87,8 @@ pub struct Limits {
     pub mail_retry_base: Duration,
     pub mail_retry_max: Duration,
     pub mail_max_attempts: u32,
+    /// How long a delivered mail's summary (no body) stays listed.
+    pub mail_keep_sent: Duration,
     /// How many trusted proxies append to `X-Forwarded-For`; the client address is the entry this
     /// many places from the right. 0: the socket peer, and the header is ignored.
     pub trusted_proxy_hops: u32,
@@ -177,15 +179,10 @@ impl Config {
             None => format!("http://{listen_addr}"),
         };
         let secret_key = get("SECRET_KEY").map(Secret::new);
-        if let Some(key) = &secret_key {
-            if key.expose().len() < MIN_SECRET_KEY_BYTES {
-                return Err(bad("SECRET_KEY", format!("must be at least {MIN_SECRET_KEY_BYTES} bytes")));
-            }
-        } else if matches!(database_url, DatabaseUrl::Postgres(_)) {
-            return Err(bad(
-                "SECRET_KEY",
-                "is required with Postgres (all instances must share it); generate one with `openssl rand -hex 32`",
-            ));
+        if let Some(key) = &secret_key
+            && key.expose().len() < MIN_SECRET_KEY_BYTES
+        {
+            return Err(bad("SECRET_KEY", format!("must be at least {MIN_SECRET_KEY_BYTES} bytes")));
         }
         let smtp_url = get("SMTP_URL").map(Secret::new);
         if let Some(url) = &smtp_url
@@ -259,6 +256,7 @@ impl Config {
                     .filter(|n| (1..=100).contains(n))
                     .ok_or_else(|| bad("MAIL_MAX_ATTEMPTS", "must be a whole number from 1 to 100"))?,
             },
+            mail_keep_sent: secs("MAIL_KEEP_SENT_SECS", 7 * 24 * 3600)?,
             trusted_proxy_hops: match get("TRUSTED_PROXY_HOPS") {
                 None => 0,
                 Some(v) => v
@@ -323,7 +321,10 @@ impl Config {
             return Ok(key.clone());
         }
         let DatabaseUrl::Sqlite { path } = &self.database_url else {
-            anyhow::bail!("invalid SECRET_KEY: is required with Postgres");
+            anyhow::bail!(
+                "invalid SECRET_KEY: is required with Postgres (all instances must share it); \
+                 generate one with `openssl rand -hex 32`"
+            );
         };
         let file = path.parent().unwrap_or(Path::new(".")).join("storecrm.secret");
         match std::fs::read_to_string(&file) {
@@ -396,7 +397,9 @@ mod tests {
         assert_eq!(cfg(&[("LISTEN_ADDR", "nope")]).unwrap_err().var, "LISTEN_ADDR");
         assert_eq!(cfg(&[("DATABASE_URL", "mysql://x")]).unwrap_err().var, "DATABASE_URL");
         assert_eq!(cfg(&[("SECRET_KEY", "short")]).unwrap_err().var, "SECRET_KEY");
-        assert_eq!(cfg(&[("DATABASE_URL", "postgres://u:p@h/db")]).unwrap_err().var, "SECRET_KEY");
+        // Migrating needs no key: it is asked for when the server starts (resolve_secret_key).
+        let pg = cfg(&[("DATABASE_URL", "postgres://u:p@h/db")]).unwrap();
+        assert!(pg.resolve_secret_key().unwrap_err().to_string().contains("SECRET_KEY"));
         assert_eq!(cfg(&[("LOG_FORMAT", "xml")]).unwrap_err().var, "LOG_FORMAT");
         assert_eq!(cfg(&[("ACCESS_TOKEN_TTL_SECS", "-1")]).unwrap_err().var, "ACCESS_TOKEN_TTL_SECS");
     }

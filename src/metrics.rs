@@ -1,71 +1,100 @@
-//! Request counts and latency histograms by route and status, rendered in the Prometheus
-//! text format. Kept per app instance (no global recorder), so tests can read their own.
+//! Prometheus metrics through the Prometheus project's own client (`prometheus-client`): request
+//! counts and latency by route and status, and the mail outbox's deliveries. Kept per app instance
+//! (no global registry), so tests read their own. The outbox's queue sizes are read from the
+//! database when `/metrics` is scraped, so every instance reports the shared queue.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::Mutex;
 use std::time::Duration;
 
-const BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
-#[derive(Default)]
-struct Series {
-    count: u64,
-    sum: f64,
-    buckets: [u64; BUCKETS.len()],
+const REQUEST_BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+/// From queued to delivered: immediate, to after the retries of an outage.
+const DELIVERY_BUCKETS: [f64; 10] = [0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 1800.0, 3600.0, 86400.0];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    route: String,
+    status: u16,
 }
 
-#[derive(Default)]
+fn request_histogram() -> Histogram {
+    Histogram::new(REQUEST_BUCKETS)
+}
+
+/// What the outbox worker reports (clones share their values).
+#[derive(Clone)]
+pub struct MailMetrics {
+    pub sent: Counter,
+    /// Attempts that failed and will be tried again.
+    pub retried: Counter,
+    /// Mails given up on (kept with `failed_at`).
+    pub failed: Counter,
+    /// Seconds from queued to delivered.
+    pub delivery_seconds: Histogram,
+    queued: Gauge,
+    failed_kept: Gauge,
+}
+
 pub struct Metrics {
-    series: Mutex<BTreeMap<(String, String, u16), Series>>,
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    durations: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    pub mail: MailMetrics,
 }
 
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("storecrm");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let durations = Family::<RequestLabels, Histogram, fn() -> Histogram>::new_with_constructor(request_histogram);
+        registry.register("http_requests", "HTTP requests served", requests.clone());
+        registry.register("http_request_duration_seconds", "Time to produce the response head", durations.clone());
+        let mail = MailMetrics {
+            sent: Counter::default(),
+            retried: Counter::default(),
+            failed: Counter::default(),
+            delivery_seconds: Histogram::new(DELIVERY_BUCKETS),
+            queued: Gauge::default(),
+            failed_kept: Gauge::default(),
+        };
+        registry.register("mail_sent", "Mails delivered by this instance", mail.sent.clone());
+        registry.register("mail_retries", "Delivery attempts that failed and will be retried", mail.retried.clone());
+        registry.register("mail_failed", "Mails given up on by this instance", mail.failed.clone());
+        registry.register("mail_delivery_seconds", "Seconds from queued to delivered", mail.delivery_seconds.clone());
+        registry.register("mail_queued", "Mails waiting in the outbox (all instances)", mail.queued.clone());
+        registry.register(
+            "mail_failed_kept",
+            "Given-up mails kept in the outbox (all instances)",
+            mail.failed_kept.clone(),
+        );
+        Self { registry, requests, durations, mail }
+    }
 }
 
 impl Metrics {
     pub fn record(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
-        let secs = elapsed.as_secs_f64();
-        let mut map = self.series.lock().unwrap_or_else(|p| p.into_inner());
-        let s = map.entry((route.to_string(), method.to_string(), status)).or_default();
-        s.count += 1;
-        s.sum += secs;
-        for (i, le) in BUCKETS.iter().enumerate() {
-            if secs <= *le {
-                s.buckets[i] += 1;
-            }
-        }
+        let labels = RequestLabels { method: method.to_string(), route: route.to_string(), status };
+        self.requests.get_or_create(&labels).inc();
+        self.durations.get_or_create(&labels).observe(elapsed.as_secs_f64());
     }
 
+    /// The outbox's current sizes, read from the database by the caller.
+    pub fn set_mail_queue(&self, queued: i64, failed: i64) {
+        self.mail.queued.set(queued);
+        self.mail.failed_kept.set(failed);
+    }
+
+    /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
-        let map = self.series.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = String::new();
-        out.push_str("# HELP storecrm_http_requests_total HTTP requests served.\n");
-        out.push_str("# TYPE storecrm_http_requests_total counter\n");
-        for ((route, method, status), s) in map.iter() {
-            let _ = writeln!(
-                out,
-                "storecrm_http_requests_total{{method=\"{method}\",route=\"{}\",status=\"{status}\"}} {}",
-                escape(route),
-                s.count
-            );
-        }
-        out.push_str("# HELP storecrm_http_request_duration_seconds Time to produce the response head.\n");
-        out.push_str("# TYPE storecrm_http_request_duration_seconds histogram\n");
-        for ((route, method, status), s) in map.iter() {
-            let labels = format!("method=\"{method}\",route=\"{}\",status=\"{status}\"", escape(route));
-            for (i, le) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "storecrm_http_request_duration_seconds_bucket{{{labels},le=\"{le}\"}} {}",
-                    s.buckets[i]
-                );
-            }
-            let _ = writeln!(out, "storecrm_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}", s.count);
-            let _ = writeln!(out, "storecrm_http_request_duration_seconds_sum{{{labels}}} {}", s.sum);
-            let _ = writeln!(out, "storecrm_http_request_duration_seconds_count{{{labels}}} {}", s.count);
-        }
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
     }
 }
@@ -79,10 +108,16 @@ mod tests {
         let m = Metrics::default();
         m.record("GET", "/healthz", 200, Duration::from_millis(2));
         m.record("GET", "/healthz", 200, Duration::from_millis(200));
+        m.mail.sent.inc();
         let text = m.render();
-        assert!(text.contains("storecrm_http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"} 2"));
-        assert!(text.contains("le=\"0.0025\"} 1"));
-        assert!(text.contains("le=\"0.25\"} 2"));
-        assert!(text.contains("le=\"+Inf\"} 2"));
+        assert!(
+            text.contains("storecrm_http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"} 2"),
+            "{text}"
+        );
+        let bucket = |le: &str| format!("bucket{{le=\"{le}\",method=\"GET\",route=\"/healthz\",status=\"200\"}}");
+        assert!(text.contains(&format!("{} 1", bucket("0.0025"))), "{text}");
+        assert!(text.contains(&format!("{} 2", bucket("0.25"))), "{text}");
+        assert!(text.contains(&format!("{} 2", bucket("+Inf"))), "{text}");
+        assert!(text.contains("storecrm_mail_sent_total 1"), "{text}");
     }
 }

@@ -107,6 +107,16 @@ string_enum!(
 );
 
 string_enum!(
+    /// What a mail is, for the outbox's list and the send-time variables of its template.
+    MailKind { SignInCode = "sign_in_code", Confirmation = "confirmation", Other = "other" }
+);
+
+string_enum!(
+    /// Where a mail of the outbox stands.
+    MailStatus { Queued = "queued", Sent = "sent", Failed = "failed" }
+);
+
+string_enum!(
     /// Why `checkAccess` answers no.
     AccessDenied {
         NotSubscribed = "not_subscribed",

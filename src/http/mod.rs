@@ -3,6 +3,7 @@
 pub mod audiences;
 pub mod auth;
 pub mod extract;
+pub mod mail;
 pub mod middleware;
 pub mod openapi;
 pub mod ops;
@@ -89,6 +90,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(sessions::router())
         .merge(audiences::router())
         .merge(templates::router())
+        .merge(mail::router())
         .merge(payments::router())
         .split_for_parts()
 }

@@ -243,6 +243,7 @@ const TAGS: &[(&str, &str)] = &[
     ("taxonomies", "Typed profile attributes."),
     ("audiences", "Newsletters, gated content and paid memberships; subscribe, confirm, unsubscribe, access."),
     ("email templates", "A store's mail templates."),
+    ("mail", "A store's outbox: queued, sent and failed mail."),
     ("payments", "Stripe webhooks."),
     ("operations", "Health, readiness, metrics."),
 ];

@@ -41,8 +41,18 @@ pub async fn readyz(State(state): State<AppState>) -> AppResult<Json<Health>> {
     }
 }
 
-/// Prometheus text format: request counts and latency histograms by route and status.
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, content_type = "text/plain", body = String)))]
+/// Prometheus metrics (OpenMetrics text): requests by route and status, their latency, and the
+/// mail outbox (deliveries, retries, failures, delivery latency, and the queue's current sizes).
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, content_type = "application/openmetrics-text", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
+    match state.db.auto().mail_queue_sizes().await {
+        Ok((queued, failed)) => state.metrics.set_mail_queue(queued, failed),
+        Err(e) => tracing::warn!(error = %e, "metrics: cannot read the outbox's size"),
+    }
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        state.metrics.render(),
+    )
 }

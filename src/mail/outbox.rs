@@ -9,6 +9,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::{MailError, Mailer};
+use crate::metrics::MailMetrics;
 use crate::repo::{ClaimedMail, Database, RepoResult};
 
 #[derive(Debug, Clone)]
@@ -67,11 +68,18 @@ pub struct OutboxWorker {
     mailer: Arc<dyn Mailer>,
     settings: OutboxSettings,
     wake: Arc<Notify>,
+    metrics: Option<MailMetrics>,
 }
 
 impl OutboxWorker {
     pub fn new(db: Database, mailer: Arc<dyn Mailer>, settings: OutboxSettings) -> Self {
-        Self { db, mailer, settings, wake: Arc::new(Notify::new()) }
+        Self { db, mailer, settings, wake: Arc::new(Notify::new()), metrics: None }
+    }
+
+    /// Counts deliveries, retries and failures into the app's metrics.
+    pub fn with_metrics(mut self, metrics: MailMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Uses a `Notify` created beforehand, e.g. one the enqueuing services already hold.
@@ -131,8 +139,14 @@ impl OutboxWorker {
     async fn record(&self, mail: ClaimedMail, outcome: Result<(), MailError>) {
         let recorded = match outcome {
             Ok(()) => {
-                tracing::debug!(mail_id = %mail.id, "mail delivered");
-                self.db.auto().mail_delivered(mail.id).await
+                let now = crate::now();
+                // One line per delivery: the ids, never the address or the content.
+                tracing::info!(mail_id = %mail.id, store_id = ?mail.store_id, attempts = mail.attempts + 1, "mail delivered");
+                if let Some(m) = &self.metrics {
+                    m.sent.inc();
+                    m.delivery_seconds.observe((now - mail.created_at).max(0) as f64);
+                }
+                self.db.auto().mail_delivered(mail.id, now).await
             }
             Err(error) => {
                 let attempts = mail.attempts.saturating_add(1);
@@ -148,6 +162,13 @@ impl OutboxWorker {
                 if give_up {
                     tracing::error!(mail_id = %mail.id, store_id = ?mail.store_id, attempts, error = %error,
                         "mail not delivered; giving up, the outbox row is kept with failed_at set");
+                }
+                if let Some(m) = &self.metrics {
+                    if give_up {
+                        m.failed.inc()
+                    } else {
+                        m.retried.inc()
+                    };
                 }
                 self.db.auto().mail_failed(mail.id, attempts, next_attempt_at, &error.to_string(), give_up).await
             }

@@ -47,6 +47,11 @@ const POSTGRES: &[Migration] = &[
         sql: include_str!("../../migrations/postgres/0009_payment_events.sql"),
     },
     Migration { version: 10, name: "0010_trust", sql: include_str!("../../migrations/postgres/0010_trust.sql") },
+    Migration {
+        version: 11,
+        name: "0011_mail_visible",
+        sql: include_str!("../../migrations/postgres/0011_mail_visible.sql"),
+    },
 ];
 const SQLITE: &[Migration] = &[
     Migration { version: 1, name: "0001_foundation", sql: include_str!("../../migrations/sqlite/0001_foundation.sql") },
@@ -79,6 +84,11 @@ const SQLITE: &[Migration] = &[
         sql: include_str!("../../migrations/sqlite/0009_payment_events.sql"),
     },
     Migration { version: 10, name: "0010_trust", sql: include_str!("../../migrations/sqlite/0010_trust.sql") },
+    Migration {
+        version: 11,
+        name: "0011_mail_visible",
+        sql: include_str!("../../migrations/sqlite/0011_mail_visible.sql"),
+    },
 ];
 
 #[derive(Debug, Serialize)]

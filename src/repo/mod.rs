@@ -26,7 +26,7 @@ pub use api_keys::LiveKey;
 pub use audiences::{AudienceRow, AudienceSearch, SubscriberRow, SubscriptionRow};
 pub use db::{Arg, Backend, Database, Row, Sql, Tx};
 pub use migrate::MigrationReport;
-pub use outbox::{ClaimedMail, NewOutboxMail};
+pub use outbox::{ClaimedMail, MailSummary, NewOutboxMail};
 pub use profiles::LockedProfile;
 pub use refresh::{PresentedToken, RefreshTable};
 pub use sessions::{LiveCode, ME_POSTGRES};
@@ -282,4 +282,5 @@ pub struct SweepReport {
     pub sessions: u64,
     pub codes: u64,
     pub rate_limits: u64,
+    pub sent_mail: u64,
 }

@@ -22,6 +22,15 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
         })
         .connect(url)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot connect to DATABASE_URL (postgres): {e}"))?;
+        .map_err(|e| match e.as_database_error().and_then(|d| d.code()).as_deref() {
+            // invalid_catalog_name: the server is there, the database is not.
+            Some("3D000") => {
+                let name = url.rsplit('/').next().unwrap_or_default().split('?').next().unwrap_or_default();
+                anyhow::anyhow!(
+                    "the database {name:?} of DATABASE_URL does not exist: create it (createdb {name}) or fix the URL"
+                )
+            }
+            _ => anyhow::anyhow!("cannot connect to DATABASE_URL (postgres): {e}"),
+        })?;
     Ok(pool)
 }

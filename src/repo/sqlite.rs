@@ -4,8 +4,14 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 pub async fn connect(path: &Path, max_connections: u32) -> anyhow::Result<SqlitePool> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+    // A missing folder is a typo far more often than a wish: say so rather than create it.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.is_dir()
+    {
+        anyhow::bail!(
+            "invalid DATABASE_URL: the folder {} does not exist; create it (mkdir -p {0}) or choose another path",
+            dir.display()
+        );
     }
     private_file(path)?;
     let options = SqliteConnectOptions::new()

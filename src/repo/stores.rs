@@ -85,6 +85,16 @@ impl Tx {
         Ok(())
     }
 
+    /// Every store, by id, after `after`.
+    pub async fn stores(&mut self, after: Option<Uuid>, limit: u32) -> RepoResult<Vec<StoreRow>> {
+        let sql = Sql::new(format!(
+            "SELECT {STORE_COLUMNS} FROM stores s WHERE ($1 IS NULL OR s.id > $1) ORDER BY s.id LIMIT $2"
+        ))
+        .bind(after)
+        .bind(limit);
+        Ok(self.fetch_all(sql).await?.iter().map(store).collect::<sqlx::Result<_>>()?)
+    }
+
     /// Stores the account is a member of, by id, after `after`.
     pub async fn stores_of_account(
         &mut self,

@@ -51,6 +51,19 @@ pub(crate) fn invalid_refresh() -> AppError {
     }
 }
 
+/// A refused password, with the rule it broke.
+fn password_error(e: &'static str) -> AppError {
+    let hint = match e {
+        "too_short" => " (at least 8 characters)",
+        "too_long" => " (at most 1024 bytes)",
+        _ => "",
+    };
+    AppError::Validation {
+        message: format!("password: {e}{hint}"),
+        errors: vec![crate::error::FieldError::new("password", e)],
+    }
+}
+
 fn invalid_credentials() -> AppError {
     AppError::Unauthorized { code: "invalid_credentials", message: "email or password is wrong".into() }
 }
@@ -94,7 +107,7 @@ impl Accounts {
 
     pub async fn create(&self, email: &str, password: &str) -> AppResult<AccountRow> {
         let email = Email::parse(email).map_err(|e| AppError::invalid("email", e))?;
-        let password = Password::parse(password).map_err(|e| AppError::invalid("password", e))?;
+        let password = Password::parse(password).map_err(password_error)?;
         let now = crate::now();
         let account = AccountRow {
             id: Uuid::now_v7(),
@@ -105,6 +118,16 @@ impl Accounts {
         };
         self.db.auto().insert_account(&account, &email.key()).await?;
         Ok(account)
+    }
+
+    /// Sets a new password; the account's sessions stay (an operator resets, the owner logs in).
+    pub async fn set_password(&self, email: &str, password: &str) -> AppResult<AccountRow> {
+        let account = self.by_email(email).await?;
+        let password = Password::parse(password).map_err(password_error)?;
+        let hash = self.hasher.hash(password.expose().to_string()).await?;
+        let now = crate::now();
+        self.db.auto().set_password_hash(account.id, &hash, now).await?;
+        Ok(AccountRow { password_hash: hash, updated_at: now, ..account })
     }
 
     pub async fn by_email(&self, email: &str) -> AppResult<AccountRow> {

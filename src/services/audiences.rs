@@ -13,8 +13,8 @@ use crate::crypto::{Keys, b64, random_token, sha256, unb64};
 use crate::domain::audience::{AudienceType, Price, validate_prices};
 use crate::domain::taxonomy::valid_key;
 use crate::domain::{
-    AccessDenied, AudienceKind, Keyset, LinkError, OriginPattern, Status, SubscriptionSource, SubscriptionStatus,
-    double_option, link_target,
+    AccessDenied, AudienceKind, Keyset, LinkError, MailKind, OriginPattern, Status, SubscriptionSource,
+    SubscriptionStatus, double_option, link_target,
 };
 use crate::error::{AppError, AppResult, FieldError};
 use crate::mail::render::render;
@@ -506,7 +506,7 @@ impl Audiences {
         let mail = self.confirmation_mail(&mut tx, plan, template_id, &email, link.as_str()).await?;
         let stored = tx.upsert_subscription(&row).await?;
         tx.replace_confirm_token(store.id, stored.id, &sha256(token.as_bytes()), now, now + CONFIRM_TTL_SECS).await?;
-        tx.insert_mail(&NewOutboxMail::new(Some(store.id), mail, now)).await?;
+        tx.insert_mail(&NewOutboxMail::new(Some(store.id), mail, now).kind(MailKind::Confirmation)).await?;
         tx.commit().await?;
         self.mail_wake.notify_one();
         Ok(Subscribed { created: existing.is_none(), subscription: stored, checkout_url: None, claim })

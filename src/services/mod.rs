@@ -7,6 +7,7 @@ pub mod audiences;
 pub mod auth;
 pub mod checkout;
 pub mod limits;
+pub mod outbox;
 pub mod payments;
 pub mod profiles;
 pub mod seed;
@@ -32,6 +33,7 @@ pub struct Services {
     pub accounts: accounts::Accounts,
     pub audiences: audiences::Audiences,
     pub auth: auth::Auth,
+    pub outbox: outbox::Outbox,
     pub payments: payments::Payments,
     pub profiles: profiles::Profiles,
     pub sessions: sessions::Sessions,
@@ -62,6 +64,7 @@ impl Services {
             ),
             accounts: accounts::Accounts::new(db.clone(), keys.clone(), limits.clone()),
             auth: auth::Auth::new(db.clone(), keys.clone()),
+            outbox: outbox::Outbox::new(db.clone()),
             payments: payments::Payments::new(db.clone(), gateway),
             profiles: profiles::Profiles::new(db.clone()),
             sessions: sessions::Sessions::new(db.clone(), keys, limits, mail_from, mail_wake),

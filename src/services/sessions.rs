@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::config::Limits;
 use crate::crypto::{Keys, PROFILE_TOKEN_TYPE, ProfileClaims, constant_time_eq, random_token, sha256};
-use crate::domain::{ClientAddr, Email, Status};
+use crate::domain::{ClientAddr, Email, MailKind, Status};
 use crate::error::{AppError, AppResult};
 use crate::mail::{OutgoingMail, mailbox_display};
 use crate::repo::{
@@ -312,7 +312,8 @@ impl Sessions {
         let mail = profile_code_mail(&mut tx, store, builtin, &code, minutes).await?;
         tx.void_codes(store.id, &new.email_key, now).await?;
         tx.insert_code(&new).await?;
-        tx.insert_mail(&NewOutboxMail::new(Some(store.id), mail, now)).await?;
+        tx.insert_mail(&NewOutboxMail::new(Some(store.id), mail, now).kind(MailKind::SignInCode).masking(&code))
+            .await?;
         tx.commit().await?;
         self.mail_wake.notify_one();
         Ok(())
@@ -445,6 +446,7 @@ impl Sessions {
         report.sessions = db.delete_ended_sessions(now).await?;
         report.codes = db.delete_old_codes(now).await?;
         report.rate_limits = db.delete_old_rate_limits(now).await?;
+        report.sent_mail = db.delete_sent_mail(now - self.limits.mail_keep_sent.as_secs() as i64).await?;
         Ok(report)
     }
 }

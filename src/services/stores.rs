@@ -114,6 +114,11 @@ impl Stores {
         Ok(self.db.auto().stores_of_account(account_id, after, limit).await?)
     }
 
+    /// Every store of the platform, by id (the operator's view; the CLI).
+    pub async fn all(&self, after: Option<Uuid>, limit: u32) -> AppResult<Vec<StoreRow>> {
+        Ok(self.db.auto().stores(after, limit).await?)
+    }
+
     pub async fn get(&self, store_id: Uuid) -> AppResult<StoreRow> {
         self.db.auto().store(store_id).await?.ok_or(AppError::NotFound("store"))
     }

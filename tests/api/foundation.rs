@@ -10,6 +10,7 @@ use storecrm::crypto::{AccountClaims, Keys};
 
 backend_tests!(
     operations_routes_answer,
+    the_outbox_is_visible_and_a_failed_mail_can_be_retried,
     openapi_lists_every_route_and_docs_work_offline,
     every_error_path_has_the_json_shape,
     request_ids_are_echoed_or_generated,
@@ -34,12 +35,12 @@ async fn operations_routes_answer(app: &TestApp) {
     let _ = app.get("/nowhere", None).await;
     let metrics = app.req(Method::GET, "/metrics").send().await.unwrap();
     assert_eq!(metrics.status(), StatusCode::OK);
-    assert!(metrics.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert!(metrics.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
     let text = metrics.text().await.unwrap();
     assert!(text.contains(r#"storecrm_http_requests_total{method="GET",route="/healthz",status="200"} 1"#), "{text}");
     assert!(text.contains(r#"storecrm_http_requests_total{method="GET",route="unmatched",status="404"} 1"#), "{text}");
     assert!(text.contains(
-        r#"storecrm_http_request_duration_seconds_bucket{method="GET",route="/readyz",status="200",le="+Inf"} 1"#
+        r#"storecrm_http_request_duration_seconds_bucket{le="+Inf",method="GET",route="/readyz",status="200"} 1"#
     ));
     // CORS preflight from an origin nobody allowed: answered, but without permission (§1)
     let pre = app
@@ -760,7 +761,60 @@ async fn cli_bootstraps_account_store_and_key(app: &TestApp) {
             .unwrap();
         (out.status.success(), (), String::from_utf8(out.stderr).unwrap())
     };
+    // Migrating needs no SECRET_KEY: what fails here is the database, said in one line.
     assert!(!ok);
     assert_eq!(err.lines().count(), 1, "one clear line: {err}");
-    assert!(err.contains("SECRET_KEY"), "{err}");
+    assert!(err.contains("DATABASE_URL") && !err.contains("SECRET_KEY"), "{err}");
+}
+
+async fn the_outbox_is_visible_and_a_failed_mail_can_be_retried(app: &TestApp) {
+    let admin = app.admin("outbox").await;
+    let (status, _) = app.post(&admin.store("/profiles/auth/code"), None, json!({"email": "box@example.com"})).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let code = app.code_for("box@example.com", 1).await;
+    let mut sent = Value::Null;
+    for _ in 0..100 {
+        sent = app.get(&admin.store("/mail?status=sent"), Some(&admin.token)).await.1;
+        if sent["items"].as_array().is_some_and(|i| !i.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mail = &sent["items"][0];
+    assert_eq!((mail["kind"].as_str(), mail["to"].as_str()), (Some("sign_in_code"), Some("box@example.com")), "{sent}");
+    let subject = mail["subject"].as_str().unwrap();
+    assert!(subject.contains("••••••") && !subject.contains(&code), "the code never shows in a list: {subject}");
+    assert!(mail["sent_at"].is_i64() && mail.get("html").is_none() && mail.get("text").is_none(), "{mail}");
+
+    // A mail given up on is listed as failed and can be queued again, once.
+    let failed = uuid::Uuid::now_v7();
+    app.exec(
+        "INSERT INTO mail_outbox (store_id, id, to_key, message, attempts, next_attempt_at, created_at, failed_at, last_error, kind, subject)
+         VALUES ($1, $2, 'gone@example.com', 'null', 12, 1, 1, 1, '550 no such user', 'other', 'Hello')",
+        &[common::Bind::U(common::uuid(&json!(admin.store_id))), common::Bind::U(failed)],
+    )
+    .await;
+    let (_, list) = app.get(&admin.store("/mail?status=failed"), Some(&admin.token)).await;
+    assert_eq!(list["items"][0]["id"], json!(failed), "{list}");
+    assert_eq!(list["items"][0]["last_error"], "550 no such user");
+    let retry = admin.store(&format!("/mail/{failed}/retry"));
+    let (status, again) = app.post(&retry, Some(&admin.token), json!({})).await;
+    assert_eq!(
+        (status, again["status"].as_str(), again["attempts"].as_i64()),
+        (StatusCode::OK, Some("queued"), Some(0)),
+        "{again}"
+    );
+    expect_error(&app.post(&retry, Some(&admin.token), json!({})).await, 409, "not_failed");
+    let other = app.admin("outbox2").await;
+    expect_error(
+        &app.post(&other.store(&format!("/mail/{failed}/retry")), Some(&other.token), json!({})).await,
+        404,
+        "not_found",
+    );
+    expect_error(&app.get(&admin.store("/mail?status=lost"), Some(&admin.token)).await, 422, "validation_failed");
+
+    let text = app.req(Method::GET, "/metrics").send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("storecrm_mail_sent_total 1"), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("storecrm_mail_queued ")), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("storecrm_mail_delivery_seconds_count 1")), "{text}");
 }

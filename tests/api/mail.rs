@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 backend_tests!(
     run = with_outbox_worker_off;
-    outbox_delivers_each_mail_once_and_deletes_it,
+    outbox_delivers_each_mail_once_and_keeps_no_body,
     outbox_rides_out_an_smtp_outage,
     two_workers_never_send_a_mail_twice,
     concurrent_claims_are_disjoint,
@@ -82,7 +82,8 @@ struct OutboxRow {
 
 /// Every outbox row, read straight from the database.
 async fn outbox_rows(app: &TestApp) -> Vec<OutboxRow> {
-    const SQL: &str = "SELECT to_key, CAST(attempts AS BIGINT) AS attempts, failed_at, last_error FROM mail_outbox";
+    // Rows still to deliver or given up on; a delivered mail keeps only a summary (sent_at set).
+    const SQL: &str = "SELECT to_key, CAST(attempts AS BIGINT) AS attempts, failed_at, last_error FROM mail_outbox WHERE sent_at IS NULL";
     macro_rules! read {
         ($conn:expr) => {{
             let mut conn = $conn.unwrap();
@@ -187,7 +188,7 @@ async fn file_transport_writes_one_eml_per_mail() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-async fn outbox_delivers_each_mail_once_and_deletes_it(app: &TestApp) {
+async fn outbox_delivers_each_mail_once_and_keeps_no_body(app: &TestApp) {
     let sink = SmtpSink::start().await;
     let mailer: Arc<dyn Mailer> = Arc::new(SmtpMailer::from_url(&sink.url()).unwrap());
     // A poll interval this long means only the wake handle can explain a prompt delivery.
@@ -202,8 +203,10 @@ async fn outbox_delivers_each_mail_once_and_deletes_it(app: &TestApp) {
     enqueue(app, None, sent.clone()).await;
     wake.notify_one();
     wait_for("25 deliveries", async || sink.messages().len() >= 25).await;
-    wait_for("an empty outbox", async || outbox_rows(app).await.is_empty()).await;
+    wait_for("nothing left to send", async || outbox_rows(app).await.is_empty()).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let kept = "SELECT COUNT(*) FROM mail_outbox WHERE sent_at IS NOT NULL AND CAST(message AS TEXT) = 'null'";
+    assert_eq!(app.scalar(kept, &[]).await, 25, "a delivered mail keeps its summary, not its body");
     let tally = tally(&sink);
     assert_eq!(tally.len(), 25);
     assert!(tally.values().all(|n| *n == 1), "{tally:?}");
@@ -230,7 +233,7 @@ async fn outbox_rides_out_an_smtp_outage(app: &TestApp) {
     assert!(sink.dropped() >= 2 && sink.messages().is_empty());
 
     sink.set_down(false);
-    wait_for("an empty outbox", async || outbox_rows(app).await.is_empty()).await;
+    wait_for("nothing left to send", async || outbox_rows(app).await.is_empty()).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let tally = tally(&sink);
     assert_eq!(tally.len(), 5, "{tally:?}");
@@ -250,7 +253,7 @@ async fn two_workers_never_send_a_mail_twice(app: &TestApp) {
             OutboxWorker::new(instance.state.db.clone(), mailer, settings.clone()).spawn(rx.clone())
         })
         .into();
-    wait_for("an empty outbox", async || outbox_rows(app).await.is_empty()).await;
+    wait_for("nothing left to send", async || outbox_rows(app).await.is_empty()).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let tally = tally(&sink);
     assert_eq!(tally.len(), 50);
