@@ -59,7 +59,7 @@ pub enum AppError {
     NotFound(&'static str),
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
-    #[error("request body is larger than the limit")]
+    #[error("the request body is larger than 1 MiB")]
     PayloadTooLarge,
     #[error("{message}")]
     UnsupportedMediaType { message: String },
@@ -182,7 +182,7 @@ pub fn body_for_status(status: StatusCode, request_id: String) -> ErrorBody {
         404 => ("not_found", "no such route"),
         405 => ("method_not_allowed", "this route does not accept that method"),
         408 => ("request_timeout", "the request took too long"),
-        413 => ("payload_too_large", "request body is larger than the limit"),
+        413 => ("payload_too_large", "the request body is larger than 1 MiB"),
         415 => ("unsupported_media_type", "send a JSON body with content-type application/json"),
         s if s >= 500 => ("internal_error", "internal error"),
         _ => ("error", status.canonical_reason().unwrap_or("error")),

@@ -1,21 +1,28 @@
-//! The `storecrm` binary: `serve` (default), `migrate`, and bootstrap commands that print JSON.
+//! The `storecrm` binary: `serve` (the default), `migrate`, and the operator's commands (CONTRACT
+//! §10). Each command prints one JSON object on stdout, so scripts can read it; errors are one
+//! line on stderr that names the fix. Commands log warnings only, unless `-v`.
 
 use std::io::Read;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use serde_json::json;
+use serde_json::{Value, json};
 use storecrm::app::{self, AppState};
 use storecrm::config::{Config, DatabaseUrl, LogFormat};
+use storecrm::domain::{Keyset, MailStatus};
 use storecrm::error::AppError;
 use storecrm::http::auth::Account;
-use storecrm::http::stores::Store;
+use storecrm::http::mail::Mail;
+use storecrm::http::stores::{ApiKey, MemberStore, Store};
 use tokio::net::TcpListener;
 use uuid::Uuid;
 
 #[derive(Parser)]
 #[command(name = "storecrm", version, about = "The CRM of an online store platform")]
 struct Cli {
+    /// Log at info level (commands other than serve log warnings only).
+    #[arg(short, long, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -24,10 +31,25 @@ struct Cli {
 enum Command {
     /// Apply pending migrations, then serve HTTP (the default).
     Serve,
-    /// Apply pending migrations and exit.
+    /// Apply pending migrations and exit (needs no SECRET_KEY).
     Migrate,
     /// Print the OpenAPI document (the one served at /openapi.json); needs no configuration.
     Openapi,
+    /// First run: an account, a store it owns and an API key, in one step
+    /// → {"account", "store", "api_key"}; with --env, `export` lines to paste instead.
+    Init {
+        #[arg(long)]
+        email: String,
+        #[command(flatten)]
+        password: PasswordArgs,
+        #[arg(long)]
+        store_name: String,
+        #[arg(long, default_value = "default")]
+        key_name: String,
+        /// Print `export STORECRM_STORE_ID=... STORECRM_API_KEY=...` lines instead of JSON.
+        #[arg(long)]
+        env: bool,
+    },
     /// Platform accounts.
     Accounts {
         #[command(subcommand)]
@@ -42,6 +64,11 @@ enum Command {
     ApiKeys {
         #[command(subcommand)]
         command: ApiKeysCommand,
+    },
+    /// The mail outbox, read from the database: a local mail viewer.
+    Mail {
+        #[command(subcommand)]
+        command: MailCommand,
     },
     /// Insert synthetic profiles with taxonomy values (benchmarks, load tests) → {"seeded": {...}}
     Seed {
@@ -58,18 +85,48 @@ enum Command {
     },
 }
 
+/// A password: on standard input (`--password-stdin`), or, visible in the process list, `--password`.
+#[derive(clap::Args)]
+struct PasswordArgs {
+    /// The password (visible in the process list; prefer --password-stdin).
+    #[arg(long, conflicts_with = "password_stdin")]
+    password: Option<String>,
+    /// Read the password from standard input.
+    #[arg(long)]
+    password_stdin: bool,
+}
+
+impl PasswordArgs {
+    fn read(self) -> anyhow::Result<String> {
+        match (self.password, self.password_stdin) {
+            (Some(p), _) => Ok(p),
+            (None, true) => {
+                let mut buf = String::new();
+                std::io::stdin().read_to_string(&mut buf)?;
+                Ok(buf.trim_end_matches(['\r', '\n']).to_string())
+            }
+            (None, false) => anyhow::bail!(
+                "no password: pipe it in with --password-stdin (echo 'a long password' | storecrm ... --password-stdin)"
+            ),
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum AccountsCommand {
     /// Create an account → {"account": {...}}
     Create {
         #[arg(long)]
         email: String,
-        /// The password (visible in the process list; prefer --password-stdin).
-        #[arg(long, conflicts_with = "password_stdin", required_unless_present = "password_stdin")]
-        password: Option<String>,
-        /// Read the password from standard input.
+        #[command(flatten)]
+        password: PasswordArgs,
+    },
+    /// Give an account a new password → {"account": {...}}
+    SetPassword {
         #[arg(long)]
-        password_stdin: bool,
+        email: String,
+        #[command(flatten)]
+        password: PasswordArgs,
     },
 }
 
@@ -83,6 +140,12 @@ enum StoresCommand {
         #[arg(long)]
         owner: String,
     },
+    /// Every store, or an account's → {"stores": [...]}
+    List {
+        /// Only the stores of this account (with its role).
+        #[arg(long)]
+        owner: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -94,11 +157,40 @@ enum ApiKeysCommand {
         #[arg(long)]
         name: String,
     },
+    /// A store's keys, without secrets → {"api_keys": [...]}
+    List {
+        #[arg(long)]
+        store: Uuid,
+    },
+    /// Revoke a key at once → {"revoked": true}
+    Revoke {
+        #[arg(long)]
+        store: Uuid,
+        #[arg(long)]
+        id: Uuid,
+    },
 }
 
-fn init_tracing(format: LogFormat) {
+#[derive(Subcommand)]
+enum MailCommand {
+    /// The outbox, newest first → {"mail": [...]}
+    List {
+        /// queued, sent or failed.
+        #[arg(long)]
+        status: Option<MailStatus>,
+        /// One store's mail only.
+        #[arg(long)]
+        store: Option<Uuid>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// One mail, decoded; a delivered mail keeps no body → {"mail": {...}, "message": {...}|null}
+    Show { id: Uuid },
+}
+
+fn init_tracing(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
@@ -125,16 +217,14 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: draining in-flight requests");
 }
 
-fn print(value: serde_json::Value) {
+fn print(value: Value) {
     println!("{value}");
 }
 
+/// An error of a service as one line for a person at a terminal.
 fn describe(e: &AppError) -> String {
     match e {
         AppError::Internal(cause) => format!("internal error: {cause:#}"),
-        AppError::Validation { errors, .. } => {
-            errors.iter().map(|f| format!("{}: {}", f.field, f.error)).collect::<Vec<_>>().join(", ")
-        }
         other => other.to_string(),
     }
 }
@@ -149,6 +239,8 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     let state: AppState = app::build_state(config).await?;
     let services = &state.services;
     let fail = |e: AppError| anyhow::anyhow!(describe(&e));
+    let no_store =
+        |store: Uuid| move |_| anyhow::anyhow!("no store has the id {store} (storecrm stores list shows them)");
     match command {
         Command::Serve | Command::Migrate | Command::Openapi => {
             let addr = state.config.listen_addr;
@@ -158,28 +250,62 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             tracing::info!(addr = %listener.local_addr()?, docs = %format!("{}/docs", state.config.public_base_url), "storecrm listening");
             app::serve(listener, state.clone(), shutdown_signal()).await?;
         }
-        Command::Accounts { command: AccountsCommand::Create { email, password, password_stdin } } => {
-            let password = match (password, password_stdin) {
-                (Some(p), _) => p,
-                (None, _) => {
-                    let mut buf = String::new();
-                    std::io::stdin().read_to_string(&mut buf)?;
-                    buf.trim_end_matches(['\r', '\n']).to_string()
-                }
-            };
+        Command::Init { email, password, store_name, key_name, env } => {
+            let password = password.read()?;
             let account = services.accounts.create(&email, &password).await.map_err(fail)?;
+            let store = services.stores.create(account.id, &store_name).await.map_err(fail)?;
+            let key = services.stores.create_api_key(store.id, &key_name).await.map_err(fail)?;
+            if env {
+                println!("export STORECRM_STORE_ID={}", store.id);
+                println!("export STORECRM_API_KEY={}", key.secret);
+            } else {
+                let k = key.key;
+                print(json!({
+                    "account": Account::from(account),
+                    "store": Store::from(store),
+                    "api_key": { "id": k.id, "name": k.name, "prefix": k.prefix, "key": key.secret },
+                }));
+            }
+        }
+        Command::Accounts { command: AccountsCommand::Create { email, password } } => {
+            let account = services.accounts.create(&email, &password.read()?).await.map_err(fail)?;
+            print(json!({ "account": Account::from(account) }));
+        }
+        Command::Accounts { command: AccountsCommand::SetPassword { email, password } } => {
+            let password = password.read()?;
+            let account = services.accounts.set_password(&email, &password).await.map_err(|e| match e {
+                AppError::NotFound(_) => anyhow::anyhow!("no account has the email {email}"),
+                e => fail(e),
+            })?;
             print(json!({ "account": Account::from(account) }));
         }
         Command::Stores { command: StoresCommand::Create { name, owner } } => {
             let account = services.accounts.by_email(&owner).await.map_err(|e| match e {
-                AppError::NotFound(_) => anyhow::anyhow!("no account has the email {owner}"),
+                AppError::NotFound(_) => anyhow::anyhow!("no account has the email {owner} (storecrm accounts create)"),
                 e => fail(e),
             })?;
             let store = services.stores.create(account.id, &name).await.map_err(fail)?;
             print(json!({ "store": Store::from(store) }));
         }
+        Command::Stores { command: StoresCommand::List { owner } } => {
+            let stores: Vec<Value> = match owner {
+                Some(owner) => {
+                    let account = services.accounts.by_email(&owner).await.map_err(|e| match e {
+                        AppError::NotFound(_) => anyhow::anyhow!("no account has the email {owner}"),
+                        e => fail(e),
+                    })?;
+                    let rows = services.stores.of_account(account.id, None, 10_000).await.map_err(fail)?;
+                    rows.into_iter().map(|r| json!(MemberStore::from(r))).collect()
+                }
+                None => {
+                    let rows = services.stores.all(None, 10_000).await.map_err(fail)?;
+                    rows.into_iter().map(|s| json!(Store::from(s))).collect()
+                }
+            };
+            print(json!({ "stores": stores }));
+        }
         Command::Seed { store, profiles, batch, parallel } => {
-            services.stores.get(store).await.map_err(|_| anyhow::anyhow!("no store has the id {store}"))?;
+            services.stores.get(store).await.map_err(no_store(store))?;
             let seeder = storecrm::services::seed::Seeder::new(state.db.clone());
             // SQLite takes one writer at a time: a second batch would only wait for the lock.
             let parallel = match state.config.database_url {
@@ -190,10 +316,38 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             print(json!({ "seeded": report }));
         }
         Command::ApiKeys { command: ApiKeysCommand::Create { store, name } } => {
-            services.stores.get(store).await.map_err(|_| anyhow::anyhow!("no store has the id {store}"))?;
+            services.stores.get(store).await.map_err(no_store(store))?;
             let created = services.stores.create_api_key(store, &name).await.map_err(fail)?;
             let k = created.key;
             print(json!({ "api_key": { "id": k.id, "name": k.name, "prefix": k.prefix, "key": created.secret } }));
+        }
+        Command::ApiKeys { command: ApiKeysCommand::List { store } } => {
+            services.stores.get(store).await.map_err(no_store(store))?;
+            let keys = services.stores.api_keys(store, None, 10_000).await.map_err(fail)?;
+            print(json!({ "api_keys": keys.into_iter().map(ApiKey::from).collect::<Vec<_>>() }));
+        }
+        Command::ApiKeys { command: ApiKeysCommand::Revoke { store, id } } => {
+            services.stores.revoke_api_key(store, id).await.map_err(|e| match e {
+                AppError::NotFound(_) => {
+                    anyhow::anyhow!("store {store} has no API key {id} (storecrm api-keys list --store {store})")
+                }
+                e => fail(e),
+            })?;
+            print(json!({ "revoked": true }));
+        }
+        Command::Mail { command: MailCommand::List { status, store, limit } } => {
+            let keyset = Keyset::parse(Some(limit.clamp(1, 200)), None, String::new()).map_err(|e| {
+                anyhow::anyhow!(e.iter().map(|f| format!("{}: {}", f.field, f.error)).collect::<Vec<_>>().join(", "))
+            })?;
+            let rows = services.outbox.list(store, status, &keyset).await.map_err(fail)?;
+            print(json!({ "mail": rows.into_iter().take(keyset.limit as usize).map(Mail::from).collect::<Vec<_>>() }));
+        }
+        Command::Mail { command: MailCommand::Show { id } } => {
+            let (summary, message) = services.outbox.get(None, id).await.map_err(|e| match e {
+                AppError::NotFound(_) => anyhow::anyhow!("the outbox has no mail {id} (storecrm mail list)"),
+                e => fail(e),
+            })?;
+            print(json!({ "mail": Mail::from(summary), "message": message }));
         }
     }
     Ok(())
@@ -214,8 +368,10 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_tracing(config.log_format);
-    match run(cli.command.unwrap_or(Command::Serve), config).await {
+    let command = cli.command.unwrap_or(Command::Serve);
+    let level = if cli.verbose || matches!(command, Command::Serve) { "info" } else { "warn" };
+    init_tracing(config.log_format, level);
+    match run(command, config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("storecrm: {e:#}");

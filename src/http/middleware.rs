@@ -46,7 +46,7 @@ pub async fn request_context(State(state): State<AppState>, req: Request, next: 
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     state.metrics.record(method.as_str(), &route, status, elapsed);
-    span.in_scope(|| tracing::info!(status, latency_ms = elapsed.as_secs_f64() * 1000.0, "served"));
+    span.in_scope(|| tracing::info!(status, latency_ms = (elapsed.as_secs_f64() * 10_000.0).round() / 10.0, "served"));
     response
 }
 

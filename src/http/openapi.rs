@@ -31,7 +31,7 @@ fn error_status(status: &str) -> Option<(&'static str, &'static str, &'static st
         "409" => {
             ("the request conflicts with the stored state", "conflict", "another audience of this store has this key")
         }
-        "413" => ("the body is larger than 1 MiB", "payload_too_large", "request body is larger than the limit"),
+        "413" => ("the body is larger than 1 MiB", "payload_too_large", "the request body is larger than 1 MiB"),
         "415" => (
             "the body is not JSON (`content-type: application/json`)",
             "unsupported_media_type",

@@ -102,10 +102,11 @@ impl Auth {
         Self { db, keys }
     }
 
-    fn account_claims(&self, bearer: &str) -> AppResult<AccountClaims> {
+    /// `needs` says which credentials the route takes, for the 403 of a profile token.
+    fn account_claims(&self, bearer: &str, needs: &str) -> AppResult<AccountClaims> {
         let claims: AccountClaims = self.keys.verify(bearer).ok_or_else(invalid_token)?;
         if claims.typ != ACCOUNT_TOKEN_TYPE {
-            return Err(AppError::Forbidden("this route needs an account token".into()));
+            return Err(AppError::Forbidden(format!("this route needs {needs}, not a profile token")));
         }
         Ok(claims)
     }
@@ -114,7 +115,7 @@ impl Auth {
         if bearer.starts_with(API_KEY_PREFIX) {
             return Err(AppError::Forbidden("this route needs an account token, not an API key".into()));
         }
-        let claims = self.account_claims(bearer)?;
+        let claims = self.account_claims(bearer, "an account token")?;
         if !self.db.auto().account_session_live(claims.sid, claims.sub).await? {
             return Err(invalid_token());
         }
@@ -199,7 +200,7 @@ impl Auth {
             }
             return Ok(AdminAuth { store_id, actor: Actor::ApiKey { key_id } });
         }
-        let claims = self.account_claims(bearer)?;
+        let claims = self.account_claims(bearer, "an admin credential: a store API key or an account token")?;
         match self.db.auto().membership_via_session(claims.sid, claims.sub, store_id).await? {
             SessionMembership::SessionDead => Err(invalid_token()),
             SessionMembership::NotMember => Err(AppError::NotFound("store")),

@@ -10,6 +10,7 @@ use storecrm::crypto::{AccountClaims, Keys};
 
 backend_tests!(
     operations_routes_answer,
+    the_cli_an_operator_lives_in,
     the_outbox_is_visible_and_a_failed_mail_can_be_retried,
     openapi_lists_every_route_and_docs_work_offline,
     every_error_path_has_the_json_shape,
@@ -817,4 +818,133 @@ async fn the_outbox_is_visible_and_a_failed_mail_can_be_retried(app: &TestApp) {
     assert!(text.contains("storecrm_mail_sent_total 1"), "{text}");
     assert!(text.lines().any(|l| l.starts_with("storecrm_mail_queued ")), "{text}");
     assert!(text.lines().any(|l| l.starts_with("storecrm_mail_delivery_seconds_count 1")), "{text}");
+}
+
+/// Runs the binary against the app's database; (success, stdout, stderr).
+fn cli(app: &TestApp, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_storecrm"))
+        .args(args)
+        .env("DATABASE_URL", &app.database_url)
+        .env("SECRET_KEY", common::SECRET_KEY)
+        .env_remove("RUST_LOG")
+        .env("MAIL_DIR", app.mail_dir())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    (out.status.success(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+}
+
+fn one_json(out: &str) -> Value {
+    assert_eq!(out.trim().lines().count(), 1, "one JSON object: {out}");
+    serde_json::from_str(out.trim()).unwrap()
+}
+
+async fn the_cli_an_operator_lives_in(app: &TestApp) {
+    // init: account, store and key in one step; quiet on stderr (warnings only).
+    let email = format!("op-{}@example.com", &uuid::Uuid::now_v7().simple().to_string()[20..]);
+    let (ok, out, err) = cli(
+        app,
+        &["init", "--email", &email, "--password-stdin", "--store-name", "Op shop"],
+        Some("a long password\n"),
+    );
+    assert!(ok && err.is_empty(), "{err}");
+    let init = one_json(&out);
+    let (store_id, key) =
+        (init["store"]["id"].as_str().unwrap().to_string(), init["api_key"]["key"].as_str().unwrap().to_string());
+    assert_eq!(init["account"]["email"], email.as_str());
+    assert_eq!(app.get(&format!("/v1/stores/{store_id}"), Some(&key)).await.0, StatusCode::OK);
+    let other = format!("op2-{}@example.com", &uuid::Uuid::now_v7().simple().to_string()[20..]);
+    let (ok, out, _) = cli(
+        app,
+        &["init", "--email", &other, "--password", "a long password", "--store-name", "Second", "--env"],
+        None,
+    );
+    assert!(ok);
+    assert!(
+        out.lines().next().unwrap().starts_with("export STORECRM_STORE_ID=")
+            && out.contains("export STORECRM_API_KEY=sk_"),
+        "{out}"
+    );
+
+    // stores list, all or one owner's
+    let (ok, out, _) = cli(app, &["stores", "list"], None);
+    assert!(ok);
+    assert!(one_json(&out)["stores"].as_array().unwrap().iter().any(|s| s["id"] == store_id.as_str()));
+    let (_, out, _) = cli(app, &["stores", "list", "--owner", &email], None);
+    let mine = one_json(&out);
+    assert_eq!((mine["stores"].as_array().unwrap().len(), &mine["stores"][0]["role"]), (1, &json!("owner")));
+
+    // api-keys list shows no secret; revoke takes effect at once
+    let (_, out, _) = cli(app, &["api-keys", "list", "--store", &store_id], None);
+    let keys = one_json(&out);
+    let key_id = keys["api_keys"][0]["id"].as_str().unwrap().to_string();
+    assert!(!out.contains(&key) && keys["api_keys"][0].get("key").is_none(), "{out}");
+    let (ok, out, err) = cli(app, &["api-keys", "revoke", "--store", &store_id, "--id", &key_id], None);
+    assert!(ok, "{err}");
+    assert_eq!(one_json(&out), json!({"revoked": true}));
+    assert_eq!(app.get(&format!("/v1/stores/{store_id}"), Some(&key)).await.0, StatusCode::UNAUTHORIZED);
+    let (ok, _, err) =
+        cli(app, &["api-keys", "revoke", "--store", &store_id, "--id", &uuid::Uuid::now_v7().to_string()], None);
+    assert!(!ok && err.lines().count() == 1 && err.contains("api-keys list"), "{err}");
+
+    // set-password, and the password rules said in full
+    let (ok, _, err) =
+        cli(app, &["accounts", "set-password", "--email", &email, "--password-stdin"], Some("a new long password\n"));
+    assert!(ok, "{err}");
+    let login = app.post("/v1/auth/login", None, json!({"email": email, "password": "a new long password"})).await;
+    assert_eq!(login.0, StatusCode::OK, "{}", login.1);
+    let (ok, _, err) = cli(app, &["accounts", "set-password", "--email", &email, "--password-stdin"], Some("short\n"));
+    assert!(!ok && err.contains("at least 8"), "{err}");
+    let (ok, _, err) = cli(app, &["accounts", "create", "--email", "x@example.com"], None);
+    assert!(!ok && err.lines().count() == 1 && err.contains("--password-stdin"), "{err}");
+
+    // mail list / show: the local mail viewer
+    let (status, _) = app
+        .post(&format!("/v1/stores/{store_id}/profiles/auth/code"), None, json!({"email": "viewer@example.com"}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (ok, out, err) = cli(app, &["mail", "list", "--store", &store_id], None);
+    assert!(ok, "{err}");
+    let listed = one_json(&out);
+    let mail = &listed["mail"][0];
+    assert_eq!(
+        (mail["kind"].as_str(), mail["to"].as_str()),
+        (Some("sign_in_code"), Some("viewer@example.com")),
+        "{listed}"
+    );
+    let (ok, out, _) = cli(app, &["mail", "show", mail["id"].as_str().unwrap()], None);
+    assert!(ok);
+    let shown = one_json(&out);
+    assert_eq!(shown["mail"]["id"], mail["id"]);
+    assert!(shown["message"].is_null() || shown["message"]["to"] == "viewer@example.com", "{shown}");
+    let (ok, _, _) = cli(app, &["mail", "list", "--status", "lost"], None);
+    assert!(!ok);
+
+    // -v brings the info lines back
+    let (ok, _, err) = cli(app, &["-v", "stores", "list"], None);
+    assert!(ok && !err.is_empty(), "verbose logs: {err}");
+}
+
+/// A SQLite path in a folder that does not exist is refused in one line that names the folder,
+/// instead of the folder being created.
+#[test]
+fn a_sqlite_path_in_a_missing_folder_is_refused() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_storecrm"))
+        .arg("migrate")
+        .env("DATABASE_URL", "sqlite:///nonexistent-storecrm-dir/sub/x.db")
+        .output()
+        .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(!out.status.success());
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("mkdir -p /nonexistent-storecrm-dir/sub"), "{err}");
+    assert!(!std::path::Path::new("/nonexistent-storecrm-dir").exists());
 }
