@@ -139,7 +139,7 @@ pub fn render(t: &TemplateSource, vars: &serde_json::Value) -> Result<Rendered, 
         let tmpl = env.template_from_named_str(part, source).map_err(|e| error(part, &e))?;
         for path in tmpl.undeclared_variables(true) {
             let root = path.split('.').next().unwrap_or_default();
-            if !globals.contains(root) && !defined(vars, &path) {
+            if !globals.contains(root) && !defined(vars, &path) && !defaulted(source, &path) {
                 missing.insert(path);
             }
         }
@@ -163,6 +163,33 @@ pub fn render(t: &TemplateSource, vars: &serde_json::Value) -> Result<Rendered, 
         })
         .collect();
     Ok(Rendered { subject, html, text, warnings })
+}
+
+/// Whether the template gives the variable a fallback (`{{ name|default('friend') }}`, `|d(..)`)
+/// wherever it prints it: then its absence is no surprise and not worth a warning.
+fn defaulted(source: &str, path: &str) -> bool {
+    let mut uses = 0;
+    let mut with_default = 0;
+    let bytes = source.as_bytes();
+    let mut from = 0;
+    while let Some(at) = source[from..].find(path) {
+        let start = from + at;
+        let end = start + path.len();
+        from = end;
+        let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'.';
+        if (start > 0 && word(bytes[start - 1])) || bytes.get(end).is_some_and(|b| word(*b)) {
+            continue;
+        }
+        uses += 1;
+        let rest = source[end..].trim_start();
+        if let Some(filter) = rest.strip_prefix('|') {
+            let filter = filter.trim_start();
+            if filter.starts_with("default") || filter.starts_with("d(") {
+                with_default += 1;
+            }
+        }
+    }
+    uses > 0 && uses == with_default
 }
 
 /// Whether a dotted path (`order.items.0`) resolves in the variables.

@@ -70,7 +70,7 @@ impl Services {
             sessions: sessions::Sessions::new(db.clone(), keys, limits, mail_from, mail_wake),
             stores: stores::Stores::new(db.clone(), config.cors_origin_cache),
             taxonomies: taxonomies::Taxonomies::new(db.clone()),
-            templates: templates::Templates::new(db),
+            templates: templates::Templates::new(db, config.public_base_url.clone()),
         }
     }
 }

@@ -68,6 +68,7 @@ pub struct UpdateTemplate {
 
 pub struct Templates {
     db: Database,
+    public_base_url: String,
 }
 
 pub fn source(row: &TemplateRow) -> TemplateSource {
@@ -191,8 +192,8 @@ fn validate(row: &mut TemplateRow) -> AppResult<()> {
 }
 
 impl Templates {
-    pub fn new(db: Database) -> Self {
-        Self { db }
+    pub fn new(db: Database, public_base_url: String) -> Self {
+        Self { db, public_base_url }
     }
 
     pub async fn create(&self, store_id: Uuid, input: CreateTemplate) -> AppResult<TemplateRow> {
@@ -261,12 +262,38 @@ impl Templates {
         .await
     }
 
-    /// Renders any template of the store, archived ones too, with the given variables.
+    /// Renders any template of the store, archived ones too, with the given variables over sample
+    /// values of the variables its mail kind gets at send time (the sign-in code mail for
+    /// `profile_code`, a double opt-in confirmation otherwise), so that only variables nothing
+    /// will ever fill are warned about.
     pub async fn preview(&self, store_id: Uuid, id_or_key: &str, vars: &Value) -> AppResult<Rendered> {
-        let row = self.get(store_id, id_or_key).await?;
+        let mut db = self.db.auto();
+        let row = find(&mut db, store_id, id_or_key).await?;
+        let store = db.store(store_id).await?.ok_or(AppError::NotFound("store"))?;
+        let mut merged = self.send_time_samples(&row, &store);
+        if let (Some(merged), Some(given)) = (merged.as_object_mut(), vars.as_object()) {
+            merged.extend(given.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        let vars = if vars.is_object() || vars.is_null() { &merged } else { vars };
         render::render(&source(&row), vars).map_err(|e| AppError::Validation {
             message: format!("{}: render_failed ({})", e.part, e.message),
             errors: vec![FieldError::new(e.part, "render_failed")],
+        })
+    }
+
+    fn send_time_samples(&self, row: &TemplateRow, store: &StoreRow) -> Value {
+        let email = "ann@example.com";
+        if row.key == PROFILE_CODE_KEY {
+            return json!({"code": "123456", "store_name": store.name, "email": email, "expires_minutes": 10});
+        }
+        let base = format!("{}/v1/stores/{}/audiences", self.public_base_url, store.id);
+        json!({
+            "confirm_url": format!("{base}/confirm?token=sample-token"),
+            "unsubscribe_url": format!("{base}/unsubscribe?token=sample-token"),
+            "email": email,
+            "audience_name": "Newsletter",
+            "audience_key": "newsletter",
+            "store_name": store.name,
         })
     }
 }

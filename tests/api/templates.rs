@@ -219,6 +219,25 @@ async fn preview_escapes_html_only_and_warns_about_missing_variables(app: &TestA
     assert_eq!(bad.1["validation_errors"], json!([{"field": "vars", "error": "invalid_type"}]));
     let unknown = app.post(&admin.store("/email-templates/nope/preview"), Some(&admin.token), json!({})).await;
     expect_error(&unknown, 404, "not_found");
+
+    // The variables a mail gets when it is sent are filled with samples: no warning about them.
+    create(
+        app,
+        &admin,
+        json!({"key": "welcome", "subject": "Confirm {{ audience_name }}",
+               "body": "<p>Hi {{ first_name|default('friend') }}, <a href=\"{{ confirm_url }}\">confirm</a> \
+                        or <a href=\"{{ unsubscribe_url }}\">leave</a> ({{ store_name }}, {{ email }})</p>"}),
+    )
+    .await;
+    let p = preview(app, &admin, "welcome", json!({})).await;
+    assert_eq!(p["warnings"], json!([]), "{p}");
+    assert!(
+        p["html"].as_str().unwrap().contains("Hi friend")
+            && p["html"].as_str().unwrap().contains("/audiences/confirm?token=")
+    );
+    create(app, &admin, json!({"key": "profile_code", "subject": "{{ code }} for {{ store_name }}", "body": "<p>{{ code }}, {{ expires_minutes }} min</p>"})).await;
+    let p = preview(app, &admin, "profile_code", json!({"code": "654321"})).await;
+    assert_eq!((p["subject"].as_str(), &p["warnings"]), (Some("654321 for preview's shop"), &json!([])), "{p}");
 }
 
 async fn text_part_is_derived_from_the_body(app: &TestApp) {

@@ -127,3 +127,17 @@ fn text_derivation_survives_odd_markup() {
     );
     assert_eq!(html_to_text(""), "");
 }
+
+#[test]
+fn a_variable_with_a_default_is_not_warned_about() {
+    let t = TemplateSource {
+        subject: "Hi {{ first_name|default('friend') }}".into(),
+        body: "<p>{{ first_name | d('friend') }} {{ city }} {{ city|default('x') }}</p>".into(),
+        text_body: None,
+        preheader: None,
+    };
+    let r = render(&t, &serde_json::json!({})).unwrap();
+    assert_eq!(r.subject, "Hi friend");
+    let warned: Vec<&str> = r.warnings.iter().map(|w| w.variable.as_str()).collect();
+    assert_eq!(warned, ["city"], "city is printed once without a default");
+}
