@@ -35,6 +35,8 @@ enum Command {
     Migrate,
     /// Print the OpenAPI document (the one served at /openapi.json); needs no configuration.
     Openapi,
+    /// Exit 0 when the server on LISTEN_ADDR answers /readyz with 200 (a container health check).
+    Ready,
     /// First run: an account, a store it owns and an API key, in one step
     /// → {"account", "store", "api_key"}; with --env, `export` lines to paste instead.
     Init {
@@ -242,7 +244,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     let no_store =
         |store: Uuid| move |_| anyhow::anyhow!("no store has the id {store} (storecrm stores list shows them)");
     match command {
-        Command::Serve | Command::Migrate | Command::Openapi => {
+        Command::Serve | Command::Migrate | Command::Openapi | Command::Ready => {
             let addr = state.config.listen_addr;
             let listener = TcpListener::bind(addr)
                 .await
@@ -353,12 +355,46 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `GET /readyz` on LISTEN_ADDR over plain HTTP/1.0: the image has no curl, and this needs none.
+async fn ready() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = dotenvy::dotenv();
+    let listen = std::env::var("LISTEN_ADDR").unwrap_or_else(|_| "127.0.0.1:8080".into());
+    let mut addr: std::net::SocketAddr = listen.parse()?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(3), async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.write_all(b"GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n").await?;
+        let mut head = vec![0; 64];
+        let n = stream.read(&mut head).await?;
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&head[..n]).to_string())
+    })
+    .await??;
+    anyhow::ensure!(
+        answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"),
+        "{}",
+        answer.lines().next().unwrap_or("")
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Openapi) = cli.command {
         println!("{}", storecrm::http::openapi_json());
         return ExitCode::SUCCESS;
+    }
+    if let Some(Command::Ready) = cli.command {
+        return match ready().await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("storecrm: not ready: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let _ = dotenvy::dotenv();
     let config = match Config::from_env() {

@@ -928,6 +928,17 @@ async fn the_cli_an_operator_lives_in(app: &TestApp) {
     let (ok, _, _) = cli(app, &["mail", "list", "--status", "lost"], None);
     assert!(!ok);
 
+    // ready: the container health check asks /readyz
+    let ready = |addr: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_storecrm"))
+            .arg("ready")
+            .env("LISTEN_ADDR", addr)
+            .status()
+            .unwrap()
+    };
+    assert!(ready(app.base.trim_start_matches("http://")).success());
+    assert!(!ready("127.0.0.1:1").success());
+
     // -v brings the info lines back
     let (ok, _, err) = cli(app, &["-v", "stores", "list"], None);
     assert!(ok && !err.is_empty(), "verbose logs: {err}");
