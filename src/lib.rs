@@ -24,6 +24,8 @@ pub mod payments;
 pub mod repo;
 /// Business rules, one module per capability; no HTTP types, no SQL.
 pub mod services;
+/// The API's representation of records: answered by the routes, carried by events.
+pub mod views;
 
 /// Seconds since the Unix epoch: the timestamp unit of the API and of every table.
 pub fn now() -> i64 {

@@ -5,7 +5,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
@@ -18,9 +17,10 @@ use crate::http::Paged;
 use crate::http::extract::{Json, MaybeAdmin, Path, Query, StoreCaller, parse_json};
 use crate::http::pages;
 use crate::http::stores::Deleted;
-use crate::repo::{AudienceRow, SubscriberRow, SubscriptionRow};
+use crate::repo::{AudienceRow, SubscriberRow};
 use crate::services::audiences::{CreateAudience, SubscribeRequest, Subscriber, UpdateAudience};
 use crate::services::auth::{AdminAuth, ProfileAuth};
+pub use crate::views::Subscription;
 
 #[derive(Serialize, ToSchema)]
 pub struct Audience {
@@ -54,48 +54,6 @@ impl From<AudienceRow> for Audience {
             subscriber_count: a.subscriber_count,
             created_at: a.created_at,
             updated_at: a.updated_at,
-        }
-    }
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Subscription {
-    pub id: Uuid,
-    pub store_id: Uuid,
-    pub audience_id: Uuid,
-    pub profile_id: Uuid,
-    pub status: SubscriptionStatus,
-    pub source: SubscriptionSource,
-    pub price_id: Option<String>,
-    /// `{provider: {type, customer_id, subscription_id, price_id, checkout_session_id}}` for paid
-    /// subscriptions; the Stripe customer and subscription ids arrive with the checkout webhook.
-    #[schema(value_type = Option<Object>)]
-    pub payment: Option<Value>,
-    pub start_date: Option<i64>,
-    pub end_date: Option<i64>,
-    pub confirmed_at: Option<i64>,
-    pub cancelled_at: Option<i64>,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
-
-impl From<SubscriptionRow> for Subscription {
-    fn from(s: SubscriptionRow) -> Self {
-        Self {
-            id: s.id,
-            store_id: s.store_id,
-            audience_id: s.audience_id,
-            profile_id: s.profile_id,
-            status: s.status,
-            source: s.source,
-            price_id: s.price_id,
-            payment: s.payment,
-            start_date: s.start_date,
-            end_date: s.end_date,
-            confirmed_at: s.confirmed_at,
-            cancelled_at: s.cancelled_at,
-            created_at: s.created_at,
-            updated_at: s.updated_at,
         }
     }
 }

@@ -3,109 +3,20 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::domain::taxonomy::{TaxonomyEntry, entries_from_values};
-use crate::domain::{Keyset, Status};
+use crate::domain::Keyset;
+use crate::domain::taxonomy::TaxonomyEntry;
 use crate::error::{AppError, AppResult, ErrorBody};
 use crate::http::extract::{Json, Path, Query};
 use crate::http::stores::Deleted;
 use crate::http::{ListQuery, Paged};
-use crate::repo::{OrderRow, ProfileDetails};
 use crate::services::auth::AdminAuth;
 use crate::services::profiles::{FindProfiles, LinkOrder, UpdateProfile};
-
-#[derive(Serialize, ToSchema)]
-pub struct PromoUsage {
-    pub promo_code_id: String,
-    pub uses: i64,
-}
-
-/// A live session, without its tokens.
-#[derive(Serialize, ToSchema)]
-pub struct AuthTokenInfo {
-    pub id: Uuid,
-    pub created_at: i64,
-    pub last_used_at: i64,
-    pub refresh_expires_at: i64,
-    pub is_verified: bool,
-    pub user_agent: Option<String>,
-}
-
-impl From<crate::repo::SessionSummary> for AuthTokenInfo {
-    fn from(s: crate::repo::SessionSummary) -> Self {
-        Self {
-            id: s.id,
-            created_at: s.created_at,
-            last_used_at: s.last_used_at,
-            refresh_expires_at: s.refresh_expires_at,
-            is_verified: s.verified,
-            user_agent: s.user_agent,
-        }
-    }
-}
-
-/// A magic code, without the code.
-#[derive(Serialize, ToSchema)]
-pub struct VerificationCodeInfo {
-    pub id: Uuid,
-    pub created_at: i64,
-    pub expires_at: i64,
-    pub used: bool,
-    pub attempts: i64,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Profile {
-    pub id: Uuid,
-    pub store_id: Uuid,
-    pub email: Option<String>,
-    pub verified: bool,
-    pub status: Status,
-    pub taxonomies: Vec<TaxonomyEntry>,
-    pub promo_usage: Vec<PromoUsage>,
-    pub auth_tokens: Vec<AuthTokenInfo>,
-    pub verification_codes: Vec<VerificationCodeInfo>,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
-
-impl From<ProfileDetails> for Profile {
-    fn from(d: ProfileDetails) -> Self {
-        let p = d.profile;
-        Self {
-            id: p.id,
-            store_id: p.store_id,
-            email: p.email,
-            verified: p.verified,
-            status: p.status,
-            taxonomies: entries_from_values(d.values),
-            promo_usage: d
-                .promo_usage
-                .into_iter()
-                .map(|(promo_code_id, uses)| PromoUsage { promo_code_id, uses })
-                .collect(),
-            auth_tokens: d.sessions.into_iter().map(AuthTokenInfo::from).collect(),
-            verification_codes: d
-                .codes
-                .into_iter()
-                .map(|c| VerificationCodeInfo {
-                    id: c.id,
-                    created_at: c.created_at,
-                    expires_at: c.expires_at,
-                    used: c.used,
-                    attempts: c.attempts,
-                })
-                .collect(),
-            created_at: p.created_at,
-            updated_at: p.updated_at,
-        }
-    }
-}
+pub use crate::views::{AuthTokenInfo, Order, Profile, PromoUsage, VerificationCodeInfo};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -121,36 +32,6 @@ pub struct MergeRequest {
     /// The profile merged into the target and then deleted.
     #[serde(alias = "sourceId")]
     pub source_id: Uuid,
-}
-
-/// An order of the commerce system linked to a profile.
-#[derive(Serialize, ToSchema)]
-pub struct Order {
-    pub order_id: String,
-    pub profile_id: Uuid,
-    /// Minor units.
-    pub total: Option<i64>,
-    pub currency: Option<String>,
-    pub status: Option<String>,
-    pub placed_at: Option<i64>,
-    #[schema(value_type = Object)]
-    pub metadata: Value,
-    pub created_at: i64,
-}
-
-impl From<OrderRow> for Order {
-    fn from(o: OrderRow) -> Self {
-        Self {
-            order_id: o.order_id,
-            profile_id: o.profile_id,
-            total: o.total,
-            currency: o.currency,
-            status: o.status,
-            placed_at: o.placed_at,
-            metadata: o.metadata,
-            created_at: o.created_at,
-        }
-    }
 }
 
 /// Everything storecrm holds about one profile.

@@ -1,0 +1,176 @@
+//! The API's representation of the records the store keeps: what the routes answer and what an
+//! event's `data.object` carries (CONTRACT §9.1: "the object as the API answers it"), in one place.
+
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::domain::taxonomy::{TaxonomyEntry, entries_from_values};
+use crate::domain::{Status, SubscriptionSource, SubscriptionStatus};
+use crate::repo::{OrderRow, ProfileDetails, SubscriptionRow};
+
+#[derive(Serialize, ToSchema)]
+pub struct PromoUsage {
+    pub promo_code_id: String,
+    pub uses: i64,
+}
+
+/// A live session, without its tokens.
+#[derive(Serialize, ToSchema)]
+pub struct AuthTokenInfo {
+    pub id: Uuid,
+    pub created_at: i64,
+    pub last_used_at: i64,
+    pub refresh_expires_at: i64,
+    pub is_verified: bool,
+    pub user_agent: Option<String>,
+}
+
+impl From<crate::repo::SessionSummary> for AuthTokenInfo {
+    fn from(s: crate::repo::SessionSummary) -> Self {
+        Self {
+            id: s.id,
+            created_at: s.created_at,
+            last_used_at: s.last_used_at,
+            refresh_expires_at: s.refresh_expires_at,
+            is_verified: s.verified,
+            user_agent: s.user_agent,
+        }
+    }
+}
+
+/// A magic code, without the code.
+#[derive(Serialize, ToSchema)]
+pub struct VerificationCodeInfo {
+    pub id: Uuid,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub used: bool,
+    pub attempts: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Profile {
+    pub id: Uuid,
+    pub store_id: Uuid,
+    pub email: Option<String>,
+    pub verified: bool,
+    pub status: Status,
+    pub taxonomies: Vec<TaxonomyEntry>,
+    pub promo_usage: Vec<PromoUsage>,
+    pub auth_tokens: Vec<AuthTokenInfo>,
+    pub verification_codes: Vec<VerificationCodeInfo>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl From<ProfileDetails> for Profile {
+    fn from(d: ProfileDetails) -> Self {
+        let p = d.profile;
+        Self {
+            id: p.id,
+            store_id: p.store_id,
+            email: p.email,
+            verified: p.verified,
+            status: p.status,
+            taxonomies: entries_from_values(d.values),
+            promo_usage: d
+                .promo_usage
+                .into_iter()
+                .map(|(promo_code_id, uses)| PromoUsage { promo_code_id, uses })
+                .collect(),
+            auth_tokens: d.sessions.into_iter().map(AuthTokenInfo::from).collect(),
+            verification_codes: d
+                .codes
+                .into_iter()
+                .map(|c| VerificationCodeInfo {
+                    id: c.id,
+                    created_at: c.created_at,
+                    expires_at: c.expires_at,
+                    used: c.used,
+                    attempts: c.attempts,
+                })
+                .collect(),
+            created_at: p.created_at,
+            updated_at: p.updated_at,
+        }
+    }
+}
+
+/// An order of the commerce system linked to a profile.
+#[derive(Serialize, ToSchema)]
+pub struct Order {
+    pub order_id: String,
+    pub profile_id: Uuid,
+    /// Minor units.
+    pub total: Option<i64>,
+    pub currency: Option<String>,
+    pub status: Option<String>,
+    pub placed_at: Option<i64>,
+    #[schema(value_type = Object)]
+    pub metadata: Value,
+    pub created_at: i64,
+}
+
+impl From<OrderRow> for Order {
+    fn from(o: OrderRow) -> Self {
+        Self {
+            order_id: o.order_id,
+            profile_id: o.profile_id,
+            total: o.total,
+            currency: o.currency,
+            status: o.status,
+            placed_at: o.placed_at,
+            metadata: o.metadata,
+            created_at: o.created_at,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Subscription {
+    pub id: Uuid,
+    pub store_id: Uuid,
+    pub audience_id: Uuid,
+    pub profile_id: Uuid,
+    pub status: SubscriptionStatus,
+    pub source: SubscriptionSource,
+    pub price_id: Option<String>,
+    /// `{provider: {type, customer_id, subscription_id, price_id, checkout_session_id}}` for paid
+    /// subscriptions; the Stripe customer and subscription ids arrive with the checkout webhook.
+    #[schema(value_type = Option<Object>)]
+    pub payment: Option<Value>,
+    pub start_date: Option<i64>,
+    pub end_date: Option<i64>,
+    pub confirmed_at: Option<i64>,
+    pub cancelled_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl From<SubscriptionRow> for Subscription {
+    fn from(s: SubscriptionRow) -> Self {
+        Self {
+            id: s.id,
+            store_id: s.store_id,
+            audience_id: s.audience_id,
+            profile_id: s.profile_id,
+            status: s.status,
+            source: s.source,
+            price_id: s.price_id,
+            payment: s.payment,
+            start_date: s.start_date,
+            end_date: s.end_date,
+            confirmed_at: s.confirmed_at,
+            cancelled_at: s.cancelled_at,
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+        }
+    }
+}
+
+/// The object of an event, as JSON.
+pub fn object(view: impl Serialize) -> Value {
+    serde_json::to_value(view).expect("views serialize")
+}
