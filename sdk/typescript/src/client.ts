@@ -192,14 +192,16 @@ const SORT_FIELDS: Record<string, string> = { createdAt: "created_at", updatedAt
  */
 function normalize(args: object | undefined, pathKeys: readonly string[] = []): Record<string, unknown> {
   const out: Record<string, unknown> = {};
+  const spelledAs: Record<string, string> = {};
   if (args === undefined || args === null) return out;
   for (const [key, value] of Object.entries(args)) {
     if (value === undefined || pathKeys.includes(key)) continue;
     const name = ALIASES[key] ?? key;
     if (name in out && out[name] !== value) {
-      throw new TypeError(`storecrm: both ${key} and ${name} were given, with different values`);
+      throw new TypeError(`storecrm: both ${spelledAs[name]} and ${key} were given, with different values`);
     }
     out[name] = value;
+    spelledAs[name] = key;
   }
   return out;
 }
@@ -212,7 +214,9 @@ function required(args: Record<string, unknown>, name: string, call: string): st
   return v;
 }
 
+/** One path segment. `.` and `..` would be resolved away by URL parsing, so they are refused. */
 function seg(value: string): string {
+  if (value === "" || value === "." || value === "..") throw new TypeError(`storecrm: ${JSON.stringify(value)} is not an id`);
   return encodeURIComponent(value);
 }
 
@@ -407,54 +411,54 @@ export function createClient(options: ClientOptions): StoreCrmClient {
   }
 
   const audiences: Audiences = {
-    create: (args) => {
+    create: async (args) => {
       const body = normalize(args);
       required(body, "key", "audiences.create");
       return op("audiences_create", "admin", "POST", "/audiences", { body });
     },
-    get: (args) => {
+    get: async (args) => {
       const id = required(normalize(args), "id", "audiences.get");
       return op("audiences_get", hasAdmin() ? "admin" : "none", "GET", `/audiences/${seg(id)}`);
     },
-    find: (args) => op("audiences_find", "admin", "GET", "/audiences", { query: normalize(args) }),
-    update: (args) => {
+    find: async (args) => op("audiences_find", "admin", "GET", "/audiences", { query: normalize(args) }),
+    update: async (args) => {
       const id = required(normalize(args), "id", "audiences.update");
       return op("audiences_update", "admin", "PUT", `/audiences/${seg(id)}`, { body: normalize(args, ["id"]) });
     },
-    subscribe: (args) => {
+    subscribe: async (args) => {
       const id = required(normalize(args), "id", "audiences.subscribe");
       const body = normalize(args, ["id"]);
       required(body, "profile_id", "audiences.subscribe");
       return op("audiences_subscribe", "auto", "POST", `/audiences/${seg(id)}/subscribe`, { body });
     },
-    checkAccess: (args) => {
+    checkAccess: async (args) => {
       const id = required(normalize(args), "id", "audiences.checkAccess");
       return op("audiences_checkAccess", "profile", "GET", `/audiences/${seg(id)}/access`);
     },
-    getSubscribers: (args) => {
+    getSubscribers: async (args) => {
       const id = required(normalize(args), "id", "audiences.getSubscribers");
       return op("audiences_getSubscribers", "admin", "GET", `/audiences/${seg(id)}/subscribers`, {
         query: normalize(args, ["id"]),
       });
     },
-    addSubscriber: (args) => {
+    addSubscriber: async (args) => {
       const id = required(normalize(args), "id", "audiences.addSubscriber");
       const body = normalize(args, ["id"]);
       required(body, "profile_id", "audiences.addSubscriber");
       return op("audiences_addSubscriber", "admin", "POST", `/audiences/${seg(id)}/subscribers`, { body });
     },
-    removeSubscriber: (args) => {
+    removeSubscriber: async (args) => {
       const a = normalize(args);
       const id = required(a, "id", "audiences.removeSubscriber");
       const profileId = required(a, "profile_id", "audiences.removeSubscriber");
       return op("audiences_removeSubscriber", "admin", "DELETE", `/audiences/${seg(id)}/subscribers/${seg(profileId)}`);
     },
-    confirm: (args) => {
+    confirm: async (args) => {
       const body = normalize(args);
       required(body, "token", "audiences.confirm");
       return op("audiences_confirm", "none", "POST", "/audiences/confirm", { body });
     },
-    unsubscribe: (args) => {
+    unsubscribe: async (args) => {
       const body = normalize(args);
       required(body, "token", "audiences.unsubscribe");
       return op("audiences_unsubscribe", "none", "POST", "/audiences/unsubscribe", { body });
@@ -469,7 +473,7 @@ export function createClient(options: ClientOptions): StoreCrmClient {
       required(body, "email", "connect");
       return storeSession(await profileCall<AuthToken>(prepare("POST", "/profiles/connect", undefined, body), true));
     },
-    requestCode: (args) => {
+    requestCode: async (args) => {
       const body = normalize(args);
       required(body, "email", "requestCode");
       return op("profiles_requestCode", "none", "POST", "/profiles/auth/code", { body });
@@ -485,7 +489,7 @@ export function createClient(options: ClientOptions): StoreCrmClient {
       if (typeof given === "string" && given !== "") return rotate(given);
       return refreshSession(null);
     },
-    getMe: () => op("profiles_getMe", "profile", "GET", "/profiles/me"),
+    getMe: async () => op("profiles_getMe", "profile", "GET", "/profiles/me"),
     logout: async () => {
       const session = await readSession();
       if (session === null) return { logged_out: true };
@@ -501,26 +505,26 @@ export function createClient(options: ClientOptions): StoreCrmClient {
     },
     getSession: readSession,
 
-    create: (args) => {
+    create: async (args) => {
       const body = normalize(args);
       required(body, "email", "create");
       return op("profiles_create", "admin", "POST", "/profiles", { body });
     },
-    get: (args) => {
+    get: async (args) => {
       const id = required(normalize(args), "id", "get");
       return op("profiles_get", "admin", "GET", `/profiles/${seg(id)}`);
     },
-    find: (args) => {
+    find: async (args) => {
       const query = normalize(args);
       const sort = query["sort_field"];
       if (typeof sort === "string" && sort in SORT_FIELDS) query["sort_field"] = SORT_FIELDS[sort];
       return op("profiles_find", "admin", "GET", "/profiles", { query });
     },
-    update: (args) => {
+    update: async (args) => {
       const id = required(normalize(args), "id", "update");
       return op("profiles_update", "admin", "PUT", `/profiles/${seg(id)}`, { body: normalize(args, ["id"]) });
     },
-    merge: (args) => {
+    merge: async (args) => {
       const id = required(normalize(args), "id", "merge");
       const body = normalize(args, ["id"]);
       required(body, "source_id", "merge");
@@ -541,25 +545,25 @@ export function createClient(options: ClientOptions): StoreCrmClient {
       return out;
     },
 
-    getTokens: (args) => {
+    getTokens: async (args) => {
       const id = required(normalize(args), "id", "getTokens");
       return op("profiles_getTokens", "auto", "GET", `/profiles/${seg(id)}/sessions`);
     },
-    linkOrder: (args) => {
+    linkOrder: async (args) => {
       const id = required(normalize(args), "id", "linkOrder");
       const body = normalize(args, ["id"]);
       required(body, "order_id", "linkOrder");
       return op("profiles_linkOrder", "admin", "POST", `/profiles/${seg(id)}/orders`, { body });
     },
-    getOrders: (args) => {
+    getOrders: async (args) => {
       const id = required(normalize(args), "id", "getOrders");
       return op("profiles_getOrders", "admin", "GET", `/profiles/${seg(id)}/orders`, { query: normalize(args, ["id"]) });
     },
-    export: (args) => {
+    export: async (args) => {
       const id = required(normalize(args), "id", "export");
       return op("profiles_export", "admin", "GET", `/profiles/${seg(id)}/export`);
     },
-    erase: (args) => {
+    erase: async (args) => {
       const id = required(normalize(args), "id", "erase");
       return op("profiles_erase", "admin", "DELETE", `/profiles/${seg(id)}`);
     },
@@ -569,7 +573,7 @@ export function createClient(options: ClientOptions): StoreCrmClient {
 
   return {
     crm,
-    request: <T = unknown>(req: RawRequest): Promise<T> =>
+    request: async <T = unknown>(req: RawRequest): Promise<T> =>
       call<T>(req.auth ?? "admin", prepare(req.method, req.path, req.query, req.body)),
   };
 }
