@@ -1,0 +1,579 @@
+import { StoreCrmError, errorFromResponse } from "./errors.js";
+import { memoryStorage, type TokenStorage } from "./storage.js";
+import type {
+  AccessResponse,
+  AddSubscriberResponse,
+  Audience,
+  AudiencePage,
+  AuthToken,
+  CodeSent,
+  Confirmed,
+  CreateAudienceArgs,
+  CreateProfileArgs,
+  Deleted,
+  EmailArgs,
+  FindAudiencesArgs,
+  FindProfilesArgs,
+  GetSubscribersArgs,
+  IdArgs,
+  LinkOrderArgs,
+  LoggedOut,
+  MergeArgs,
+  OkBody,
+  OperationId,
+  Order,
+  OrderPage,
+  PageArgs,
+  Profile,
+  ProfileExport,
+  ProfilePage,
+  RefreshArgs,
+  RevokeTokenArgs,
+  SessionPage,
+  SubscribeArgs,
+  SubscribeResponse,
+  SubscriberArgs,
+  SubscriberPage,
+  TokenArgs,
+  Unsubscribed,
+  UpdateAudienceArgs,
+  UpdateProfileArgs,
+  VerifyArgs,
+} from "./types.js";
+
+/** The `fetch` the client calls: the global one by default, or a wrapper (logging, tests, retries). */
+export type FetchLike = (input: string, init: RequestInit) => Promise<Response>;
+
+export interface ClientOptions {
+  /** The server's root, e.g. `https://crm.example.com` (the SDK appends `/v1/...`). */
+  baseUrl: string;
+  /** The store every call is scoped to. */
+  storeId: string;
+  /** A store API key (`sk_...`) for the admin calls. Never ship it to a browser. */
+  apiKey?: string;
+  /**
+   * An account access token (from `POST /v1/auth/login`) for the admin calls, or a function that
+   * answers a current one (called before each admin call). `apiKey` wins when both are given.
+   */
+  accessToken?: string | (() => string | Promise<string>);
+  /** Where the profile session is kept: `memoryStorage()` by default. */
+  storage?: TokenStorage;
+  /** Defaults to `globalThis.fetch`. */
+  fetch?: FetchLike;
+}
+
+/** How a call authenticates. */
+export type AuthMode =
+  /** No `Authorization` header. */
+  | "none"
+  /** The `apiKey` or account `accessToken`. */
+  | "admin"
+  /** The stored profile session; a 401 refreshes it once and retries. */
+  | "profile"
+  /** The admin credential when the client has one, else the stored profile session. */
+  | "auto";
+
+export interface RawRequest {
+  method: "GET" | "POST" | "PUT" | "PATCH" | "DELETE";
+  /**
+   * A path under `/v1/stores/{storeId}` (`/email-templates`), or an absolute path starting with
+   * `/v1/` (`/v1/auth/me`).
+   */
+  path: string;
+  /** Strings and numbers are sent as they are; arrays and objects JSON-encoded. */
+  query?: Record<string, unknown>;
+  /** Sent as JSON. */
+  body?: unknown;
+  /** `"admin"` by default. */
+  auth?: AuthMode;
+}
+
+export interface Audiences {
+  /** `POST /audiences` (admin). */
+  create(args: CreateAudienceArgs): Promise<Audience>;
+  /** `GET /audiences/{id}` by id or key (admin; without an admin credential: active audiences only). */
+  get(args: IdArgs): Promise<Audience>;
+  /** `GET /audiences` (admin). */
+  find(args?: FindAudiencesArgs): Promise<AudiencePage>;
+  /** `PUT /audiences/{id}` (admin). */
+  update(args: UpdateAudienceArgs): Promise<Audience>;
+  /** `POST /audiences/{id}/subscribe` (the profile itself, or admin). */
+  subscribe(args: SubscribeArgs): Promise<SubscribeResponse>;
+  /** `GET /audiences/{id}/access` (profile session). */
+  checkAccess(args: IdArgs): Promise<AccessResponse>;
+  /** `GET /audiences/{id}/subscribers` (admin). */
+  getSubscribers(args: GetSubscribersArgs): Promise<SubscriberPage>;
+  /** `POST /audiences/{id}/subscribers` (admin). */
+  addSubscriber(args: SubscriberArgs): Promise<AddSubscriberResponse>;
+  /** `DELETE /audiences/{id}/subscribers/{profileId}` (admin). */
+  removeSubscriber(args: SubscriberArgs): Promise<Deleted>;
+  /** Added: `POST /audiences/confirm {token}` (public), what the `confirmUrl` page calls. */
+  confirm(args: TokenArgs): Promise<Confirmed>;
+  /** Added: `POST /audiences/unsubscribe {token}` (public). */
+  unsubscribe(args: TokenArgs): Promise<Unsubscribed>;
+}
+
+export interface Crm {
+  /** `POST /profiles/initialize`: a new guest profile; the session is stored. */
+  initialize(): Promise<AuthToken>;
+  /** `POST /profiles/connect {email}`, sending the stored session (a guest carries over); the new session is stored. */
+  connect(args: EmailArgs): Promise<AuthToken>;
+  /** `POST /profiles/auth/code {email}`: mails a sign-in code. */
+  requestCode(args: EmailArgs): Promise<CodeSent>;
+  /** `POST /profiles/auth/verify {email, code}`, sending the stored session; the verified session is stored. */
+  verify(args: VerifyArgs): Promise<AuthToken>;
+  /** `POST /profiles/auth/refresh`: rotates the stored session (single-flight) and stores the new pair. */
+  refreshToken(args?: RefreshArgs): Promise<AuthToken>;
+  /** `GET /profiles/me` (profile session). */
+  getMe(): Promise<Profile>;
+  /** `POST /profiles/auth/logout` (profile session); the storage is cleared in every case. */
+  logout(): Promise<LoggedOut>;
+  /** The stored session, or `null`. */
+  getSession(): Promise<AuthToken | null>;
+
+  /** `POST /profiles {email, taxonomies?}` (admin); idempotent on email. */
+  create(args: CreateProfileArgs): Promise<Profile>;
+  /** `GET /profiles/{id}` (admin). */
+  get(args: IdArgs): Promise<Profile>;
+  /** `GET /profiles` (admin). */
+  find(args?: FindProfilesArgs): Promise<ProfilePage>;
+  /** `PUT /profiles/{id}` (admin). */
+  update(args: UpdateProfileArgs): Promise<Profile>;
+  /** `POST /profiles/{id}/merge {source_id}` (admin). */
+  merge(args: MergeArgs): Promise<Profile>;
+  /** `DELETE /profiles/{id}/sessions/{tokenId}` (admin, or the profile itself). */
+  revokeToken(args: RevokeTokenArgs): Promise<Deleted>;
+  /** `DELETE /profiles/{id}/sessions` (admin, or the profile itself). */
+  revokeAllTokens(args: IdArgs): Promise<Deleted>;
+
+  /** Added: `GET /profiles/{id}/sessions` (admin, or the profile itself). */
+  getTokens(args: IdArgs): Promise<SessionPage>;
+  /** Added: `POST /profiles/{id}/orders` (admin): link an order of the commerce system. */
+  linkOrder(args: LinkOrderArgs): Promise<Order>;
+  /** Added: `GET /profiles/{id}/orders` (admin). */
+  getOrders(args: IdArgs & PageArgs): Promise<OrderPage>;
+  /** Added: `GET /profiles/{id}/export` (admin): GDPR export. */
+  export(args: IdArgs): Promise<ProfileExport>;
+  /** Added: `DELETE /profiles/{id}` (admin): GDPR erasure. */
+  erase(args: IdArgs): Promise<Deleted>;
+
+  audiences: Audiences;
+}
+
+export interface StoreCrmClient {
+  crm: Crm;
+  /** Any route, with the client's base URL, credentials, session refresh and error mapping. */
+  request<T = unknown>(req: RawRequest): Promise<T>;
+}
+
+/** camelCase spellings of the reference that are sent under their snake_case names. */
+const ALIASES: Record<string, string> = {
+  profileId: "profile_id",
+  priceId: "price_id",
+  successUrl: "success_url",
+  cancelUrl: "cancel_url",
+  confirmUrl: "confirm_url",
+  confirmTemplateId: "confirm_template_id",
+  sourceId: "source_id",
+  tokenId: "token_id",
+  taxonomyQuery: "taxonomy_query",
+  sortField: "sort_field",
+  sortDirection: "sort_direction",
+  refreshToken: "refresh_token",
+};
+
+const SORT_FIELDS: Record<string, string> = { createdAt: "created_at", updatedAt: "updated_at" };
+
+/**
+ * The arguments as the server spells them: aliases renamed (both spellings with different values
+ * is a `TypeError`), `undefined` dropped, `null` kept (it clears), the path keys left out. Other
+ * keys pass through, so a typo reaches the server and is refused (422 `unknown_field`) instead of
+ * being dropped silently.
+ */
+function normalize(args: object | undefined, pathKeys: readonly string[] = []): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  const spelledAs: Record<string, string> = {};
+  if (args === undefined || args === null) return out;
+  for (const [key, value] of Object.entries(args)) {
+    if (value === undefined || pathKeys.includes(key)) continue;
+    const name = ALIASES[key] ?? key;
+    if (name in out && out[name] !== value) {
+      throw new TypeError(`storecrm: both ${spelledAs[name]} and ${key} were given, with different values`);
+    }
+    out[name] = value;
+    spelledAs[name] = key;
+  }
+  return out;
+}
+
+function required(args: Record<string, unknown>, name: string, call: string): string {
+  const v = args[name];
+  if (typeof v !== "string" || v === "") {
+    throw new TypeError(`storecrm: ${call} needs ${name}`);
+  }
+  return v;
+}
+
+/** One path segment. `.` and `..` would be resolved away by URL parsing, so they are refused. */
+function seg(value: string): string {
+  if (value === "" || value === "." || value === "..") throw new TypeError(`storecrm: ${JSON.stringify(value)} is not an id`);
+  return encodeURIComponent(value);
+}
+
+function queryString(query: Record<string, unknown> | undefined): string {
+  if (query === undefined) return "";
+  const params = new URLSearchParams();
+  for (const [key, value] of Object.entries(query)) {
+    if (value === undefined || value === null) continue;
+    if (typeof value === "string") params.append(key, value);
+    else if (typeof value === "number" || typeof value === "boolean" || typeof value === "bigint") {
+      params.append(key, String(value));
+    } else params.append(key, JSON.stringify(value));
+  }
+  const s = params.toString();
+  return s === "" ? "" : `?${s}`;
+}
+
+/**
+ * One refresh at a time per storage object: clients that share a storage share the refresh too.
+ * (Tabs sharing `localStorage` are separate realms; there the server's grace window answers the
+ * same successor to each of them.)
+ */
+const inflightRefresh = new WeakMap<TokenStorage, Promise<AuthToken>>();
+
+/** 4xx answers to a refresh mean the session is over; a network error, 408, 429 or 5xx may pass. */
+function isDefinitiveRefusal(status: number): boolean {
+  return status >= 400 && status < 500 && status !== 408 && status !== 429;
+}
+
+function noSession(): StoreCrmError {
+  return new StoreCrmError({ status: 401, code: "no_session", message: "no profile session is stored" });
+}
+
+export function createClient(options: ClientOptions): StoreCrmClient {
+  if (typeof options.baseUrl !== "string" || options.baseUrl === "") throw new TypeError("storecrm: baseUrl is required");
+  if (typeof options.storeId !== "string" || options.storeId === "") throw new TypeError("storecrm: storeId is required");
+  const baseUrl = options.baseUrl.replace(/\/+$/, "");
+  const storePath = `/v1/stores/${seg(options.storeId)}`;
+  const storage = options.storage ?? memoryStorage();
+  const doFetch: FetchLike =
+    options.fetch ??
+    ((input, init) => {
+      if (typeof globalThis.fetch !== "function") throw new TypeError("storecrm: no global fetch; pass options.fetch");
+      return globalThis.fetch(input, init);
+    });
+
+  const hasAdmin = (): boolean => options.apiKey !== undefined || options.accessToken !== undefined;
+
+  async function adminBearer(): Promise<string | undefined> {
+    if (options.apiKey !== undefined) return options.apiKey;
+    const t = options.accessToken;
+    if (t === undefined) return undefined;
+    return typeof t === "function" ? await t() : t;
+  }
+
+  async function readSession(): Promise<AuthToken | null> {
+    return (await storage.get()) ?? null;
+  }
+
+  interface Prepared {
+    method: string;
+    url: string;
+    body: string | undefined;
+  }
+
+  function prepare(method: string, path: string, query?: Record<string, unknown>, body?: unknown): Prepared {
+    const full = path.startsWith("/v1/") ? path : `${storePath}${path}`;
+    return {
+      method,
+      url: `${baseUrl}${full}${queryString(query)}`,
+      body: body === undefined ? undefined : JSON.stringify(body),
+    };
+  }
+
+  function send(p: Prepared, bearer: string | undefined): Promise<Response> {
+    const headers: Record<string, string> = { accept: "application/json" };
+    if (p.body !== undefined) headers["content-type"] = "application/json";
+    if (bearer !== undefined) headers["authorization"] = `Bearer ${bearer}`;
+    const init: RequestInit = { method: p.method, headers };
+    if (p.body !== undefined) init.body = p.body;
+    return doFetch(p.url, init);
+  }
+
+  async function read<T>(res: Response): Promise<T> {
+    const text = await res.text();
+    if (!res.ok) throw errorFromResponse(res, text);
+    return (text === "" ? undefined : JSON.parse(text)) as T;
+  }
+
+  /** Reads a non-2xx answer into its error. */
+  async function failure(res: Response): Promise<StoreCrmError> {
+    return errorFromResponse(res, await res.text());
+  }
+
+  async function clearIfStill(refreshToken: string): Promise<void> {
+    const current = await readSession();
+    if (current === null || current.refresh_token === refreshToken) await storage.clear();
+  }
+
+  /** POST /profiles/auth/refresh with this refresh token; stores the new pair, clears on refusal. */
+  async function rotate(refreshToken: string): Promise<AuthToken> {
+    const res = await send(prepare("POST", "/profiles/auth/refresh", undefined, { refresh_token: refreshToken }), undefined);
+    if (!res.ok) {
+      const err = await failure(res);
+      if (isDefinitiveRefusal(res.status)) await clearIfStill(refreshToken);
+      throw err;
+    }
+    const token = await read<AuthToken>(res);
+    await storage.set(token);
+    return token;
+  }
+
+  /**
+   * The single-flight refresh. `stale` is the session a request was refused with: when the storage
+   * already holds a newer one (another call or client refreshed meanwhile), that one is answered
+   * without a request.
+   */
+  function refreshSession(stale: AuthToken | null): Promise<AuthToken> {
+    const running = inflightRefresh.get(storage);
+    if (running !== undefined) return running;
+    const job = (async () => {
+      const current = await readSession();
+      if (current === null) throw noSession();
+      if (stale !== null && current.refresh_token !== stale.refresh_token) return current;
+      return rotate(current.refresh_token);
+    })();
+    const tracked = job.finally(() => {
+      if (inflightRefresh.get(storage) === tracked) inflightRefresh.delete(storage);
+    });
+    inflightRefresh.set(storage, tracked);
+    return tracked;
+  }
+
+  /**
+   * A call with the stored profile session. A 401 (other than a wrong magic code) while a session
+   * is stored refreshes it once (single-flight) and retries. With `optional`, a session that can
+   * no longer be refreshed is dropped and the call is made without one (connect, verify).
+   */
+  async function profileCall<T>(p: Prepared, optional: boolean): Promise<T> {
+    const session = await readSession();
+    const res = await send(p, session?.access_token);
+    if (res.ok) return read<T>(res);
+    const err = await failure(res);
+    if (res.status !== 401 || session === null || err.code === "invalid_code") throw err;
+    let fresh: AuthToken;
+    try {
+      fresh = await refreshSession(session);
+    } catch (refreshErr) {
+      if (optional && refreshErr instanceof StoreCrmError && isDefinitiveRefusal(refreshErr.status)) {
+        return read<T>(await send(p, undefined));
+      }
+      throw refreshErr;
+    }
+    return read<T>(await send(p, fresh.access_token));
+  }
+
+  async function call<T>(auth: AuthMode, p: Prepared): Promise<T> {
+    switch (auth) {
+      case "none":
+        return read<T>(await send(p, undefined));
+      case "admin":
+        return read<T>(await send(p, await adminBearer()));
+      case "profile":
+        return profileCall<T>(p, false);
+      case "auto":
+        return hasAdmin() ? read<T>(await send(p, await adminBearer())) : profileCall<T>(p, false);
+    }
+  }
+
+  /** A typed call of one operation of the OpenAPI document. */
+  function op<O extends OperationId>(
+    _operation: O,
+    auth: AuthMode,
+    method: string,
+    path: string,
+    extra: { query?: Record<string, unknown>; body?: unknown } = {},
+  ): Promise<OkBody<O>> {
+    return call<OkBody<O>>(auth, prepare(method, path, extra.query, extra.body));
+  }
+
+  async function storeSession(token: AuthToken): Promise<AuthToken> {
+    await storage.set(token);
+    return token;
+  }
+
+  /** After a profile revoked its own session(s), drop what can no longer be used. */
+  async function forgetRevoked(profileId: string, sessionId?: string): Promise<void> {
+    if (hasAdmin()) return;
+    const current = await readSession();
+    if (current === null || current.profile_id !== profileId) return;
+    if (sessionId === undefined || current.id === sessionId) await storage.clear();
+  }
+
+  const audiences: Audiences = {
+    create: async (args) => {
+      const body = normalize(args);
+      required(body, "key", "audiences.create");
+      return op("audiences_create", "admin", "POST", "/audiences", { body });
+    },
+    get: async (args) => {
+      const id = required(normalize(args), "id", "audiences.get");
+      return op("audiences_get", hasAdmin() ? "admin" : "none", "GET", `/audiences/${seg(id)}`);
+    },
+    find: async (args) => op("audiences_find", "admin", "GET", "/audiences", { query: normalize(args) }),
+    update: async (args) => {
+      const id = required(normalize(args), "id", "audiences.update");
+      return op("audiences_update", "admin", "PUT", `/audiences/${seg(id)}`, { body: normalize(args, ["id"]) });
+    },
+    subscribe: async (args) => {
+      const id = required(normalize(args), "id", "audiences.subscribe");
+      const body = normalize(args, ["id"]);
+      required(body, "profile_id", "audiences.subscribe");
+      return op("audiences_subscribe", "auto", "POST", `/audiences/${seg(id)}/subscribe`, { body });
+    },
+    checkAccess: async (args) => {
+      const id = required(normalize(args), "id", "audiences.checkAccess");
+      return op("audiences_checkAccess", "profile", "GET", `/audiences/${seg(id)}/access`);
+    },
+    getSubscribers: async (args) => {
+      const id = required(normalize(args), "id", "audiences.getSubscribers");
+      return op("audiences_getSubscribers", "admin", "GET", `/audiences/${seg(id)}/subscribers`, {
+        query: normalize(args, ["id"]),
+      });
+    },
+    addSubscriber: async (args) => {
+      const id = required(normalize(args), "id", "audiences.addSubscriber");
+      const body = normalize(args, ["id"]);
+      required(body, "profile_id", "audiences.addSubscriber");
+      return op("audiences_addSubscriber", "admin", "POST", `/audiences/${seg(id)}/subscribers`, { body });
+    },
+    removeSubscriber: async (args) => {
+      const a = normalize(args);
+      const id = required(a, "id", "audiences.removeSubscriber");
+      const profileId = required(a, "profile_id", "audiences.removeSubscriber");
+      return op("audiences_removeSubscriber", "admin", "DELETE", `/audiences/${seg(id)}/subscribers/${seg(profileId)}`);
+    },
+    confirm: async (args) => {
+      const body = normalize(args);
+      required(body, "token", "audiences.confirm");
+      return op("audiences_confirm", "none", "POST", "/audiences/confirm", { body });
+    },
+    unsubscribe: async (args) => {
+      const body = normalize(args);
+      required(body, "token", "audiences.unsubscribe");
+      return op("audiences_unsubscribe", "none", "POST", "/audiences/unsubscribe", { body });
+    },
+  };
+
+  const crm: Crm = {
+    initialize: async () =>
+      storeSession(await op("profiles_initialize", "none", "POST", "/profiles/initialize")),
+    connect: async (args) => {
+      const body = normalize(args);
+      required(body, "email", "connect");
+      return storeSession(await profileCall<AuthToken>(prepare("POST", "/profiles/connect", undefined, body), true));
+    },
+    requestCode: async (args) => {
+      const body = normalize(args);
+      required(body, "email", "requestCode");
+      return op("profiles_requestCode", "none", "POST", "/profiles/auth/code", { body });
+    },
+    verify: async (args) => {
+      const body = normalize(args);
+      required(body, "email", "verify");
+      required(body, "code", "verify");
+      return storeSession(await profileCall<AuthToken>(prepare("POST", "/profiles/auth/verify", undefined, body), true));
+    },
+    refreshToken: async (args) => {
+      const given = normalize(args)["refresh_token"];
+      if (typeof given === "string" && given !== "") return rotate(given);
+      return refreshSession(null);
+    },
+    getMe: async () => op("profiles_getMe", "profile", "GET", "/profiles/me"),
+    logout: async () => {
+      const session = await readSession();
+      if (session === null) return { logged_out: true };
+      try {
+        return await op("profiles_logout", "profile", "POST", "/profiles/auth/logout");
+      } catch (err) {
+        // 401: the session was already over, which is what logging out wants.
+        if (err instanceof StoreCrmError && err.status === 401) return { logged_out: true };
+        throw err;
+      } finally {
+        await storage.clear();
+      }
+    },
+    getSession: readSession,
+
+    create: async (args) => {
+      const body = normalize(args);
+      required(body, "email", "create");
+      return op("profiles_create", "admin", "POST", "/profiles", { body });
+    },
+    get: async (args) => {
+      const id = required(normalize(args), "id", "get");
+      return op("profiles_get", "admin", "GET", `/profiles/${seg(id)}`);
+    },
+    find: async (args) => {
+      const query = normalize(args);
+      const sort = query["sort_field"];
+      if (typeof sort === "string" && sort in SORT_FIELDS) query["sort_field"] = SORT_FIELDS[sort];
+      return op("profiles_find", "admin", "GET", "/profiles", { query });
+    },
+    update: async (args) => {
+      const id = required(normalize(args), "id", "update");
+      return op("profiles_update", "admin", "PUT", `/profiles/${seg(id)}`, { body: normalize(args, ["id"]) });
+    },
+    merge: async (args) => {
+      const id = required(normalize(args), "id", "merge");
+      const body = normalize(args, ["id"]);
+      required(body, "source_id", "merge");
+      return op("profiles_merge", "admin", "POST", `/profiles/${seg(id)}/merge`, { body });
+    },
+    revokeToken: async (args) => {
+      const a = normalize(args);
+      const id = required(a, "id", "revokeToken");
+      const tokenId = required(a, "token_id", "revokeToken");
+      const out = await op("profiles_revokeToken", "auto", "DELETE", `/profiles/${seg(id)}/sessions/${seg(tokenId)}`);
+      await forgetRevoked(id, tokenId);
+      return out;
+    },
+    revokeAllTokens: async (args) => {
+      const id = required(normalize(args), "id", "revokeAllTokens");
+      const out = await op("profiles_revokeAllTokens", "auto", "DELETE", `/profiles/${seg(id)}/sessions`);
+      await forgetRevoked(id);
+      return out;
+    },
+
+    getTokens: async (args) => {
+      const id = required(normalize(args), "id", "getTokens");
+      return op("profiles_getTokens", "auto", "GET", `/profiles/${seg(id)}/sessions`);
+    },
+    linkOrder: async (args) => {
+      const id = required(normalize(args), "id", "linkOrder");
+      const body = normalize(args, ["id"]);
+      required(body, "order_id", "linkOrder");
+      return op("profiles_linkOrder", "admin", "POST", `/profiles/${seg(id)}/orders`, { body });
+    },
+    getOrders: async (args) => {
+      const id = required(normalize(args), "id", "getOrders");
+      return op("profiles_getOrders", "admin", "GET", `/profiles/${seg(id)}/orders`, { query: normalize(args, ["id"]) });
+    },
+    export: async (args) => {
+      const id = required(normalize(args), "id", "export");
+      return op("profiles_export", "admin", "GET", `/profiles/${seg(id)}/export`);
+    },
+    erase: async (args) => {
+      const id = required(normalize(args), "id", "erase");
+      return op("profiles_erase", "admin", "DELETE", `/profiles/${seg(id)}`);
+    },
+
+    audiences,
+  };
+
+  return {
+    crm,
+    request: async <T = unknown>(req: RawRequest): Promise<T> =>
+      call<T>(req.auth ?? "admin", prepare(req.method, req.path, req.query, req.body)),
+  };
+}

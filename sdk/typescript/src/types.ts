@@ -1,0 +1,183 @@
+/**
+ * The server's JSON, as generated from `docs/openapi.json` into `generated/openapi.ts`, under the
+ * names the SDK uses, and the argument shapes of the SDK's calls.
+ */
+import type { components, operations, paths } from "./generated/openapi.js";
+
+export type { components, operations, paths };
+
+type Schemas = components["schemas"];
+
+// ---- answers -------------------------------------------------------------------------------
+
+/** A profile session: `id` is the session id (the `tokenId` of `revokeToken`), `profile_id` the profile. */
+export type AuthToken = Schemas["AuthToken"];
+export type Profile = Schemas["Profile"];
+export type AuthTokenInfo = Schemas["AuthTokenInfo"];
+export type VerificationCodeInfo = Schemas["VerificationCodeInfo"];
+export type PromoUsage = Schemas["PromoUsage"];
+export type TaxonomyEntry = Schemas["TaxonomyEntry"];
+export type EntryField = Schemas["EntryField"];
+export type FieldValue = Schemas["FieldValue"];
+export type GeoPoint = Schemas["GeoPoint"];
+export type TaxonomyQuery = Schemas["TaxonomyQuery"];
+export type FieldQuery = Schemas["FieldQuery"];
+export type Status = Schemas["Status"];
+export type SortField = Schemas["SortField"];
+export type SortDirection = Schemas["SortDirection"];
+export type Audience = Schemas["Audience"];
+export type AudienceType = Schemas["AudienceType"];
+export type Price = Schemas["Price"];
+export type PriceInterval = Schemas["PriceInterval"];
+export type PriceProvider = Schemas["PriceProvider"];
+export type Subscription = Schemas["Subscription"];
+/** What a claim (an unverified session that named an existing address) learns of its subscription. */
+export type SubscriptionRef = Schemas["SubscriptionRef"];
+export type SubscriptionView = Schemas["SubscriptionView"];
+export type SubscriptionStatus = Schemas["SubscriptionStatus"];
+export type SubscriptionSource = Schemas["SubscriptionSource"];
+export type SubscribeResponse = Schemas["SubscribeResponse"];
+export type AccessResponse = Schemas["AccessResponse"];
+export type AccessDenied = Schemas["AccessDenied"];
+export type SubscriberView = Schemas["SubscriberView"];
+export type AddSubscriberResponse = Schemas["AddSubscriberResponse"];
+export type Deleted = Schemas["Deleted"];
+export type LoggedOut = Schemas["LoggedOut"];
+export type CodeSent = Schemas["CodeSent"];
+export type Order = Schemas["Order"];
+export type LinkOrder = Schemas["LinkOrder"];
+export type ProfileExport = Schemas["ProfileExport"];
+export type Confirmed = Schemas["Confirmed"];
+export type Unsubscribed = Schemas["Unsubscribed"];
+export type ProfilePage = Schemas["Paged_Profile"];
+export type AudiencePage = Schemas["Paged_Audience"];
+export type SubscriberPage = Schemas["Paged_SubscriberView"];
+export type SessionPage = Schemas["Paged_AuthTokenInfo"];
+export type OrderPage = Schemas["Paged_Order"];
+
+// ---- helpers over the generated operations -------------------------------------------------
+
+export type OperationId = keyof operations;
+type OkStatus = 200 | 201 | 202;
+type Responses<O extends OperationId> = operations[O]["responses"];
+/** The JSON body of an operation's 2xx answers. */
+export type OkBody<O extends OperationId> = {
+  [K in keyof Responses<O> & OkStatus]: Responses<O>[K] extends { content: { "application/json": infer B } } ? B : never;
+}[keyof Responses<O> & OkStatus];
+/** The JSON request body of an operation. */
+export type JsonBody<O extends OperationId> = operations[O] extends {
+  requestBody?: { content: { "application/json": infer B } };
+}
+  ? B
+  : never;
+/** The query parameters of an operation. */
+export type QueryOf<O extends OperationId> = operations[O]["parameters"] extends { query?: infer Q } ? NonNullable<Q> : never;
+
+// ---- arguments -----------------------------------------------------------------------------
+
+/** Exactly one of two spellings of a required argument (`profileId` or `profile_id`). */
+export type OneOf<A, B> = (A & { [K in Exclude<keyof B, keyof A>]?: never }) | (B & { [K in Exclude<keyof A, keyof B>]?: never });
+
+export interface EmailArgs {
+  email: string;
+}
+export interface VerifyArgs {
+  email: string;
+  /** The 6-digit code from the mail. */
+  code: string;
+}
+/** `refreshToken()` refreshes the stored session; pass a refresh token to refresh (and store) another one. */
+export interface RefreshArgs {
+  refresh_token?: string;
+  refreshToken?: string;
+}
+export interface IdArgs {
+  /** A profile id, or for audiences an id or a key. */
+  id: string;
+}
+
+export type CreateProfileArgs = JsonBody<"profiles_create">;
+
+/** The reference's `createdAt` / `updatedAt` are accepted and sent as `created_at` / `updated_at`. */
+export type SortFieldArg = SortField | "createdAt" | "updatedAt";
+
+export interface FindProfilesArgs {
+  /** Case-insensitive substring of the email or a text taxonomy value, or an exact profile id. */
+  query?: string;
+  /** Sent JSON-encoded in one query parameter; a string is sent as it is. */
+  taxonomy_query?: TaxonomyQuery[] | string;
+  taxonomyQuery?: TaxonomyQuery[] | string;
+  status?: Status;
+  /** 1–200, default 50. */
+  limit?: number;
+  /** The `cursor` of the previous page. */
+  cursor?: string | null;
+  sort_field?: SortFieldArg;
+  sortField?: SortFieldArg;
+  sort_direction?: SortDirection;
+  sortDirection?: SortDirection;
+}
+
+export type UpdateProfileArgs = IdArgs & JsonBody<"profiles_update">;
+export type MergeArgs = IdArgs & OneOf<{ source_id: string }, { sourceId: string }>;
+export type RevokeTokenArgs = IdArgs & OneOf<{ tokenId: string }, { token_id: string }>;
+export type LinkOrderArgs = IdArgs & LinkOrder;
+export interface PageArgs {
+  limit?: number;
+  cursor?: string | null;
+}
+
+type ConfirmTemplateArg = {
+  /** Email template id for double opt-in; `null` (update) makes the audience single opt-in. */
+  confirm_template_id?: string | null;
+  confirmTemplateId?: string | null;
+};
+
+export type CreateAudienceArgs = Omit<JsonBody<"audiences_create">, "type" | "confirm_template_id"> &
+  ConfirmTemplateArg & {
+    /** `"standard"` (default) or `{ type: "paid", prices: [...] }`. */
+    type?: AudienceType | "standard" | null;
+  };
+
+export type UpdateAudienceArgs = IdArgs &
+  Omit<JsonBody<"audiences_update">, "type" | "confirm_template_id"> &
+  ConfirmTemplateArg & {
+    type?: AudienceType | "standard" | null;
+  };
+
+export interface FindAudiencesArgs {
+  /** Sent JSON-encoded (`["a","b"]`); a string is sent as it is. */
+  ids?: string[] | string;
+  status?: Status;
+  /** Substring of the audience keys. */
+  query?: string;
+  limit?: number;
+  cursor?: string | null;
+}
+
+export type SubscribeArgs = IdArgs &
+  OneOf<{ profileId: string }, { profile_id: string }> & {
+    /** Required for paid audiences: one of the audience's prices. */
+    priceId?: string | null;
+    price_id?: string | null;
+    successUrl?: string | null;
+    success_url?: string | null;
+    cancelUrl?: string | null;
+    cancel_url?: string | null;
+    /** The storefront page that POSTs the mailed token to `audiences.confirm` (double opt-in). */
+    confirmUrl?: string | null;
+    confirm_url?: string | null;
+  };
+
+export interface GetSubscribersArgs extends IdArgs {
+  status?: SubscriptionStatus;
+  limit?: number;
+  cursor?: string | null;
+}
+
+export type SubscriberArgs = IdArgs & OneOf<{ profileId: string }, { profile_id: string }>;
+
+export interface TokenArgs {
+  /** The single-use token of a confirmation or unsubscribe link (`?token=...`). */
+  token: string;
+}
