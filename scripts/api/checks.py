@@ -35,6 +35,7 @@ COLLECTION = ROOT / "postman" / "storecrm.postman_collection.json"
 class Results:
     def __init__(self):
         self.rows: list[tuple[str, str, str, float]] = []
+        self.details: list[str] = []
 
     def add(self, stage: str, ok: bool, detail: str, seconds: float):
         self.rows.append((stage, "ok" if ok else "FAILED", detail, seconds))
@@ -45,6 +46,10 @@ class Results:
         return any(r[1] != "ok" for r in self.rows)
 
     def print(self):
+        if self.details:
+            print("\n== distinct failures (operation | check | status and error codes, then a reproducing request)")
+            for line in self.details:
+                print(line)
         print("\n== API checks summary", flush=True)
         for stage, status, detail, secs in self.rows:
             print(f"  {status:7} {stage:42} {secs:6.0f}s  {detail}")
@@ -103,12 +108,8 @@ def schemathesis(args, backend: str, p: harness.Principals, work: Path, results:
             SC_PRINCIPAL=principal,
             SC_BINARY=args.binary,
             SC_STORE_ID=p.store_id,
-            SC_PROFILE_ID=p.profile_id,
             SC_AUDIENCE_ID=p.fixtures["audience_id"],
             SC_DOUBLE_OPT_IN_AUDIENCE_ID=p.fixtures["double_opt_in_audience_id"],
-            SC_TEMPLATE_ID=p.fixtures["template_id"],
-            SC_TAXONOMY_ID=p.fixtures["taxonomy_id"],
-            SC_ADMIN_PROFILE_ID=p.fixtures["admin_profile_id"],
             # schemathesis keeps found examples in a database: this run must not depend on an
             # earlier one (the seed alone decides).
             HYPOTHESIS_STORAGE_DIRECTORY=str(work / f"hypothesis-{principal}"),
@@ -127,6 +128,41 @@ def schemathesis(args, backend: str, p: harness.Principals, work: Path, results:
         tail = (work / f"schemathesis-{principal}.log").read_text().strip().splitlines()
         summary = next((line.strip("= ") for line in reversed(tail) if " in " in line and "=" in line), "")
         results.add(f"schemathesis [{backend}] {principal}", rc == 0, summary, time.monotonic() - t)
+        if rc != 0:
+            failures = unique_failures(work / f"schemathesis-{principal}.log")
+            results.details.append(f"schemathesis [{backend}] as {principal}: {len(failures)} distinct failures")
+            results.details.extend("  " + f for f in failures)
+
+
+def unique_failures(log_path: Path) -> list[str]:
+    """One line per distinct failure of a schemathesis log (operation, check, status, error codes),
+    with the curl command that reproduces it."""
+    import re
+
+    text = log_path.read_text()
+    if "FAILURES" not in text or "SUMMARY" not in text:
+        return []
+    body = text[text.index("FAILURES"):text.rindex("SUMMARY")]
+    for marker in ("= WARNINGS", "= ERRORS"):
+        if marker in body:
+            body = body[:body.index(marker)]
+    parts = re.split(r"\n_{3,} (.+?) _{3,}\n", body)[1:]
+    out, seen = [], set()
+    pattern = re.compile(r"- (ST\d+) ([^\n]*)\n.*?\n\[(\d+)\][^\n]*\n\n\s*`([^\n]*)`\n\nReproduce with:\n\n\s*(curl[^\n]*)", re.S)
+    for op, sec in zip(parts[::2], parts[1::2]):
+        for m in pattern.finditer(sec):
+            code, title, status, answer, curl = m.groups()
+            try:
+                err = json.loads(answer)
+                why = err.get("error", "") + "".join(
+                    f" {e['field']}:{e['error']}" for e in (err.get("validation_errors") or []))
+            except ValueError:
+                why = answer[:80]
+            key = (op, code, status, why)
+            if key not in seen:
+                seen.add(key)
+                out.append(f"{op} | {code} {title} | {status} {why}\n      {curl}")
+    return out
 
 
 def postman(args, backend: str, p: harness.Principals, work: Path, results: Results, first: bool) -> None:
