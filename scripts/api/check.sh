@@ -67,4 +67,4 @@ step "API checks"
 export API_TOOLS_DIR=$tools
 exec "$venv/bin/python" "$here/checks.py" \
   --binary "$root/target/debug/storecrm" --venv-bin "$venv/bin" --node-bin "$tools/node_modules/.bin" \
-  --seed "${API_CHECK_SEED:-20261201}" --max-examples "${API_CHECK_MAX_EXAMPLES:-30}" "$@"
+  --seed "${API_CHECK_SEED:-20261201}" --max-examples "${API_CHECK_MAX_EXAMPLES:-40}" "$@"
