@@ -16,3 +16,6 @@ fi
 
 echo "== browser tests (hosted pages in Chromium)"
 scripts/browser-tests.sh
+
+echo "== TypeScript SDK (sdk/typescript: generated types current, strict build, tests on the real server)"
+sdk/typescript/scripts/ci.sh
