@@ -16,6 +16,7 @@ use crate::metrics::Metrics;
 use crate::payments::{PaymentGateway, gateway_from_config};
 use crate::repo::Database;
 use crate::services::Services;
+use crate::webhooks::{WebhookClient, WebhookSettings, WebhookWorker};
 
 pub struct AppInner {
     pub config: Config,
@@ -27,6 +28,9 @@ pub struct AppInner {
     pub payments: Option<Arc<dyn PaymentGateway>>,
     /// Wakes the outbox worker when a request has queued mail.
     pub mail_wake: Arc<Notify>,
+    /// Wakes the webhook worker (a delivery retried by hand).
+    pub webhook_wake: Arc<Notify>,
+    pub keys: Keys,
 }
 
 /// Cheap to clone; every handler receives it.
@@ -55,8 +59,20 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let mailer = mailer_from_config(&config)?;
     let mail_wake = Arc::new(Notify::new());
     let payments = gateway_from_config(&config)?;
-    let services = Services::new(db.clone(), keys, &config, mail_wake.clone(), payments.clone());
-    Ok(AppState(Arc::new(AppInner { config, db, services, metrics: Metrics::default(), mailer, mail_wake, payments })))
+    let webhook_wake = Arc::new(Notify::new());
+    let services =
+        Services::new(db.clone(), keys.clone(), &config, mail_wake.clone(), webhook_wake.clone(), payments.clone());
+    Ok(AppState(Arc::new(AppInner {
+        config,
+        db,
+        services,
+        metrics: Metrics::default(),
+        mailer,
+        mail_wake,
+        webhook_wake,
+        keys,
+        payments,
+    })))
 }
 
 pub fn build_router(state: AppState) -> Router {
@@ -64,7 +80,7 @@ pub fn build_router(state: AppState) -> Router {
     crate::http::router(state, timeout)
 }
 
-/// Starts the outbox worker and the janitor; they stop when `shutdown` turns true.
+/// Starts the outbox worker, the webhook worker and the janitor; they stop when `shutdown` turns true.
 pub fn spawn_background(state: &AppState, shutdown: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
     let limits = &state.config.limits;
     let settings = OutboxSettings {
@@ -78,6 +94,17 @@ pub fn spawn_background(state: &AppState, shutdown: watch::Receiver<bool>) -> Ve
         OutboxWorker::new(state.db.clone(), state.mailer.clone(), settings)
             .with_wake(state.mail_wake.clone())
             .with_metrics(state.metrics.mail.clone())
+            .spawn(shutdown.clone())
+    });
+    let webhooks = state.config.webhook_worker.then(|| {
+        let settings = WebhookSettings {
+            poll_interval: limits.webhook_poll_interval,
+            schedule: limits.webhook_retry_schedule.clone(),
+            disable_after: limits.webhook_disable_after,
+            ..WebhookSettings::default()
+        };
+        let client = WebhookClient::new(state.config.webhooks_allow_private, limits.webhook_timeout);
+        WebhookWorker::new(state.db.clone(), state.keys.clone(), client, settings, state.webhook_wake.clone())
             .spawn(shutdown.clone())
     });
     let janitor_state = state.clone();
@@ -95,7 +122,7 @@ pub fn spawn_background(state: &AppState, shutdown: watch::Receiver<bool>) -> Ve
             }
         }
     });
-    worker.into_iter().chain([janitor]).collect()
+    worker.into_iter().chain(webhooks).chain([janitor]).collect()
 }
 
 /// Serves until `shutdown` resolves, drains in-flight requests, then stops the background tasks.

@@ -107,6 +107,16 @@ pub struct Limits {
     pub confirm_mail_limit_per_recipient: u32,
     /// Budget of one Stripe API call; past it a paid subscribe answers 502 and writes nothing.
     pub stripe_timeout: Duration,
+    /// Webhooks (§9.1): how often the worker looks for work, one attempt's deadline, the waits
+    /// between attempts, how long an endpoint may fail before it is disabled.
+    pub webhook_poll_interval: Duration,
+    pub webhook_timeout: Duration,
+    pub webhook_retry_schedule: Vec<Duration>,
+    pub webhook_disable_after: Duration,
+    /// Events older than this are deleted by the janitor (the feed's horizon).
+    pub event_retention: Duration,
+    /// The feed lists events at least this old (a late commit cannot land behind a cursor).
+    pub event_feed_delay: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -121,6 +131,10 @@ pub struct Config {
     pub mail_from: String,
     /// Whether this instance runs the outbox worker (`MAIL_WORKER`, default true).
     pub mail_worker: bool,
+    /// Whether this instance runs the webhook worker (`WEBHOOK_WORKER`, default true).
+    pub webhook_worker: bool,
+    /// Webhook URLs may be http and point at loopback/private addresses (development, tests).
+    pub webhooks_allow_private: bool,
     pub stripe_secret_key: Option<Secret>,
     pub stripe_webhook_secret: Option<Secret>,
     pub stripe_api_base: Option<String>,
@@ -274,12 +288,46 @@ impl Config {
             confirm_mail_interval: secs_from("CONFIRM_MAIL_INTERVAL_SECS", 60, 0)?,
             confirm_mail_limit_per_recipient: count("CONFIRM_MAIL_LIMIT_PER_RECIPIENT", 10)?,
             stripe_timeout: secs("STRIPE_TIMEOUT_SECS", 10)?,
+            webhook_poll_interval: match get("WEBHOOK_POLL_INTERVAL_MS") {
+                None => Duration::from_millis(1000),
+                Some(v) => v
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| *n >= 10)
+                    .map(Duration::from_millis)
+                    .ok_or_else(|| bad("WEBHOOK_POLL_INTERVAL_MS", "must be at least 10 (milliseconds)"))?,
+            },
+            webhook_timeout: match secs("WEBHOOK_TIMEOUT_SECS", 10)? {
+                t if t <= Duration::from_secs(25) => t,
+                _ => return Err(bad("WEBHOOK_TIMEOUT_SECS", "must be from 1 to 25 seconds")),
+            },
+            webhook_retry_schedule: match get("WEBHOOK_RETRY_SCHEDULE_SECS") {
+                None => crate::webhooks::DEFAULT_SCHEDULE_SECS.iter().copied().map(Duration::from_secs).collect(),
+                Some(list) => list
+                    .split(',')
+                    .map(|n| n.trim().parse::<u64>().ok().filter(|n| *n > 0).map(Duration::from_secs))
+                    .collect::<Option<Vec<_>>>()
+                    .filter(|l| (1..=30).contains(&l.len()))
+                    .ok_or_else(|| {
+                        bad(
+                            "WEBHOOK_RETRY_SCHEDULE_SECS",
+                            "must be 1 to 30 comma-separated positive numbers of seconds",
+                        )
+                    })?,
+            },
+            webhook_disable_after: secs("WEBHOOK_DISABLE_AFTER_SECS", 5 * 24 * 3600)?,
+            event_retention: secs("EVENT_RETENTION_SECS", 30 * 24 * 3600)?,
+            event_feed_delay: secs_from("EVENT_FEED_DELAY_SECS", 2, 0)?,
         };
-        let mail_worker = match get("MAIL_WORKER").as_deref() {
-            None | Some("true" | "1" | "yes") => true,
-            Some("false" | "0" | "no") => false,
-            Some(_) => return Err(bad("MAIL_WORKER", "must be true or false")),
+        let flag = |var: &'static str, default: bool| match get(var).as_deref() {
+            None => Ok(default),
+            Some("true" | "1" | "yes") => Ok(true),
+            Some("false" | "0" | "no") => Ok(false),
+            Some(_) => Err(bad(var, "must be true or false")),
         };
+        let mail_worker = flag("MAIL_WORKER", true)?;
+        let webhook_worker = flag("WEBHOOK_WORKER", true)?;
+        let webhooks_allow_private = flag("WEBHOOKS_ALLOW_PRIVATE", false)?;
 
         let cors_allowed_origins = match get("CORS_ALLOWED_ORIGINS") {
             None => vec![],
@@ -304,6 +352,8 @@ impl Config {
             mail_dir: PathBuf::from(get("MAIL_DIR").unwrap_or_else(|| "./mail".into())),
             mail_from: get("MAIL_FROM").unwrap_or_else(|| "storecrm <no-reply@localhost>".into()),
             mail_worker,
+            webhook_worker,
+            webhooks_allow_private,
             stripe_secret_key: get("STRIPE_SECRET_KEY").map(Secret::new),
             stripe_webhook_secret: get("STRIPE_WEBHOOK_SECRET").map(Secret::new),
             stripe_api_base,

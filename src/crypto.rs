@@ -18,6 +18,7 @@ pub struct Keys {
     code_key: [u8; 32],
     link_key: [u8; 32],
     refresh_key: [u8; 32],
+    webhook_key: [u8; 32],
 }
 
 impl Keys {
@@ -29,6 +30,7 @@ impl Keys {
             code_key: derive_key(master, "storecrm/magic-code/v1"),
             link_key: derive_key(master, "storecrm/mail-link/v1"),
             refresh_key: derive_key(master, "storecrm/refresh-successor/v1"),
+            webhook_key: derive_key(master, "storecrm/webhook-secret/v1"),
         }
     }
 
@@ -75,6 +77,18 @@ impl Keys {
         let mut mac = HmacSha256::new_from_slice(&self.refresh_key).expect("HMAC takes any key length");
         mac.update(presented.as_bytes());
         b64(&mac.finalize().into_bytes())
+    }
+}
+
+impl Keys {
+    /// A webhook endpoint's signing key, version `version`: derived, so no secret is stored, and
+    /// a rotation (a new version) makes a new one.
+    pub fn webhook_secret(&self, store_id: uuid::Uuid, endpoint_id: uuid::Uuid, version: i32) -> [u8; 32] {
+        let mut mac = HmacSha256::new_from_slice(&self.webhook_key).expect("HMAC takes any key length");
+        mac.update(store_id.as_bytes());
+        mac.update(endpoint_id.as_bytes());
+        mac.update(&version.to_be_bytes());
+        mac.finalize().into_bytes().into()
     }
 }
 

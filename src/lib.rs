@@ -26,6 +26,8 @@ pub mod repo;
 pub mod services;
 /// The API's representation of records: answered by the routes, carried by events.
 pub mod views;
+/// Outgoing webhooks: signatures, the address rules, the delivery worker.
+pub mod webhooks;
 
 /// Seconds since the Unix epoch: the timestamp unit of the API and of every table.
 pub fn now() -> i64 {

@@ -98,6 +98,49 @@ impl From<ProfileDetails> for Profile {
     }
 }
 
+impl Profile {
+    /// A profile as inserted, before anything else refers to it (seeding: no read needed).
+    pub fn new_profile(p: crate::repo::NewProfile) -> Self {
+        Self {
+            id: p.id,
+            store_id: p.store_id,
+            email: p.email.map(|e| e.as_str().to_string()),
+            verified: p.verified,
+            status: p.status,
+            taxonomies: entries_from_values(p.values),
+            promo_usage: vec![],
+            auth_tokens: vec![],
+            verification_codes: vec![],
+            created_at: p.created_at,
+            updated_at: p.created_at,
+        }
+    }
+
+    /// A guest profile as `initialize` creates it: no email, one session (no read needed).
+    pub fn guest(s: &crate::repo::ProfileSessionRow) -> Self {
+        Self {
+            id: s.profile_id,
+            store_id: s.store_id,
+            email: None,
+            verified: false,
+            status: Status::Active,
+            taxonomies: vec![],
+            promo_usage: vec![],
+            auth_tokens: vec![AuthTokenInfo {
+                id: s.id,
+                created_at: s.created_at,
+                last_used_at: s.created_at,
+                refresh_expires_at: s.refresh_expires_at,
+                is_verified: false,
+                user_agent: s.user_agent.clone(),
+            }],
+            verification_codes: vec![],
+            created_at: s.created_at,
+            updated_at: s.created_at,
+        }
+    }
+}
+
 /// An order of the commerce system linked to a profile.
 #[derive(Serialize, ToSchema)]
 pub struct Order {
@@ -173,4 +216,24 @@ impl From<SubscriptionRow> for Subscription {
 /// The object of an event, as JSON.
 pub fn object(view: impl Serialize) -> Value {
     serde_json::to_value(view).expect("views serialize")
+}
+
+/// Something that happened in a store (CONTRACT §9.1): what the feed lists and a webhook carries.
+#[derive(Serialize, ToSchema)]
+pub struct Event {
+    pub id: Uuid,
+    #[serde(rename = "type")]
+    pub kind: crate::domain::EventType,
+    pub store_id: Uuid,
+    pub created_at: i64,
+    /// `{"object": ...}`: the object as the API answered it at that moment (`profile.merged`:
+    /// `{target_id, source_id}`; `profile.erased`: `{id}`).
+    #[schema(value_type = Object)]
+    pub data: Value,
+}
+
+impl From<crate::repo::EventRow> for Event {
+    fn from(e: crate::repo::EventRow) -> Self {
+        Self { id: e.id, kind: e.kind, store_id: e.store_id, created_at: e.created_at, data: e.data }
+    }
 }

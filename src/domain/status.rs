@@ -107,6 +107,46 @@ string_enum!(
 );
 
 string_enum!(
+    /// What an event says happened (CONTRACT §9.1).
+    EventType {
+        ProfileCreated = "profile.created",
+        ProfileUpdated = "profile.updated",
+        ProfileVerified = "profile.verified",
+        ProfileMerged = "profile.merged",
+        ProfileErased = "profile.erased",
+        SubscriptionCreated = "subscription.created",
+        SubscriptionActivated = "subscription.activated",
+        SubscriptionCancellationScheduled = "subscription.cancellation_scheduled",
+        SubscriptionCancelled = "subscription.cancelled",
+        SubscriptionExpired = "subscription.expired",
+        OrderLinked = "order.linked",
+    }
+);
+
+impl EventType {
+    /// The event a subscription moving to `status` sends (`pending` sends none: it is not news).
+    pub fn of_subscription_status(status: SubscriptionStatus) -> Option<Self> {
+        match status {
+            SubscriptionStatus::Pending => None,
+            SubscriptionStatus::Active => Some(Self::SubscriptionActivated),
+            SubscriptionStatus::CancellationScheduled => Some(Self::SubscriptionCancellationScheduled),
+            SubscriptionStatus::Cancelled => Some(Self::SubscriptionCancelled),
+            SubscriptionStatus::Expired => Some(Self::SubscriptionExpired),
+        }
+    }
+}
+
+string_enum!(
+    /// A webhook endpoint receives deliveries while active; 5 days of failures disable it.
+    EndpointStatus { Active = "active", Disabled = "disabled" }
+);
+
+string_enum!(
+    /// One event's delivery to one endpoint.
+    DeliveryStatus { Pending = "pending", Delivered = "delivered", Failed = "failed" }
+);
+
+string_enum!(
     /// What a mail is, for the outbox's list and the send-time variables of its template.
     MailKind { SignInCode = "sign_in_code", Confirmation = "confirmation", Other = "other" }
 );

@@ -14,6 +14,7 @@ pub mod sessions;
 pub mod stores;
 pub mod taxonomies;
 pub mod templates;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,6 +92,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(audiences::router())
         .merge(templates::router())
         .merge(mail::router())
+        .merge(webhooks::router())
         .merge(payments::router())
         .split_for_parts()
 }

@@ -231,6 +231,15 @@ const OPERATION_IDS: &[(&str, &str)] = &[
     ("delete_template", "templates_delete"),
     ("preview_template", "templates_preview"),
     ("stripe_webhook", "payments_stripeWebhook"),
+    ("list_events", "events_find"),
+    ("create_webhook", "webhooks_create"),
+    ("list_webhooks", "webhooks_find"),
+    ("get_webhook", "webhooks_get"),
+    ("update_webhook", "webhooks_update"),
+    ("delete_webhook", "webhooks_delete"),
+    ("rotate_webhook_secret", "webhooks_rotateSecret"),
+    ("list_deliveries", "webhooks_getDeliveries"),
+    ("retry_delivery", "webhooks_retryDelivery"),
 ];
 
 /// Resources in the order a reader meets them; operations last.
@@ -244,6 +253,8 @@ const TAGS: &[(&str, &str)] = &[
     ("audiences", "Newsletters, gated content and paid memberships; subscribe, confirm, unsubscribe, access."),
     ("email templates", "A store's mail templates."),
     ("mail", "A store's outbox: queued, sent and failed mail."),
+    ("events", "What happened in a store, as a feed kept 30 days."),
+    ("webhooks", "Signed deliveries of events to the store's other systems (Standard Webhooks)."),
     ("payments", "Stripe webhooks."),
     ("operations", "Health, readiness, metrics."),
 ];

@@ -306,6 +306,29 @@ impl Tx {
         Ok(subscription(&self.fetch_one(sql).await?)?)
     }
 
+    /// Up to `batch` subscriptions whose scheduled end has passed become `expired`; returned as
+    /// they were before (the caller records their events).
+    pub async fn expire_ended_subscriptions(&mut self, now: i64, batch: i64) -> RepoResult<Vec<SubscriptionRow>> {
+        let sql = Sql::new(format!(
+            "SELECT {RETURNING_SUBSCRIPTION} FROM subscriptions WHERE status = $1 AND end_date IS NOT NULL
+               AND end_date <= $2 ORDER BY end_date LIMIT $3{}",
+            self.for_update()
+        ))
+        .bind(SubscriptionStatus::CancellationScheduled.as_str())
+        .bind(now)
+        .bind(batch);
+        let due = subscriptions(self.fetch_all(sql).await?)?;
+        for s in &due {
+            let sql = Sql::new("UPDATE subscriptions SET status = $3, updated_at = $4 WHERE store_id = $1 AND id = $2")
+                .bind(s.store_id)
+                .bind(s.id)
+                .bind(SubscriptionStatus::Expired.as_str())
+                .bind(now);
+            self.execute(sql).await?;
+        }
+        Ok(due)
+    }
+
     /// Writes a subscription's state (everything but its keys, source and creation).
     pub async fn update_subscription(&mut self, r: &SubscriptionRow) -> RepoResult<SubscriptionRow> {
         let sql = Sql::new(format!(

@@ -52,6 +52,11 @@ const POSTGRES: &[Migration] = &[
         name: "0011_mail_visible",
         sql: include_str!("../../migrations/postgres/0011_mail_visible.sql"),
     },
+    Migration {
+        version: 12,
+        name: "0012_events_webhooks",
+        sql: include_str!("../../migrations/postgres/0012_events_webhooks.sql"),
+    },
 ];
 const SQLITE: &[Migration] = &[
     Migration { version: 1, name: "0001_foundation", sql: include_str!("../../migrations/sqlite/0001_foundation.sql") },
@@ -88,6 +93,11 @@ const SQLITE: &[Migration] = &[
         version: 11,
         name: "0011_mail_visible",
         sql: include_str!("../../migrations/sqlite/0011_mail_visible.sql"),
+    },
+    Migration {
+        version: 12,
+        name: "0012_events_webhooks",
+        sql: include_str!("../../migrations/sqlite/0012_events_webhooks.sql"),
     },
 ];
 

@@ -11,6 +11,7 @@ mod accounts;
 mod api_keys;
 mod audiences;
 pub mod db;
+mod events;
 mod migrate;
 mod outbox;
 pub mod postgres;
@@ -25,6 +26,7 @@ mod templates;
 pub use api_keys::LiveKey;
 pub use audiences::{AudienceRow, AudienceSearch, SubscriberRow, SubscriptionRow};
 pub use db::{Arg, Backend, Database, Row, Sql, Tx};
+pub use events::{AttemptRow, DeliveryRow, DueDelivery, EndpointRow, EventRow, NewEvent};
 pub use migrate::MigrationReport;
 pub use outbox::{ClaimedMail, MailSummary, NewOutboxMail};
 pub use profiles::LockedProfile;
@@ -283,4 +285,7 @@ pub struct SweepReport {
     pub codes: u64,
     pub rate_limits: u64,
     pub sent_mail: u64,
+    pub events: u64,
+    /// Memberships moved to `expired`.
+    pub expired: u64,
 }

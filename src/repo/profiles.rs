@@ -359,6 +359,18 @@ impl Tx {
         Ok(self.details(vec![profile(&row)?]).await?.pop())
     }
 
+    /// Several profiles of a store, with their details, in id order (a batch of ids at a time).
+    pub async fn profiles(&mut self, store_id: Uuid, ids: &[Uuid]) -> RepoResult<Vec<ProfileDetails>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let mut sql = Sql::new(format!("SELECT {PROFILE_COLUMNS} FROM profiles p WHERE p.store_id = "));
+            sql.push_bind(store_id).push(" AND p.id IN ").push_list(chunk.iter().copied()).push(" ORDER BY p.id");
+            let rows = self.fetch_all(sql).await?.iter().map(profile).collect::<sqlx::Result<Vec<_>>>()?;
+            out.extend(self.details(rows).await?);
+        }
+        Ok(out)
+    }
+
     pub async fn find_profiles(&mut self, search: &ProfileSearch) -> RepoResult<Vec<ProfileDetails>> {
         // Not a cached prepared statement: Postgres then plans with the actual values. A generic
         // plan cannot see how selective a LIKE pattern is, and walked every profile of the
@@ -479,15 +491,15 @@ impl Tx {
     }
 
     /// Marks the profile verified (an email it proved, or OR-ed in by a merge).
-    pub async fn set_verified(&mut self, store_id: Uuid, id: Uuid, now: i64) -> RepoResult<()> {
+    /// True when the profile was not verified before.
+    pub async fn set_verified(&mut self, store_id: Uuid, id: Uuid, now: i64) -> RepoResult<bool> {
         let sql = Sql::new(
             "UPDATE profiles SET verified = TRUE, updated_at = $3 WHERE store_id = $1 AND id = $2 AND NOT verified",
         )
         .bind(store_id)
         .bind(id)
         .bind(now);
-        self.execute(sql).await?;
-        Ok(())
+        Ok(self.execute(sql).await? == 1)
     }
 
     pub async fn set_profile_status(&mut self, store_id: Uuid, id: Uuid, status: Status) -> RepoResult<()> {
@@ -636,7 +648,8 @@ impl Tx {
 
     /// Inserts many profiles (their values too); emails already taken are skipped. Returns how
     /// many were inserted.
-    pub async fn bulk_insert_profiles(&mut self, profiles: &[NewProfile]) -> RepoResult<u64> {
+    /// Inserts the profiles whose email is free; the ids of those inserted.
+    pub async fn bulk_insert_profiles(&mut self, profiles: &[NewProfile]) -> RepoResult<Vec<Uuid>> {
         let inserted = match self.backend() {
             // One statement per table with every column as an array parameter: Postgres parses and
             // plans it once per batch (multi-row VALUES cost a new plan per 500 rows, and most of the time).
@@ -661,7 +674,7 @@ impl Tx {
                 }
             }
         }
-        Ok(inserted.len() as u64)
+        Ok(inserted)
     }
 
     async fn bulk_insert_postgres(&mut self, profiles: &[NewProfile]) -> RepoResult<Vec<Uuid>> {

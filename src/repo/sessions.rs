@@ -167,13 +167,22 @@ impl Tx {
     /// A new guest profile (no email), its session and refresh token: one statement on Postgres
     /// (run it on [`Database::atomic`](super::Database::atomic)), three on SQLite. An unknown
     /// store is `MissingReference`.
-    pub async fn insert_guest(&mut self, session: &ProfileSessionRow, refresh_hash: &[u8; 32]) -> RepoResult<()> {
+    /// The guest, its session, its first refresh token and its `profile.created` event.
+    pub async fn insert_guest(
+        &mut self,
+        session: &ProfileSessionRow,
+        refresh_hash: &[u8; 32],
+        created: &super::NewEvent,
+    ) -> RepoResult<()> {
         let s = session;
         if self.backend() == Backend::Postgres {
             let sql = Sql::new(
                 "WITH profile AS (
                      INSERT INTO profiles (store_id, id, email, email_key, verified, status, search_text, created_at, updated_at)
                      VALUES ($1, $2, NULL, NULL, FALSE, $8, '', $3, $3) RETURNING store_id, id),
+                 event AS (
+                     INSERT INTO events (store_id, id, type, subject_id, data, created_at)
+                     SELECT store_id, $9, $10, id, $11, $3 FROM profile),
                  session AS (
                      INSERT INTO profile_sessions (store_id, id, profile_id, verified, user_agent, created_at, last_used_at,
                          refresh_expires_at)
@@ -188,7 +197,10 @@ impl Tx {
             .bind(&s.user_agent)
             .bind(s.refresh_expires_at)
             .bind(&refresh_hash[..])
-            .bind(Status::Active.as_str());
+            .bind(Status::Active.as_str())
+            .bind(created.id)
+            .bind(created.kind.as_str())
+            .bind(super::Arg::Json(Some(created.data.clone())));
             self.execute(sql).await?;
             return Ok(());
         }
@@ -201,7 +213,8 @@ impl Tx {
         .bind(Status::Active.as_str())
         .bind(s.created_at);
         self.execute(sql).await?;
-        self.insert_profile_session(s, false, refresh_hash).await
+        self.insert_profile_session(s, false, refresh_hash).await?;
+        self.insert_event(created).await
     }
 
     /// A session of an existing profile and its first refresh token. `attached_email`: this
@@ -426,17 +439,20 @@ impl Tx {
     }
 
     /// Deletes up to `batch` guests without email created before `cutoff` and unused since.
-    pub async fn delete_idle_guests(&mut self, cutoff: i64, batch: i64) -> RepoResult<u64> {
+    /// Deletes up to `batch` guests idle since before `cutoff`; their `(store_id, id)`.
+    pub async fn delete_idle_guests(&mut self, cutoff: i64, batch: i64) -> RepoResult<Vec<(Uuid, Uuid)>> {
         let sql = Sql::new(
             "DELETE FROM profiles WHERE (store_id, id) IN (
                 SELECT g.store_id, g.id FROM profiles g WHERE g.email_key IS NULL AND g.created_at < $1
                 AND NOT EXISTS (SELECT 1 FROM profile_sessions s WHERE s.store_id = g.store_id
                                 AND s.profile_id = g.id AND s.last_used_at >= $1)
-                LIMIT $2)",
+                LIMIT $2)
+             RETURNING store_id, id",
         )
         .bind(cutoff)
         .bind(batch);
-        self.execute(sql).await
+        let rows = self.fetch_all(sql).await?;
+        Ok(rows.iter().map(|r| Ok((r.uuid("store_id")?, r.uuid("id")?))).collect::<sqlx::Result<_>>()?)
     }
 
     /// Sessions past their refresh expiry, or revoked a day ago (kept that long for reuse detection).

@@ -24,8 +24,8 @@ use crate::repo::{AudienceRow, AudienceSearch, Database, NewOutboxMail, StoreRow
 use crate::services::auth::ProfileAuth;
 use crate::services::checkout::{self, PaidSubscribe};
 use crate::services::limits::{self, Limit, email_bucket};
-use crate::services::retrying;
 use crate::services::templates::source;
+use crate::services::{events, retrying};
 
 /// Double opt-in links stay valid this long.
 const CONFIRM_TTL_SECS: i64 = 7 * 24 * 3600;
@@ -478,6 +478,7 @@ impl Audiences {
         };
         let (Some(template_id), Some(confirm_url)) = (audience.confirm_template_id, plan.confirm_url) else {
             let stored = tx.upsert_subscription(&row).await?;
+            events::subscription_written(&mut tx, store.id, existing.as_ref(), &stored).await?;
             tx.commit().await?;
             return Ok(Subscribed { created: existing.is_none(), subscription: stored, checkout_url: None, claim });
         };
@@ -505,6 +506,7 @@ impl Audiences {
         row.confirmed_at = None;
         let mail = self.confirmation_mail(&mut tx, plan, template_id, &email, link.as_str()).await?;
         let stored = tx.upsert_subscription(&row).await?;
+        events::subscription_written(&mut tx, store.id, existing.as_ref(), &stored).await?;
         tx.replace_confirm_token(store.id, stored.id, &sha256(token.as_bytes()), now, now + CONFIRM_TTL_SECS).await?;
         tx.insert_mail(&NewOutboxMail::new(Some(store.id), mail, now).kind(MailKind::Confirmation)).await?;
         tx.commit().await?;
@@ -632,7 +634,7 @@ impl Audiences {
             let now = crate::now();
             let row = SubscriptionRow {
                 store_id,
-                id: existing.map(|s| s.id).unwrap_or_else(Uuid::now_v7),
+                id: existing.as_ref().map(|s| s.id).unwrap_or_else(Uuid::now_v7),
                 audience_id: audience.id,
                 profile_id,
                 status: SubscriptionStatus::Active,
@@ -647,6 +649,7 @@ impl Audiences {
                 updated_at: now,
             };
             let stored = tx.upsert_subscription(&row).await?;
+            events::subscription_written(&mut tx, store_id, existing.as_ref(), &stored).await?;
             tx.commit().await?;
             Ok((SubscriberRow { subscription: stored, email }, false))
         })
@@ -655,11 +658,27 @@ impl Audiences {
 
     pub async fn remove_subscriber(&self, store_id: Uuid, id_or_key: &str, profile_id: Uuid) -> AppResult<()> {
         let audience = self.get(store_id, id_or_key, false).await?;
-        if self.db.auto().delete_subscription(store_id, audience.id, profile_id).await? {
+        retrying(|| async {
+            let mut tx = self.db.begin().await?;
+            let Some(sub) = tx.subscription(store_id, audience.id, profile_id).await? else {
+                return Err(AppError::NotFound("subscriber"));
+            };
+            tx.delete_subscription(store_id, audience.id, profile_id).await?;
+            // Removed while open: subscribers of the event learn it ended, as it last stood.
+            if !sub.status.is_ended() {
+                let now = crate::now();
+                let ended = SubscriptionRow {
+                    status: SubscriptionStatus::Cancelled,
+                    cancelled_at: Some(now),
+                    updated_at: now,
+                    ..sub.clone()
+                };
+                events::subscription_written(&mut tx, store_id, Some(&sub), &ended).await?;
+            }
+            tx.commit().await?;
             Ok(())
-        } else {
-            Err(AppError::NotFound("subscriber"))
-        }
+        })
+        .await
     }
 
     /// Uses up a double opt-in token and activates its pending subscription.
@@ -674,6 +693,7 @@ impl Audiences {
             // The subscription is locked before its token, in the order subscribe takes them.
             let id = tx.confirm_token_subscription(store_id, &hash).await?.ok_or_else(invalid_token)?;
             let mut sub = tx.subscription_by_id(store_id, id).await?.ok_or_else(invalid_token)?;
+            let before = sub.clone();
             if tx.use_confirm_token(store_id, &hash, now).await?.is_none() || sub.status != SubscriptionStatus::Pending
             {
                 return Err(invalid_token());
@@ -683,6 +703,7 @@ impl Audiences {
             sub.start_date = sub.start_date.or(Some(now));
             sub.updated_at = now;
             let confirmed = tx.update_subscription(&sub).await?;
+            events::subscription_written(&mut tx, store_id, Some(&before), &confirmed).await?;
             tx.commit().await?;
             Ok(confirmed)
         })
@@ -704,10 +725,12 @@ impl Audiences {
                 return Ok(sub);
             }
             let now = crate::now();
+            let before = sub.clone();
             sub.status = SubscriptionStatus::Cancelled;
             sub.cancelled_at = Some(now);
             sub.updated_at = now;
             let cancelled = tx.update_subscription(&sub).await?;
+            events::subscription_written(&mut tx, store_id, Some(&before), &cancelled).await?;
             tx.commit().await?;
             Ok(cancelled)
         })

@@ -91,6 +91,7 @@ pub async fn start(db: &Database, gateway: &dyn PaymentGateway, p: PaidSubscribe
             return Ok(Subscribed { subscription: s.clone(), created: false, checkout_url: None, claim: false });
         }
         let stored = tx.upsert_subscription(&row).await?;
+        crate::services::events::subscription_written(&mut tx, store_id, current.as_ref(), &stored).await?;
         tx.commit().await?;
         Ok(Subscribed {
             subscription: stored,

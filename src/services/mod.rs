@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod audiences;
 pub mod auth;
 pub mod checkout;
+pub mod events;
 pub mod limits;
 pub mod outbox;
 pub mod payments;
@@ -33,6 +34,7 @@ pub struct Services {
     pub accounts: accounts::Accounts,
     pub audiences: audiences::Audiences,
     pub auth: auth::Auth,
+    pub events: events::Events,
     pub outbox: outbox::Outbox,
     pub payments: payments::Payments,
     pub profiles: profiles::Profiles,
@@ -48,6 +50,7 @@ impl Services {
         keys: Keys,
         config: &Config,
         mail_wake: Arc<Notify>,
+        webhook_wake: Arc<Notify>,
         gateway: Option<Arc<dyn PaymentGateway>>,
     ) -> Self {
         let limits = config.limits.clone();
@@ -64,6 +67,13 @@ impl Services {
             ),
             accounts: accounts::Accounts::new(db.clone(), keys.clone(), limits.clone()),
             auth: auth::Auth::new(db.clone(), keys.clone()),
+            events: events::Events::new(
+                db.clone(),
+                keys.clone(),
+                config.webhooks_allow_private,
+                config.limits.event_feed_delay.as_secs() as i64,
+                webhook_wake,
+            ),
             outbox: outbox::Outbox::new(db.clone()),
             payments: payments::Payments::new(db.clone(), gateway),
             profiles: profiles::Profiles::new(db.clone()),

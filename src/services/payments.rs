@@ -88,7 +88,12 @@ impl Payments {
         };
         let stored = match next_state(&current, change, event.target.provider_subscription_id.as_deref(), now) {
             None => current,
-            Some(next) => tx.update_subscription(&next).await?,
+            Some(next) => {
+                let stored = tx.update_subscription(&next).await?;
+                crate::services::events::subscription_written(&mut tx, stored.store_id, Some(&current), &stored)
+                    .await?;
+                stored
+            }
         };
         tx.commit().await?;
         Ok(EventOutcome::Applied(Some(Box::new(stored))))

@@ -8,10 +8,11 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::domain::taxonomy::{TaxonomyEntry, TaxonomyQuery, TaxonomyValue, parse_query, validate_entries};
-use crate::domain::{Email, Keyset, SortDirection, SortField, Status, double_option};
+use crate::domain::{Email, EventType, Keyset, SortDirection, SortField, Status, double_option};
 use crate::error::{AppError, AppResult, FieldError};
 use crate::repo::{Database, NewProfile, OrderRow, ProfileDetails, ProfileSearch, SortValue, Tx};
-use crate::services::retrying;
+use crate::services::{events, retrying};
+use crate::views;
 
 /// `find`'s query, as the request gives it.
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -167,6 +168,16 @@ impl Profiles {
             false => tx.profile_id_by_email(store_id, &email.key()).await?.ok_or(AppError::NotFound("profile"))?,
         };
         let details = tx.profile(store_id, id).await?.ok_or(AppError::NotFound("profile"))?;
+        if created {
+            events::record(
+                &mut tx,
+                store_id,
+                EventType::ProfileCreated,
+                Some(id),
+                views::Profile::from(details.clone()),
+            )
+            .await?;
+        }
         tx.commit().await?;
         Ok((details, created))
     }
@@ -286,6 +297,8 @@ impl Profiles {
         tx.touch_profile(store_id, id, crate::now()).await?;
         tx.refresh_search_text(store_id, &[id]).await?;
         let details = tx.profile(store_id, id).await?.ok_or(AppError::NotFound("profile"))?;
+        events::record(&mut tx, store_id, EventType::ProfileUpdated, Some(id), views::Profile::from(details.clone()))
+            .await?;
         tx.commit().await?;
         Ok(details)
     }
@@ -299,6 +312,7 @@ impl Profiles {
             if !merge_into(&mut tx, store_id, target, source, crate::now()).await? {
                 return Err(AppError::NotFound("profile"));
             }
+            events::merged(&mut tx, store_id, target, source).await?;
             let merged = tx.profile(store_id, target).await?.ok_or(AppError::NotFound("profile"))?;
             tx.commit().await?;
             Ok(merged)
@@ -319,6 +333,7 @@ impl Profiles {
                 tx.delete_mail_to(store_id, key).await?;
             }
             tx.delete_profile(store_id, id).await?;
+            events::erased(&mut tx, store_id, id).await?;
             tx.commit().await?;
             Ok(())
         })
@@ -375,6 +390,14 @@ impl Profiles {
             // Locked: a merge or erasure of this profile finishes first, or waits for the link.
             tx.lock_profile(store_id, profile_id).await?.ok_or(AppError::NotFound("profile"))?;
             if tx.insert_order(&row).await? {
+                events::record(
+                    &mut tx,
+                    store_id,
+                    EventType::OrderLinked,
+                    Some(profile_id),
+                    views::Order::from(row.clone()),
+                )
+                .await?;
                 tx.commit().await?;
                 return Ok((row.clone(), true));
             }

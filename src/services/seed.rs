@@ -9,7 +9,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::domain::taxonomy::{FieldDef, StoredValue, TaxonomyValue};
-use crate::domain::{Email, Status};
+use crate::domain::{Email, EventType, Status};
 use crate::error::{AppError, AppResult};
 use crate::repo::{Database, NewProfile, TaxonomyRow};
 
@@ -85,8 +85,18 @@ impl Seeder {
                 in_flight.spawn(async move {
                     let mut tx = db.begin().await?;
                     let inserted = tx.bulk_insert_profiles(&profiles).await?;
+                    let created: Vec<_> = profiles
+                        .into_iter()
+                        .filter(|p| inserted.contains(&p.id))
+                        .map(|p| {
+                            let (store_id, id) = (p.store_id, p.id);
+                            let view = crate::views::Profile::new_profile(p);
+                            crate::services::events::new_event(store_id, EventType::ProfileCreated, Some(id), view)
+                        })
+                        .collect();
+                    tx.insert_events(&created).await?;
                     tx.commit().await?;
-                    Ok::<_, crate::repo::RepoError>(inserted)
+                    Ok::<_, crate::repo::RepoError>(inserted.len() as u64)
                 });
             }
             match in_flight.join_next().await {

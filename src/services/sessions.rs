@@ -9,18 +9,19 @@ use uuid::Uuid;
 
 use crate::config::Limits;
 use crate::crypto::{Keys, PROFILE_TOKEN_TYPE, ProfileClaims, constant_time_eq, random_token, sha256};
-use crate::domain::{ClientAddr, Email, MailKind, Status};
+use crate::domain::{ClientAddr, Email, EventType, MailKind, Status, SubscriptionStatus};
 use crate::error::{AppError, AppResult};
 use crate::mail::{OutgoingMail, mailbox_display};
 use crate::repo::{
     Database, NewCode, NewOutboxMail, NewProfile, ProfileDetails, ProfileSessionRow, RefreshTable, RepoError,
-    SessionSummary, StoreRow, SweepReport,
+    SessionSummary, StoreRow, SubscriptionRow, SweepReport,
 };
 use crate::services::auth::{ProfileAuth, ProfileToken, Rotation, invalid_token, rotate_refresh};
 use crate::services::limits::{self, Limit, address_bucket, email_bucket};
 use crate::services::profiles::merge_into;
-use crate::services::retrying;
 use crate::services::templates::profile_code_mail;
+use crate::services::{events, retrying};
+use crate::views;
 
 /// A profile session's fresh token pair.
 #[derive(Debug)]
@@ -53,6 +54,15 @@ struct CodeCheck {
 
 /// Rows deleted per janitor statement, so a large backlog never becomes one huge transaction.
 const SWEEP_BATCH: i64 = 1000;
+
+/// What opening a session did to the profiles, for its events.
+enum Change {
+    None,
+    Created,
+    Updated,
+    /// The caller's guest profile was merged into the one with the email.
+    Merged(Uuid),
+}
 
 fn invalid_code() -> AppError {
     AppError::Unauthorized { code: "invalid_code", message: "the code is wrong, expired or used up".into() }
@@ -196,10 +206,12 @@ impl Sessions {
         let existing =
             existing.filter(|id| locked.iter().any(|p| p.row.id == *id && p.email_key.as_deref() == Some(&key)));
         let mut attached_email = false;
+        let mut change = Change::None;
         let profile_id = match (existing, caller) {
             (Some(found), Some(guest)) if caller_is_guest && guest != found => {
                 // The guest's cart, subscriptions and orders carry over into the known profile.
                 merge_into(&mut tx, store_id, found, guest, now).await?;
+                change = Change::Merged(guest);
                 found
             }
             (Some(found), _) => found,
@@ -209,6 +221,7 @@ impl Sessions {
                 }
                 tx.refresh_search_text(store_id, &[guest]).await?;
                 attached_email = true;
+                change = Change::Updated;
                 guest
             }
             (None, _) => {
@@ -227,16 +240,31 @@ impl Sessions {
                     other => other?,
                 };
                 attached_email = true;
+                change = Change::Created;
                 new.id
             }
         };
         let verified = code.is_some();
-        if verified {
-            tx.set_verified(store_id, profile_id, now).await?;
-        }
+        let newly_verified = verified && tx.set_verified(store_id, profile_id, now).await?;
         let session = self.new_session(store_id, profile_id, verified, user_agent, now);
         let refresh_token = random_token();
         tx.insert_profile_session(&session, attached_email, &sha256(refresh_token.as_bytes())).await?;
+        // The events of what changed, with the profile as it is now (one read for all of them).
+        let mut kinds = vec![];
+        match change {
+            Change::None => {}
+            Change::Created => kinds.push(EventType::ProfileCreated),
+            Change::Updated => kinds.push(EventType::ProfileUpdated),
+            Change::Merged(guest) => {
+                let ids = serde_json::json!({ "target_id": profile_id, "source_id": guest });
+                events::record(&mut tx, store_id, EventType::ProfileMerged, None, ids).await?;
+                kinds.push(EventType::ProfileUpdated);
+            }
+        }
+        if newly_verified {
+            kinds.push(EventType::ProfileVerified);
+        }
+        events::profile_events(&mut tx, store_id, profile_id, &kinds).await?;
         tx.commit().await?;
         Ok(self.issue(session, refresh_token, now))
     }
@@ -260,8 +288,14 @@ impl Sessions {
         let now = crate::now();
         let session = self.new_session(store_id, Uuid::now_v7(), false, user_agent, now);
         let refresh_token = random_token();
+        let created = events::new_event(
+            store_id,
+            EventType::ProfileCreated,
+            Some(session.profile_id),
+            views::Profile::guest(&session),
+        );
         let mut tx = self.db.atomic().await?;
-        match tx.insert_guest(&session, &sha256(refresh_token.as_bytes())).await {
+        match tx.insert_guest(&session, &sha256(refresh_token.as_bytes()), &created).await {
             Err(RepoError::MissingReference) => return Err(AppError::NotFound("store")),
             other => other?,
         }
@@ -433,20 +467,41 @@ impl Sessions {
     /// One janitor pass: guests without email idle past their lifetime, ended sessions, old codes
     /// and rate-limit windows; in batches, each its own statement.
     pub async fn sweep(&self, now: i64) -> AppResult<SweepReport> {
-        let mut db = self.db.auto();
         let mut report = SweepReport::default();
         let cutoff = now - self.limits.guest_ttl.as_secs() as i64;
         loop {
-            let n = db.delete_idle_guests(cutoff, SWEEP_BATCH).await?;
-            report.guests += n;
-            if n < SWEEP_BATCH as u64 {
+            // A batch and its `profile.erased` events commit together.
+            let mut tx = self.db.begin().await?;
+            let gone = tx.delete_idle_guests(cutoff, SWEEP_BATCH).await?;
+            for (store_id, id) in &gone {
+                events::erased(&mut tx, *store_id, *id).await?;
+            }
+            tx.commit().await?;
+            report.guests += gone.len() as u64;
+            if gone.len() < SWEEP_BATCH as usize {
                 break;
             }
         }
+        loop {
+            // Memberships past their scheduled end: `expired`, with `subscription.expired`.
+            let mut tx = self.db.begin().await?;
+            let due = tx.expire_ended_subscriptions(now, SWEEP_BATCH).await?;
+            for before in &due {
+                let after = SubscriptionRow { status: SubscriptionStatus::Expired, updated_at: now, ..before.clone() };
+                events::subscription_written(&mut tx, before.store_id, Some(before), &after).await?;
+            }
+            tx.commit().await?;
+            report.expired += due.len() as u64;
+            if due.len() < SWEEP_BATCH as usize {
+                break;
+            }
+        }
+        let mut db = self.db.auto();
         report.sessions = db.delete_ended_sessions(now).await?;
         report.codes = db.delete_old_codes(now).await?;
         report.rate_limits = db.delete_old_rate_limits(now).await?;
         report.sent_mail = db.delete_sent_mail(now - self.limits.mail_keep_sent.as_secs() as i64).await?;
+        report.events = db.delete_old_events(now - self.limits.event_retention.as_secs() as i64).await?;
         Ok(report)
     }
 }

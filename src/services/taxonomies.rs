@@ -132,6 +132,7 @@ impl Taxonomies {
         if !dropped.is_empty() {
             let affected = tx.delete_taxonomy_values(store_id, row.id, Some(&dropped)).await?;
             tx.refresh_search_text(store_id, &affected).await?;
+            crate::services::events::profiles_updated(&mut tx, store_id, &affected).await?;
         }
         tx.commit().await?;
         Ok(row)
@@ -145,6 +146,7 @@ impl Taxonomies {
             let affected = tx.delete_taxonomy_values(store_id, row.id, None).await?;
             tx.delete_taxonomy(store_id, row.id).await?;
             tx.refresh_search_text(store_id, &affected).await?;
+            crate::services::events::profiles_updated(&mut tx, store_id, &affected).await?;
             tx.commit().await?;
             Ok(())
         })

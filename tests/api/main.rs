@@ -13,3 +13,4 @@ mod payments;
 mod profiles;
 mod sessions;
 mod templates;
+mod webhooks;

@@ -107,6 +107,21 @@ async fn membership_story(app: &TestApp) {
     assert!(after["subscription"]["cancelled_at"].is_i64(), "{after}");
     assert_eq!(app.get(&admin.store("/audiences/club"), Some(&admin.token)).await.1["subscriber_count"], 0);
     assert_eq!(app.scalar("SELECT COUNT(*) FROM payment_events", &[]).await, 4);
+    // Each transition is an event, in the transaction that made it (§9.1).
+    let (_, feed) = app.get(&admin.store("/events?types=[\"subscription.created\",\"subscription.activated\",\"subscription.cancellation_scheduled\",\"subscription.cancelled\"]"), Some(&admin.token)).await;
+    let kinds: Vec<&str> = feed["items"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "subscription.created",
+            "subscription.activated",
+            "subscription.cancellation_scheduled",
+            "subscription.activated",
+            "subscription.cancelled"
+        ],
+        "{feed}"
+    );
+    assert!(feed["items"].as_array().unwrap().iter().all(|e| e["data"]["object"]["id"] == sub["id"]));
     owned.stop().await;
 }
 
@@ -229,6 +244,14 @@ async fn payment_failure_keeps_access_until_period_end(app: &TestApp) {
     paid.send(app, &event("evt_4", "invoice.payment_failed", events::invoice_failed(&paid, storecrm::now() - 1))).await;
     let lapsed = access(app, &admin, &shopper).await;
     assert_eq!((lapsed["has_access"].clone(), lapsed["reason"].clone()), (json!(false), json!("expired")));
+    // The janitor records what the clock did: the membership is `expired`, with its event.
+    let report = app.state.services.sessions.sweep(storecrm::now()).await.unwrap();
+    assert_eq!(report.expired, 1);
+    assert_eq!(admin_view(app, &admin, &shopper).await["status"], "expired");
+    let (_, feed) = app.get(&admin.store("/events?types=subscription.expired"), Some(&admin.token)).await;
+    assert_eq!(feed["items"].as_array().unwrap().len(), 1, "{feed}");
+    assert_eq!(feed["items"][0]["data"]["object"]["status"], "expired");
+    assert_eq!(app.state.services.sessions.sweep(storecrm::now()).await.unwrap().expired, 0);
     owned.stop().await;
 }
 

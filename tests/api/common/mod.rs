@@ -95,6 +95,8 @@ impl TestApp {
             ("MAIL_DIR".into(), dir.join("mail").display().to_string()),
             ("DB_MAX_CONNECTIONS".into(), "5".into()),
             ("MAIL_POLL_INTERVAL_MS".into(), "50".into()),
+            ("WEBHOOK_POLL_INTERVAL_MS".into(), "50".into()),
+            ("EVENT_FEED_DELAY_SECS".into(), "0".into()),
         ]);
         for (k, v) in overrides {
             vars.insert(k.to_string(), v.to_string());

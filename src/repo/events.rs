@@ -1,0 +1,547 @@
+//! Events (CONTRACT §9.1), webhook endpoints, deliveries and their attempts. Which events an
+//! endpoint gets, the retry schedule and the signature are in `services::events` and `webhooks`.
+
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{Arg, Backend, RepoResult, Row, Sql, Tx};
+use crate::domain::{DeliveryStatus, EndpointStatus, EventType};
+
+/// An event to record in the transaction of the change that causes it.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub store_id: Uuid,
+    pub id: Uuid,
+    pub kind: EventType,
+    /// The profile the event concerns: its erasure scrubs the event.
+    pub subject_id: Option<Uuid>,
+    /// `{"object": ...}`.
+    pub data: Value,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRow {
+    pub store_id: Uuid,
+    pub id: Uuid,
+    pub kind: EventType,
+    pub data: Value,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndpointRow {
+    pub store_id: Uuid,
+    pub id: Uuid,
+    pub url: String,
+    pub description: Option<String>,
+    /// Event types, or `*`.
+    pub events: Vec<String>,
+    pub status: EndpointStatus,
+    pub secret_version: i32,
+    /// The previous secret still signs until then (a rotation's grace).
+    pub previous_until: Option<i64>,
+    pub failing_since: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeliveryRow {
+    pub store_id: Uuid,
+    pub id: Uuid,
+    pub endpoint_id: Uuid,
+    pub event_id: Uuid,
+    pub event_type: EventType,
+    pub status: DeliveryStatus,
+    pub attempts: i64,
+    pub next_attempt_at: Option<i64>,
+    pub created_at: i64,
+    pub delivered_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRow {
+    pub attempt: i64,
+    pub at: i64,
+    pub status_code: Option<i64>,
+    pub duration_ms: i64,
+    pub error: Option<String>,
+}
+
+/// A delivery leased to one worker, with what it needs to send.
+#[derive(Debug, Clone)]
+pub struct DueDelivery {
+    pub store_id: Uuid,
+    pub id: Uuid,
+    pub attempts: i32,
+    pub endpoint: EndpointRow,
+    pub event: EventRow,
+}
+
+const EVENT_COLUMNS: &str = "e.store_id, e.id, e.type, e.data, e.created_at";
+const ENDPOINT_COLUMNS: &str = "w.store_id, w.id, w.url, w.description, w.events, w.status, \
+     CAST(w.secret_version AS BIGINT) AS secret_version, w.previous_until, w.failing_since, w.created_at, w.updated_at";
+const DELIVERY_COLUMNS: &str = "d.store_id, d.id, d.endpoint_id, d.event_id, e.type, d.status, \
+     CAST(d.attempts AS BIGINT) AS attempts, d.next_attempt_at, d.created_at, d.delivered_at";
+
+fn event(r: &Row) -> sqlx::Result<EventRow> {
+    Ok(EventRow {
+        store_id: r.uuid("store_id")?,
+        id: r.uuid("id")?,
+        kind: r.parsed("type")?,
+        data: r.json("data")?,
+        created_at: r.int("created_at")?,
+    })
+}
+
+fn endpoint(r: &Row) -> sqlx::Result<EndpointRow> {
+    Ok(EndpointRow {
+        store_id: r.uuid("store_id")?,
+        id: r.uuid("id")?,
+        url: r.text("url")?,
+        description: r.opt_text("description")?,
+        events: r.json("events")?,
+        status: r.parsed("status")?,
+        secret_version: r.int("secret_version")? as i32,
+        previous_until: r.opt_int("previous_until")?,
+        failing_since: r.opt_int("failing_since")?,
+        created_at: r.int("created_at")?,
+        updated_at: r.int("updated_at")?,
+    })
+}
+
+fn delivery(r: &Row) -> sqlx::Result<DeliveryRow> {
+    let status: DeliveryStatus = r.parsed("status")?;
+    Ok(DeliveryRow {
+        store_id: r.uuid("store_id")?,
+        id: r.uuid("id")?,
+        endpoint_id: r.uuid("endpoint_id")?,
+        event_id: r.uuid("event_id")?,
+        event_type: r.parsed("type")?,
+        status,
+        attempts: r.int("attempts")?,
+        next_attempt_at: (status == DeliveryStatus::Pending).then(|| r.int("next_attempt_at")).transpose()?,
+        created_at: r.int("created_at")?,
+        delivered_at: r.opt_int("delivered_at")?,
+    })
+}
+
+impl Tx {
+    pub async fn insert_event(&mut self, e: &NewEvent) -> RepoResult<()> {
+        self.insert_events(std::slice::from_ref(e)).await
+    }
+
+    /// Several events in one statement (a seeded batch, a janitor pass).
+    pub async fn insert_events(&mut self, events: &[NewEvent]) -> RepoResult<()> {
+        for chunk in events.chunks(500) {
+            let mut sql = Sql::new("INSERT INTO events (store_id, id, type, subject_id, data, created_at) VALUES ");
+            for (i, e) in chunk.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.push_list([
+                    Arg::from(e.store_id),
+                    Arg::from(e.id),
+                    Arg::from(e.kind.as_str()),
+                    Arg::from(e.subject_id),
+                    Arg::Json(Some(e.data.clone())),
+                    Arg::from(e.created_at),
+                ]);
+            }
+            self.execute(sql).await?;
+        }
+        Ok(())
+    }
+
+    /// The store's events after `after`, oldest first, of the given types (all when empty).
+    pub async fn events(
+        &mut self,
+        store_id: Uuid,
+        types: &[EventType],
+        after: Option<Uuid>,
+        until: i64,
+        limit: u32,
+    ) -> RepoResult<Vec<EventRow>> {
+        let mut sql = Sql::new(format!("SELECT {EVENT_COLUMNS} FROM events e WHERE e.store_id = "));
+        sql.push_bind(store_id).push(" AND e.created_at <= ").push_bind(until);
+        if !types.is_empty() {
+            sql.push(" AND e.type IN ").push_list(types.iter().map(|t| t.as_str()));
+        }
+        if let Some(after) = after {
+            sql.push(" AND e.id > ").push_bind(after);
+        }
+        sql.push(" ORDER BY e.id LIMIT ").push_bind(limit);
+        Ok(self.fetch_all(sql).await?.iter().map(event).collect::<sqlx::Result<_>>()?)
+    }
+
+    /// Erasure: the profiles' earlier events keep nothing but ids (`profile.merged` has nothing
+    /// else); pending deliveries are built from the event, so they carry the scrubbed version.
+    pub async fn scrub_events(&mut self, store_id: Uuid, subject_ids: &[Uuid]) -> RepoResult<u64> {
+        let scrubbed = match self.backend() {
+            Backend::Postgres => {
+                "jsonb_build_object('object', jsonb_build_object('id', data->'object'->'id', 'profile_id', CAST($3 AS TEXT)), 'redacted', true)"
+            }
+            Backend::Sqlite => {
+                "json_object('object', json_object('id', json_extract(data, '$.object.id'), 'profile_id', $3), 'redacted', json('true'))"
+            }
+        };
+        let mut n = 0;
+        for subject in subject_ids {
+            let sql = Sql::new(format!(
+                "UPDATE events SET data = {scrubbed} WHERE store_id = $1 AND subject_id = $2 AND type <> $4"
+            ))
+            .bind(store_id)
+            .bind(*subject)
+            .bind(subject.to_string())
+            .bind(EventType::ProfileMerged.as_str());
+            n += self.execute(sql).await?;
+        }
+        Ok(n)
+    }
+
+    /// Events older than the retention; their deliveries and attempts go with them.
+    pub async fn delete_old_events(&mut self, before: i64) -> RepoResult<u64> {
+        self.execute(Sql::new("DELETE FROM events WHERE created_at < $1").bind(before)).await
+    }
+
+    /// Leases events not fanned out yet (Postgres: rows another dispatcher holds are skipped).
+    pub async fn undispatched_events(&mut self, limit: u32) -> RepoResult<Vec<EventRow>> {
+        let lock = match self.backend() {
+            Backend::Postgres if !self.for_update().is_empty() => " FOR UPDATE SKIP LOCKED",
+            _ => "",
+        };
+        let sql = Sql::new(format!(
+            "SELECT {EVENT_COLUMNS} FROM events e WHERE e.dispatched_at IS NULL ORDER BY e.created_at, e.id LIMIT $1{lock}"
+        ))
+        .bind(limit);
+        Ok(self.fetch_all(sql).await?.iter().map(event).collect::<sqlx::Result<_>>()?)
+    }
+
+    /// The store's events `ids` have their deliveries.
+    pub async fn mark_dispatched(&mut self, store_id: Uuid, ids: &[Uuid], now: i64) -> RepoResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut sql = Sql::new("UPDATE events SET dispatched_at = ");
+        sql.push_bind(now).push(" WHERE store_id = ").push_bind(store_id);
+        sql.push(" AND id IN ").push_list(ids.iter().copied());
+        self.execute(sql).await?;
+        Ok(())
+    }
+
+    /// A delivery of the event to the endpoint, due now; none twice.
+    pub async fn insert_delivery(
+        &mut self,
+        store_id: Uuid,
+        endpoint_id: Uuid,
+        event_id: Uuid,
+        now: i64,
+    ) -> RepoResult<()> {
+        let sql = Sql::new(
+            "INSERT INTO webhook_deliveries (store_id, id, endpoint_id, event_id, status, attempts, next_attempt_at, created_at)
+             VALUES ($1, $2, $3, $4, $5, 0, $6, $6) ON CONFLICT DO NOTHING",
+        )
+        .bind(store_id)
+        .bind(Uuid::now_v7())
+        .bind(endpoint_id)
+        .bind(event_id)
+        .bind(DeliveryStatus::Pending.as_str())
+        .bind(now);
+        self.execute(sql).await?;
+        Ok(())
+    }
+
+    pub async fn insert_endpoint(&mut self, e: &EndpointRow) -> RepoResult<()> {
+        let sql = Sql::new(
+            "INSERT INTO webhook_endpoints (store_id, id, url, description, events, status, secret_version, previous_until,
+                 failing_since, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(e.store_id)
+        .bind(e.id)
+        .bind(&e.url)
+        .bind(&e.description)
+        .bind(Arg::json(&e.events))
+        .bind(e.status.as_str())
+        .bind(e.secret_version)
+        .bind(e.previous_until)
+        .bind(e.failing_since)
+        .bind(e.created_at)
+        .bind(e.updated_at);
+        self.execute(sql).await?;
+        Ok(())
+    }
+
+    /// The endpoint; locked inside a transaction.
+    pub async fn endpoint(&mut self, store_id: Uuid, id: Uuid) -> RepoResult<Option<EndpointRow>> {
+        let sql = Sql::new(format!(
+            "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints w WHERE w.store_id = $1 AND w.id = $2{}",
+            self.for_update()
+        ))
+        .bind(store_id)
+        .bind(id);
+        Ok(self.fetch_optional(sql).await?.map(|r| endpoint(&r)).transpose()?)
+    }
+
+    pub async fn endpoints(&mut self, store_id: Uuid, after: Option<Uuid>, limit: u32) -> RepoResult<Vec<EndpointRow>> {
+        let sql = Sql::new(format!(
+            "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints w WHERE w.store_id = $1 AND ($2 IS NULL OR w.id > $2)
+             ORDER BY w.id LIMIT $3"
+        ))
+        .bind(store_id)
+        .bind(after)
+        .bind(limit);
+        Ok(self.fetch_all(sql).await?.iter().map(endpoint).collect::<sqlx::Result<_>>()?)
+    }
+
+    /// The store's active endpoints (the dispatcher matches their event filters).
+    pub async fn active_endpoints(&mut self, store_id: Uuid) -> RepoResult<Vec<EndpointRow>> {
+        let sql = Sql::new(format!(
+            "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints w WHERE w.store_id = $1 AND w.status = $2 ORDER BY w.id"
+        ))
+        .bind(store_id)
+        .bind(EndpointStatus::Active.as_str());
+        Ok(self.fetch_all(sql).await?.iter().map(endpoint).collect::<sqlx::Result<_>>()?)
+    }
+
+    pub async fn update_endpoint(&mut self, e: &EndpointRow) -> RepoResult<()> {
+        let sql = Sql::new(
+            "UPDATE webhook_endpoints SET url = $3, description = $4, events = $5, status = $6, secret_version = $7,
+                 previous_until = $8, failing_since = $9, updated_at = $10
+             WHERE store_id = $1 AND id = $2",
+        )
+        .bind(e.store_id)
+        .bind(e.id)
+        .bind(&e.url)
+        .bind(&e.description)
+        .bind(Arg::json(&e.events))
+        .bind(e.status.as_str())
+        .bind(e.secret_version)
+        .bind(e.previous_until)
+        .bind(e.failing_since)
+        .bind(e.updated_at);
+        self.execute(sql).await?;
+        Ok(())
+    }
+
+    pub async fn delete_endpoint(&mut self, store_id: Uuid, id: Uuid) -> RepoResult<bool> {
+        let sql = Sql::new("DELETE FROM webhook_endpoints WHERE store_id = $1 AND id = $2").bind(store_id).bind(id);
+        Ok(self.execute(sql).await? > 0)
+    }
+
+    /// Leases up to `limit` due deliveries of active endpoints, oldest due first. Run it on
+    /// [`Database::atomic`](super::Database::atomic).
+    pub async fn claim_due_deliveries(
+        &mut self,
+        now: i64,
+        lease_secs: i64,
+        limit: u32,
+    ) -> RepoResult<Vec<DueDelivery>> {
+        let due = "SELECT d.store_id, d.id FROM webhook_deliveries d
+             JOIN webhook_endpoints w ON w.store_id = d.store_id AND w.id = d.endpoint_id
+             WHERE d.status = $4 AND d.next_attempt_at <= $1 AND (d.locked_until IS NULL OR d.locked_until <= $1)
+               AND w.status = $5
+             ORDER BY d.next_attempt_at LIMIT $3";
+        let claim = match self.backend() {
+            Backend::Postgres => format!(
+                "WITH due AS MATERIALIZED ({due} FOR UPDATE OF d SKIP LOCKED)
+                 UPDATE webhook_deliveries x SET locked_until = $2 FROM due
+                 WHERE x.store_id = due.store_id AND x.id = due.id RETURNING x.store_id, x.id"
+            ),
+            Backend::Sqlite => format!(
+                "UPDATE webhook_deliveries SET locked_until = $2 WHERE (store_id, id) IN ({due}) RETURNING store_id, id"
+            ),
+        };
+        let sql = Sql::new(claim)
+            .bind(now)
+            .bind(now + lease_secs)
+            .bind(limit)
+            .bind(DeliveryStatus::Pending.as_str())
+            .bind(EndpointStatus::Active.as_str());
+        let claimed = self.fetch_all(sql).await?;
+        let mut out = Vec::with_capacity(claimed.len());
+        for r in claimed {
+            let (store_id, id) = (r.uuid("store_id")?, r.uuid("id")?);
+            let sql = Sql::new(format!(
+                "SELECT CAST(d.attempts AS BIGINT) AS attempts, {ENDPOINT_COLUMNS}, e.type, e.data, e.created_at AS event_created_at,
+                        e.id AS event_id
+                 FROM webhook_deliveries d
+                 JOIN webhook_endpoints w ON w.store_id = d.store_id AND w.id = d.endpoint_id
+                 JOIN events e ON e.store_id = d.store_id AND e.id = d.event_id
+                 WHERE d.store_id = $1 AND d.id = $2"
+            ))
+            .bind(store_id)
+            .bind(id);
+            let Some(row) = self.fetch_optional(sql).await? else { continue };
+            out.push(DueDelivery {
+                store_id,
+                id,
+                attempts: i32::try_from(row.int("attempts")?).unwrap_or(i32::MAX),
+                endpoint: endpoint(&row)?,
+                event: EventRow {
+                    store_id,
+                    id: row.uuid("event_id")?,
+                    kind: row.parsed("type")?,
+                    data: row.json("data")?,
+                    created_at: row.int("event_created_at")?,
+                },
+            });
+        }
+        Ok(out)
+    }
+
+    pub async fn insert_attempt(&mut self, store_id: Uuid, delivery_id: Uuid, a: &AttemptRow) -> RepoResult<()> {
+        let sql = Sql::new(
+            "INSERT INTO webhook_attempts (store_id, delivery_id, attempt, at, status_code, duration_ms, error)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        )
+        .bind(store_id)
+        .bind(delivery_id)
+        .bind(a.attempt)
+        .bind(a.at)
+        .bind(a.status_code)
+        .bind(a.duration_ms)
+        .bind(&a.error);
+        self.execute(sql).await?;
+        Ok(())
+    }
+
+    /// The outcome of an attempt: `status`, with the next try at `next_attempt_at` while pending.
+    pub async fn settle_delivery(
+        &mut self,
+        store_id: Uuid,
+        id: Uuid,
+        attempts: i32,
+        status: DeliveryStatus,
+        next_attempt_at: i64,
+        now: i64,
+    ) -> RepoResult<()> {
+        let sql = Sql::new(
+            "UPDATE webhook_deliveries SET attempts = $3, status = $4, next_attempt_at = $5, locked_until = NULL,
+                 delivered_at = CASE WHEN $4 = 'delivered' THEN $6 ELSE delivered_at END
+             WHERE store_id = $1 AND id = $2",
+        )
+        .bind(store_id)
+        .bind(id)
+        .bind(attempts)
+        .bind(status.as_str())
+        .bind(next_attempt_at)
+        .bind(now);
+        self.execute(sql).await?;
+        Ok(())
+    }
+
+    /// An endpoint's failure streak: started at `now` unless running; ended by `None`.
+    pub async fn set_endpoint_failing(
+        &mut self,
+        store_id: Uuid,
+        id: Uuid,
+        failing_since: Option<i64>,
+    ) -> RepoResult<()> {
+        let sql = match failing_since {
+            Some(_) => Sql::new(
+                "UPDATE webhook_endpoints SET failing_since = COALESCE(failing_since, $3) WHERE store_id = $1 AND id = $2",
+            ),
+            None => Sql::new(
+                "UPDATE webhook_endpoints SET failing_since = $3 WHERE store_id = $1 AND id = $2 AND failing_since IS NOT NULL",
+            ),
+        };
+        self.execute(sql.bind(store_id).bind(id).bind(failing_since)).await?;
+        Ok(())
+    }
+
+    /// Disables the endpoint when its failure streak began before `cutoff`; true when it did.
+    pub async fn disable_failing_endpoint(
+        &mut self,
+        store_id: Uuid,
+        id: Uuid,
+        cutoff: i64,
+        now: i64,
+    ) -> RepoResult<bool> {
+        let sql = Sql::new(
+            "UPDATE webhook_endpoints SET status = $4, updated_at = $5
+             WHERE store_id = $1 AND id = $2 AND failing_since IS NOT NULL AND failing_since < $3 AND status = $6",
+        )
+        .bind(store_id)
+        .bind(id)
+        .bind(cutoff)
+        .bind(EndpointStatus::Disabled.as_str())
+        .bind(now)
+        .bind(EndpointStatus::Active.as_str());
+        Ok(self.execute(sql).await? == 1)
+    }
+
+    /// An endpoint's deliveries, newest first.
+    pub async fn deliveries(
+        &mut self,
+        store_id: Uuid,
+        endpoint_id: Uuid,
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> RepoResult<Vec<DeliveryRow>> {
+        let sql = Sql::new(format!(
+            "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d JOIN events e ON e.store_id = d.store_id AND e.id = d.event_id
+             WHERE d.store_id = $1 AND d.endpoint_id = $2 AND ($3 IS NULL OR d.id < $3) ORDER BY d.id DESC LIMIT $4"
+        ))
+        .bind(store_id)
+        .bind(endpoint_id)
+        .bind(before)
+        .bind(limit);
+        Ok(self.fetch_all(sql).await?.iter().map(delivery).collect::<sqlx::Result<_>>()?)
+    }
+
+    pub async fn attempts(&mut self, store_id: Uuid, delivery_ids: &[Uuid]) -> RepoResult<Vec<(Uuid, AttemptRow)>> {
+        if delivery_ids.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut sql = Sql::new(
+            "SELECT delivery_id, CAST(attempt AS BIGINT) AS attempt, at, CAST(status_code AS BIGINT) AS status_code,
+                    duration_ms, error FROM webhook_attempts WHERE store_id = ",
+        );
+        sql.push_bind(store_id).push(" AND delivery_id IN ").push_list(delivery_ids.iter().copied());
+        sql.push(" ORDER BY delivery_id, attempt");
+        let rows = self.fetch_all(sql).await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.uuid("delivery_id")?,
+                    AttemptRow {
+                        attempt: r.int("attempt")?,
+                        at: r.int("at")?,
+                        status_code: r.opt_int("status_code")?,
+                        duration_ms: r.int("duration_ms")?,
+                        error: r.opt_text("error")?,
+                    },
+                ))
+            })
+            .collect::<sqlx::Result<_>>()?)
+    }
+
+    /// Sends a delivery again, due now (any status): false when the endpoint has no such delivery
+    /// or an attempt of it is under way (leased).
+    pub async fn retry_delivery(&mut self, store_id: Uuid, endpoint_id: Uuid, id: Uuid, now: i64) -> RepoResult<bool> {
+        let sql = Sql::new(
+            "UPDATE webhook_deliveries SET status = $4, next_attempt_at = $5, locked_until = NULL
+             WHERE store_id = $1 AND endpoint_id = $2 AND id = $3 AND (locked_until IS NULL OR locked_until <= $5)",
+        )
+        .bind(store_id)
+        .bind(endpoint_id)
+        .bind(id)
+        .bind(DeliveryStatus::Pending.as_str())
+        .bind(now);
+        Ok(self.execute(sql).await? == 1)
+    }
+
+    pub async fn delivery(&mut self, store_id: Uuid, endpoint_id: Uuid, id: Uuid) -> RepoResult<Option<DeliveryRow>> {
+        let sql = Sql::new(format!(
+            "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d JOIN events e ON e.store_id = d.store_id AND e.id = d.event_id
+             WHERE d.store_id = $1 AND d.endpoint_id = $2 AND d.id = $3"
+        ))
+        .bind(store_id)
+        .bind(endpoint_id)
+        .bind(id);
+        Ok(self.fetch_optional(sql).await?.map(|r| delivery(&r)).transpose()?)
+    }
+}
