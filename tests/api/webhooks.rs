@@ -28,6 +28,8 @@ backend_tests!(
     two_instances_deliver_each_event_once,
     feed_filters_pages_and_is_admin_only,
     private_addresses_are_refused,
+    janitor_sweeps_are_events_too,
+    a_worker_dying_mid_delivery_loses_nothing,
 );
 
 /// An app that may call the loopback receiver, retrying after 1 s.
@@ -57,7 +59,7 @@ impl Received {
 #[derive(Default)]
 struct ReceiverState {
     got: Mutex<Vec<Received>>,
-    /// Statuses to answer, in order; 200 once they run out.
+    /// Statuses to answer, in order (0: never answer); 200 once they run out.
     answers: Mutex<VecDeque<u16>>,
 }
 
@@ -602,5 +604,59 @@ async fn private_addresses_are_refused(app: &TestApp) {
     let outcome = client.send("https://localhost:1/hook", &[], Bytes::from_static(b"{}")).await;
     assert!(outcome.error.as_deref().is_some_and(|e| e.contains("private")), "{outcome:?}");
     assert!(receiver.got().is_empty());
+    owned.stop().await;
+}
+
+async fn janitor_sweeps_are_events_too(app: &TestApp) {
+    let owned = TestApp::spawn_with(app.backend, &[("GUEST_TTL_SECS", "1")]).await;
+    let app = &owned;
+    let admin = app.shop_admin("janitor").await;
+    let (_, guest) = app.post(&admin.store("/profiles/initialize"), None, json!({})).await;
+    let guest_id = guest["profile_id"].as_str().unwrap();
+    let report = app.state.services.sessions.sweep(storecrm::now() + 5).await.unwrap();
+    assert_eq!(report.guests, 1, "{report:?}");
+    let events = feed(app, &admin, "").await;
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["profile.created", "profile.erased"]);
+    assert_eq!(events[1]["data"]["object"], json!({"id": guest_id}));
+    assert_eq!(events[0]["data"]["redacted"], true, "the guest's user agent is gone too: {}", events[0]);
+    // Retention: the janitor deletes events older than EVENT_RETENTION_SECS (30 days).
+    let report = app.state.services.sessions.sweep(storecrm::now() + 31 * 86_400).await.unwrap();
+    assert_eq!(report.events, 2, "{report:?}");
+    assert!(feed(app, &admin, "").await.is_empty());
+    owned.stop().await;
+}
+
+async fn a_worker_dying_mid_delivery_loses_nothing(app: &TestApp) {
+    use storecrm::webhooks::{WebhookClient, WebhookSettings, WebhookWorker};
+    // No background worker: the test runs two by hand, the first of which dies mid-attempt.
+    let owned =
+        TestApp::spawn_with(app.backend, &[("WEBHOOK_WORKER", "false"), ("WEBHOOKS_ALLOW_PRIVATE", "true")]).await;
+    let app = &owned;
+    let receiver = Receiver::start().await;
+    receiver.answer(&[0]);
+    let admin = app.shop_admin("crash").await;
+    let hook = endpoint(app, &admin, &receiver.url, json!(["profile.created"])).await;
+    app.post(&admin.store("/profiles"), Some(&admin.token), json!({"email": "c@example.com"})).await;
+    let worker = || {
+        let settings = WebhookSettings { lease: Duration::from_secs(2), ..WebhookSettings::default() };
+        let client = WebhookClient::new(true, Duration::from_secs(30));
+        WebhookWorker::new(app.state.db.clone(), app.state.keys.clone(), client, settings, Default::default())
+    };
+    let first = worker();
+    let dying = tokio::spawn(async move { first.run_once().await });
+    receiver.wait_for("the first attempt", |g| g.len() == 1).await;
+    dying.abort();
+    let _ = dying.await;
+    // Leased: another worker leaves it alone until the lease runs out, then delivers it.
+    let second = worker();
+    assert_eq!(second.run_once().await.unwrap().attempted, 0, "still leased to the dead worker");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(second.run_once().await.unwrap().attempted, 1);
+    let got = receiver.got();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].headers["webhook-id"], got[1].headers["webhook-id"]);
+    let log = deliveries(app, &admin, hook["id"].as_str().unwrap()).await;
+    assert_eq!(log[0]["status"], "delivered", "{log:?}");
     owned.stop().await;
 }
