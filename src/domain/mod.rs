@@ -5,6 +5,7 @@ mod cursor;
 mod email;
 mod origin;
 mod status;
+pub mod table;
 pub mod taxonomy;
 mod text;
 
