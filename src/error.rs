@@ -144,6 +144,7 @@ fn unique_conflict(constraint: &str) -> AppError {
         "taxonomies_key_unique" => ("key_taken", "another taxonomy of this store has this key"),
         "email_templates_key_unique" => ("key_taken", "another email template of this store has this key"),
         "audiences_key_unique" => ("key_taken", "another audience of this store has this key"),
+        "segments_key" => ("key_taken", "another segment of this store has this key"),
         _ => ("conflict", "a concurrent request changed the same record; try again"),
     };
     AppError::Conflict { code, message: message.into() }

@@ -13,7 +13,7 @@ pub use cursor::{Cursor, Keyset, Page};
 pub use email::Email;
 pub use origin::{ClientAddr, LinkError, OriginPattern, link_target, request_origin};
 pub use status::{
-    AccessDenied, AudienceKind, DeliveryStatus, EndpointStatus, EventType, MailKind, MailStatus, ProviderKind, Role,
-    SortDirection, SortField, Status, SubscriptionSource, SubscriptionStatus,
+    AccessDenied, AudienceKind, ConsentAction, DeliveryStatus, EndpointStatus, EventType, MailKind, MailStatus,
+    ProviderKind, Role, SortDirection, SortField, Status, SubscriptionSource, SubscriptionStatus,
 };
 pub use text::{Name, Password, double_option};

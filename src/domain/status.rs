@@ -137,6 +137,32 @@ impl EventType {
 }
 
 string_enum!(
+    /// What changed a subscription, as the consent ledger records it.
+    ConsentAction {
+        /// The profile subscribed (storefront), or asked again for a confirmation mail.
+        Subscribe = "subscribe",
+        /// The profile confirmed a double opt-in mail.
+        Confirm = "confirm",
+        /// The profile unsubscribed (a mail's link, the hosted page, one-click).
+        Unsubscribe = "unsubscribe",
+        /// An admin subscribed the profile.
+        AdminAdd = "admin_add",
+        /// An admin removed the profile from the audience.
+        AdminRemove = "admin_remove",
+        /// An import carried the subscription.
+        Import = "import",
+        /// A merge moved the subscription to this profile, or dropped the weaker of two.
+        Merge = "merge",
+        /// A payment provider's event (Stripe).
+        Payment = "payment",
+        /// A checkout was started for a paid audience.
+        Checkout = "checkout",
+        /// The scheduled end of a membership passed.
+        Expire = "expire",
+    }
+);
+
+string_enum!(
     /// A webhook endpoint receives deliveries while active; 5 days of failures disable it.
     EndpointStatus { Active = "active", Disabled = "disabled" }
 );

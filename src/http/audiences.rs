@@ -14,7 +14,7 @@ use crate::domain::audience::AudienceType;
 use crate::domain::{AccessDenied, AudienceKind, Status, SubscriptionSource, SubscriptionStatus};
 use crate::error::{AppError, AppResult, ErrorBody};
 use crate::http::Paged;
-use crate::http::extract::{Json, MaybeAdmin, Path, Query, StoreCaller, parse_json};
+use crate::http::extract::{Json, MaybeAdmin, Path, Query, StoreCaller, Witness, parse_json};
 use crate::http::pages;
 use crate::http::stores::Deleted;
 use crate::repo::{AudienceRow, SubscriberRow};
@@ -279,6 +279,7 @@ pub async fn update_audience(
 pub async fn subscribe(
     State(state): State<AppState>,
     caller: StoreCaller,
+    Witness(witness): Witness,
     Path(path): Path<(Uuid, String)>,
     Json(b): Json<SubscribeRequest>,
 ) -> AppResult<(StatusCode, Json<SubscribeResponse>)> {
@@ -287,7 +288,7 @@ pub async fn subscribe(
         StoreCaller::Profile(p) => (p.store_id, Subscriber::Profile(p)),
     };
     let store = state.services.stores.get(store_id).await?;
-    let done = state.services.audiences.subscribe(&store, &path.1, who, b).await?;
+    let done = state.services.audiences.subscribe(&store, &path.1, who, b, witness).await?;
     let status = if done.created { StatusCode::CREATED } else { StatusCode::OK };
     let s = done.subscription;
     let subscription = if done.claim {
@@ -338,10 +339,11 @@ pub async fn get_subscribers(
 pub async fn add_subscriber(
     State(state): State<AppState>,
     auth: AdminAuth,
+    Witness(witness): Witness,
     Path(path): Path<(Uuid, String)>,
     Json(b): Json<AddSubscriber>,
 ) -> AppResult<Json<AddSubscriberResponse>> {
-    let (row, skipped) = state.services.audiences.add_subscriber(auth.store_id, &path.1, b.profile_id).await?;
+    let (row, skipped) = state.services.audiences.add_subscriber(auth.store_id, &path.1, b.profile_id, witness).await?;
     Ok(Json(AddSubscriberResponse { subscriber: row.into(), skipped }))
 }
 
@@ -353,9 +355,10 @@ pub async fn add_subscriber(
 pub async fn remove_subscriber(
     State(state): State<AppState>,
     auth: AdminAuth,
+    Witness(witness): Witness,
     Path(path): Path<(Uuid, String, Uuid)>,
 ) -> AppResult<Json<Deleted>> {
-    state.services.audiences.remove_subscriber(auth.store_id, &path.1, path.2).await?;
+    state.services.audiences.remove_subscriber(auth.store_id, &path.1, path.2, witness).await?;
     Ok(Json(Deleted { deleted: true }))
 }
 
@@ -386,12 +389,13 @@ pub async fn confirm_page(
 pub async fn confirm(
     State(state): State<AppState>,
     Path(store_id): Path<Uuid>,
+    Witness(witness): Witness,
     headers: HeaderMap,
     body: Bytes,
 ) -> AppResult<Response> {
     let page = pages::wants_page(&headers);
     let token = token_of(&headers, &body, None)?;
-    let confirmed = state.services.audiences.confirm(store_id, &token).await;
+    let confirmed = state.services.audiences.confirm(store_id, &token, witness).await;
     if page {
         let subject = match &confirmed {
             Ok(_) => state.services.audiences.page_names(store_id, &confirmed).await?,
@@ -435,12 +439,13 @@ pub async fn unsubscribe(
     State(state): State<AppState>,
     Path(store_id): Path<Uuid>,
     Query(q): Query<TokenQuery>,
+    Witness(witness): Witness,
     headers: HeaderMap,
     body: Bytes,
 ) -> AppResult<Response> {
     let page = pages::wants_page(&headers);
     let token = token_of(&headers, &body, q.token)?;
-    let done = state.services.audiences.unsubscribe(store_id, &token).await;
+    let done = state.services.audiences.unsubscribe(store_id, &token, witness).await;
     if page {
         let subject = match &done {
             Ok(_) => state.services.audiences.page_names(store_id, &done).await?,

@@ -328,6 +328,23 @@ impl FromRequestParts<AppState> for ClientIp {
     }
 }
 
+/// Who made a request, for the consent ledger: the client's full address (by the same rule as
+/// [`ClientIp`]) and its user agent. The ledger shortens the address unless the store opted in.
+pub struct Witness(pub crate::services::consents::Witness);
+
+impl FromRequestParts<AppState> for Witness {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let peer = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+        let hops = state.config.limits.trusted_proxy_hops as usize;
+        let forwarded = (hops > 0).then(|| forwarded_for(&parts.headers, hops)).flatten();
+        let user_agent =
+            parts.headers.get(USER_AGENT).and_then(|v| v.to_str().ok()).map(|u| u.chars().take(500).collect());
+        Ok(Witness(crate::services::consents::Witness { ip: forwarded.or(peer), user_agent }))
+    }
+}
+
 fn forwarded_for(headers: &axum::http::HeaderMap, hops: usize) -> Option<std::net::IpAddr> {
     let entries: Vec<&str> = headers
         .get_all("x-forwarded-for")

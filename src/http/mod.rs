@@ -2,6 +2,7 @@
 
 pub mod audiences;
 pub mod auth;
+pub mod consents;
 pub mod extract;
 pub mod mail;
 pub mod middleware;
@@ -88,6 +89,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(stores::router())
         .merge(taxonomies::router())
         .merge(profiles::router())
+        .merge(consents::router())
         .merge(sessions::router())
         .merge(audiences::router())
         .merge(templates::router())

@@ -42,6 +42,8 @@ pub struct ProfileExport {
     pub subscriptions: Vec<crate::http::audiences::Subscription>,
     /// Live sessions (metadata only).
     pub sessions: Vec<AuthTokenInfo>,
+    /// The consent ledger: every change of the profile's subscriptions, oldest first.
+    pub consents: Vec<crate::http::consents::Consent>,
     pub exported_at: i64,
 }
 
@@ -153,6 +155,7 @@ pub async fn export_profile(
         orders: export.orders.into_iter().map(Order::from).collect(),
         subscriptions: subscriptions.into_iter().map(Into::into).collect(),
         sessions,
+        consents: export.consents.into_iter().map(Into::into).collect(),
         exported_at: crate::now(),
     }))
 }

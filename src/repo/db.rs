@@ -89,6 +89,22 @@ impl Database {
         Ok(Tx { conn })
     }
 
+    /// A read-only transaction that sees one snapshot of the database for its whole life (an
+    /// export of a million rows is consistent): `REPEATABLE READ, READ ONLY` on Postgres; a
+    /// deferred transaction on SQLite, whose WAL keeps the snapshot of its first read without
+    /// blocking writers.
+    pub async fn snapshot(&self) -> RepoResult<Tx> {
+        let conn = match &self.pool {
+            Pool::Postgres(p) => {
+                let mut tx = p.begin().await?;
+                sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+                Conn::Postgres(tx)
+            }
+            Pool::Sqlite(p) => Conn::Sqlite(p.begin_with("BEGIN DEFERRED").await?),
+        };
+        Ok(Tx { conn })
+    }
+
     /// For work that the repository does in one statement on Postgres but that needs several
     /// statements, or the write lock, on SQLite (a new guest and its session; leasing mail): the
     /// pool on Postgres, where one statement is atomic by itself and costs no `BEGIN`/`COMMIT`

@@ -57,6 +57,11 @@ const POSTGRES: &[Migration] = &[
         name: "0012_events_webhooks",
         sql: include_str!("../../migrations/postgres/0012_events_webhooks.sql"),
     },
+    Migration {
+        version: 14,
+        name: "0014_segments_consents",
+        sql: include_str!("../../migrations/postgres/0014_segments_consents.sql"),
+    },
 ];
 const SQLITE: &[Migration] = &[
     Migration { version: 1, name: "0001_foundation", sql: include_str!("../../migrations/sqlite/0001_foundation.sql") },
@@ -98,6 +103,11 @@ const SQLITE: &[Migration] = &[
         version: 12,
         name: "0012_events_webhooks",
         sql: include_str!("../../migrations/sqlite/0012_events_webhooks.sql"),
+    },
+    Migration {
+        version: 14,
+        name: "0014_segments_consents",
+        sql: include_str!("../../migrations/sqlite/0014_segments_consents.sql"),
     },
 ];
 

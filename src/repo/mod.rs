@@ -17,6 +17,7 @@ mod outbox;
 pub mod postgres;
 mod profiles;
 mod refresh;
+mod segments;
 mod sessions;
 pub mod sqlite;
 mod stores;
@@ -31,6 +32,7 @@ pub use migrate::MigrationReport;
 pub use outbox::{ClaimedMail, MailSummary, NewOutboxMail};
 pub use profiles::LockedProfile;
 pub use refresh::{PresentedToken, RefreshTable};
+pub use segments::{ConsentRow, SegmentRow};
 pub use sessions::{LiveCode, ME_POSTGRES};
 pub use stores::SessionMembership;
 pub use templates::TemplateRow;
@@ -63,6 +65,7 @@ const UNIQUE_CONSTRAINTS: &[(&str, &str)] = &[
     ("taxonomies_key_unique", "taxonomies.store_id, taxonomies.key"),
     ("email_templates_key_unique", "email_templates.store_id, email_templates.key"),
     ("audiences_key_unique", "audiences.store_id, audiences.key"),
+    ("segments_key", "segments.store_id, segments.key"),
     ("subscriptions_one_per_profile", "subscriptions.store_id, subscriptions.audience_id, subscriptions.profile_id"),
 ];
 

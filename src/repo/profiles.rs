@@ -207,6 +207,11 @@ fn condition_sql(sql: &mut Sql, condition: &Condition) {
 }
 
 fn find_sql(s: &ProfileSearch, backend: Backend) -> Sql {
+    find_sql_selecting(s, backend, &format!("SELECT {PROFILE_COLUMNS}"), true)
+}
+
+/// `find`'s filters under another SELECT; `paged`: with the keyset, order and limit.
+fn find_sql_selecting(s: &ProfileSearch, backend: Backend, select: &str, paged: bool) -> Sql {
     let sort = match s.sort {
         SortField::CreatedAt => "p.created_at",
         SortField::UpdatedAt => "p.updated_at",
@@ -220,7 +225,7 @@ fn find_sql(s: &ProfileSearch, backend: Backend) -> Sql {
         (Backend::Sqlite, Some(_)) => "profiles p INDEXED BY sqlite_autoindex_profiles_1",
         _ => "profiles p",
     };
-    let mut sql = Sql::new(format!("SELECT {PROFILE_COLUMNS} FROM {from} WHERE p.store_id = "));
+    let mut sql = Sql::new(format!("{select} FROM {from} WHERE p.store_id = "));
     sql.push_bind(s.store_id);
     if let Some(status) = s.status {
         sql.push(" AND p.status = ").push_bind(status.as_str());
@@ -244,6 +249,9 @@ fn find_sql(s: &ProfileSearch, backend: Backend) -> Sql {
             condition_sql(&mut sql, &c);
             sql.push(")");
         }
+    }
+    if !paged {
+        return sql;
     }
     let (cmp, dir) = if s.descending { ("<", "DESC") } else { (">", "ASC") };
     if let Some((key, id)) = &s.after {
@@ -367,6 +375,32 @@ impl Tx {
             sql.push_bind(store_id).push(" AND p.id IN ").push_list(chunk.iter().copied()).push(" ORDER BY p.id");
             let rows = self.fetch_all(sql).await?.iter().map(profile).collect::<sqlx::Result<Vec<_>>>()?;
             out.extend(self.details(rows).await?);
+        }
+        Ok(out)
+    }
+
+    /// How many profiles `find`'s filters match (keyset and limit ignored).
+    pub async fn count_profiles(&mut self, search: &ProfileSearch) -> RepoResult<i64> {
+        let sql = find_sql_selecting(search, self.backend(), "SELECT COUNT(*) AS n", false).unprepared();
+        Ok(self.fetch_one(sql).await?.int("n")?)
+    }
+
+    /// A page of `find` with the taxonomy values only (exports: no sessions, codes or promo
+    /// usage), in `find`'s order.
+    pub async fn find_profiles_with_values(
+        &mut self,
+        search: &ProfileSearch,
+    ) -> RepoResult<Vec<(ProfileRow, Vec<TaxonomyValue>)>> {
+        let sql = find_sql(search, self.backend()).unprepared();
+        let rows = self.fetch_all(sql).await?.iter().map(profile).collect::<sqlx::Result<Vec<_>>>()?;
+        let Some(store_id) = rows.first().map(|r| r.store_id) else { return Ok(vec![]) };
+        let index: HashMap<Uuid, usize> = rows.iter().enumerate().map(|(i, r)| (r.id, i)).collect();
+        let mut values_q = Sql::new(format!("SELECT {VALUE_COLUMNS} FROM profile_taxonomy_values WHERE store_id = "));
+        values_q.push_bind(store_id).push(" AND profile_id IN ").push_list(rows.iter().map(|r| r.id));
+        let mut out: Vec<(ProfileRow, Vec<TaxonomyValue>)> = rows.into_iter().map(|r| (r, vec![])).collect();
+        for r in self.fetch_all(values_q).await? {
+            let (pid, v) = value(&r)?;
+            out[index[&pid]].1.push(v);
         }
         Ok(out)
     }

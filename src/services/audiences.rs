@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::config::Limits;
-use crate::crypto::{Keys, b64, random_token, sha256, unb64};
+use crate::crypto::{Keys, b64, random_token, sha256, to_hex, unb64};
 use crate::domain::audience::{AudienceType, Price, validate_prices};
 use crate::domain::taxonomy::valid_key;
 use crate::domain::{
@@ -23,6 +23,7 @@ use crate::payments::PaymentGateway;
 use crate::repo::{AudienceRow, AudienceSearch, Database, NewOutboxMail, StoreRow, SubscriberRow, SubscriptionRow, Tx};
 use crate::services::auth::ProfileAuth;
 use crate::services::checkout::{self, PaidSubscribe};
+use crate::services::consents::{Consent, ConsentAction, Witness};
 use crate::services::limits::{self, Limit, email_bucket};
 use crate::services::templates::source;
 use crate::services::{events, retrying};
@@ -77,6 +78,11 @@ pub struct SubscribeRequest {
     /// Required for double opt-in audiences: the storefront page that POSTs the token to `/audiences/confirm`.
     #[serde(alias = "confirmUrl")]
     pub confirm_url: Option<String>,
+    /// The wording the shopper agreed to (the sign-up form's text, at most 10,000 characters):
+    /// the consent ledger keeps its SHA-256, so the store can later prove which text it was.
+    #[serde(alias = "consentText")]
+    #[schema(max_length = 10000)]
+    pub consent_text: Option<String>,
 }
 
 /// What a hosted page (confirm, unsubscribe) names: the store, the audience, where it stands.
@@ -165,6 +171,14 @@ struct Plan<'a> {
     source: SubscriptionSource,
     confirm_url: Option<&'a str>,
     claim: bool,
+    /// Who asked, and the SHA-256 of the wording they agreed to (the ledger's evidence).
+    witness: Witness,
+    wording_hash: Option<String>,
+}
+
+/// The hex SHA-256 of a consent wording.
+fn wording_hash(text: &str) -> String {
+    to_hex(&sha256(text.as_bytes()))
 }
 
 impl Audiences {
@@ -360,6 +374,7 @@ impl Audiences {
         id_or_key: &str,
         who: Subscriber<'_>,
         input: SubscribeRequest,
+        witness: Witness,
     ) -> AppResult<Subscribed> {
         if let Subscriber::Profile(auth) = &who
             && auth.profile_id != input.profile_id
@@ -384,6 +399,10 @@ impl Audiences {
         let success_url = link("success_url", &input.success_url);
         let cancel_url = link("cancel_url", &input.cancel_url);
         let confirm_url = link("confirm_url", &input.confirm_url);
+        if input.consent_text.as_ref().is_some_and(|t| t.chars().count() > 10_000) {
+            errors.push(FieldError::new("consent_text", "too_long"));
+        }
+        let wording = input.consent_text.as_deref().map(wording_hash);
         let price = match audience.kind {
             AudienceKind::Paid => {
                 let price = match input.price_id.as_deref().map(|id| audience.prices.iter().find(|p| p.matches(id))) {
@@ -430,6 +449,7 @@ impl Audiences {
                 source,
                 success_url,
                 cancel_url,
+                consent: Consent::new(ConsentAction::Checkout).witnessed(witness).wording(wording),
             };
             return checkout::start(&self.db, gateway, paid).await.map(|done| Subscribed { claim, ..done });
         }
@@ -442,6 +462,8 @@ impl Audiences {
             source,
             confirm_url: Some(confirm_url.as_str()),
             claim,
+            witness,
+            wording_hash: wording,
         };
         let done = retrying(|| self.subscribe_standard(&plan)).await?;
         Ok(done)
@@ -476,9 +498,14 @@ impl Audiences {
             created_at: now,
             updated_at: now,
         };
+        let action = match plan.source {
+            SubscriptionSource::Admin => ConsentAction::AdminAdd,
+            _ => ConsentAction::Subscribe,
+        };
+        let consent = Consent::new(action).witnessed(plan.witness.clone()).wording(plan.wording_hash.clone());
         let (Some(template_id), Some(confirm_url)) = (audience.confirm_template_id, plan.confirm_url) else {
             let stored = tx.upsert_subscription(&row).await?;
-            events::subscription_written(&mut tx, store.id, existing.as_ref(), &stored).await?;
+            events::subscription_written(&mut tx, store.id, existing.as_ref(), &stored, &consent).await?;
             tx.commit().await?;
             return Ok(Subscribed { created: existing.is_none(), subscription: stored, checkout_url: None, claim });
         };
@@ -505,10 +532,19 @@ impl Audiences {
         row.start_date = None;
         row.confirmed_at = None;
         let mail = self.confirmation_mail(&mut tx, plan, template_id, &email, link.as_str()).await?;
+        // The ledger names the mail and, unless the storefront sent its own wording, the mail's
+        // text with the one-time link taken out (the same wording gives the same hash).
+        let mail_wording = wording_hash(&mail.text.replace(&link.to_string(), "{{ confirm_url }}"));
+        let outbox = NewOutboxMail::new(Some(store.id), mail, now).kind(MailKind::Confirmation);
+        let consent = Consent {
+            confirm_mail_id: Some(outbox.id),
+            wording_hash: consent.wording_hash.clone().or(Some(mail_wording)),
+            ..consent
+        };
         let stored = tx.upsert_subscription(&row).await?;
-        events::subscription_written(&mut tx, store.id, existing.as_ref(), &stored).await?;
+        events::subscription_written(&mut tx, store.id, existing.as_ref(), &stored, &consent).await?;
         tx.replace_confirm_token(store.id, stored.id, &sha256(token.as_bytes()), now, now + CONFIRM_TTL_SECS).await?;
-        tx.insert_mail(&NewOutboxMail::new(Some(store.id), mail, now).kind(MailKind::Confirmation)).await?;
+        tx.insert_mail(&outbox).await?;
         tx.commit().await?;
         self.mail_wake.notify_one();
         Ok(Subscribed { created: existing.is_none(), subscription: stored, checkout_url: None, claim })
@@ -621,6 +657,7 @@ impl Audiences {
         store_id: Uuid,
         id_or_key: &str,
         profile_id: Uuid,
+        witness: Witness,
     ) -> AppResult<(SubscriberRow, bool)> {
         let audience = self.get(store_id, id_or_key, false).await?;
         retrying(|| async {
@@ -649,14 +686,21 @@ impl Audiences {
                 updated_at: now,
             };
             let stored = tx.upsert_subscription(&row).await?;
-            events::subscription_written(&mut tx, store_id, existing.as_ref(), &stored).await?;
+            let consent = Consent::new(ConsentAction::AdminAdd).witnessed(witness.clone());
+            events::subscription_written(&mut tx, store_id, existing.as_ref(), &stored, &consent).await?;
             tx.commit().await?;
             Ok((SubscriberRow { subscription: stored, email }, false))
         })
         .await
     }
 
-    pub async fn remove_subscriber(&self, store_id: Uuid, id_or_key: &str, profile_id: Uuid) -> AppResult<()> {
+    pub async fn remove_subscriber(
+        &self,
+        store_id: Uuid,
+        id_or_key: &str,
+        profile_id: Uuid,
+        witness: Witness,
+    ) -> AppResult<()> {
         let audience = self.get(store_id, id_or_key, false).await?;
         retrying(|| async {
             let mut tx = self.db.begin().await?;
@@ -673,7 +717,8 @@ impl Audiences {
                     updated_at: now,
                     ..sub.clone()
                 };
-                events::subscription_written(&mut tx, store_id, Some(&sub), &ended).await?;
+                let consent = Consent::new(ConsentAction::AdminRemove).witnessed(witness.clone());
+                events::subscription_written(&mut tx, store_id, Some(&sub), &ended, &consent).await?;
             }
             tx.commit().await?;
             Ok(())
@@ -682,7 +727,7 @@ impl Audiences {
     }
 
     /// Uses up a double opt-in token and activates its pending subscription.
-    pub async fn confirm(&self, store_id: Uuid, token: &str) -> AppResult<SubscriptionRow> {
+    pub async fn confirm(&self, store_id: Uuid, token: &str, witness: Witness) -> AppResult<SubscriptionRow> {
         if token.trim().is_empty() {
             return Err(AppError::invalid("token", "required"));
         }
@@ -703,14 +748,15 @@ impl Audiences {
             sub.start_date = sub.start_date.or(Some(now));
             sub.updated_at = now;
             let confirmed = tx.update_subscription(&sub).await?;
-            events::subscription_written(&mut tx, store_id, Some(&before), &confirmed).await?;
+            let consent = Consent::new(ConsentAction::Confirm).witnessed(witness.clone());
+            events::subscription_written(&mut tx, store_id, Some(&before), &confirmed, &consent).await?;
             tx.commit().await?;
             Ok(confirmed)
         })
         .await
     }
 
-    pub async fn unsubscribe(&self, store_id: Uuid, token: &str) -> AppResult<SubscriptionRow> {
+    pub async fn unsubscribe(&self, store_id: Uuid, token: &str, witness: Witness) -> AppResult<SubscriptionRow> {
         if token.trim().is_empty() {
             return Err(AppError::invalid("token", "required"));
         }
@@ -730,7 +776,8 @@ impl Audiences {
             sub.cancelled_at = Some(now);
             sub.updated_at = now;
             let cancelled = tx.update_subscription(&sub).await?;
-            events::subscription_written(&mut tx, store_id, Some(&before), &cancelled).await?;
+            let consent = Consent::new(ConsentAction::Unsubscribe).witnessed(witness.clone());
+            events::subscription_written(&mut tx, store_id, Some(&before), &cancelled, &consent).await?;
             tx.commit().await?;
             Ok(cancelled)
         })

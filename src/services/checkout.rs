@@ -22,6 +22,8 @@ pub struct PaidSubscribe<'a> {
     pub source: SubscriptionSource,
     pub success_url: &'a str,
     pub cancel_url: &'a str,
+    /// The ledger's record of the checkout (who started it, with which wording).
+    pub consent: crate::services::consents::Consent,
 }
 
 pub async fn start(db: &Database, gateway: &dyn PaymentGateway, p: PaidSubscribe<'_>) -> AppResult<Subscribed> {
@@ -91,7 +93,7 @@ pub async fn start(db: &Database, gateway: &dyn PaymentGateway, p: PaidSubscribe
             return Ok(Subscribed { subscription: s.clone(), created: false, checkout_url: None, claim: false });
         }
         let stored = tx.upsert_subscription(&row).await?;
-        crate::services::events::subscription_written(&mut tx, store_id, current.as_ref(), &stored).await?;
+        crate::services::events::subscription_written(&mut tx, store_id, current.as_ref(), &stored, &p.consent).await?;
         tx.commit().await?;
         Ok(Subscribed {
             subscription: stored,

@@ -14,6 +14,7 @@ use crate::crypto::Keys;
 use crate::domain::{EndpointStatus, EventType, Keyset, double_option};
 use crate::error::{AppError, AppResult, FieldError};
 use crate::repo::{AttemptRow, Database, DeliveryRow, EndpointRow, EventRow, NewEvent, SubscriptionRow, Tx};
+use crate::services::consents::{self, Consent};
 use crate::views;
 use crate::webhooks::{check_url, secret_text};
 
@@ -97,12 +98,16 @@ pub async fn erased(tx: &mut Tx, store_id: Uuid, id: Uuid) -> AppResult<()> {
 /// The events of a subscription written over `before`: `subscription.created` when there was
 /// none or it had ended (a new subscribe starts over), then the event of its new status when the
 /// status changed (`activated`, `cancellation_scheduled`, `cancelled`, `expired`).
+///
+/// Every call is also a record of the consent ledger (`consent`: what changed it, and on whose word).
 pub async fn subscription_written(
     tx: &mut Tx,
     store_id: Uuid,
     before: Option<&SubscriptionRow>,
     after: &SubscriptionRow,
+    consent: &Consent,
 ) -> AppResult<()> {
+    consents::append(tx, after, consent).await?;
     let starts_over = before.is_none_or(|b| b.status.is_ended());
     let mut kinds = vec![];
     if starts_over {

@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod audiences;
 pub mod auth;
 pub mod checkout;
+pub mod consents;
 pub mod events;
 pub mod limits;
 pub mod outbox;
@@ -34,6 +35,7 @@ pub struct Services {
     pub accounts: accounts::Accounts,
     pub audiences: audiences::Audiences,
     pub auth: auth::Auth,
+    pub consents: consents::Consents,
     pub events: events::Events,
     pub outbox: outbox::Outbox,
     pub payments: payments::Payments,
@@ -67,6 +69,7 @@ impl Services {
             ),
             accounts: accounts::Accounts::new(db.clone(), keys.clone(), limits.clone()),
             auth: auth::Auth::new(db.clone(), keys.clone()),
+            consents: consents::Consents::new(db.clone()),
             events: events::Events::new(
                 db.clone(),
                 keys.clone(),

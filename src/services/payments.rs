@@ -11,6 +11,7 @@ use crate::error::{AppError, AppResult};
 use crate::payments::event::{self, EventChange, ProviderEvent, ProviderStatus};
 use crate::payments::{PaymentGateway, SignatureError};
 use crate::repo::{Database, SubscriptionRow, Tx};
+use crate::services::consents::{Consent, ConsentAction};
 use crate::services::retrying;
 
 /// Every handle a webhook event carries for finding its subscription, tried in this order:
@@ -90,8 +91,15 @@ impl Payments {
             None => current,
             Some(next) => {
                 let stored = tx.update_subscription(&next).await?;
-                crate::services::events::subscription_written(&mut tx, stored.store_id, Some(&current), &stored)
-                    .await?;
+                let consent = Consent::new(ConsentAction::Payment).source(format!("stripe {}", event.kind));
+                crate::services::events::subscription_written(
+                    &mut tx,
+                    stored.store_id,
+                    Some(&current),
+                    &stored,
+                    &consent,
+                )
+                .await?;
                 stored
             }
         };

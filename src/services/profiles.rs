@@ -10,7 +10,10 @@ use uuid::Uuid;
 use crate::domain::taxonomy::{TaxonomyEntry, TaxonomyQuery, TaxonomyValue, parse_query, validate_entries};
 use crate::domain::{Email, EventType, Keyset, SortDirection, SortField, Status, double_option};
 use crate::error::{AppError, AppResult, FieldError};
-use crate::repo::{Database, NewProfile, OrderRow, ProfileDetails, ProfileSearch, SortValue, Tx};
+use crate::repo::{
+    ConsentRow, Database, NewProfile, OrderRow, ProfileDetails, ProfileSearch, SortValue, SubscriptionRow, Tx,
+};
+use crate::services::consents::{self, Consent, ConsentAction};
 use crate::services::{events, retrying};
 use crate::views;
 
@@ -64,6 +67,7 @@ pub struct LinkOrder {
 pub struct ProfileExport {
     pub profile: ProfileDetails,
     pub orders: Vec<OrderRow>,
+    pub consents: Vec<ConsentRow>,
 }
 
 pub struct Profiles {
@@ -102,6 +106,7 @@ pub(crate) async fn merge_into(tx: &mut Tx, store_id: Uuid, target: Uuid, source
     // target's): active > cancellation_scheduled > pending > cancelled/expired.
     let kept: HashMap<Uuid, _> =
         tx.subscriptions_of_profile(store_id, target).await?.into_iter().map(|s| (s.audience_id, s)).collect();
+    let mut moved = vec![];
     for sub in tx.subscriptions_of_profile(store_id, source).await? {
         match kept.get(&sub.audience_id) {
             Some(theirs) if sub.status.strength() <= theirs.status.strength() => {
@@ -110,9 +115,21 @@ pub(crate) async fn merge_into(tx: &mut Tx, store_id: Uuid, target: Uuid, source
             Some(theirs) => {
                 tx.delete_subscription_by_id(store_id, theirs.id).await?;
                 tx.move_subscription(store_id, sub.id, target).await?;
+                moved.push(sub);
             }
-            None => tx.move_subscription(store_id, sub.id, target).await?,
+            None => {
+                tx.move_subscription(store_id, sub.id, target).await?;
+                moved.push(sub);
+            }
         }
+    }
+    // The consent ledger goes with the person: the source's records move to the target, and
+    // each moved subscription records the merge.
+    tx.move_consents(store_id, source, target).await?;
+    for sub in moved {
+        let after = SubscriptionRow { profile_id: target, ..sub };
+        let consent = Consent::new(ConsentAction::Merge).source(format!("merged from profile {source}"));
+        consents::append(tx, &after, &consent).await?;
     }
     // The source goes (its sessions and remaining rows with it). Its email passes to a target
     // that has none; otherwise its sign-in codes go too.
@@ -135,6 +152,43 @@ pub(crate) async fn merge_into(tx: &mut Tx, store_id: Uuid, target: Uuid, source
     tx.touch_profile(store_id, target, now).await?;
     tx.refresh_search_text(store_id, &[target]).await?;
     Ok(true)
+}
+
+/// `find`'s filters (`query`, `taxonomy_query`, `status`), validated against the store's
+/// taxonomies: a search in `created_at` order without keyset, for `find`, segments and exports.
+/// The inner error lists what is wrong with the filters.
+pub(crate) async fn search_filters(
+    db: &mut Tx,
+    store_id: Uuid,
+    query: Option<&str>,
+    taxonomy_query: Option<&str>,
+    status: Option<Status>,
+) -> AppResult<Result<ProfileSearch, Vec<FieldError>>> {
+    let text = query.map(str::trim).filter(|q| !q.is_empty()).map(str::to_lowercase);
+    let filters = match taxonomy_query.filter(|q| !q.trim().is_empty()) {
+        None => vec![],
+        Some(raw) => {
+            let ids: Vec<Uuid> = serde_json::from_str::<Vec<TaxonomyQuery>>(raw)
+                .map(|qs| qs.iter().map(|q| q.taxonomy_id).collect())
+                .unwrap_or_default();
+            let defs = db.schemas(store_id, &ids, false).await?;
+            match parse_query(raw, &defs) {
+                Ok(filters) => filters,
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+    };
+    Ok(Ok(ProfileSearch {
+        store_id,
+        status,
+        id: text.as_deref().and_then(|t| Uuid::parse_str(t).ok()),
+        text,
+        filters,
+        sort: SortField::CreatedAt,
+        descending: false,
+        after: None,
+        limit: 0,
+    }))
 }
 
 impl Profiles {
@@ -199,19 +253,10 @@ impl Profiles {
         let mut errors = vec![];
         let keyset = Keyset::parse(q.limit, q.cursor.as_deref(), scope).map_err(|e| errors.extend(e)).ok();
         let mut db = self.db.auto();
-        let filters = match q.taxonomy_query.as_deref().filter(|q| !q.trim().is_empty()) {
-            None => vec![],
-            Some(raw) => {
-                let ids: Vec<Uuid> = serde_json::from_str::<Vec<TaxonomyQuery>>(raw)
-                    .map(|qs| qs.iter().map(|q| q.taxonomy_id).collect())
-                    .unwrap_or_default();
-                let defs = db.schemas(store_id, &ids, false).await?;
-                parse_query(raw, &defs).unwrap_or_else(|e| {
-                    errors.extend(e);
-                    vec![]
-                })
-            }
-        };
+        let filters = search_filters(&mut db, store_id, q.query.as_deref(), q.taxonomy_query.as_deref(), q.status)
+            .await?
+            .map_err(|e| errors.extend(e))
+            .ok();
         let after = match keyset.as_ref().and_then(|k| k.after.as_ref()) {
             None => None,
             Some(key) => {
@@ -232,20 +277,13 @@ impl Profiles {
                 }
             }
         };
-        let Some(keyset) = keyset.filter(|_| errors.is_empty()) else {
+        let (Some(keyset), Some(filters)) = (keyset, filters) else {
             return Err(AppError::validation(errors));
         };
-        let search = ProfileSearch {
-            store_id,
-            status: q.status,
-            id: text.as_deref().and_then(|t| Uuid::parse_str(t).ok()),
-            text,
-            filters,
-            sort,
-            descending,
-            after,
-            limit: keyset.fetch(),
-        };
+        if !errors.is_empty() {
+            return Err(AppError::validation(errors));
+        }
+        let search = ProfileSearch { sort, descending, after, limit: keyset.fetch(), ..filters };
         let rows = db.find_profiles(&search).await?;
         Ok(keyset.page(rows, |d| {
             let key = match sort {
@@ -354,7 +392,8 @@ impl Profiles {
                 break;
             }
         }
-        Ok(ProfileExport { profile, orders })
+        let consents = crate::services::consents::Consents::new(self.db.clone()).all(store_id, id).await?;
+        Ok(ProfileExport { profile, orders, consents })
     }
 
     /// Links an order; the same link again is answered with the existing one (`false`).

@@ -17,6 +17,7 @@ use crate::repo::{
     SessionSummary, StoreRow, SubscriptionRow, SweepReport,
 };
 use crate::services::auth::{ProfileAuth, ProfileToken, Rotation, invalid_token, rotate_refresh};
+use crate::services::consents::{Consent, ConsentAction};
 use crate::services::limits::{self, Limit, address_bucket, email_bucket};
 use crate::services::profiles::merge_into;
 use crate::services::templates::profile_code_mail;
@@ -488,7 +489,8 @@ impl Sessions {
             let due = tx.expire_ended_subscriptions(now, SWEEP_BATCH).await?;
             for before in &due {
                 let after = SubscriptionRow { status: SubscriptionStatus::Expired, updated_at: now, ..before.clone() };
-                events::subscription_written(&mut tx, before.store_id, Some(before), &after).await?;
+                let consent = Consent::new(ConsentAction::Expire);
+                events::subscription_written(&mut tx, before.store_id, Some(before), &after, &consent).await?;
             }
             tx.commit().await?;
             report.expired += due.len() as u64;

@@ -21,14 +21,14 @@ backend_tests!(
     hosted_pages_confirm_and_unsubscribe_with_a_form,
 );
 
-async fn audience(app: &TestApp, admin: &Admin, body: Value) -> Value {
+pub(crate) async fn audience(app: &TestApp, admin: &Admin, body: Value) -> Value {
     let (status, a) = app.post(&admin.store("/audiences"), Some(&admin.token), body).await;
     assert_eq!(status, StatusCode::CREATED, "{a}");
     a
 }
 
 /// A profile with an email and a verified session (magic code).
-async fn shopper(app: &TestApp, admin: &Admin, email: &str) -> Value {
+pub(crate) async fn shopper(app: &TestApp, admin: &Admin, email: &str) -> Value {
     let s = &admin.store_id;
     let n = app.mails_to(email).len() + 1;
     app.post(&format!("/v1/stores/{s}/profiles/auth/code"), None, json!({"email": email})).await;
@@ -39,11 +39,11 @@ async fn shopper(app: &TestApp, admin: &Admin, email: &str) -> Value {
     t
 }
 
-fn tok(t: &Value) -> &str {
+pub(crate) fn tok(t: &Value) -> &str {
     t["access_token"].as_str().unwrap()
 }
 
-async fn template(app: &TestApp, admin: &Admin) -> uuid::Uuid {
+pub(crate) async fn template(app: &TestApp, admin: &Admin) -> uuid::Uuid {
     let id = uuid::Uuid::now_v7();
     app.exec(
         "INSERT INTO email_templates (store_id, id, key, subject, body, status, created_at, updated_at)

@@ -7,6 +7,7 @@ mod common;
 mod abuse;
 mod audiences;
 mod concurrency;
+mod data;
 mod foundation;
 mod mail;
 mod payments;

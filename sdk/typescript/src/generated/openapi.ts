@@ -692,6 +692,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/stores/{storeId}/profiles/{id}/consents": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The profile's consent ledger, oldest record first: every subscribe, confirmation,
+         *     unsubscribe, admin change, import, payment, merge and expiry of its subscriptions.
+         */
+        get: operations["list_consents"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/stores/{storeId}/profiles/{id}/export": {
         parameters: {
             query?: never;
@@ -1050,6 +1070,51 @@ export interface components {
             confirmed: boolean;
             subscription: components["schemas"]["Subscription"];
         };
+        /**
+         * @description One record of the consent ledger: a change of one subscription, as it happened. Records are
+         *     never changed; a merge moves them to the surviving profile, an erasure deletes them.
+         */
+        Consent: {
+            action: components["schemas"]["ConsentAction"];
+            /**
+             * Format: int64
+             * @description When it happened (unix seconds); for an import, when the file says the consent was given.
+             */
+            at: number;
+            /** Format: uuid */
+            audience_id: string;
+            /**
+             * Format: uuid
+             * @description The double opt-in mail the subscriber confirmed, or that a subscribe queued.
+             */
+            confirm_mail_id?: string | null;
+            /** Format: uuid */
+            id: string;
+            /**
+             * @description The caller's address: `203.0.113.0/24` (IPv4) or `2001:db8:1::/48` (IPv6) unless the
+             *     store keeps full addresses (`consent_full_ip`).
+             */
+            ip?: string | null;
+            /** Format: uuid */
+            profile_id: string;
+            /** @description Where, in words: an import's source column, the Stripe event, the merge. */
+            source?: string | null;
+            /** @description The subscription's status after the change. */
+            status: components["schemas"]["SubscriptionStatus"];
+            /** Format: uuid */
+            subscription_id: string;
+            user_agent?: string | null;
+            /**
+             * @description SHA-256 (hex) of the wording agreed to: the subscribe's `consent_text`, or the
+             *     confirmation mail's text with its one-time link replaced by `{{ confirm_url }}`.
+             */
+            wording_hash?: string | null;
+        };
+        /**
+         * @description What changed a subscription, as the consent ledger records it.
+         * @enum {string}
+         */
+        ConsentAction: "subscribe" | "confirm" | "unsubscribe" | "admin_add" | "admin_remove" | "import" | "merge" | "payment" | "checkout" | "expire";
         CreateApiKey: {
             name: string;
         };
@@ -1443,6 +1508,46 @@ export interface components {
             }[];
         };
         /** @description A page of a list; `cursor` is null on the last page. */
+        Paged_Consent: {
+            cursor?: string | null;
+            items: {
+                action: components["schemas"]["ConsentAction"];
+                /**
+                 * Format: int64
+                 * @description When it happened (unix seconds); for an import, when the file says the consent was given.
+                 */
+                at: number;
+                /** Format: uuid */
+                audience_id: string;
+                /**
+                 * Format: uuid
+                 * @description The double opt-in mail the subscriber confirmed, or that a subscribe queued.
+                 */
+                confirm_mail_id?: string | null;
+                /** Format: uuid */
+                id: string;
+                /**
+                 * @description The caller's address: `203.0.113.0/24` (IPv4) or `2001:db8:1::/48` (IPv6) unless the
+                 *     store keeps full addresses (`consent_full_ip`).
+                 */
+                ip?: string | null;
+                /** Format: uuid */
+                profile_id: string;
+                /** @description Where, in words: an import's source column, the Stripe event, the merge. */
+                source?: string | null;
+                /** @description The subscription's status after the change. */
+                status: components["schemas"]["SubscriptionStatus"];
+                /** Format: uuid */
+                subscription_id: string;
+                user_agent?: string | null;
+                /**
+                 * @description SHA-256 (hex) of the wording agreed to: the subscribe's `consent_text`, or the
+                 *     confirmation mail's text with its one-time link replaced by `{{ confirm_url }}`.
+                 */
+                wording_hash?: string | null;
+            }[];
+        };
+        /** @description A page of a list; `cursor` is null on the last page. */
         Paged_Delivery: {
             cursor?: string | null;
             items: {
@@ -1708,6 +1813,8 @@ export interface components {
         };
         /** @description Everything storecrm holds about one profile. */
         ProfileExport: {
+            /** @description The consent ledger: every change of the profile's subscriptions, oldest first. */
+            consents: components["schemas"]["Consent"][];
             /** Format: int64 */
             exported_at: number;
             orders: components["schemas"]["Order"][];
@@ -1769,6 +1876,11 @@ export interface components {
             cancel_url?: string | null;
             /** @description Required for double opt-in audiences: the storefront page that POSTs the token to `/audiences/confirm`. */
             confirm_url?: string | null;
+            /**
+             * @description The wording the shopper agreed to (the sign-up form's text, at most 10,000 characters):
+             *     the consent ledger keeps its SHA-256, so the store can later prove which text it was.
+             */
+            consent_text?: string | null;
             price_id?: string | null;
             /** Format: uuid */
             profile_id: string;
@@ -7062,6 +7174,108 @@ export interface operations {
                      *       "message": "profile not found",
                      *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
                      *       "status_code": 404
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_consents: {
+        parameters: {
+            query?: {
+                /** @description 1–200, default 50. */
+                limit?: number;
+                /** @description The `cursor` of the previous page. */
+                cursor?: string;
+            };
+            header?: never;
+            path: {
+                storeId: string;
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Paged_Consent"];
+                };
+            };
+            /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unauthorized",
+                     *       "message": "the bearer token is invalid, expired or revoked",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 401
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "forbidden",
+                     *       "message": "this route needs an account token",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 403
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no such store or record (a record of another store is reported the same way) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "not_found",
+                     *       "message": "profile not found",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 404
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a field is missing, unknown or invalid; `validation_errors` names each */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "validation_failed",
+                     *       "message": "email: invalid_email",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 422,
+                     *       "validation_errors": [
+                     *         {
+                     *           "error": "invalid_email",
+                     *           "field": "email"
+                     *         }
+                     *       ]
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorBody"];
