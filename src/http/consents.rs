@@ -24,7 +24,7 @@ pub struct Consent {
     pub audience_id: Uuid,
     pub action: ConsentAction,
     /// The subscription's status after the change.
-    pub status: SubscriptionStatus,
+    pub status_after: SubscriptionStatus,
     /// When it happened (unix seconds); for an import, when the file says the consent was given.
     pub at: i64,
     /// Where, in words: an import's source column, the Stripe event, the merge.
@@ -48,7 +48,7 @@ impl From<ConsentRow> for Consent {
             profile_id: r.profile_id,
             audience_id: r.audience_id,
             action: r.action,
-            status: r.status_after,
+            status_after: r.status_after,
             at: r.at,
             source: r.source,
             ip: r.ip,

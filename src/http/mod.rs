@@ -11,6 +11,7 @@ pub mod ops;
 pub mod pages;
 pub mod payments;
 pub mod profiles;
+pub mod segments;
 pub mod sessions;
 pub mod stores;
 pub mod taxonomies;
@@ -90,6 +91,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(taxonomies::router())
         .merge(profiles::router())
         .merge(consents::router())
+        .merge(segments::router())
         .merge(sessions::router())
         .merge(audiences::router())
         .merge(templates::router())

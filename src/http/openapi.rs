@@ -249,6 +249,7 @@ const TAGS: &[(&str, &str)] = &[
     ("api keys", "A store's API keys for servers and dashboards."),
     ("profiles", "Profiles as an admin sees them: find, edit, merge, erase, export, order links."),
     ("profile sessions", "The storefront side: guests, connect, magic-code login, refresh, getMe, sessions."),
+    ("segments", "Saved profile filters: their profiles, counts and exports."),
     ("taxonomies", "Typed profile attributes."),
     ("audiences", "Newsletters, gated content and paid memberships; subscribe, confirm, unsubscribe, access."),
     ("email templates", "A store's mail templates."),

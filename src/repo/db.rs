@@ -50,6 +50,8 @@ enum Pool {
 /// statement commits on its own.
 pub struct Tx {
     conn: Conn,
+    /// A snapshot: reads only, so no row locks are taken (Postgres refuses them read-only).
+    read_only: bool,
 }
 
 enum Conn {
@@ -86,7 +88,7 @@ impl Database {
             Pool::Postgres(p) => Conn::Postgres(p.begin().await?),
             Pool::Sqlite(p) => Conn::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
         };
-        Ok(Tx { conn })
+        Ok(Tx { conn, read_only: false })
     }
 
     /// A read-only transaction that sees one snapshot of the database for its whole life (an
@@ -102,7 +104,7 @@ impl Database {
             }
             Pool::Sqlite(p) => Conn::Sqlite(p.begin_with("BEGIN DEFERRED").await?),
         };
-        Ok(Tx { conn })
+        Ok(Tx { conn, read_only: true })
     }
 
     /// For work that the repository does in one statement on Postgres but that needs several
@@ -122,7 +124,7 @@ impl Database {
             Pool::Postgres(p) => Conn::PostgresPool(p.clone()),
             Pool::Sqlite(p) => Conn::SqlitePool(p.clone()),
         };
-        Tx { conn }
+        Tx { conn, read_only: false }
     }
 
     /// The Postgres pool, for code that times one statement against it (examples/bench_baseline.rs).
@@ -415,7 +417,7 @@ impl Tx {
     /// `" FOR SHARE"` inside a Postgres transaction: the row may not change or go until it ends.
     pub fn for_share(&self) -> &'static str {
         match self.conn {
-            Conn::Postgres(_) => " FOR SHARE",
+            Conn::Postgres(_) if !self.read_only => " FOR SHARE",
             _ => "",
         }
     }

@@ -8,11 +8,13 @@ pub mod auth;
 pub mod checkout;
 pub mod consents;
 pub mod events;
+pub mod exports;
 pub mod limits;
 pub mod outbox;
 pub mod payments;
 pub mod profiles;
 pub mod seed;
+pub mod segments;
 pub mod sessions;
 pub mod stores;
 pub mod taxonomies;
@@ -37,9 +39,11 @@ pub struct Services {
     pub auth: auth::Auth,
     pub consents: consents::Consents,
     pub events: events::Events,
+    pub exports: exports::Exports,
     pub outbox: outbox::Outbox,
     pub payments: payments::Payments,
     pub profiles: profiles::Profiles,
+    pub segments: segments::Segments,
     pub sessions: sessions::Sessions,
     pub stores: stores::Stores,
     pub taxonomies: taxonomies::Taxonomies,
@@ -80,6 +84,8 @@ impl Services {
             outbox: outbox::Outbox::new(db.clone()),
             payments: payments::Payments::new(db.clone(), gateway),
             profiles: profiles::Profiles::new(db.clone()),
+            segments: segments::Segments::new(db.clone()),
+            exports: exports::Exports::new(db.clone()),
             sessions: sessions::Sessions::new(db.clone(), keys, limits, mail_from, mail_wake),
             stores: stores::Stores::new(db.clone(), config.cors_origin_cache),
             taxonomies: taxonomies::Taxonomies::new(db.clone()),

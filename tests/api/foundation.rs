@@ -821,7 +821,7 @@ async fn the_outbox_is_visible_and_a_failed_mail_can_be_retried(app: &TestApp) {
 }
 
 /// Runs the binary against the app's database; (success, stdout, stderr).
-fn cli(app: &TestApp, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+pub(crate) fn cli(app: &TestApp, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
     use std::io::Write;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_storecrm"))
         .args(args)

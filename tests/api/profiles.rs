@@ -28,7 +28,7 @@ backend_tests!(
     bulk_insert_skips_taken_emails_and_keeps_values,
 );
 
-async fn taxonomy(app: &TestApp, admin: &Admin, key: &str) -> String {
+pub(crate) async fn taxonomy(app: &TestApp, admin: &Admin, key: &str) -> String {
     let (status, t) = app
         .post(
             &admin.store("/taxonomies"),
@@ -46,7 +46,7 @@ async fn taxonomy(app: &TestApp, admin: &Admin, key: &str) -> String {
     t["id"].as_str().unwrap().to_string()
 }
 
-async fn profile(app: &TestApp, admin: &Admin, email: &str, taxonomies: Value) -> Value {
+pub(crate) async fn profile(app: &TestApp, admin: &Admin, email: &str, taxonomies: Value) -> Value {
     let (status, p) = app
         .post(&admin.store("/profiles"), Some(&admin.token), json!({"email": email, "taxonomies": taxonomies}))
         .await;
@@ -54,7 +54,7 @@ async fn profile(app: &TestApp, admin: &Admin, email: &str, taxonomies: Value) -
     p
 }
 
-fn entry(tax: &str, fields: Value) -> Value {
+pub(crate) fn entry(tax: &str, fields: Value) -> Value {
     json!([{"taxonomy_id": tax, "fields": fields}])
 }
 
