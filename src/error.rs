@@ -59,8 +59,9 @@ pub enum AppError {
     NotFound(&'static str),
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
-    #[error("the request body is larger than 1 MiB")]
-    PayloadTooLarge,
+    /// The body is larger than the route takes (`limit`: in words, like "1 MiB").
+    #[error("the request body is larger than {limit}")]
+    PayloadTooLarge { limit: &'static str },
     #[error("{message}")]
     UnsupportedMediaType { message: String },
     #[error("{message}")]
@@ -106,7 +107,7 @@ impl AppError {
             Self::Forbidden(_) | Self::VerificationRequired => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict { .. } => StatusCode::CONFLICT,
-            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -127,7 +128,7 @@ impl AppError {
             Self::Contention => "contention",
             Self::VerificationRequired => "verification_required",
             Self::NotFound(_) => "not_found",
-            Self::PayloadTooLarge => "payload_too_large",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::UnsupportedMediaType { .. } => "unsupported_media_type",
             Self::Validation { .. } => "validation_failed",
             Self::TooManyRequests { .. } => "rate_limited",

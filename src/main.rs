@@ -99,6 +99,26 @@ enum Command {
         #[arg(long, short)]
         output: Option<std::path::PathBuf>,
     },
+    /// Import profiles (with taxonomy values and subscriptions) from a CSV or NDJSON file, in
+    /// batches of 1,000; progress on standard error, the summary as JSON on standard output.
+    Import {
+        #[arg(long)]
+        store: Uuid,
+        /// The file; `-` reads standard input.
+        file: std::path::PathBuf,
+        /// `csv` or `ndjson`; by default from the file's extension.
+        #[arg(long, value_enum)]
+        format: Option<ImportFormatArg>,
+        /// A JSON file mapping CSV headers: {"columns": {"E-Mail": "email", "Tags": "traits.tags"}}.
+        #[arg(long)]
+        mapping: Option<std::path::PathBuf>,
+        /// Validate and count only; nothing is written.
+        #[arg(long)]
+        dry_run: bool,
+        /// What to do with a row whose email is a profile already.
+        #[arg(long, value_enum, default_value = "update")]
+        on_existing: OnExistingArg,
+    },
     /// Insert synthetic profiles with taxonomy values (benchmarks, load tests) → {"seeded": {...}}
     Seed {
         #[arg(long)]
@@ -112,6 +132,55 @@ enum Command {
         #[arg(long, default_value_t = 2)]
         parallel: usize,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ImportFormatArg {
+    Csv,
+    Ndjson,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum OnExistingArg {
+    Update,
+    Skip,
+}
+
+/// The CLI's import progress: a line redrawn in place on a terminal, a plain line per 10,000
+/// rows otherwise.
+struct CliProgress {
+    total: Option<u64>,
+    terminal: bool,
+    started: std::time::Instant,
+}
+
+#[async_trait::async_trait]
+impl storecrm::services::imports::Progress for CliProgress {
+    async fn batch(
+        &mut self,
+        importer: &mut storecrm::services::imports::Importer,
+        bytes: u64,
+    ) -> Result<(), AppError> {
+        importer.flush().await?;
+        let s = &importer.summary;
+        let rate = s.rows as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
+        let pct = self.total.filter(|t| *t > 0).map(|t| format!(" {:5.1}%", bytes as f64 * 100.0 / t as f64));
+        let line = format!(
+            "{}{} rows: {} created, {} updated, {} skipped, {} failed ({rate:.0} rows/s)",
+            pct.unwrap_or_default(),
+            s.rows,
+            s.created,
+            s.updated,
+            s.skipped,
+            s.failed
+        );
+        if self.terminal {
+            eprint!("\r{line}\x1b[K");
+        } else if s.rows.is_multiple_of(10_000) {
+            eprintln!("{}", line.trim_start());
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -380,6 +449,55 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             out.flush().await?;
             // Lines, not rows: a CSV cell may hold a line break, and the header is a line.
             eprintln!("{}", json!({ "exported": { "lines": lines, "bytes": bytes, "format": format } }));
+        }
+        Command::Import { store, file, format, mapping, dry_run, on_existing } => {
+            use std::io::IsTerminal;
+            use storecrm::services::imports::{ImportFormat, ImportOptions, Importer, OnExisting, drive};
+            services.stores.get(store).await.map_err(no_store(store))?;
+            let format = match format {
+                Some(ImportFormatArg::Csv) => ImportFormat::Csv,
+                Some(ImportFormatArg::Ndjson) => ImportFormat::Ndjson,
+                None => match file.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+                    Some("csv") => ImportFormat::Csv,
+                    Some("ndjson" | "jsonl") => ImportFormat::Ndjson,
+                    _ => anyhow::bail!("--format csv or --format ndjson: the file's extension does not say"),
+                },
+            };
+            let mapping = match mapping {
+                None => Default::default(),
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path)
+                        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+                    serde_json::from_str(&text)
+                        .map_err(|e| anyhow::anyhow!("{}: not a mapping: {e}", path.display()))?
+                }
+            };
+            let on_existing = match on_existing {
+                OnExistingArg::Update => OnExisting::Update,
+                OnExistingArg::Skip => OnExisting::Skip,
+            };
+            let options = ImportOptions { on_existing, dry_run, mapping };
+            let mut importer = Importer::new(state.db.clone(), store, options).await.map_err(fail)?;
+            let reader: Box<dyn std::io::Read + Send> = if file.as_os_str() == "-" {
+                Box::new(std::io::stdin())
+            } else {
+                Box::new(
+                    std::fs::File::open(&file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?,
+                )
+            };
+            let total = std::fs::metadata(&file).ok().map(|m| m.len()).filter(|_| file.as_os_str() != "-");
+            let terminal = std::io::stderr().is_terminal();
+            let mut progress = CliProgress { total, terminal, started: std::time::Instant::now() };
+            let started = std::time::Instant::now();
+            drive(&mut importer, format, reader, &mut progress).await.map_err(fail)?;
+            let summary = importer.finish().await.map_err(fail)?;
+            if terminal {
+                eprintln!();
+            }
+            let seconds = started.elapsed().as_secs_f64();
+            print(
+                json!({ "imported": summary, "seconds": seconds, "rows_per_second": summary.rows as f64 / seconds.max(1e-9) }),
+            );
         }
         Command::Seed { store, profiles, batch, parallel } => {
             services.stores.get(store).await.map_err(no_store(store))?;

@@ -37,7 +37,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|r| {
             if r.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                AppError::PayloadTooLarge
+                AppError::PayloadTooLarge { limit: "1 MiB" }
             } else {
                 AppError::BadRequest { code: "invalid_body", message: "the request body could not be read".into() }
             }

@@ -4,6 +4,7 @@ pub mod audiences;
 pub mod auth;
 pub mod consents;
 pub mod extract;
+pub mod imports;
 pub mod mail;
 pub mod middleware;
 pub mod openapi;
@@ -92,6 +93,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(profiles::router())
         .merge(consents::router())
         .merge(segments::router())
+        .merge(imports::router())
         .merge(sessions::router())
         .merge(audiences::router())
         .merge(templates::router())

@@ -250,6 +250,7 @@ const TAGS: &[(&str, &str)] = &[
     ("profiles", "Profiles as an admin sees them: find, edit, merge, erase, export, order links."),
     ("profile sessions", "The storefront side: guests, connect, magic-code login, refresh, getMe, sessions."),
     ("segments", "Saved profile filters: their profiles, counts and exports."),
+    ("imports", "Customer lists imported from CSV or NDJSON, as jobs with progress and row errors."),
     ("taxonomies", "Typed profile attributes."),
     ("audiences", "Newsletters, gated content and paid memberships; subscribe, confirm, unsubscribe, access."),
     ("email templates", "A store's mail templates."),

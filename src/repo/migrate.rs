@@ -62,6 +62,7 @@ const POSTGRES: &[Migration] = &[
         name: "0014_segments_consents",
         sql: include_str!("../../migrations/postgres/0014_segments_consents.sql"),
     },
+    Migration { version: 15, name: "0015_imports", sql: include_str!("../../migrations/postgres/0015_imports.sql") },
 ];
 const SQLITE: &[Migration] = &[
     Migration { version: 1, name: "0001_foundation", sql: include_str!("../../migrations/sqlite/0001_foundation.sql") },
@@ -109,6 +110,7 @@ const SQLITE: &[Migration] = &[
         name: "0014_segments_consents",
         sql: include_str!("../../migrations/sqlite/0014_segments_consents.sql"),
     },
+    Migration { version: 15, name: "0015_imports", sql: include_str!("../../migrations/sqlite/0015_imports.sql") },
 ];
 
 #[derive(Debug, Serialize)]

@@ -9,6 +9,7 @@ pub mod checkout;
 pub mod consents;
 pub mod events;
 pub mod exports;
+pub mod imports;
 pub mod limits;
 pub mod outbox;
 pub mod payments;
@@ -40,6 +41,7 @@ pub struct Services {
     pub consents: consents::Consents,
     pub events: events::Events,
     pub exports: exports::Exports,
+    pub imports: imports::Imports,
     pub outbox: outbox::Outbox,
     pub payments: payments::Payments,
     pub profiles: profiles::Profiles,
@@ -86,6 +88,7 @@ impl Services {
             profiles: profiles::Profiles::new(db.clone()),
             segments: segments::Segments::new(db.clone()),
             exports: exports::Exports::new(db.clone()),
+            imports: imports::Imports::new(db.clone()),
             sessions: sessions::Sessions::new(db.clone(), keys, limits, mail_from, mail_wake),
             stores: stores::Stores::new(db.clone(), config.cors_origin_cache),
             taxonomies: taxonomies::Taxonomies::new(db.clone()),

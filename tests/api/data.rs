@@ -13,6 +13,10 @@ backend_tests!(
     segments_store_filters_and_answer_their_profiles,
     exports_stream_every_matching_row,
     an_export_reads_one_snapshot,
+    csv_import_with_dry_run_row_errors_and_re_runs,
+    imports_refuse_what_they_cannot_read,
+    exports_import_back_to_the_same_data,
+    the_cli_imports_with_a_summary,
 );
 
 async fn ledger(app: &TestApp, admin: &crate::common::Admin, profile: &str) -> Vec<Value> {
@@ -424,4 +428,256 @@ fn close(a: &Value, b: &Value) -> bool {
         }
         _ => a == b,
     }
+}
+
+/// Posts a file as an import job and waits for it to end.
+async fn import(app: &TestApp, admin: &Admin, query: &str, content_type: &str, file: &str) -> (StatusCode, Value) {
+    let resp = app
+        .req(reqwest::Method::POST, &admin.store(&format!("/imports{query}")))
+        .bearer_auth(&admin.token)
+        .header("content-type", content_type)
+        .body(file.to_string())
+        .send()
+        .await
+        .unwrap();
+    let location = resp.headers().get("location").map(|v| v.to_str().unwrap().to_string());
+    let (status, job) = crate::common::read(resp).await;
+    if status != StatusCode::ACCEPTED {
+        return (status, job);
+    }
+    assert_eq!(
+        location.as_deref(),
+        Some(format!("/v1/stores/{}/imports/{}", admin.store_id, job["id"].as_str().unwrap()).as_str())
+    );
+    for _ in 0..400 {
+        let (_, now) = app.get(location.as_deref().unwrap(), Some(&admin.token)).await;
+        if now["status"] != "running" {
+            return (status, now);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("the import did not end");
+}
+
+fn counts(job: &Value) -> [i64; 6] {
+    ["rows", "created", "updated", "skipped", "failed", "subscribed"].map(|k| job[k].as_i64().unwrap())
+}
+
+async fn profile_count(app: &TestApp, admin: &Admin) -> i64 {
+    let store = uuid(&json!(admin.store_id));
+    app.scalar("SELECT COUNT(*) FROM profiles WHERE store_id = $1", &[Bind::U(store)]).await
+}
+
+const LIST: &str = "E-Mail,traits.vip,traits.age,traits.tags,audience:news,consent_at,consent_source,Notes
+a@x.example,true,20,red|blue,yes,2024-02-29,signup form,hello
+not-an-email,true,20,,,,,
+b@x.example,maybe,200,,,,,
+c@x.example,,,,x,,,
+A@x.example,false,,,,,,
+";
+
+async fn csv_import_with_dry_run_row_errors_and_re_runs(app: &TestApp) {
+    let admin = app.shop_admin("import").await;
+    taxonomy(app, &admin, "traits").await;
+    audience(app, &admin, json!({"key": "news"})).await;
+    let mapping = urlencode(r#"{"columns": {"E-Mail": "email"}}"#);
+
+    // A dry run: everything validated and counted, nothing written.
+    let (status, job) = import(app, &admin, &format!("?dry_run=true&mapping={mapping}"), "text/csv", LIST).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    assert_eq!((job["status"].as_str(), job["dry_run"].as_bool()), (Some("completed"), Some(true)), "{job}");
+    assert_eq!(counts(&job), [5, 2, 0, 0, 3, 2], "{job}");
+    assert_eq!(job["progress_percent"], 100.0);
+    let errors: Vec<(i64, Option<&str>, &str)> = job["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["row"].as_i64().unwrap(), e["column"].as_str(), e["error"].as_str().unwrap()))
+        .collect();
+    assert_eq!(errors[0], (3, Some("E-Mail"), "invalid_email"), "{errors:?}");
+    assert!(errors.contains(&(4, Some("traits.vip"), "invalid_boolean")), "{errors:?}");
+    assert!(errors.iter().any(|e| e.0 == 4 && e.1 == Some("traits.age")), "{errors:?}");
+    assert!(errors.contains(&(6, None, "duplicate_email")), "{errors:?}");
+    assert_eq!(profile_count(app, &admin).await, 0, "a dry run writes nothing");
+
+    // The import: two profiles, both subscribed with the file's consent evidence.
+    let (_, job) = import(app, &admin, &format!("?mapping={mapping}"), "text/csv; charset=utf-8", LIST).await;
+    assert_eq!((job["status"].as_str(), counts(&job)), (Some("completed"), [5, 2, 0, 0, 3, 2]), "{job}");
+    assert_eq!(profile_count(app, &admin).await, 2);
+    let (_, found) = app.get(&admin.store("/profiles?query=a%40x.example"), Some(&admin.token)).await;
+    let a = &found["items"][0];
+    let fields = &a["taxonomies"][0]["fields"];
+    assert_eq!(fields[0], json!({"key": "vip", "type": "boolean", "value": true}));
+    assert_eq!(fields[2]["value"], json!(["red", "blue"]));
+    let records = ledger(app, &admin, a["id"].as_str().unwrap()).await;
+    assert_eq!(records.len(), 1);
+    assert_eq!((records[0]["action"].as_str(), records[0]["at"].as_i64()), (Some("import"), Some(1_709_164_800)));
+    assert_eq!(records[0]["source"], "signup form");
+    let (_, subs) = app.get(&admin.store("/audiences/news/subscribers"), Some(&admin.token)).await;
+    assert!(subs["items"].as_array().unwrap().iter().all(|s| s["source"] == "import" && s["status"] == "active"));
+    // All row errors, paged.
+    let errors_url = job["errors_url"].as_str().unwrap();
+    let (_, page) = app.get(&format!("{errors_url}?limit=2"), Some(&admin.token)).await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 2);
+    let cursor = page["cursor"].as_str().unwrap();
+    let (_, rest) = app.get(&format!("{errors_url}?limit=50&cursor={cursor}"), Some(&admin.token)).await;
+    assert_eq!(page["items"].as_array().unwrap().len() + rest["items"].as_array().unwrap().len(), errors.len());
+
+    // Again: nothing new; someone who unsubscribed meanwhile stays unsubscribed.
+    let store = uuid(&json!(admin.store_id));
+    app.exec("UPDATE subscriptions SET status = 'cancelled' WHERE store_id = $1", &[Bind::U(store)]).await;
+    let (_, job) = import(app, &admin, &format!("?mapping={mapping}"), "text/csv", LIST).await;
+    assert_eq!(counts(&job), [5, 0, 2, 0, 3, 0], "{job}");
+    assert_eq!(profile_count(app, &admin).await, 2);
+    let active = app
+        .scalar("SELECT COUNT(*) FROM subscriptions WHERE store_id = $1 AND status = 'active'", &[Bind::U(store)])
+        .await;
+    assert_eq!(active, 0, "an import never re-subscribes");
+    let (_, job) = import(app, &admin, &format!("?on_existing=skip&mapping={mapping}"), "text/csv", LIST).await;
+    assert_eq!(counts(&job), [5, 0, 0, 2, 3, 0], "{job}");
+
+    // An update replaces the fields the row has and keeps the others.
+    let (_, job) = import(app, &admin, "", "text/csv", "email,traits.age\na@x.example,33\n").await;
+    assert_eq!(counts(&job), [1, 0, 1, 0, 0, 0], "{job}");
+    let (_, found) = app.get(&admin.store("/profiles?query=a%40x.example"), Some(&admin.token)).await;
+    let fields: Vec<(String, Value)> = found["items"][0]["taxonomies"][0]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["key"].as_str().unwrap().to_string(), f["value"].clone()))
+        .collect();
+    assert!(fields.contains(&("vip".into(), json!(true))), "{fields:?}");
+    assert!(fields.contains(&("age".into(), json!(33.0))) || fields.contains(&("age".into(), json!(33))), "{fields:?}");
+    assert!(fields.contains(&("tags".into(), json!(["red", "blue"]))), "{fields:?}");
+}
+
+async fn imports_refuse_what_they_cannot_read(app: &TestApp) {
+    let admin = app.shop_admin("import-refused").await;
+    taxonomy(app, &admin, "traits").await;
+    let price = json!({"currency": "eur", "amount": 900, "interval": {"period": "month", "count": 1}});
+    audience(app, &admin, json!({"key": "club", "type": {"type": "paid", "prices": [price]}})).await;
+    let cases = [
+        ("", "email,nope.x\n", "columns.nope.x", "unknown_taxonomy"),
+        ("", "email,traits.nope\n", "columns.traits.nope", "unknown_field"),
+        ("", "mail,traits.vip\n", "columns", "email_column_required"),
+        ("", "email,audience:club\n", "columns.audience:club", "paid_audience"),
+        ("", "email,audience:missing\n", "columns.audience:missing", "unknown_audience"),
+        ("?mapping=%7B", "email\n", "mapping", "invalid_mapping"),
+        (
+            "?mapping=%7B%22columns%22%3A%7B%22X%22%3A%22email%22%7D%7D",
+            "email\n",
+            "mapping.columns.X",
+            "unknown_column",
+        ),
+    ];
+    for (query, file, field, error) in cases {
+        let (status, body) = import(app, &admin, query, "text/csv", file).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{file}: {body}");
+        let errors = body["validation_errors"].as_array().unwrap();
+        assert!(errors.iter().any(|e| e["field"] == field && e["error"] == error), "{file}: {body}");
+    }
+    let (status, _) = import(app, &admin, "", "application/pdf", "email\n").await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let (status, body) = import(app, &admin, "", "text/csv", "").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    // NDJSON rows are checked like the API's bodies.
+    let lines = "{\"email\": \"n1@x.example\"}\nnot json\n{\"email\": \"n2@x.example\", \"taxonomies\": [{\"taxonomy_id\": \"00000000-0000-7000-8000-000000000000\", \"fields\": []}]}\n\n{\"email\": \"n3@x.example\", \"subscriptions\": [{\"audience\": \"club\"}]}\n";
+    let (_, job) = import(app, &admin, "", "application/x-ndjson", lines).await;
+    assert_eq!(counts(&job), [4, 1, 0, 0, 3, 0], "{job}");
+    let errors: Vec<(i64, &str)> = job["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["row"].as_i64().unwrap(), e["error"].as_str().unwrap()))
+        .collect();
+    assert_eq!(errors, [(2, "invalid_json"), (3, "unknown_taxonomy"), (5, "paid_audience")]);
+    // Another store's admin cannot read the job.
+    let other = app.shop_admin("import-other").await;
+    let (status, _) =
+        app.get(&other.store(&format!("/imports/{}", job["id"].as_str().unwrap())), Some(&other.token)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// A CSV export imports into another store (same taxonomy keys) to the same data, over more
+/// than one batch; NDJSON likewise into the same store after its profiles went.
+async fn exports_import_back_to_the_same_data(app: &TestApp) {
+    let (from, to) = (app.shop_admin("round-from").await, app.shop_admin("round-to").await);
+    let seeder = storecrm::services::seed::Seeder::new(app.state.db.clone());
+    seeder.seed(uuid(&json!(from.store_id)), 1500, 500, 1).await.unwrap();
+    seeder.seed(uuid(&json!(to.store_id)), 0, 500, 1).await.unwrap();
+    let (_, _, csv) = export(app, &from, "/profiles/export?format=csv").await;
+    let (_, job) = import(app, &to, "", "text/csv", &csv).await;
+    assert_eq!(counts(&job), [1500, 1500, 0, 0, 0, 0], "{job}");
+    assert!(job["errors"].as_array().unwrap().is_empty());
+    let (_, _, again) = export(app, &to, "/profiles/export?format=csv").await;
+    // Ids and times are the new store's, and an import never marks an address verified (a file
+    // is no proof); everything else is the same, row by row (by email).
+    let strip = |body: &str| {
+        let mut rows: Vec<Vec<String>> = csv_rows(body)
+            .into_iter()
+            .map(|r| r.into_iter().enumerate().filter(|(i, _)| ![0, 3, 4, 5].contains(i)).map(|(_, c)| c).collect())
+            .collect();
+        rows[1..].sort();
+        rows
+    };
+    let (x, y) = (strip(&csv), strip(&again));
+    assert_eq!(x.len(), y.len());
+    assert!(x == y, "CSV round trip: first difference {:?}", x.iter().zip(&y).find(|(a, b)| a != b));
+
+    let (_, _, ndjson) = export(app, &from, "/profiles/export").await;
+    let store = uuid(&json!(from.store_id));
+    app.exec("DELETE FROM profiles WHERE store_id = $1", &[Bind::U(store)]).await;
+    let (_, job) = import(app, &from, "", "application/x-ndjson", &ndjson).await;
+    assert_eq!(counts(&job), [1500, 1500, 0, 0, 0, 0], "{job}");
+    let (_, _, back) = export(app, &from, "/profiles/export").await;
+    let normal = |body: &str| {
+        let mut rows: Vec<Value> = body
+            .lines()
+            .map(|l| {
+                let mut v: Value = serde_json::from_str(l).unwrap();
+                for k in ["id", "created_at", "updated_at", "verified"] {
+                    v.as_object_mut().unwrap().remove(k);
+                }
+                v
+            })
+            .collect();
+        rows.sort_by_key(|v| v["email"].as_str().unwrap().to_string());
+        rows
+    };
+    let (x, y) = (normal(&ndjson), normal(&back));
+    assert_eq!(x.len(), y.len());
+    assert!(x.iter().zip(&y).all(|(a, b)| close(a, b)), "NDJSON round trip");
+}
+
+async fn the_cli_imports_with_a_summary(app: &TestApp) {
+    let admin = app.shop_admin("import-cli").await;
+    taxonomy(app, &admin, "traits").await;
+    audience(app, &admin, json!({"key": "news"})).await;
+    let dir = std::env::temp_dir().join(format!("storecrm-cli-import-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (file, mapping) = (dir.join("list.csv"), dir.join("mapping.json"));
+    std::fs::write(&file, LIST).unwrap();
+    std::fs::write(&mapping, r#"{"columns": {"E-Mail": "email"}}"#).unwrap();
+    let (f, m) = (file.to_str().unwrap(), mapping.to_str().unwrap());
+    let store = admin.store_id.as_str();
+    let (ok, out, err) =
+        crate::foundation::cli(app, &["import", "--store", store, f, "--mapping", m, "--dry-run"], None);
+    assert!(ok, "{err}");
+    let summary: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(summary["imported"]["dry_run"], true);
+    assert_eq!((summary["imported"]["created"].as_i64(), summary["imported"]["failed"].as_i64()), (Some(2), Some(3)));
+    assert_eq!(summary["imported"]["ignored_columns"], json!(["Notes"]));
+    assert_eq!(profile_count(app, &admin).await, 0);
+    let (ok, out, err) = crate::foundation::cli(app, &["import", "--store", store, f, "--mapping", m], None);
+    assert!(ok, "{err}");
+    let summary: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (summary["imported"]["created"].as_i64(), summary["imported"]["subscribed"].as_i64()),
+        (Some(2), Some(2))
+    );
+    assert_eq!(profile_count(app, &admin).await, 2);
+    // Without the mapping the header has no email column: refused, nothing written.
+    let (ok, _, err) = crate::foundation::cli(app, &["import", "--store", store, f], None);
+    assert!(!ok && err.contains("email_column_required"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
