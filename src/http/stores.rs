@@ -23,6 +23,8 @@ pub struct Store {
     pub from_email: Option<String>,
     pub from_name: Option<String>,
     pub allowed_origins: Vec<String>,
+    /// The consent ledger keeps full IP addresses (else /24 for IPv4, /48 for IPv6).
+    pub consent_full_ip: bool,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -35,6 +37,7 @@ impl From<StoreRow> for Store {
             from_email: s.from_email,
             from_name: s.from_name,
             allowed_origins: s.allowed_origins,
+            consent_full_ip: s.consent_full_ip,
             created_at: s.created_at,
             updated_at: s.updated_at,
         }

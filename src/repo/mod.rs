@@ -136,6 +136,8 @@ pub struct StoreRow {
     pub from_email: Option<String>,
     pub from_name: Option<String>,
     pub allowed_origins: Vec<String>,
+    /// The consent ledger keeps full IP addresses (else /24 and /48).
+    pub consent_full_ip: bool,
     pub created_at: i64,
     pub updated_at: i64,
 }

@@ -12,12 +12,14 @@ fn store(r: &Row) -> sqlx::Result<StoreRow> {
         from_email: r.opt_text("from_email")?,
         from_name: r.opt_text("from_name")?,
         allowed_origins: r.json("allowed_origins")?,
+        consent_full_ip: r.boolean("consent_full_ip")?,
         created_at: r.int("created_at")?,
         updated_at: r.int("updated_at")?,
     })
 }
 
-const STORE_COLUMNS: &str = "s.id, s.name, s.from_email, s.from_name, s.allowed_origins, s.created_at, s.updated_at";
+const STORE_COLUMNS: &str =
+    "s.id, s.name, s.from_email, s.from_name, s.allowed_origins, s.consent_full_ip, s.created_at, s.updated_at";
 
 /// What an account session may do in a store.
 #[derive(Debug)]
@@ -72,15 +74,16 @@ impl Tx {
 
     pub async fn update_store(&mut self, s: &StoreRow) -> RepoResult<()> {
         let sql = Sql::new(
-            "UPDATE stores SET name = $2, from_email = $3, from_name = $4, allowed_origins = $5, updated_at = $6
-             WHERE id = $1",
+            "UPDATE stores SET name = $2, from_email = $3, from_name = $4, allowed_origins = $5, updated_at = $6,
+               consent_full_ip = $7 WHERE id = $1",
         )
         .bind(s.id)
         .bind(&s.name)
         .bind(&s.from_email)
         .bind(&s.from_name)
         .bind(Arg::json(&s.allowed_origins))
-        .bind(s.updated_at);
+        .bind(s.updated_at)
+        .bind(s.consent_full_ip);
         self.execute(sql).await?;
         Ok(())
     }

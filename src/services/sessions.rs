@@ -533,6 +533,7 @@ mod tests {
             from_email: Some("hi@shop.example".into()),
             from_name: None,
             allowed_origins: vec![],
+            consent_full_ip: false,
             created_at: 0,
             updated_at: 0,
         };

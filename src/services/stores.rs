@@ -28,6 +28,9 @@ pub struct UpdateStore {
     pub from_name: Option<Option<String>>,
     /// Browser origins, `https://shop.example.com`.
     pub allowed_origins: Option<Vec<String>>,
+    /// Keep subscribers' full IP addresses in the consent ledger (default false: /24 for IPv4,
+    /// /48 for IPv6).
+    pub consent_full_ip: Option<bool>,
 }
 
 /// An API key as created: the secret exists only in this value.
@@ -95,6 +98,7 @@ impl Stores {
             from_email: None,
             from_name: None,
             allowed_origins: vec![],
+            consent_full_ip: false,
             created_at: now,
             updated_at: now,
         };
@@ -158,6 +162,9 @@ impl Stores {
         }
         if let Some(v) = origins {
             store.allowed_origins = v;
+        }
+        if let Some(v) = patch.consent_full_ip {
+            store.consent_full_ip = v;
         }
         store.updated_at = crate::now();
         tx.update_store(&store).await?;

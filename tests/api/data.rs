@@ -123,6 +123,13 @@ async fn every_subscription_change_is_in_the_consent_ledger(app: &TestApp) {
     assert!(a[0]["wording_hash"].as_str().is_some_and(|h| h.len() == 64));
     assert_ne!(a[0]["wording_hash"], b[0]["wording_hash"], "the mail names its recipient");
 
+    // A store that keeps full addresses: the next record has it whole.
+    let (status, store) = app.put(&admin.store(""), Some(&admin.token), json!({"consent_full_ip": true})).await;
+    assert_eq!((status, store["consent_full_ip"].as_bool()), (StatusCode::OK, Some(true)), "{store}");
+    let w = shopper(app, &admin, "fourth@example.com").await;
+    app.post(&admin.store("/audiences/club/subscribe"), Some(tok(&w)), json!({"profile_id": w["profile_id"]})).await;
+    assert_eq!(ledger(app, &admin, w["profile_id"].as_str().unwrap()).await[0]["ip"], "127.0.0.1");
+
     // Paging and another store's admin.
     let (_, first) = app.get(&admin.store(&format!("/profiles/{pid}/consents?limit=3")), Some(&admin.token)).await;
     assert_eq!(first["items"].as_array().unwrap().len(), 3);
