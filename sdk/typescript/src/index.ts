@@ -10,7 +10,7 @@
  * ```
  */
 export { createClient } from "./client.js";
-export type { AuthMode, Audiences, ClientOptions, Crm, FetchLike, RawRequest, StoreCrmClient } from "./client.js";
+export type { AuthMode, Audiences, ClientOptions, Crm, Events, FetchLike, RawRequest, StoreCrmClient, Webhooks } from "./client.js";
 export { StoreCrmError } from "./errors.js";
 export type { ErrorBody, FieldError, StoreCrmErrorInit } from "./errors.js";
 export { localStorageStorage, memoryStorage } from "./storage.js";
