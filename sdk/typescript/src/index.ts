@@ -16,3 +16,5 @@ export type { ErrorBody, FieldError, StoreCrmErrorInit } from "./errors.js";
 export { localStorageStorage, memoryStorage } from "./storage.js";
 export type { TokenStorage, WebStorageLike } from "./storage.js";
 export type * from "./types.js";
+export { verifyWebhook, WebhookVerificationError } from "./webhooks.js";
+export type { VerifyWebhookOptions, WebhookHeaders, WebhookVerificationErrorCode } from "./webhooks.js";

@@ -85,7 +85,14 @@ void webhookTypes;
 
 describe("package", () => {
   it("exports the runtime API", () => {
-    assert.deepEqual(Object.keys(sdk).sort(), ["StoreCrmError", "createClient", "localStorageStorage", "memoryStorage"]);
+    assert.deepEqual(Object.keys(sdk).sort(), [
+      "StoreCrmError",
+      "WebhookVerificationError",
+      "createClient",
+      "localStorageStorage",
+      "memoryStorage",
+      "verifyWebhook",
+    ]);
   });
 
   it("npm pack ships dist (ESM + .d.ts), the sources and the README, and no tests", () => {
@@ -94,7 +101,7 @@ describe("package", () => {
     assert.ok(pack);
     assert.deepEqual([pack.name, pack.version], ["@storecrm/sdk", "0.1.0"]);
     const files = pack.files.map((f) => f.path);
-    for (const f of ["dist/index.js", "dist/index.d.ts", "dist/client.js", "dist/generated/openapi.d.ts", "README.md", "package.json"]) {
+    for (const f of ["dist/index.js", "dist/index.d.ts", "dist/client.js", "dist/generated/openapi.d.ts", "dist/webhooks.js", "dist/webhooks.d.ts", "README.md", "package.json"]) {
       assert.ok(files.includes(f), `${f} is packed`);
     }
     assert.ok(!files.some((f) => f.startsWith("test/") || f.startsWith("build-test/") || f.startsWith("node_modules/")));
