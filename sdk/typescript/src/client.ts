@@ -10,10 +10,17 @@ import type {
   Confirmed,
   CreateAudienceArgs,
   CreateProfileArgs,
+  CreateWebhookArgs,
   Deleted,
+  DeliveriesArgs,
+  Delivery,
+  DeliveryPage,
   EmailArgs,
+  EventPage,
   FindAudiencesArgs,
+  FindEventsArgs,
   FindProfilesArgs,
+  FindWebhooksArgs,
   GetSubscribersArgs,
   IdArgs,
   LinkOrderArgs,
@@ -28,6 +35,7 @@ import type {
   ProfileExport,
   ProfilePage,
   RefreshArgs,
+  RetryDeliveryArgs,
   RevokeTokenArgs,
   SessionPage,
   SubscribeArgs,
@@ -38,7 +46,11 @@ import type {
   Unsubscribed,
   UpdateAudienceArgs,
   UpdateProfileArgs,
+  UpdateWebhookArgs,
   VerifyArgs,
+  Webhook,
+  WebhookPage,
+  WebhookWithSecret,
 } from "./types.js";
 
 /** The `fetch` the client calls: the global one by default, or a wrapper (logging, tests, retries). */
@@ -113,6 +125,32 @@ export interface Audiences {
   unsubscribe(args: TokenArgs): Promise<Unsubscribed>;
 }
 
+/** The store's event feed (CONTRACT §9.1). */
+export interface Events {
+  /** `GET /events` (admin): oldest first, keyset-paged, kept 30 days; `types` filters. */
+  find(args?: FindEventsArgs): Promise<EventPage>;
+}
+
+/** The store's webhook endpoints and their delivery log (CONTRACT §9.1). Verify deliveries with `verifyWebhook`. */
+export interface Webhooks {
+  /** `POST /webhooks {url, events, description?}` (admin); the answer carries the signing secret, this once. */
+  create(args: CreateWebhookArgs): Promise<WebhookWithSecret>;
+  /** `GET /webhooks/{id}` (admin); without the secret. */
+  get(args: IdArgs): Promise<Webhook>;
+  /** `GET /webhooks` (admin). */
+  find(args?: FindWebhooksArgs): Promise<WebhookPage>;
+  /** `PUT /webhooks/{id}` (admin): `url`, `events`, `description` (`null` clears), `status`. */
+  update(args: UpdateWebhookArgs): Promise<Webhook>;
+  /** `DELETE /webhooks/{id}` (admin), with its deliveries and their log. */
+  delete(args: IdArgs): Promise<Deleted>;
+  /** `POST /webhooks/{id}/rotate-secret` (admin): a new secret, shown this once; the old one signs too for 24 h. */
+  rotateSecret(args: IdArgs): Promise<WebhookWithSecret>;
+  /** `GET /webhooks/{id}/deliveries` (admin): newest first, each with its attempts. */
+  deliveries(args: DeliveriesArgs): Promise<DeliveryPage>;
+  /** `POST /webhooks/{id}/deliveries/{deliveryId}/retry` (admin): send it again now. */
+  retry(args: RetryDeliveryArgs): Promise<Delivery>;
+}
+
 export interface Crm {
   /** `POST /profiles/initialize`: a new guest profile; the session is stored. */
   initialize(): Promise<AuthToken>;
@@ -158,6 +196,8 @@ export interface Crm {
   erase(args: IdArgs): Promise<Deleted>;
 
   audiences: Audiences;
+  events: Events;
+  webhooks: Webhooks;
 }
 
 export interface StoreCrmClient {
@@ -180,6 +220,7 @@ const ALIASES: Record<string, string> = {
   sortField: "sort_field",
   sortDirection: "sort_direction",
   refreshToken: "refresh_token",
+  deliveryId: "delivery_id",
 };
 
 const SORT_FIELDS: Record<string, string> = { createdAt: "created_at", updatedAt: "updated_at" };
@@ -397,6 +438,20 @@ export function createClient(options: ClientOptions): StoreCrmClient {
     return call<OkBody<O>>(auth, prepare(method, path, extra.query, extra.body));
   }
 
+  /**
+   * A call of one operation answered as the SDK's own type `T`, where the generated one is wrong
+   * or too loose (the event types are spelled `profile_created` there; an event's `data` is `{}`).
+   */
+  function opAs<T>(
+    _operation: OperationId,
+    auth: AuthMode,
+    method: string,
+    path: string,
+    extra: { query?: Record<string, unknown>; body?: unknown } = {},
+  ): Promise<T> {
+    return call<T>(auth, prepare(method, path, extra.query, extra.body));
+  }
+
   async function storeSession(token: AuthToken): Promise<AuthToken> {
     await storage.set(token);
     return token;
@@ -462,6 +517,47 @@ export function createClient(options: ClientOptions): StoreCrmClient {
       const body = normalize(args);
       required(body, "token", "audiences.unsubscribe");
       return op("audiences_unsubscribe", "none", "POST", "/audiences/unsubscribe", { body });
+    },
+  };
+
+  const events: Events = {
+    find: async (args) => opAs<EventPage>("events_find", "admin", "GET", "/events", { query: normalize(args) }),
+  };
+
+  const webhooks: Webhooks = {
+    create: async (args) => {
+      const body = normalize(args);
+      required(body, "url", "webhooks.create");
+      return opAs<WebhookWithSecret>("webhooks_create", "admin", "POST", "/webhooks", { body });
+    },
+    get: async (args) => {
+      const id = required(normalize(args), "id", "webhooks.get");
+      return opAs<Webhook>("webhooks_get", "admin", "GET", `/webhooks/${seg(id)}`);
+    },
+    find: async (args) => opAs<WebhookPage>("webhooks_find", "admin", "GET", "/webhooks", { query: normalize(args) }),
+    update: async (args) => {
+      const id = required(normalize(args), "id", "webhooks.update");
+      return opAs<Webhook>("webhooks_update", "admin", "PUT", `/webhooks/${seg(id)}`, { body: normalize(args, ["id"]) });
+    },
+    delete: async (args) => {
+      const id = required(normalize(args), "id", "webhooks.delete");
+      return op("webhooks_delete", "admin", "DELETE", `/webhooks/${seg(id)}`);
+    },
+    rotateSecret: async (args) => {
+      const id = required(normalize(args), "id", "webhooks.rotateSecret");
+      return opAs<WebhookWithSecret>("webhooks_rotateSecret", "admin", "POST", `/webhooks/${seg(id)}/rotate-secret`);
+    },
+    deliveries: async (args) => {
+      const id = required(normalize(args), "id", "webhooks.deliveries");
+      return opAs<DeliveryPage>("webhooks_getDeliveries", "admin", "GET", `/webhooks/${seg(id)}/deliveries`, {
+        query: normalize(args, ["id"]),
+      });
+    },
+    retry: async (args) => {
+      const a = normalize(args);
+      const id = required(a, "id", "webhooks.retry");
+      const deliveryId = required(a, "delivery_id", "webhooks.retry");
+      return opAs<Delivery>("webhooks_retryDelivery", "admin", "POST", `/webhooks/${seg(id)}/deliveries/${seg(deliveryId)}/retry`);
     },
   };
 
@@ -569,6 +665,8 @@ export function createClient(options: ClientOptions): StoreCrmClient {
     },
 
     audiences,
+    events,
+    webhooks,
   };
 
   return {

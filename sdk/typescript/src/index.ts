@@ -10,9 +10,11 @@
  * ```
  */
 export { createClient } from "./client.js";
-export type { AuthMode, Audiences, ClientOptions, Crm, FetchLike, RawRequest, StoreCrmClient } from "./client.js";
+export type { AuthMode, Audiences, ClientOptions, Crm, Events, FetchLike, RawRequest, StoreCrmClient, Webhooks } from "./client.js";
 export { StoreCrmError } from "./errors.js";
 export type { ErrorBody, FieldError, StoreCrmErrorInit } from "./errors.js";
 export { localStorageStorage, memoryStorage } from "./storage.js";
 export type { TokenStorage, WebStorageLike } from "./storage.js";
 export type * from "./types.js";
+export { verifyWebhook, WebhookVerificationError } from "./webhooks.js";
+export type { VerifyWebhookOptions, WebhookHeaders, WebhookVerificationErrorCode } from "./webhooks.js";

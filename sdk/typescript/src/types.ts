@@ -181,3 +181,109 @@ export interface TokenArgs {
   /** The single-use token of a confirmation or unsubscribe link (`?token=...`). */
   token: string;
 }
+
+// ---- events and webhooks (CONTRACT §9.1) ---------------------------------------------------
+
+/**
+ * What an event says happened, as the server sends it (`profile.created`). Written out here: the
+ * generated `EventType` schema spells the values in snake_case (`profile_created`), which is not
+ * what the server sends.
+ */
+export type EventType =
+  | "profile.created"
+  | "profile.updated"
+  | "profile.verified"
+  | "profile.merged"
+  | "profile.erased"
+  | "subscription.created"
+  | "subscription.activated"
+  | "subscription.cancellation_scheduled"
+  | "subscription.cancelled"
+  | "subscription.expired"
+  | "order.linked";
+
+/** An endpoint's event filter: event types, or `"*"` for every type. */
+export type EventFilter = EventType | "*";
+
+/** The `data.object` of each event type. */
+export interface EventObjects {
+  "profile.created": Profile;
+  "profile.updated": Profile;
+  "profile.verified": Profile;
+  "profile.merged": { target_id: string; source_id: string };
+  "profile.erased": { id: string };
+  "subscription.created": Subscription;
+  "subscription.activated": Subscription;
+  "subscription.cancellation_scheduled": Subscription;
+  "subscription.cancelled": Subscription;
+  "subscription.expired": Subscription;
+  "order.linked": Order;
+}
+
+/** What an erased profile's earlier events keep: ids only. */
+export interface RedactedEventData {
+  object: { id: string; profile_id: string };
+  redacted: true;
+}
+
+/** `data` of an event of type `T`: the object as the API answered it then, or ids only after an erasure. */
+export type EventData<T extends EventType = EventType> = { object: EventObjects[T]; redacted?: never } | RedactedEventData;
+
+/** One event of type `T`. */
+export interface EventOf<T extends EventType> {
+  id: string;
+  type: T;
+  store_id: string;
+  /** Unix seconds. */
+  created_at: number;
+  data: EventData<T>;
+}
+
+/**
+ * An event, as the feed lists it and a webhook delivers it: narrow on `type` (and on
+ * `data.redacted`) to get the object's type.
+ */
+export type Event = { [T in EventType]: EventOf<T> }[EventType];
+
+export interface EventPage {
+  items: Event[];
+  /** `null` on the last page. */
+  cursor?: string | null;
+}
+
+export type Webhook = Omit<Schemas["Webhook"], "events"> & { events: EventFilter[] };
+/** A webhook endpoint with its signing secret (`whsec_...`): answered once, by create and rotateSecret. */
+export type WebhookWithSecret = Webhook & { secret: string };
+export type WebhookPage = { items: Webhook[]; cursor?: string | null };
+export type EndpointStatus = Schemas["EndpointStatus"];
+export type DeliveryStatus = Schemas["DeliveryStatus"];
+export type DeliveryAttempt = Schemas["DeliveryAttempt"];
+export type Delivery = Omit<Schemas["Delivery"], "event_type"> & { event_type: EventType };
+export type DeliveryPage = { items: Delivery[]; cursor?: string | null };
+
+export interface FindEventsArgs {
+  /** Only these types; an array is sent JSON-encoded, a string (`"profile.created,profile.updated"`) as it is. */
+  types?: EventType[] | string;
+  /** 1–200, default 50. */
+  limit?: number;
+  /** The `cursor` of the previous page (with the same `types`). */
+  cursor?: string | null;
+}
+
+export type CreateWebhookArgs = Omit<JsonBody<"webhooks_create">, "events"> & {
+  /** Event types, or `["*"]` for every type. */
+  events: EventFilter[];
+};
+
+export type UpdateWebhookArgs = IdArgs &
+  Omit<JsonBody<"webhooks_update">, "events"> & {
+    events?: EventFilter[] | null;
+  };
+
+export interface FindWebhooksArgs {
+  limit?: number;
+  cursor?: string | null;
+}
+
+export type DeliveriesArgs = IdArgs & PageArgs;
+export type RetryDeliveryArgs = IdArgs & OneOf<{ deliveryId: string }, { delivery_id: string }>;

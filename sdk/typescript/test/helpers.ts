@@ -6,6 +6,7 @@
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { createServer as createHttpServer, type IncomingHttpHeaders } from "node:http";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -61,6 +62,11 @@ const SERVER_VARS = [
   "STRIPE_API_BASE",
   "CORS_ALLOWED_ORIGINS",
   "TRUSTED_PROXY_HOPS",
+  "WEBHOOKS_ALLOW_PRIVATE",
+  "WEBHOOK_WORKER",
+  "WEBHOOK_POLL_INTERVAL_MS",
+  "WEBHOOK_RETRY_SCHEDULE_SECS",
+  "EVENT_FEED_DELAY_SECS",
 ];
 
 export interface Server {
@@ -370,4 +376,76 @@ export async function createConfirmTemplate(client: StoreCrmClient, key: string)
     path: "/email-templates",
     body: { key, subject: "Please confirm", body: '<p><a href="{{ confirm_url }}">Confirm your subscription</a></p>' },
   });
+}
+
+// ---- webhooks -----------------------------------------------------------------------------
+
+/** One request a `Receiver` got. */
+export interface Received {
+  path: string;
+  headers: IncomingHttpHeaders;
+  /** The raw body, as the server sent it. */
+  body: Buffer;
+}
+
+/** A local HTTP server that records every request and answers `status(path)` (200 by default). */
+export interface Receiver {
+  /** `http://127.0.0.1:<port>` */
+  url: string;
+  received: Received[];
+  /** The status answered for a path; set an entry to make one endpoint fail. */
+  statusFor: Map<string, number>;
+  /** The first request (received already or later) that `match` accepts, within `timeoutMs`. */
+  waitFor(match: (r: Received) => boolean, timeoutMs?: number): Promise<Received>;
+  close(): Promise<void>;
+}
+
+export async function startReceiver(): Promise<Receiver> {
+  const received: Received[] = [];
+  const statusFor = new Map<string, number>();
+  const server = createHttpServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on("data", (c: Buffer) => chunks.push(c));
+    req.on("end", () => {
+      const path = req.url ?? "/";
+      received.push({ path, headers: req.headers, body: Buffer.concat(chunks) });
+      res.writeHead(statusFor.get(path) ?? 200, { "content-type": "text/plain" }).end("ok");
+    });
+  });
+  await new Promise<void>((ok, fail) => {
+    server.once("error", fail);
+    server.listen(0, "127.0.0.1", () => ok());
+  });
+  const addr = server.address();
+  const port = typeof addr === "object" && addr !== null ? addr.port : 0;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    received,
+    statusFor,
+    waitFor: async (match, timeoutMs = 15_000) => {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const hit = received.find(match);
+        if (hit !== undefined) return hit;
+        if (Date.now() > deadline) throw new Error(`no matching webhook request within ${timeoutMs} ms (${received.length} received)`);
+        await sleep(20);
+      }
+    },
+    close: () =>
+      new Promise<void>((ok) => {
+        server.closeAllConnections();
+        server.close(() => ok());
+      }),
+  };
+}
+
+/** Polls `get` until `done` accepts its answer (within `timeoutMs`). */
+export async function eventually<T>(get: () => Promise<T>, done: (v: T) => boolean, timeoutMs = 15_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await get();
+    if (done(v)) return v;
+    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms: ${JSON.stringify(v)}`);
+    await sleep(50);
+  }
 }

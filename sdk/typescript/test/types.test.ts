@@ -4,7 +4,20 @@ import { execFileSync } from "node:child_process";
 import { describe, it } from "node:test";
 
 import * as sdk from "@storecrm/sdk";
-import type { AuthToken, Crm, Profile, StoreCrmClient, SubscribeArgs, SubscriptionView } from "@storecrm/sdk";
+import type {
+  AuthToken,
+  Crm,
+  Event,
+  EventType,
+  Order,
+  Profile,
+  RetryDeliveryArgs,
+  StoreCrmClient,
+  SubscribeArgs,
+  Subscription,
+  SubscriptionView,
+  WebhookWithSecret,
+} from "@storecrm/sdk";
 
 import { packageRoot } from "./helpers.js";
 
@@ -36,9 +49,50 @@ function typeOnly(client: StoreCrmClient): void {
 }
 void typeOnly;
 
+// events: the types as the server sends them, the object narrowed by the type
+check<Equal<Awaited<ReturnType<Crm["webhooks"]["create"]>>, WebhookWithSecret>>();
+check<Equal<Awaited<ReturnType<Crm["events"]["find"]>>["items"][number], Event>>();
+check<Equal<Event["type"], EventType>>();
+function narrow(e: Event): string {
+  if (e.data.redacted === true) return e.data.object.profile_id;
+  switch (e.type) {
+    case "profile.created":
+      return check<Equal<typeof e.data.object, Profile>>() && e.data.object.id;
+    case "subscription.activated":
+      return check<Equal<typeof e.data.object, Subscription>>() && e.data.object.audience_id;
+    case "order.linked":
+      return check<Equal<typeof e.data.object, Order>>() && e.data.object.order_id;
+    case "profile.merged":
+      return e.data.object.source_id;
+    default:
+      return e.id;
+  }
+}
+void narrow;
+const retryCamel: RetryDeliveryArgs = { id: "w", deliveryId: "d" };
+const retrySnake: RetryDeliveryArgs = { id: "w", delivery_id: "d" };
+void [retryCamel, retrySnake];
+function webhookTypes(client: StoreCrmClient): void {
+  void client.crm.webhooks.create({ url: "https://x.example", events: ["*", "profile.created"] });
+  // @ts-expect-error event types are spelled with a dot
+  void client.crm.webhooks.create({ url: "https://x.example", events: ["profile_created"] });
+  // @ts-expect-error url is required
+  void client.crm.webhooks.create({ events: ["*"] });
+  void client.crm.events.find({ types: ["profile.created"], limit: 10, cursor: null });
+  void client.crm.webhooks.update({ id: "w", description: null, status: "disabled" });
+}
+void webhookTypes;
+
 describe("package", () => {
   it("exports the runtime API", () => {
-    assert.deepEqual(Object.keys(sdk).sort(), ["StoreCrmError", "createClient", "localStorageStorage", "memoryStorage"]);
+    assert.deepEqual(Object.keys(sdk).sort(), [
+      "StoreCrmError",
+      "WebhookVerificationError",
+      "createClient",
+      "localStorageStorage",
+      "memoryStorage",
+      "verifyWebhook",
+    ]);
   });
 
   it("npm pack ships dist (ESM + .d.ts), the sources and the README, and no tests", () => {
@@ -47,7 +101,7 @@ describe("package", () => {
     assert.ok(pack);
     assert.deepEqual([pack.name, pack.version], ["@storecrm/sdk", "0.1.0"]);
     const files = pack.files.map((f) => f.path);
-    for (const f of ["dist/index.js", "dist/index.d.ts", "dist/client.js", "dist/generated/openapi.d.ts", "README.md", "package.json"]) {
+    for (const f of ["dist/index.js", "dist/index.d.ts", "dist/client.js", "dist/generated/openapi.d.ts", "dist/webhooks.js", "dist/webhooks.d.ts", "README.md", "package.json"]) {
       assert.ok(files.includes(f), `${f} is packed`);
     }
     assert.ok(!files.some((f) => f.startsWith("test/") || f.startsWith("build-test/") || f.startsWith("node_modules/")));
