@@ -35,6 +35,20 @@ pub struct OutgoingMail {
     /// Extra headers, e.g. `List-Unsubscribe`; they may not replace the ones built from the fields.
     #[serde(default)]
     pub headers: Vec<(String, String)>,
+    /// The `Message-ID` header, `<id@domain>`. The outbox worker sets it from the outbox row's id,
+    /// so a mail sent again after a crash between the server's 250 and recording it carries the
+    /// same id as the first copy, and receivers can drop the duplicate. Unset: a random one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+}
+
+impl OutgoingMail {
+    /// `<outbox-id@domain of the sender>`: stable for one outbox row across every attempt.
+    pub fn outbox_message_id(&self, id: uuid::Uuid) -> String {
+        let address = self.from.rsplit('<').next().unwrap_or(&self.from).trim_end_matches('>');
+        let domain = address.rsplit_once('@').map(|(_, d)| d.trim()).filter(|d| !d.is_empty()).unwrap_or("storecrm");
+        format!("<{id}@{domain}>")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -132,7 +146,7 @@ pub fn build_message(mail: &OutgoingMail) -> Result<Message, MailError> {
         .from(mailbox("from", &mail.from)?)
         .to(mailbox("to", &mail.to)?)
         .subject(mail.subject.clone())
-        .message_id(None);
+        .message_id(mail.message_id.clone());
     if let Some(reply_to) = &mail.reply_to {
         builder = builder.reply_to(mailbox("reply-to", reply_to)?);
     }
@@ -150,6 +164,7 @@ mod tests {
 
     fn mail() -> OutgoingMail {
         OutgoingMail {
+            message_id: None,
             from: "Shop <shop@example.com>".into(),
             to: "Ann <Ann@Example.com>".into(),
             reply_to: Some("help@example.com".into()),
@@ -166,6 +181,20 @@ mod tests {
         assert!(raw.contains("List-Unsubscribe: <https://example.com/u/1>\r\n"), "{raw}");
         assert!(raw.contains("Content-Type: multipart/alternative"), "{raw}");
         assert!(raw.contains("text/plain") && raw.contains("text/html"), "{raw}");
+    }
+
+    #[test]
+    fn an_outbox_mail_keeps_one_message_id_across_attempts() {
+        let mut m = mail();
+        let id = uuid::Uuid::now_v7();
+        m.message_id = Some(m.outbox_message_id(id));
+        assert_eq!(m.message_id.as_deref(), Some(format!("<{id}@example.com>").as_str()));
+        for _ in 0..2 {
+            let raw = String::from_utf8(build_message(&m).unwrap().formatted()).unwrap();
+            assert!(raw.contains(&format!("Message-ID: <{id}@example.com>\r\n")), "{raw}");
+        }
+        let bare = OutgoingMail { from: "no-reply".into(), ..mail() };
+        assert_eq!(bare.outbox_message_id(id), format!("<{id}@storecrm>"));
     }
 
     #[test]

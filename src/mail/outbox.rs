@@ -10,7 +10,12 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use super::{MailError, Mailer};
 use crate::metrics::MailMetrics;
-use crate::repo::{ClaimedMail, Database, RepoResult};
+use crate::repo::{ClaimedMail, Database, RepoError, RepoResult};
+
+/// How long before its lease ends a row's outcome is no longer written (the row may be another
+/// worker's by then), and the pause between attempts while the database is unavailable.
+const RECORD_MARGIN: Duration = Duration::from_secs(3);
+const RECORD_RETRY_PAUSE: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone)]
 pub struct OutboxSettings {
@@ -107,10 +112,17 @@ impl OutboxWorker {
         tx.commit().await?;
         let count = claimed.len();
         let send_timeout = Duration::from_secs(lease_secs as u64) / 2;
+        // The row is ours until the lease ends (`now` was truncated to a second: keep a margin).
+        let lease_end =
+            tokio::time::Instant::now() + Duration::from_secs(lease_secs as u64).saturating_sub(RECORD_MARGIN);
         let mut sends = JoinSet::new();
         for mail in claimed {
             let message = match &mail.message {
-                Ok(message) => message.clone(),
+                Ok(message) => {
+                    let mut message = message.clone();
+                    message.message_id = Some(message.outbox_message_id(mail.id));
+                    message
+                }
                 Err(reason) => {
                     // A row this binary cannot read would be claimed forever: park it instead.
                     tracing::error!(mail_id = %mail.id, error = %reason, "outbox row holds an unreadable message; giving up on it");
@@ -129,22 +141,41 @@ impl OutboxWorker {
         }
         while let Some(joined) = sends.join_next().await {
             match joined {
-                Ok((mail, outcome)) => self.record(mail, outcome).await,
+                Ok((mail, outcome)) => self.record(mail, outcome, lease_end).await,
                 Err(e) => tracing::error!(error = %e, "outbox send task died; its mail is retried when the lease ends"),
             }
         }
         Ok(count)
     }
 
-    async fn record(&self, mail: ClaimedMail, outcome: Result<(), MailError>) {
-        let recorded = match outcome {
+    /// Records a send's outcome. While the database is unavailable the write is tried again
+    /// until the lease is nearly over: a delivered mail that could not be marked sent would be
+    /// sent a second time when its lease ends (docs/reliability.md, fault 3).
+    async fn record(&self, mail: ClaimedMail, outcome: Result<(), MailError>, lease_end: tokio::time::Instant) {
+        let mut recorded = self.record_once(&mail, &outcome, true).await;
+        while matches!(recorded, Err(RepoError::Unavailable(_)))
+            && tokio::time::Instant::now() + RECORD_RETRY_PAUSE < lease_end
+        {
+            tokio::time::sleep(RECORD_RETRY_PAUSE).await;
+            recorded = self.record_once(&mail, &outcome, false).await;
+        }
+        if let Err(e) = recorded {
+            tracing::error!(mail_id = %mail.id, error = %e, "cannot record a mail's outcome; it may be sent again");
+        }
+    }
+
+    /// One attempt at recording; `first` logs and counts the outcome (once per send).
+    async fn record_once(&self, mail: &ClaimedMail, outcome: &Result<(), MailError>, first: bool) -> RepoResult<()> {
+        match outcome {
             Ok(()) => {
                 let now = crate::now();
-                // One line per delivery: the ids, never the address or the content.
-                tracing::info!(mail_id = %mail.id, store_id = ?mail.store_id, attempts = mail.attempts + 1, "mail delivered");
-                if let Some(m) = &self.metrics {
-                    m.sent.inc();
-                    m.delivery_seconds.observe((now - mail.created_at).max(0) as f64);
+                if first {
+                    // One line per delivery: the ids, never the address or the content.
+                    tracing::info!(mail_id = %mail.id, store_id = ?mail.store_id, attempts = mail.attempts + 1, "mail delivered");
+                    if let Some(m) = &self.metrics {
+                        m.sent.inc();
+                        m.delivery_seconds.observe((now - mail.created_at).max(0) as f64);
+                    }
                 }
                 self.db.auto().mail_delivered(mail.id, now).await
             }
@@ -155,15 +186,17 @@ impl OutboxWorker {
                     crate::now()
                 } else {
                     let delay = self.settings.backoff(attempts as u32, rand::random::<f64>());
-                    tracing::warn!(mail_id = %mail.id, store_id = ?mail.store_id, attempts, retry_in = ?delay,
-                        error = %error, "mail not delivered; will retry");
+                    if first {
+                        tracing::warn!(mail_id = %mail.id, store_id = ?mail.store_id, attempts, retry_in = ?delay,
+                            error = %error, "mail not delivered; will retry");
+                    }
                     due_at(unix_millis(), delay)
                 };
-                if give_up {
+                if give_up && first {
                     tracing::error!(mail_id = %mail.id, store_id = ?mail.store_id, attempts, error = %error,
                         "mail not delivered; giving up, the outbox row is kept with failed_at set");
                 }
-                if let Some(m) = &self.metrics {
+                if let Some(m) = self.metrics.as_ref().filter(|_| first) {
                     if give_up {
                         m.failed.inc()
                     } else {
@@ -172,9 +205,6 @@ impl OutboxWorker {
                 }
                 self.db.auto().mail_failed(mail.id, attempts, next_attempt_at, &error.to_string(), give_up).await
             }
-        };
-        if let Err(e) = recorded {
-            tracing::error!(mail_id = %mail.id, error = %e, "cannot record a mail's outcome; it may be sent again");
         }
     }
 

@@ -89,6 +89,15 @@ impl From<sqlx::Error> for RepoError {
             sqlx::Error::Database(db) => db,
             _ => return Self::Db(e),
         };
+        // Postgres ends or refuses a whole session with FATAL (a terminated backend, a database
+        // not accepting connections, too many connections, a shutdown): the database is away,
+        // the request is not wrong. Statement errors are ERROR.
+        let fatal = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().is_some_and(|pg| {
+            matches!(pg.severity(), sqlx::postgres::PgSeverity::Fatal | sqlx::postgres::PgSeverity::Panic)
+        });
+        if fatal {
+            return Self::Unavailable(e);
+        }
         if db.is_unique_violation() {
             return Self::Unique(unique_constraint(db.as_ref()));
         }

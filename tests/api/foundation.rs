@@ -303,6 +303,57 @@ async fn login_failures_do_not_reveal_accounts(app: &TestApp) {
     );
 }
 
+/// The database going away (its sessions terminated, then new ones refused, as while Postgres
+/// restarts or a DBA closes it) answers 503 `database_unavailable` with the error shape, never a
+/// 500; `/readyz` says so; and the same server serves again once it is back (docs/reliability.md,
+/// fault 3). Before, a refused connection (FATAL 55000) surfaced as a 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "Postgres half: set TEST_DATABASE_URL and pass -- --include-ignored"]
+async fn postgres_going_away_answers_503_and_the_server_recovers() {
+    use sqlx::{AssertSqlSafe, Connection};
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let admin = app.admin("away").await;
+    let db = app.database_url.rsplit('/').next().unwrap().split('?').next().unwrap().to_string();
+    let mut pg = sqlx::PgConnection::connect(&std::env::var("TEST_DATABASE_URL").unwrap()).await.unwrap();
+    let terminate = format!(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{db}' AND pid <> pg_backend_pid()"
+    );
+    // Every session killed: each request answers, with a 503 or (on a fresh connection) a 200.
+    sqlx::query(AssertSqlSafe(terminate.clone())).execute(&mut pg).await.unwrap();
+    for _ in 0..8 {
+        let (status, body) = app.get(&admin.store(""), Some(&admin.token)).await;
+        assert!(status == 200 || status == 503, "{status} {body}");
+    }
+    // New sessions refused.
+    sqlx::query(AssertSqlSafe(format!("ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS false")))
+        .execute(&mut pg)
+        .await
+        .unwrap();
+    sqlx::query(AssertSqlSafe(terminate)).execute(&mut pg).await.unwrap();
+    for _ in 0..3 {
+        expect_error(&app.get(&admin.store(""), Some(&admin.token)).await, 503, "database_unavailable");
+        expect_error(
+            &app.post(&admin.store("/profiles/initialize"), None, json!({})).await,
+            503,
+            "database_unavailable",
+        );
+    }
+    expect_error(&app.get("/readyz", None).await, 503, "not_ready");
+    sqlx::query(AssertSqlSafe(format!("ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS true")))
+        .execute(&mut pg)
+        .await
+        .unwrap();
+    // Back: the same server serves again, without a restart.
+    let started = Instant::now();
+    while app.get("/readyz", None).await.0 != StatusCode::OK {
+        assert!(started.elapsed() < Duration::from_secs(15), "not ready 15 s after the database returned");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, body) = app.get(&admin.store(""), Some(&admin.token)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    app.stop().await;
+}
+
 /// An unknown email is refused only after a verify against a dummy hash, so it costs what a wrong
 /// password costs and timing does not tell which emails have accounts. Backend-independent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
