@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The quick fault scripts, for CI: fault 2 with a 15 s SMTP outage (1,000 code requests) and
+# fault 4 (two instances on one Postgres). Needs Postgres (FAULT_PG_URL, default
+# postgres://postgres@127.0.0.1:5432, trust auth) and python3; builds the release binary once.
+#
+#   scripts/faults/quick.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+cargo build --release --quiet --bin storecrm --example fault_load
+export FAULT_NO_BUILD=1
+started=$(date +%s)
+OUTAGE_SECS="${OUTAGE_SECS:-15}" CODES="${CODES:-1000}" scripts/faults/smtp-outage.sh postgres
+ROUNDS="${ROUNDS:-5}" MERGES="${MERGES:-10}" MIXED_SECS="${MIXED_SECS:-5}" scripts/faults/two-instances.sh
+echo "quick fault scripts passed in $(($(date +%s) - started))s"
