@@ -35,6 +35,11 @@ pub struct OutgoingMail {
     /// Extra headers, e.g. `List-Unsubscribe`; they may not replace the ones built from the fields.
     #[serde(default)]
     pub headers: Vec<(String, String)>,
+    /// `<id@domain>`; the outbox sets it from the mail's id when it sends, so a retry after a lost
+    /// acknowledgement carries the same Message-ID (receivers and tests can tell a duplicate).
+    /// None: a random one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -132,7 +137,7 @@ pub fn build_message(mail: &OutgoingMail) -> Result<Message, MailError> {
         .from(mailbox("from", &mail.from)?)
         .to(mailbox("to", &mail.to)?)
         .subject(mail.subject.clone())
-        .message_id(None);
+        .message_id(mail.message_id.clone());
     if let Some(reply_to) = &mail.reply_to {
         builder = builder.reply_to(mailbox("reply-to", reply_to)?);
     }
@@ -150,6 +155,7 @@ mod tests {
 
     fn mail() -> OutgoingMail {
         OutgoingMail {
+            message_id: None,
             from: "Shop <shop@example.com>".into(),
             to: "Ann <Ann@Example.com>".into(),
             reply_to: Some("help@example.com".into()),

@@ -595,6 +595,7 @@ impl Audiences {
             None => self.mail_from.clone(),
         };
         Ok(OutgoingMail {
+            message_id: None,
             from,
             to: email.to_string(),
             reply_to: sender.and_then(|t| t.reply_to.clone()),

@@ -92,6 +92,7 @@ pub fn code_mail(store: &StoreRow, default_from: &str, to: &Email, code: &str, m
     };
     let name = &store.name;
     OutgoingMail {
+        message_id: None,
         from,
         to: to.to_string(),
         reply_to: None,

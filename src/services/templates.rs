@@ -125,6 +125,7 @@ pub async fn profile_code_mail(
         mailbox_display(name, &email)
     };
     Ok(OutgoingMail {
+        message_id: None,
         from,
         to: builtin.to,
         reply_to: template.reply_to,

@@ -103,6 +103,10 @@ async fn every_subscription_change_is_in_the_consent_ledger(app: &TestApp) {
     let mail = outbox["items"].as_array().unwrap().iter().find(|m| m["id"] == mail_id).cloned();
     assert_eq!(mail.as_ref().map(|m| m["kind"].clone()), Some(json!("confirmation")), "{outbox}");
     assert_eq!(mail.unwrap()["to"], "consent@example.com");
+    // The mail as sent carries the outbox id as its Message-ID (a resend is recognisable).
+    let simple = uuid(&json!(mail_id)).simple().to_string();
+    let sent = app.mails_to("consent@example.com");
+    assert!(sent.iter().any(|m| m.contains(&format!("Message-ID: <{simple}@"))), "{sent:?}");
     assert!(records.iter().all(|r| r["profile_id"] == pid.as_str()));
 
     // The GDPR export carries the ledger.

@@ -35,6 +35,7 @@ async fn with_outbox_worker_off(backend: Backend, case: impl AsyncFnOnce(&TestAp
 
 fn mail(n: usize, to: &str) -> OutgoingMail {
     OutgoingMail {
+        message_id: None,
         from: "Ann's shop <shop@example.com>".into(),
         to: to.into(),
         reply_to: Some("Help desk <help@example.com>".into()),
@@ -132,6 +133,7 @@ async fn smtp_transport_sends_both_parts_and_custom_headers() {
 
     // Non-ASCII text survives its transfer encoding.
     let intl = OutgoingMail {
+        message_id: None,
         text: "Grüße, Zoë: 10 €\nmerci".into(),
         html: "<p>Grüße, Zoë</p>".into(),
         ..mail(2, "bob@example.net")

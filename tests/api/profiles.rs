@@ -797,6 +797,7 @@ async fn erasure_leaves_no_rows_behind(app: &TestApp) {
 
     // Mail queued to the address (not yet due, so the worker leaves it) must go with the profile.
     let queued = storecrm::mail::OutgoingMail {
+        message_id: None,
         from: "shop@x.example".into(),
         to: "Gone@X.example".into(),
         reply_to: None,
