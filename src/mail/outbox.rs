@@ -216,6 +216,17 @@ impl OutboxWorker {
     }
 }
 
+/// The Message-ID of an outbox mail: its id at the sender's domain (`storecrm.invalid` when the
+/// sender has none we can read).
+pub fn message_id(id: uuid::Uuid, from: &str) -> String {
+    let address = from.rsplit('<').next().unwrap_or(from).trim_end_matches('>').trim();
+    let domain = address
+        .rsplit_once('@')
+        .map(|(_, d)| d)
+        .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'));
+    format!("<{}@{}>", id.simple(), domain.unwrap_or("storecrm.invalid"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,15 +255,4 @@ mod tests {
         assert!(s.lease / 2 > Duration::from_secs(30), "the SMTP timeout must fit in half a lease");
         assert!(s.max_attempts > 1 && s.batch_size > 0);
     }
-}
-
-/// The Message-ID of an outbox mail: its id at the sender's domain (`storecrm.invalid` when the
-/// sender has none we can read).
-pub fn message_id(id: uuid::Uuid, from: &str) -> String {
-    let address = from.rsplit('<').next().unwrap_or(from).trim_end_matches('>').trim();
-    let domain = address
-        .rsplit_once('@')
-        .map(|(_, d)| d)
-        .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'));
-    format!("<{}@{}>", id.simple(), domain.unwrap_or("storecrm.invalid"))
 }
