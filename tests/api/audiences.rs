@@ -359,8 +359,14 @@ async fn unsubscribe_by_body_query_and_one_click(app: &TestApp) {
     let (_, subs) = app.get(&admin.store("/audiences/news/subscribers?status=cancelled"), Some(&admin.token)).await;
     assert_eq!(subs["items"].as_array().unwrap().len(), 3);
     assert_eq!(app.get(&admin.store("/audiences/news"), Some(&admin.token)).await.1["subscriber_count"], 0);
-    // Idempotent: again, the same answer.
-    assert_eq!(app.post(&path, None, json!({"token": token(&links[0])})).await, (StatusCode::OK, first));
+    // Idempotent: again, the same answer (and no second record in the consent ledger).
+    assert_eq!(app.post(&path, None, json!({"token": token(&links[0])})).await, (StatusCode::OK, first.clone()));
+    let pid = first["subscription"]["profile_id"].as_str().unwrap();
+    let (_, ledger) = app.get(&admin.store(&format!("/profiles/{pid}/consents")), Some(&admin.token)).await;
+    let actions: Vec<&str> =
+        ledger["items"].as_array().unwrap().iter().map(|r| r["action"].as_str().unwrap()).collect();
+    assert_eq!(actions.last(), Some(&"unsubscribe"), "{ledger}");
+    assert_eq!(actions.iter().filter(|a| **a == "unsubscribe").count(), 1, "{ledger}");
     expect_error(&app.post(&path, None, json!({"token": "garbage"})).await, 400, "invalid_token");
     let mut forged = token(&links[0]);
     forged.replace_range(forged.len() - 2.., "AA");
