@@ -60,7 +60,8 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
         crate::domain::SortDirection,
         crate::domain::Status,
         crate::domain::SubscriptionStatus,
-        crate::domain::taxonomy::TaxonomyQuery
+        crate::domain::taxonomy::TaxonomyQuery,
+        crate::services::exports::ExportFormat
     )),
     modifiers(&BearerAuth)
 )]
