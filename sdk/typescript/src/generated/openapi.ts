@@ -389,6 +389,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/stores/{storeId}/audiences/{id}/subscribers/export": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Export an audience's subscribers (all, or those of one status), streamed from one snapshot,
+         *     as NDJSON or CSV with the columns `profile_id,email,subscription_id,status,source,price_id,
+         *     start_date,end_date,confirmed_at,cancelled_at,created_at,updated_at`.
+         */
+        get: operations["export_subscribers"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/stores/{storeId}/audiences/{id}/subscribers/{profileId}": {
         parameters: {
             query?: never;
@@ -475,6 +496,66 @@ export interface paths {
          *     appears once it is `EVENT_FEED_DELAY_SECS` old, so a late commit never lands behind a cursor.
          */
         get: operations["events_find"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/stores/{storeId}/imports": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Start an import: the request body is the file (CSV with a header row, or NDJSON), streamed to
+         *     the server (at most 512 MiB); the answer is the job (202), which runs on in the background.
+         *     Poll `GET .../imports/{id}` for its progress and counts. A CSV header or mapping that cannot
+         *     be read is answered at once (422). Running the same file again is safe: profiles are matched
+         *     by email, and a subscription is only created where the profile has none.
+         */
+        post: operations["start_import"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/stores/{storeId}/imports/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * An import job: status (`running`, `completed`, `failed`, `interrupted`), progress, counts
+         *     and the first row errors.
+         */
+        get: operations["get_import"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/stores/{storeId}/imports/{id}/errors": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Every row error of an import (up to 10,000), in row order. */
+        get: operations["import_errors"];
         put?: never;
         post?: never;
         delete?: never;
@@ -627,6 +708,28 @@ export interface paths {
          *     `verification_required` until `verify`. Limited per client address with `initialize`.
          */
         post: operations["profiles_connect"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/stores/{storeId}/profiles/export": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Export profiles, streamed from one snapshot: `find`'s filters or a segment, as NDJSON (one
+         *     profile per line: id, email, status, verified, taxonomies, created_at, updated_at) or CSV
+         *     (columns `id,email,status,verified,created_at,updated_at`, then `<taxonomy>.<field>` per
+         *     field; `docs/data.md`). Oldest profile first.
+         */
+        get: operations["export_profiles"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -803,6 +906,77 @@ export interface paths {
          *     itself with proof (a claim is answered 403 `verification_required`).
          */
         delete: operations["profiles_revokeToken"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/stores/{storeId}/segments": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The store's segments, oldest first. */
+        get: operations["list_segments"];
+        put?: never;
+        /** Save a segment: `find`'s filters under a key. */
+        post: operations["create_segment"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/stores/{storeId}/segments/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One segment, by id or key. */
+        get: operations["get_segment"];
+        /** Change a segment; absent fields stay, `null` clears a filter. */
+        put: operations["update_segment"];
+        post?: never;
+        /** Delete a segment (its profiles stay: a segment stores only filters). */
+        delete: operations["delete_segment"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/stores/{storeId}/segments/{id}/count": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** How many profiles the segment matches now. */
+        get: operations["segment_count"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/stores/{storeId}/segments/{id}/profiles": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The profiles the segment matches now, paged like `find`. */
+        get: operations["segment_profiles"];
+        put?: never;
+        post?: never;
+        delete?: never;
         options?: never;
         head?: never;
         patch?: never;
@@ -1100,7 +1274,7 @@ export interface components {
             /** @description Where, in words: an import's source column, the Stripe event, the merge. */
             source?: string | null;
             /** @description The subscription's status after the change. */
-            status: components["schemas"]["SubscriptionStatus"];
+            status_after: components["schemas"]["SubscriptionStatus"];
             /** Format: uuid */
             subscription_id: string;
             user_agent?: string | null;
@@ -1132,6 +1306,16 @@ export interface components {
         CreateProfile: {
             email: string;
             taxonomies?: components["schemas"]["TaxonomyEntry"][];
+        };
+        CreateSegment: {
+            /** @description 1–64 of `[A-Za-z0-9_-]`, unique per store. */
+            key: string;
+            name?: string | null;
+            /** @description As `find`'s `query`: a substring of the email or a text taxonomy value, or a profile id. */
+            query?: string | null;
+            status?: components["schemas"]["Status"] | null;
+            /** @description As `find`'s `taxonomy_query`: a JSON-encoded `TaxonomyQuery[]`. */
+            taxonomy_query?: string | null;
         };
         CreateStore: {
             name: string;
@@ -1294,7 +1478,9 @@ export interface components {
          * @description What an event says happened (CONTRACT §9.1).
          * @enum {string}
          */
-        EventType: "profile_created" | "profile_updated" | "profile_verified" | "profile_merged" | "profile_erased" | "subscription_created" | "subscription_activated" | "subscription_cancellation_scheduled" | "subscription_cancelled" | "subscription_expired" | "order_linked";
+        EventType: "profile.created" | "profile.updated" | "profile.verified" | "profile.merged" | "profile.erased" | "subscription.created" | "subscription.activated" | "subscription.cancellation_scheduled" | "subscription.cancelled" | "subscription.expired" | "order.linked";
+        /** @enum {string} */
+        ExportFormat: "ndjson" | "csv";
         /** @description One field of a taxonomy's schema. */
         FieldDef: {
             key: string;
@@ -1349,6 +1535,53 @@ export interface components {
         Health: {
             /** @description `ok` or `ready`. */
             status: string;
+        };
+        /** @enum {string} */
+        ImportFormat: "csv" | "ndjson";
+        /** @description An import job's view: counts so far and where it stands. */
+        ImportJob: {
+            /** Format: int64 */
+            bytes_read: number;
+            /** Format: int64 */
+            bytes_total: number;
+            /** Format: int64 */
+            created: number;
+            /** Format: int64 */
+            created_at: number;
+            dry_run: boolean;
+            /** @description Why a failed job stopped. */
+            error?: string | null;
+            /** @description The first row errors; all of them at `errors_url`. */
+            errors: components["schemas"]["RowError"][];
+            errors_url: string;
+            /** Format: int64 */
+            failed: number;
+            /** Format: int64 */
+            finished_at?: number | null;
+            format: components["schemas"]["ImportFormat"];
+            /** Format: uuid */
+            id: string;
+            on_existing: components["schemas"]["OnExisting"];
+            /**
+             * Format: double
+             * @description 0–100, by bytes read.
+             */
+            progress_percent: number;
+            /** Format: int64 */
+            rows: number;
+            /** Format: int64 */
+            skipped: number;
+            /**
+             * @description `running`, `completed`, `failed`, or `interrupted` (the server running it stopped; run
+             *     the same file again: rows already imported are matched by email).
+             */
+            status: string;
+            /** Format: uuid */
+            store_id: string;
+            /** Format: int64 */
+            subscribed: number;
+            /** Format: int64 */
+            updated: number;
         };
         LinkOrder: {
             /** @description ISO 4217, e.g. `EUR`. */
@@ -1422,6 +1655,11 @@ export interface components {
              */
             source_id: string;
         };
+        /**
+         * @description What to do with a row whose email is a profile already.
+         * @enum {string}
+         */
+        OnExisting: "update" | "skip";
         /**
          * @description The RFC 8058 one-click body a mail client posts (`List-Unsubscribe=One-Click`, the token in
          *     the URL), or a form carrying the token.
@@ -1536,7 +1774,7 @@ export interface components {
                 /** @description Where, in words: an import's source column, the Stripe event, the merge. */
                 source?: string | null;
                 /** @description The subscription's status after the change. */
-                status: components["schemas"]["SubscriptionStatus"];
+                status_after: components["schemas"]["SubscriptionStatus"];
                 /** Format: uuid */
                 subscription_id: string;
                 user_agent?: string | null;
@@ -1694,6 +1932,36 @@ export interface components {
             }[];
         };
         /** @description A page of a list; `cursor` is null on the last page. */
+        Paged_RowError: {
+            cursor?: string | null;
+            items: {
+                column?: string | null;
+                error: string;
+                /** Format: int64 */
+                row: number;
+            }[];
+        };
+        /** @description A page of a list; `cursor` is null on the last page. */
+        Paged_Segment: {
+            cursor?: string | null;
+            items: {
+                /** Format: int64 */
+                created_at: number;
+                /** Format: uuid */
+                id: string;
+                key: string;
+                name?: string | null;
+                query?: string | null;
+                status?: components["schemas"]["Status"] | null;
+                /** Format: uuid */
+                store_id: string;
+                /** @description JSON-encoded `TaxonomyQuery[]`. */
+                taxonomy_query?: string | null;
+                /** Format: int64 */
+                updated_at: number;
+            }[];
+        };
+        /** @description A page of a list; `cursor` is null on the last page. */
         Paged_SubscriberView: {
             cursor?: string | null;
             items: {
@@ -1845,6 +2113,39 @@ export interface components {
          * @enum {string}
          */
         Role: "owner" | "admin";
+        /** @description One row the import refused: the file's line, the column (CSV header or NDJSON field path). */
+        RowError: {
+            column?: string | null;
+            error: string;
+            /** Format: int64 */
+            row: number;
+        };
+        /** @description Stored `find` filters: its profiles are those that match when asked. */
+        Segment: {
+            /** Format: int64 */
+            created_at: number;
+            /** Format: uuid */
+            id: string;
+            key: string;
+            name?: string | null;
+            query?: string | null;
+            status?: components["schemas"]["Status"] | null;
+            /** Format: uuid */
+            store_id: string;
+            /** @description JSON-encoded `TaxonomyQuery[]`. */
+            taxonomy_query?: string | null;
+            /** Format: int64 */
+            updated_at: number;
+        };
+        SegmentCount: {
+            /**
+             * Format: int64
+             * @description Profiles the segment matches now.
+             */
+            count: number;
+            /** Format: uuid */
+            segment_id: string;
+        };
         /**
          * @description Ascending (the default) or descending.
          * @enum {string}
@@ -1862,6 +2163,8 @@ export interface components {
         Status: "active" | "archived";
         Store: {
             allowed_origins: string[];
+            /** @description The consent ledger keeps full IP addresses (else /24 for IPv4, /48 for IPv6). */
+            consent_full_ip: boolean;
             /** Format: int64 */
             created_at: number;
             from_email?: string | null;
@@ -2010,10 +2313,23 @@ export interface components {
             status?: components["schemas"]["Status"] | null;
             taxonomies?: components["schemas"]["TaxonomyEntry"][] | null;
         };
+        /** @description Absent fields stay; `null` clears a filter. */
+        UpdateSegment: {
+            key?: string | null;
+            name?: string | null;
+            query?: string | null;
+            status?: components["schemas"]["Status"] | null;
+            taxonomy_query?: string | null;
+        };
         /** @description Settings to change; absent fields stay, `null` clears `from_email` / `from_name`. */
         UpdateStore: {
             /** @description Browser origins, `https://shop.example.com`. */
             allowed_origins?: string[] | null;
+            /**
+             * @description Keep subscribers' full IP addresses in the consent ledger (default false: /24 for IPv4,
+             *     /48 for IPv6).
+             */
+            consent_full_ip?: boolean | null;
             from_email?: string | null;
             from_name?: string | null;
             name?: string | null;
@@ -4750,6 +5066,109 @@ export interface operations {
             };
         };
     };
+    export_subscribers: {
+        parameters: {
+            query?: {
+                /** @description `ndjson` (default) or `csv`. */
+                format?: components["schemas"]["ExportFormat"];
+                status?: components["schemas"]["SubscriptionStatus"];
+            };
+            header?: never;
+            path: {
+                storeId: string;
+                /** @description id or key */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description the rows */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/x-ndjson": string;
+                    "text/csv": string;
+                };
+            };
+            /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unauthorized",
+                     *       "message": "the bearer token is invalid, expired or revoked",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 401
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "forbidden",
+                     *       "message": "this route needs an account token",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 403
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no such store or record (a record of another store is reported the same way) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "not_found",
+                     *       "message": "profile not found",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 404
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a field is missing, unknown or invalid; `validation_errors` names each */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "validation_failed",
+                     *       "message": "email: invalid_email",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 422,
+                     *       "validation_errors": [
+                     *         {
+                     *           "error": "invalid_email",
+                     *           "field": "email"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     audiences_removeSubscriber: {
         parameters: {
             query?: never;
@@ -5630,6 +6049,349 @@ export interface operations {
                     /**
                      * @example {
                      *       "error": "invalid_types",
+                     *       "message": "email: invalid_email",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 422,
+                     *       "validation_errors": [
+                     *         {
+                     *           "error": "invalid_email",
+                     *           "field": "email"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    start_import: {
+        parameters: {
+            query?: {
+                /** @description `csv` or `ndjson`; by default from the Content-Type (`text/csv`, `application/x-ndjson`). */
+                format?: components["schemas"]["ImportFormat"];
+                /** @description Validate and count only; nothing is written. */
+                dry_run?: boolean;
+                /** @description `update` (default) or `skip` a row whose email is a profile already. */
+                on_existing?: components["schemas"]["OnExisting"];
+                /**
+                 * @description CSV only: JSON `{"columns": {"<header>": "email" | "status" | "<taxonomy>.<field>" |
+                 *     "audience:<key>" | "consent_at" | "consent_source" | "ignore"}}` for headers that are
+                 *     not already named so.
+                 */
+                mapping?: string;
+            };
+            header?: never;
+            path: {
+                storeId: string;
+            };
+            cookie?: never;
+        };
+        /** @description The file. */
+        requestBody: {
+            content: {
+                "application/x-ndjson": string;
+                "text/csv": string;
+            };
+        };
+        responses: {
+            /** @description accepted */
+            202: {
+                headers: {
+                    location?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ImportJob"];
+                };
+            };
+            /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "invalid_json",
+                     *       "message": "the body is not valid JSON: expected value at line 1 column 1",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 400
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unauthorized",
+                     *       "message": "the bearer token is invalid, expired or revoked",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 401
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "forbidden",
+                     *       "message": "this route needs an account token",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 403
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no such store or record (a record of another store is reported the same way) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "not_found",
+                     *       "message": "profile not found",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 404
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the body is larger than 1 MiB */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "payload_too_large",
+                     *       "message": "the request body is larger than 1 MiB",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 413
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the body is not JSON (`content-type: application/json`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unsupported_media_type",
+                     *       "message": "send a JSON body with content-type: application/json",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 415
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a field is missing, unknown or invalid; `validation_errors` names each */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "validation_failed",
+                     *       "message": "email: invalid_email",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 422,
+                     *       "validation_errors": [
+                     *         {
+                     *           "error": "invalid_email",
+                     *           "field": "email"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_import: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                storeId: string;
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ImportJob"];
+                };
+            };
+            /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unauthorized",
+                     *       "message": "the bearer token is invalid, expired or revoked",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 401
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "forbidden",
+                     *       "message": "this route needs an account token",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 403
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no such store or record (a record of another store is reported the same way) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "not_found",
+                     *       "message": "profile not found",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 404
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    import_errors: {
+        parameters: {
+            query?: {
+                /** @description 1–200, default 50. */
+                limit?: number;
+                /** @description The `cursor` of the previous page. */
+                cursor?: string;
+            };
+            header?: never;
+            path: {
+                storeId: string;
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Paged_RowError"];
+                };
+            };
+            /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unauthorized",
+                     *       "message": "the bearer token is invalid, expired or revoked",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 401
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "forbidden",
+                     *       "message": "this route needs an account token",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 403
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no such store or record (a record of another store is reported the same way) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "not_found",
+                     *       "message": "profile not found",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 404
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a field is missing, unknown or invalid; `validation_errors` names each */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "validation_failed",
                      *       "message": "email: invalid_email",
                      *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
                      *       "status_code": 422,
@@ -6727,6 +7489,112 @@ export interface operations {
                      *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
                      *       "retry_after": 42,
                      *       "status_code": 429
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    export_profiles: {
+        parameters: {
+            query?: {
+                /** @description `ndjson` (default) or `csv`. */
+                format?: components["schemas"]["ExportFormat"];
+                query?: string;
+                /** @description JSON-encoded `TaxonomyQuery[]`. */
+                taxonomy_query?: string;
+                status?: components["schemas"]["Status"];
+                /** @description A segment's id or key; its filters are used (422 `conflicts_with_filters` with others). */
+                segment?: string;
+            };
+            header?: never;
+            path: {
+                storeId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description the rows */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/x-ndjson": string;
+                    "text/csv": string;
+                };
+            };
+            /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unauthorized",
+                     *       "message": "the bearer token is invalid, expired or revoked",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 401
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "forbidden",
+                     *       "message": "this route needs an account token",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 403
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no such store or record (a record of another store is reported the same way): unknown segment */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "not_found",
+                     *       "message": "profile not found",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 404
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a field is missing, unknown or invalid; `validation_errors` names each */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "validation_failed",
+                     *       "message": "email: invalid_email",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 422,
+                     *       "validation_errors": [
+                     *         {
+                     *           "error": "invalid_email",
+                     *           "field": "email"
+                     *         }
+                     *       ]
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorBody"];
@@ -7983,6 +8851,796 @@ export interface operations {
                      *       "message": "profile not found",
                      *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
                      *       "status_code": 404
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_segments: {
+        parameters: {
+            query?: {
+                /** @description 1–200, default 50. */
+                limit?: number;
+                /** @description The `cursor` of the previous page. */
+                cursor?: string;
+            };
+            header?: never;
+            path: {
+                storeId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Paged_Segment"];
+                };
+            };
+            /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unauthorized",
+                     *       "message": "the bearer token is invalid, expired or revoked",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 401
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "forbidden",
+                     *       "message": "this route needs an account token",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 403
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no such store or record (a record of another store is reported the same way) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "not_found",
+                     *       "message": "profile not found",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 404
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a field is missing, unknown or invalid; `validation_errors` names each */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "validation_failed",
+                     *       "message": "email: invalid_email",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 422,
+                     *       "validation_errors": [
+                     *         {
+                     *           "error": "invalid_email",
+                     *           "field": "email"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    create_segment: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                storeId: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateSegment"];
+            };
+        };
+        responses: {
+            /** @description created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Segment"];
+                };
+            };
+            /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "invalid_json",
+                     *       "message": "the body is not valid JSON: expected value at line 1 column 1",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 400
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unauthorized",
+                     *       "message": "the bearer token is invalid, expired or revoked",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 401
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "forbidden",
+                     *       "message": "this route needs an account token",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 403
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no such store or record (a record of another store is reported the same way) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "not_found",
+                     *       "message": "profile not found",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 404
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the request conflicts with the stored state: key_taken */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "key_taken",
+                     *       "message": "another audience of this store has this key",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 409
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the body is larger than 1 MiB */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "payload_too_large",
+                     *       "message": "the request body is larger than 1 MiB",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 413
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the body is not JSON (`content-type: application/json`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unsupported_media_type",
+                     *       "message": "send a JSON body with content-type: application/json",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 415
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a field is missing, unknown or invalid; `validation_errors` names each */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "validation_failed",
+                     *       "message": "email: invalid_email",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 422,
+                     *       "validation_errors": [
+                     *         {
+                     *           "error": "invalid_email",
+                     *           "field": "email"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_segment: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                storeId: string;
+                /** @description id or key */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Segment"];
+                };
+            };
+            /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unauthorized",
+                     *       "message": "the bearer token is invalid, expired or revoked",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 401
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "forbidden",
+                     *       "message": "this route needs an account token",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 403
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no such store or record (a record of another store is reported the same way) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "not_found",
+                     *       "message": "profile not found",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 404
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    update_segment: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                storeId: string;
+                /** @description id or key */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["UpdateSegment"];
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Segment"];
+                };
+            };
+            /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "invalid_json",
+                     *       "message": "the body is not valid JSON: expected value at line 1 column 1",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 400
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unauthorized",
+                     *       "message": "the bearer token is invalid, expired or revoked",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 401
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "forbidden",
+                     *       "message": "this route needs an account token",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 403
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no such store or record (a record of another store is reported the same way) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "not_found",
+                     *       "message": "profile not found",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 404
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the request conflicts with the stored state: key_taken */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "key_taken",
+                     *       "message": "another audience of this store has this key",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 409
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the body is larger than 1 MiB */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "payload_too_large",
+                     *       "message": "the request body is larger than 1 MiB",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 413
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the body is not JSON (`content-type: application/json`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unsupported_media_type",
+                     *       "message": "send a JSON body with content-type: application/json",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 415
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a field is missing, unknown or invalid; `validation_errors` names each */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "validation_failed",
+                     *       "message": "email: invalid_email",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 422,
+                     *       "validation_errors": [
+                     *         {
+                     *           "error": "invalid_email",
+                     *           "field": "email"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    delete_segment: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                storeId: string;
+                /** @description id or key */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Deleted"];
+                };
+            };
+            /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unauthorized",
+                     *       "message": "the bearer token is invalid, expired or revoked",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 401
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "forbidden",
+                     *       "message": "this route needs an account token",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 403
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no such store or record (a record of another store is reported the same way) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "not_found",
+                     *       "message": "profile not found",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 404
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    segment_count: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                storeId: string;
+                /** @description id or key */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SegmentCount"];
+                };
+            };
+            /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unauthorized",
+                     *       "message": "the bearer token is invalid, expired or revoked",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 401
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "forbidden",
+                     *       "message": "this route needs an account token",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 403
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no such store or record (a record of another store is reported the same way) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "not_found",
+                     *       "message": "profile not found",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 404
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a field is missing, unknown or invalid; `validation_errors` names each */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "validation_failed",
+                     *       "message": "email: invalid_email",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 422,
+                     *       "validation_errors": [
+                     *         {
+                     *           "error": "invalid_email",
+                     *           "field": "email"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    segment_profiles: {
+        parameters: {
+            query?: {
+                limit?: number;
+                cursor?: string;
+                sort_field?: components["schemas"]["SortField"];
+                sort_direction?: components["schemas"]["SortDirection"];
+            };
+            header?: never;
+            path: {
+                storeId: string;
+                /** @description id or key */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Paged_Profile"];
+                };
+            };
+            /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unauthorized",
+                     *       "message": "the bearer token is invalid, expired or revoked",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 401
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "forbidden",
+                     *       "message": "this route needs an account token",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 403
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no such store or record (a record of another store is reported the same way) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "not_found",
+                     *       "message": "profile not found",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 404
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a field is missing, unknown or invalid; `validation_errors` names each */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "validation_failed",
+                     *       "message": "email: invalid_email",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 422,
+                     *       "validation_errors": [
+                     *         {
+                     *           "error": "invalid_email",
+                     *           "field": "email"
+                     *         }
+                     *       ]
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorBody"];
