@@ -240,6 +240,19 @@ const OPERATION_IDS: &[(&str, &str)] = &[
     ("rotate_webhook_secret", "webhooks_rotateSecret"),
     ("list_deliveries", "webhooks_getDeliveries"),
     ("retry_delivery", "webhooks_retryDelivery"),
+    ("list_consents", "profiles_getConsents"),
+    ("export_profiles", "profiles_exportMany"),
+    ("export_subscribers", "audiences_exportSubscribers"),
+    ("create_segment", "segments_create"),
+    ("list_segments", "segments_find"),
+    ("get_segment", "segments_get"),
+    ("update_segment", "segments_update"),
+    ("delete_segment", "segments_delete"),
+    ("segment_profiles", "segments_getProfiles"),
+    ("segment_count", "segments_count"),
+    ("start_import", "imports_start"),
+    ("get_import", "imports_get"),
+    ("import_errors", "imports_getErrors"),
 ];
 
 /// Resources in the order a reader meets them; operations last.

@@ -831,14 +831,25 @@ fn csv_code(e: &csv::Error) -> &'static str {
     }
 }
 
+/// Where an import job stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ImportStatus {
+    Running,
+    Completed,
+    Failed,
+    /// The server running it stopped (its heartbeat is a minute old): run the same file again.
+    Interrupted,
+}
+
 /// An import job's view: counts so far and where it stands.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ImportJob {
     pub id: Uuid,
     pub store_id: Uuid,
-    /// `running`, `completed`, `failed`, or `interrupted` (the server running it stopped; run
-    /// the same file again: rows already imported are matched by email).
-    pub status: String,
+    /// `interrupted`: the server running it stopped; run the same file again (rows already
+    /// imported are matched by email).
+    pub status: ImportStatus,
     pub format: ImportFormat,
     pub dry_run: bool,
     pub on_existing: OnExisting,
@@ -1047,7 +1058,12 @@ fn view(job: crate::repo::ImportJobRow, errors: Vec<RowError>) -> ImportJob {
         errors_url: format!("/v1/stores/{}/imports/{}/errors", job.store_id, job.id),
         id: job.id,
         store_id: job.store_id,
-        status: if stale { "interrupted".into() } else { job.status },
+        status: match job.status.as_str() {
+            _ if stale => ImportStatus::Interrupted,
+            "completed" => ImportStatus::Completed,
+            "failed" => ImportStatus::Failed,
+            _ => ImportStatus::Running,
+        },
         format: if job.format == "csv" { ImportFormat::Csv } else { ImportFormat::Ndjson },
         dry_run: job.dry_run,
         on_existing: if job.on_existing == "skip" { OnExisting::Skip } else { OnExisting::Update },

@@ -748,7 +748,7 @@ export function createClient(options: ClientOptions): StoreCrmClient {
       return op("audiences_unsubscribe", "none", "POST", "/audiences/unsubscribe", { body });
     },
     exportSubscribers: (args) =>
-      download<ExportedSubscriber>("export_subscribers", () => {
+      download<ExportedSubscriber>("audiences_exportSubscribers", () => {
         const id = required(normalize(args), "id", "audiences.exportSubscribers");
         const query = normalize(args, ["id"]);
         return { p: exportRequest(`/audiences/${seg(id)}/subscribers/export`, query), format: formatOf(query) };
@@ -769,30 +769,30 @@ export function createClient(options: ClientOptions): StoreCrmClient {
     create: async (args) => {
       const body = encodeTaxonomyQuery(normalize(args));
       required(body, "key", "segments.create");
-      return op("create_segment", "admin", "POST", "/segments", { body });
+      return op("segments_create", "admin", "POST", "/segments", { body });
     },
     get: async (args) => {
       const id = required(normalize(args), "id", "segments.get");
-      return op("get_segment", "admin", "GET", `/segments/${seg(id)}`);
+      return op("segments_get", "admin", "GET", `/segments/${seg(id)}`);
     },
-    find: async (args) => op("list_segments", "admin", "GET", "/segments", { query: normalize(args) }),
+    find: async (args) => op("segments_find", "admin", "GET", "/segments", { query: normalize(args) }),
     update: async (args) => {
       const id = required(normalize(args), "id", "segments.update");
-      return op("update_segment", "admin", "PUT", `/segments/${seg(id)}`, { body: encodeTaxonomyQuery(normalize(args, ["id"])) });
+      return op("segments_update", "admin", "PUT", `/segments/${seg(id)}`, { body: encodeTaxonomyQuery(normalize(args, ["id"])) });
     },
     delete: async (args) => {
       const id = required(normalize(args), "id", "segments.delete");
-      return op("delete_segment", "admin", "DELETE", `/segments/${seg(id)}`);
+      return op("segments_delete", "admin", "DELETE", `/segments/${seg(id)}`);
     },
     profiles: async (args) => {
       const id = required(normalize(args), "id", "segments.profiles");
-      return op("segment_profiles", "admin", "GET", `/segments/${seg(id)}/profiles`, {
+      return op("segments_getProfiles", "admin", "GET", `/segments/${seg(id)}/profiles`, {
         query: sortFieldOf(normalize(args, ["id"])),
       });
     },
     count: async (args) => {
       const id = required(normalize(args), "id", "segments.count");
-      return op("segment_count", "admin", "GET", `/segments/${seg(id)}/count`);
+      return op("segments_count", "admin", "GET", `/segments/${seg(id)}/count`);
     },
   };
 
@@ -810,11 +810,11 @@ export function createClient(options: ClientOptions): StoreCrmClient {
     },
     get: async (args) => {
       const id = required(normalize(args), "id", "imports.get");
-      return opAs<ImportJob>("get_import", "admin", "GET", `/imports/${seg(id)}`);
+      return opAs<ImportJob>("imports_get", "admin", "GET", `/imports/${seg(id)}`);
     },
     errors: async (args) => {
       const id = required(normalize(args), "id", "imports.errors");
-      return op("import_errors", "admin", "GET", `/imports/${seg(id)}/errors`, { query: normalize(args, ["id"]) });
+      return op("imports_getErrors", "admin", "GET", `/imports/${seg(id)}/errors`, { query: normalize(args, ["id"]) });
     },
     wait: async (args) => {
       const id = required(normalize(args), "id", "imports.wait");
@@ -973,10 +973,10 @@ export function createClient(options: ClientOptions): StoreCrmClient {
     },
     getConsents: async (args) => {
       const id = required(normalize(args), "id", "getConsents");
-      return op("list_consents", "admin", "GET", `/profiles/${seg(id)}/consents`, { query: normalize(args, ["id"]) });
+      return op("profiles_getConsents", "admin", "GET", `/profiles/${seg(id)}/consents`, { query: normalize(args, ["id"]) });
     },
     exportProfiles: (args) =>
-      download<ExportedProfile>("export_profiles", () => {
+      download<ExportedProfile>("profiles_exportMany", () => {
         const query = normalize(args);
         return { p: exportRequest("/profiles/export", query), format: formatOf(query) };
       }),

@@ -349,9 +349,9 @@ type TaxonomyQueryArg = {
   taxonomyQuery?: TaxonomyQuery[] | string | null;
 };
 
-export type CreateSegmentArgs = Omit<JsonBody<"create_segment">, "taxonomy_query"> & TaxonomyQueryArg;
+export type CreateSegmentArgs = Omit<JsonBody<"segments_create">, "taxonomy_query"> & TaxonomyQueryArg;
 /** Absent fields stay; `null` clears a filter. */
-export type UpdateSegmentArgs = IdArgs & Omit<JsonBody<"update_segment">, "taxonomy_query"> & TaxonomyQueryArg;
+export type UpdateSegmentArgs = IdArgs & Omit<JsonBody<"segments_update">, "taxonomy_query"> & TaxonomyQueryArg;
 
 export interface SegmentProfilesArgs extends IdArgs {
   /** 1–200, default 50. */

@@ -401,7 +401,7 @@ export interface paths {
          *     as NDJSON or CSV with the columns `profile_id,email,subscription_id,status,source,price_id,
          *     start_date,end_date,confirmed_at,cancelled_at,created_at,updated_at`.
          */
-        get: operations["export_subscribers"];
+        get: operations["audiences_exportSubscribers"];
         put?: never;
         post?: never;
         delete?: never;
@@ -520,7 +520,7 @@ export interface paths {
          *     be read is answered at once (422). Running the same file again is safe: profiles are matched
          *     by email, and a subscription is only created where the profile has none.
          */
-        post: operations["start_import"];
+        post: operations["imports_start"];
         delete?: never;
         options?: never;
         head?: never;
@@ -538,7 +538,7 @@ export interface paths {
          * An import job: status (`running`, `completed`, `failed`, `interrupted`), progress, counts
          *     and the first row errors.
          */
-        get: operations["get_import"];
+        get: operations["imports_get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -555,7 +555,7 @@ export interface paths {
             cookie?: never;
         };
         /** Every row error of an import (up to 10,000), in row order. */
-        get: operations["import_errors"];
+        get: operations["imports_getErrors"];
         put?: never;
         post?: never;
         delete?: never;
@@ -727,7 +727,7 @@ export interface paths {
          *     (columns `id,email,status,verified,created_at,updated_at`, then `<taxonomy>.<field>` per
          *     field; `docs/data.md`). Oldest profile first.
          */
-        get: operations["export_profiles"];
+        get: operations["profiles_exportMany"];
         put?: never;
         post?: never;
         delete?: never;
@@ -806,7 +806,7 @@ export interface paths {
          * The profile's consent ledger, oldest record first: every subscribe, confirmation,
          *     unsubscribe, admin change, import, payment, merge and expiry of its subscriptions.
          */
-        get: operations["list_consents"];
+        get: operations["profiles_getConsents"];
         put?: never;
         post?: never;
         delete?: never;
@@ -919,10 +919,10 @@ export interface paths {
             cookie?: never;
         };
         /** The store's segments, oldest first. */
-        get: operations["list_segments"];
+        get: operations["segments_find"];
         put?: never;
         /** Save a segment: `find`'s filters under a key. */
-        post: operations["create_segment"];
+        post: operations["segments_create"];
         delete?: never;
         options?: never;
         head?: never;
@@ -937,12 +937,12 @@ export interface paths {
             cookie?: never;
         };
         /** One segment, by id or key. */
-        get: operations["get_segment"];
+        get: operations["segments_get"];
         /** Change a segment; absent fields stay, `null` clears a filter. */
-        put: operations["update_segment"];
+        put: operations["segments_update"];
         post?: never;
         /** Delete a segment (its profiles stay: a segment stores only filters). */
-        delete: operations["delete_segment"];
+        delete: operations["segments_delete"];
         options?: never;
         head?: never;
         patch?: never;
@@ -956,7 +956,7 @@ export interface paths {
             cookie?: never;
         };
         /** How many profiles the segment matches now. */
-        get: operations["segment_count"];
+        get: operations["segments_count"];
         put?: never;
         post?: never;
         delete?: never;
@@ -973,7 +973,7 @@ export interface paths {
             cookie?: never;
         };
         /** The profiles the segment matches now, paged like `find`. */
-        get: operations["segment_profiles"];
+        get: operations["segments_getProfiles"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1572,10 +1572,10 @@ export interface components {
             /** Format: int64 */
             skipped: number;
             /**
-             * @description `running`, `completed`, `failed`, or `interrupted` (the server running it stopped; run
-             *     the same file again: rows already imported are matched by email).
+             * @description `interrupted`: the server running it stopped; run the same file again (rows already
+             *     imported are matched by email).
              */
-            status: string;
+            status: components["schemas"]["ImportStatus"];
             /** Format: uuid */
             store_id: string;
             /** Format: int64 */
@@ -1583,6 +1583,11 @@ export interface components {
             /** Format: int64 */
             updated: number;
         };
+        /**
+         * @description Where an import job stands.
+         * @enum {string}
+         */
+        ImportStatus: "running" | "completed" | "failed" | "interrupted";
         LinkOrder: {
             /** @description ISO 4217, e.g. `EUR`. */
             currency?: string | null;
@@ -5066,7 +5071,7 @@ export interface operations {
             };
         };
     };
-    export_subscribers: {
+    audiences_exportSubscribers: {
         parameters: {
             query?: {
                 /** @description `ndjson` (default) or `csv`. */
@@ -6065,7 +6070,7 @@ export interface operations {
             };
         };
     };
-    start_import: {
+    imports_start: {
         parameters: {
             query?: {
                 /** @description `csv` or `ndjson`; by default from the Content-Type (`text/csv`, `application/x-ndjson`). */
@@ -6232,7 +6237,7 @@ export interface operations {
             };
         };
     };
-    get_import: {
+    imports_get: {
         parameters: {
             query?: never;
             header?: never;
@@ -6306,7 +6311,7 @@ export interface operations {
             };
         };
     };
-    import_errors: {
+    imports_getErrors: {
         parameters: {
             query?: {
                 /** @description 1–200, default 50. */
@@ -7496,7 +7501,7 @@ export interface operations {
             };
         };
     };
-    export_profiles: {
+    profiles_exportMany: {
         parameters: {
             query?: {
                 /** @description `ndjson` (default) or `csv`. */
@@ -8049,7 +8054,7 @@ export interface operations {
             };
         };
     };
-    list_consents: {
+    profiles_getConsents: {
         parameters: {
             query?: {
                 /** @description 1–200, default 50. */
@@ -8858,7 +8863,7 @@ export interface operations {
             };
         };
     };
-    list_segments: {
+    segments_find: {
         parameters: {
             query?: {
                 /** @description 1–200, default 50. */
@@ -8959,7 +8964,7 @@ export interface operations {
             };
         };
     };
-    create_segment: {
+    segments_create: {
         parameters: {
             query?: never;
             header?: never;
@@ -9127,7 +9132,7 @@ export interface operations {
             };
         };
     };
-    get_segment: {
+    segments_get: {
         parameters: {
             query?: never;
             header?: never;
@@ -9202,7 +9207,7 @@ export interface operations {
             };
         };
     };
-    update_segment: {
+    segments_update: {
         parameters: {
             query?: never;
             header?: never;
@@ -9372,7 +9377,7 @@ export interface operations {
             };
         };
     };
-    delete_segment: {
+    segments_delete: {
         parameters: {
             query?: never;
             header?: never;
@@ -9447,7 +9452,7 @@ export interface operations {
             };
         };
     };
-    segment_count: {
+    segments_count: {
         parameters: {
             query?: never;
             header?: never;
@@ -9545,7 +9550,7 @@ export interface operations {
             };
         };
     };
-    segment_profiles: {
+    segments_getProfiles: {
         parameters: {
             query?: {
                 limit?: number;
