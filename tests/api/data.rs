@@ -560,6 +560,14 @@ async fn csv_import_with_dry_run_row_errors_and_re_runs(app: &TestApp) {
     assert!(fields.contains(&("vip".into(), json!(true))), "{fields:?}");
     assert!(fields.contains(&("age".into(), json!(33.0))) || fields.contains(&("age".into(), json!(33))), "{fields:?}");
     assert!(fields.contains(&("tags".into(), json!(["red", "blue"]))), "{fields:?}");
+    // The search text follows the rewritten values.
+    let (_, by_tag) = app.get(&admin.store("/profiles?query=blue"), Some(&admin.token)).await;
+    assert_eq!(emails(&by_tag), ["a@x.example"]);
+    import(app, &admin, "", "text/csv", "email,traits.tags\na@x.example,green\n").await;
+    let (_, by_tag) = app.get(&admin.store("/profiles?query=blue"), Some(&admin.token)).await;
+    assert!(emails(&by_tag).is_empty());
+    let (_, by_tag) = app.get(&admin.store("/profiles?query=green"), Some(&admin.token)).await;
+    assert_eq!(emails(&by_tag), ["a@x.example"]);
 }
 
 async fn imports_refuse_what_they_cannot_read(app: &TestApp) {
