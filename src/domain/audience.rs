@@ -24,6 +24,7 @@ pub fn key_error(key: &str) -> Option<&'static str> {
 pub struct PriceInterval {
     /// `month` or `year`.
     pub period: String,
+    #[serde(deserialize_with = "super::whole_u32")]
     pub count: u32,
 }
 
@@ -46,8 +47,9 @@ pub struct Price {
     /// ISO 4217, upper-cased.
     pub currency: String,
     /// Minor units.
+    #[serde(deserialize_with = "super::whole_i64")]
     pub amount: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "super::opt_whole_i64", skip_serializing_if = "Option::is_none")]
     pub compare_at: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<PriceInterval>,

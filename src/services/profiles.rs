@@ -53,11 +53,13 @@ pub struct UpdateProfile {
 pub struct LinkOrder {
     #[serde(alias = "orderId")]
     pub order_id: String,
+    #[serde(default, deserialize_with = "crate::domain::opt_whole_i64")]
     pub total: Option<i64>,
     /// ISO 4217, e.g. `EUR`.
     pub currency: Option<String>,
     pub status: Option<String>,
     #[serde(alias = "placedAt")]
+    #[serde(default, deserialize_with = "crate::domain::opt_whole_i64")]
     pub placed_at: Option<i64>,
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
