@@ -25,6 +25,7 @@ pub struct FindProfiles {
     pub query: Option<String>,
     /// JSON-encoded `TaxonomyQuery[]`; all filters and fields are AND-ed.
     pub taxonomy_query: Option<String>,
+    /// Only profiles of this status; profiles of every status when absent.
     pub status: Option<Status>,
     /// 1–200, default 50.
     #[param(minimum = 1, maximum = 200, default = 50)]

@@ -267,7 +267,7 @@ export interface paths {
          *     it names the store and the audience and has one button that POSTs the token. A GET never
          *     confirms (mail scanners open links).
          */
-        get: operations["confirm_page"];
+        get: operations["audiences_confirmPage"];
         put?: never;
         /**
          * Confirm a double opt-in with the single-use token from the mail, as JSON, or as the hosted
@@ -291,7 +291,7 @@ export interface paths {
          * The hosted unsubscribe page that every mail's `unsubscribe_url` links: one button that POSTs
          *     the token. A GET never unsubscribes.
          */
-        get: operations["unsubscribe_page"];
+        get: operations["audiences_unsubscribePage"];
         put?: never;
         /**
          * Unsubscribe with the token of a mail's link: in the JSON body, in `?token=`, as the RFC 8058
@@ -703,7 +703,7 @@ export interface paths {
          * The profile's consent ledger, oldest record first: every subscribe, confirmation,
          *     unsubscribe, admin change, import, payment, merge and expiry of its subscriptions.
          */
-        get: operations["list_consents"];
+        get: operations["profiles_getConsents"];
         put?: never;
         post?: never;
         delete?: never;
@@ -870,6 +870,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
+        /** One webhook endpoint (its secret is not shown again). */
         get: operations["webhooks_get"];
         /** Change an endpoint; `status: active` re-enables one disabled after days of failures. */
         put: operations["webhooks_update"];
@@ -949,8 +950,8 @@ export interface components {
         AccessDenied: "not_subscribed" | "pending" | "cancelled" | "expired" | "verification_required";
         AccessResponse: {
             has_access: boolean;
-            reason?: components["schemas"]["AccessDenied"] | null;
-            subscription?: components["schemas"]["Subscription"] | null;
+            reason?: components["schemas"]["AccessDenied"];
+            subscription?: components["schemas"]["Subscription"];
         };
         Account: {
             /** Format: int64 */
@@ -975,8 +976,11 @@ export interface components {
             /** Format: int64 */
             refresh_expires_at: number;
             refresh_token: string;
-            /** @description Always `Bearer`. */
-            token_type: string;
+            /**
+             * @description Always `Bearer`.
+             * @enum {string}
+             */
+            token_type: "Bearer";
         };
         AddSubscriber: {
             /** Format: uuid */
@@ -993,22 +997,22 @@ export interface components {
             /** Format: uuid */
             id: string;
             /** Format: int64 */
-            last_used_at?: number | null;
+            last_used_at: number | null;
             name: string;
             /** @description The first characters of the key, to recognise it. */
             prefix: string;
             /** Format: int64 */
-            revoked_at?: number | null;
+            revoked_at: number | null;
         };
         Audience: {
             /** Format: uuid */
-            confirm_template_id?: string | null;
+            confirm_template_id: string | null;
             /** Format: int64 */
             created_at: number;
             /** Format: uuid */
             id: string;
             key: string;
-            name?: string | null;
+            name: string | null;
             status: components["schemas"]["Status"];
             /** Format: uuid */
             store_id: string;
@@ -1030,6 +1034,15 @@ export interface components {
             /** @enum {string} */
             type: "paid";
         };
+        /** @description `{"type": "standard"}` | `{"type": "paid", "prices": [...]}`; the bare string `"standard"` is accepted. */
+        AudienceTypeInput: "standard" | {
+            /** @enum {string} */
+            type: "standard";
+        } | {
+            prices: components["schemas"]["PriceInput"][];
+            /** @enum {string} */
+            type: "paid";
+        };
         /** @description A profile session's tokens. `id` is the session id (the `tokenId` of the revoke routes). */
         AuthToken: {
             /** Format: int64 */
@@ -1046,8 +1059,11 @@ export interface components {
             /** Format: int64 */
             refresh_expires_at: number;
             refresh_token: string;
-            /** @description Always `Bearer`. */
-            token_type: string;
+            /**
+             * @description Always `Bearer`.
+             * @enum {string}
+             */
+            token_type: "Bearer";
         };
         /** @description A live session, without its tokens. */
         AuthTokenInfo: {
@@ -1060,7 +1076,7 @@ export interface components {
             last_used_at: number;
             /** Format: int64 */
             refresh_expires_at: number;
-            user_agent?: string | null;
+            user_agent: string | null;
         };
         CodeSent: {
             /** @description Always true for a valid email, whether or not a profile has it. */
@@ -1087,28 +1103,28 @@ export interface components {
              * Format: uuid
              * @description The double opt-in mail the subscriber confirmed, or that a subscribe queued.
              */
-            confirm_mail_id?: string | null;
+            confirm_mail_id: string | null;
             /** Format: uuid */
             id: string;
             /**
              * @description The caller's address: `203.0.113.0/24` (IPv4) or `2001:db8:1::/48` (IPv6) unless the
              *     store keeps full addresses (`consent_full_ip`).
              */
-            ip?: string | null;
+            ip: string | null;
             /** Format: uuid */
             profile_id: string;
             /** @description Where, in words: an import's source column, the Stripe event, the merge. */
-            source?: string | null;
+            source: string | null;
             /** @description The subscription's status after the change. */
             status: components["schemas"]["SubscriptionStatus"];
             /** Format: uuid */
             subscription_id: string;
-            user_agent?: string | null;
+            user_agent: string | null;
             /**
              * @description SHA-256 (hex) of the wording agreed to: the subscribe's `consent_text`, or the
              *     confirmation mail's text with its one-time link replaced by `{{ confirm_url }}`.
              */
-            wording_hash?: string | null;
+            wording_hash: string | null;
         };
         /**
          * @description What changed a subscription, as the consent ledger records it.
@@ -1127,11 +1143,12 @@ export interface components {
             /** @description 1–64 of `[A-Za-z0-9_-]`, unique per store. */
             key: string;
             name?: string | null;
-            type?: components["schemas"]["AudienceType"] | null;
+            type?: components["schemas"]["AudienceTypeInput"] | null;
         };
         CreateProfile: {
+            /** Format: email */
             email: string;
-            taxonomies?: components["schemas"]["TaxonomyEntry"][];
+            taxonomies?: components["schemas"]["TaxonomyEntryInput"][];
         };
         CreateStore: {
             name: string;
@@ -1141,7 +1158,7 @@ export interface components {
             key: string;
             /** Format: uuid */
             parent_id?: string | null;
-            schema: components["schemas"]["FieldDef"][];
+            schema: components["schemas"]["FieldDefInput"][];
             status?: components["schemas"]["Status"] | null;
         };
         /**
@@ -1151,13 +1168,13 @@ export interface components {
          */
         CreateTemplate: {
             body: string;
-            from_email?: string | null;
+            from_email?: ((string | unknown | unknown) | null) | unknown | unknown;
             /** @description At most 200 characters. */
-            from_name?: string | null;
+            from_name?: ((string | unknown | unknown) | null) | unknown | unknown;
             /** @description 1–64 of `[A-Za-z0-9_-]`, unique per store. */
             key: string;
             preheader?: string | null;
-            reply_to?: string | null;
+            reply_to?: ((string | unknown | unknown) | null) | unknown | unknown;
             status?: components["schemas"]["Status"] | null;
             /** @description At most 998 characters. */
             subject: string;
@@ -1166,9 +1183,12 @@ export interface components {
         CreateWebhook: {
             description?: string | null;
             /** @description Event types, or `"*"` for every type. */
-            events: string[];
+            events: components["schemas"]["EventFilter"][];
             status?: components["schemas"]["EndpointStatus"] | null;
-            /** @description https (http to private addresses only with `WEBHOOKS_ALLOW_PRIVATE=true`). */
+            /**
+             * Format: uri
+             * @description https (http to private addresses only with `WEBHOOKS_ALLOW_PRIVATE=true`).
+             */
             url: string;
         };
         /** @description The only time the secret `key` is shown. */
@@ -1191,14 +1211,14 @@ export interface components {
             /** Format: int64 */
             created_at: number;
             /** Format: int64 */
-            delivered_at?: number | null;
+            delivered_at: number | null;
             /** Format: uuid */
             event_id: string;
             event_type: components["schemas"]["EventType"];
             /** Format: uuid */
             id: string;
             /** Format: int64 */
-            next_attempt_at?: number | null;
+            next_attempt_at: number | null;
             /** @description `pending` (due at `next_attempt_at`), `delivered`, or `failed` after the last retry. */
             status: components["schemas"]["DeliveryStatus"];
         };
@@ -1210,12 +1230,12 @@ export interface components {
             attempt: number;
             /** Format: int64 */
             duration_ms: number;
-            error?: string | null;
+            error: string | null;
             /**
              * Format: int64
              * @description The receiver's answer, when it answered.
              */
-            status_code?: number | null;
+            status_code: number | null;
         };
         /**
          * @description One event's delivery to one endpoint.
@@ -1223,6 +1243,7 @@ export interface components {
          */
         DeliveryStatus: "pending" | "delivered" | "failed";
         EmailRequest: {
+            /** Format: email */
             email: string;
         };
         EmailTemplate: {
@@ -1230,21 +1251,21 @@ export interface components {
             body: string;
             /** Format: int64 */
             created_at: number;
-            from_email?: string | null;
-            from_name?: string | null;
+            from_email: string | null;
+            from_name: string | null;
             /** Format: uuid */
             id: string;
             key: string;
             /** @description Inbox preview text, sent as a hidden span at the top of the body. */
-            preheader?: string | null;
-            reply_to?: string | null;
+            preheader: string | null;
+            reply_to: string | null;
             status: components["schemas"]["Status"];
             /** Format: uuid */
             store_id: string;
             /** @description One line; placeholders are not HTML-escaped, line breaks are removed. */
             subject: string;
             /** @description Plain-text part; when null it is derived from the rendered body. */
-            text_body?: string | null;
+            text_body: string | null;
             /** Format: int64 */
             updated_at: number;
         };
@@ -1259,9 +1280,15 @@ export interface components {
             type: components["schemas"]["FieldType"];
             value: components["schemas"]["FieldValue"];
         };
+        /** @description `value`: text → `[string]`, number → number, boolean → bool, geo_location → `{lat, lon, label?}`. */
+        EntryFieldInput: {
+            key: string;
+            type: components["schemas"]["FieldType"];
+            value: components["schemas"]["FieldValueInput"];
+        };
         /** @description The JSON body of every error response. */
         ErrorBody: {
-            /** @description Stable snake_case code, e.g. `not_found`. */
+            /** @description A stable snake_case code (the document's `info.x-error-codes` says when each is answered): 400: `invalid_json`; 400: `invalid_body`; 400: `invalid_token`; 400: `invalid_signature`, `timestamp_out_of_tolerance`, `invalid_event`; 400: `bad_request`; 401: `unauthorized`; 401: `invalid_credentials`; 401: `invalid_refresh_token`, `refresh_token_reused`; 401: `invalid_code`; 403: `forbidden`; 403: `verification_required`; 404: `not_found`; 405: `method_not_allowed`; 408: `request_timeout`; 409: `email_taken`; 409: `key_taken`; 409: `audience_archived`; 409: `already_unsubscribed`; 409: `order_linked_elsewhere`; 409: `too_many_webhooks`; 409: `delivery_in_progress`, `not_failed`; 409: `concurrent_change`, `conflict`; 413: `payload_too_large`; 415: `unsupported_media_type`; 422: `validation_failed`; 429: `rate_limited`; 502: `payment_provider_error`; 503: `payments_not_configured`; 503: `database_unavailable`, `contention`, `not_ready`; 500: `internal_error`. */
             error: string;
             message: string;
             request_id: string;
@@ -1269,11 +1296,11 @@ export interface components {
              * Format: int64
              * @description Seconds to wait; present on 429 only.
              */
-            retry_after?: number | null;
+            retry_after?: number;
             /** Format: int32 */
             status_code: number;
             /** @description Present on 422 only. */
-            validation_errors?: components["schemas"]["FieldError"][] | null;
+            validation_errors?: components["schemas"]["FieldError"][];
         };
         /** @description Something that happened in a store (CONTRACT §9.1): what the feed lists and a webhook carries. */
         Event: {
@@ -1291,12 +1318,50 @@ export interface components {
             type: components["schemas"]["EventType"];
         };
         /**
+         * @description An event type, or `*` for every type.
+         * @enum {string}
+         */
+        EventFilter: "*" | "profile.created" | "profile.updated" | "profile.verified" | "profile.merged" | "profile.erased" | "subscription.created" | "subscription.activated" | "subscription.cancellation_scheduled" | "subscription.cancelled" | "subscription.expired" | "order.linked";
+        /**
          * @description What an event says happened (CONTRACT §9.1).
          * @enum {string}
          */
-        EventType: "profile_created" | "profile_updated" | "profile_verified" | "profile_merged" | "profile_erased" | "subscription_created" | "subscription_activated" | "subscription_cancellation_scheduled" | "subscription_cancelled" | "subscription_expired" | "order_linked";
+        EventType: "profile.created" | "profile.updated" | "profile.verified" | "profile.merged" | "profile.erased" | "subscription.created" | "subscription.activated" | "subscription.cancellation_scheduled" | "subscription.cancelled" | "subscription.expired" | "order.linked";
         /** @description One field of a taxonomy's schema. */
         FieldDef: {
+            key: string;
+            /** @description Text only: the allowed values. */
+            options?: string[];
+            /** @enum {string} */
+            type: "text";
+        } | {
+            key: string;
+            /** Format: double */
+            max?: number;
+            /**
+             * Format: double
+             * @description Number only: inclusive bounds.
+             */
+            min?: number;
+            /** @enum {string} */
+            type: "number";
+        } | {
+            key: string;
+            /** @enum {string} */
+            type: "boolean";
+        } | {
+            key: string;
+            /** @enum {string} */
+            type: "geo_location";
+        };
+        /** @description One field of a taxonomy's schema. */
+        FieldDefInput: {
+            key: string;
+            /** @description Text only: the allowed values. */
+            options?: string[] | null;
+            /** @enum {string} */
+            type: "text";
+        } | {
             key: string;
             /** Format: double */
             max?: number | null;
@@ -1305,20 +1370,31 @@ export interface components {
              * @description Number only: inclusive bounds.
              */
             min?: number | null;
-            /** @description Text only: the allowed values. */
-            options?: string[] | null;
-            type: components["schemas"]["FieldType"];
+            /** @enum {string} */
+            type: "number";
+        } | {
+            key: string;
+            /** @enum {string} */
+            type: "boolean";
+        } | {
+            key: string;
+            /** @enum {string} */
+            type: "geo_location";
         };
         /** @description One field that failed validation. */
         FieldError: {
+            /** @description A stable snake_case code: `required`, `unknown_field`, `invalid_text`, `invalid_characters`, `invalid_type`, `invalid_value`, `invalid_length`, `invalid_json`, `too_long`, `too_short`, `too_many`, `out_of_range`, `not_finite`, `invalid_email`, `invalid_url`, `invalid_origin`, `https_required`, `unresolvable_host`, `private_address`, `origin_not_allowed`, `invalid_key`, `reserved_key`, `invalid_code_format`, `invalid_cursor`, `cursor_mismatch`, `invalid_ids`, `invalid_types`, `unknown_taxonomy`, `unknown_template`, `unknown_price`, `type_mismatch`, `option_not_allowed`, `too_many_values`, `expected_pair`, `invalid_range`, `duplicate_taxonomy`, `duplicate_field`, `invalid_options`, `only_for_text`, `only_for_number`, `greater_than_max`, `duplicate_key`, `too_many_fields`, `too_many_filters`, `invalid_currency`, `invalid_interval`, `below_amount`, `duplicate_id`, `price_not_on_stripe`, `only_for_paid`, `type_immutable`, `email_required`, `same_as_target`, `invalid_template`, `render_failed`. */
             error: string;
             field: string;
         };
         FieldQuery: {
-            center?: components["schemas"]["GeoPoint"] | null;
+            center?: components["schemas"]["GeoPointInput"] | null;
             key: string;
-            /** @description text: `in` (default), `all`; number: `eq` (default), `ne`, `gt`, `gte`, `lt`, `lte`, `between`. */
-            operation?: string | null;
+            /**
+             * @description text: `in` (default), `all`; number: `eq` (default), `ne`, `gt`, `gte`, `lt`, `lte`, `between`.
+             * @enum {string|null}
+             */
+            operation?: "in" | "all" | "eq" | "ne" | "gt" | "gte" | "lt" | "lte" | "between" | null;
             /**
              * Format: double
              * @description geo_location: kilometres.
@@ -1338,8 +1414,25 @@ export interface components {
          *     ]
          */
         FieldValue: string[] | number | boolean | components["schemas"]["GeoPoint"];
+        /**
+         * @description An entry field's value, by the field's type: text → `["a", "b"]`, number → `4.5`,
+         *     boolean → `true`, geo_location → `{"lat", "lon", "label"?}`. (Documentation: the value is
+         *     checked against the field's definition, not parsed into this type.)
+         * @example [
+         *       "gold"
+         *     ]
+         */
+        FieldValueInput: string[] | number | boolean | components["schemas"]["GeoPointInput"];
         /** @description A geographic point; `label` is free text. */
         GeoPoint: {
+            label?: string;
+            /** Format: double */
+            lat: number;
+            /** Format: double */
+            lon: number;
+        };
+        /** @description A geographic point; `label` is free text. */
+        GeoPointInput: {
             label?: string | null;
             /** Format: double */
             lat: number;
@@ -1351,7 +1444,10 @@ export interface components {
             status: string;
         };
         LinkOrder: {
-            /** @description ISO 4217, e.g. `EUR`. */
+            /**
+             * @description ISO 4217, e.g. `EUR`.
+             * @example EUR
+             */
             currency?: string | null;
             metadata?: Record<string, never> | null;
             order_id: string;
@@ -1365,6 +1461,7 @@ export interface components {
             logged_out: boolean;
         };
         LoginRequest: {
+            /** Format: email */
             email: string;
             password: string;
         };
@@ -1378,19 +1475,19 @@ export interface components {
             /** Format: int64 */
             created_at: number;
             /** Format: int64 */
-            failed_at?: number | null;
+            failed_at: number | null;
             /** Format: uuid */
             id: string;
             kind: components["schemas"]["MailKind"];
             /** @description The last failure's answer from the mail server. */
-            last_error?: string | null;
+            last_error: string | null;
             /**
              * Format: int64
              * @description When a queued mail is tried next.
              */
-            next_attempt_at?: number | null;
+            next_attempt_at: number | null;
             /** Format: int64 */
-            sent_at?: number | null;
+            sent_at: number | null;
             status: components["schemas"]["MailStatus"];
             subject: string;
             /** @description The recipient's address. */
@@ -1435,322 +1532,89 @@ export interface components {
         Order: {
             /** Format: int64 */
             created_at: number;
-            currency?: string | null;
+            currency: string | null;
             metadata: Record<string, never>;
             order_id: string;
             /** Format: int64 */
-            placed_at?: number | null;
+            placed_at: number | null;
             /** Format: uuid */
             profile_id: string;
-            status?: string | null;
+            status: string | null;
             /**
              * Format: int64
              * @description Minor units.
              */
-            total?: number | null;
+            total: number | null;
         };
         /** @description A page of a list; `cursor` is null on the last page. */
         Paged_ApiKey: {
-            cursor?: string | null;
-            items: {
-                /** Format: int64 */
-                created_at: number;
-                /** Format: uuid */
-                id: string;
-                /** Format: int64 */
-                last_used_at?: number | null;
-                name: string;
-                /** @description The first characters of the key, to recognise it. */
-                prefix: string;
-                /** Format: int64 */
-                revoked_at?: number | null;
-            }[];
+            cursor: string | null;
+            items: components["schemas"]["ApiKey"][];
         };
         /** @description A page of a list; `cursor` is null on the last page. */
         Paged_Audience: {
-            cursor?: string | null;
-            items: {
-                /** Format: uuid */
-                confirm_template_id?: string | null;
-                /** Format: int64 */
-                created_at: number;
-                /** Format: uuid */
-                id: string;
-                key: string;
-                name?: string | null;
-                status: components["schemas"]["Status"];
-                /** Format: uuid */
-                store_id: string;
-                /**
-                 * Format: int64
-                 * @description Active and cancellation-scheduled subscriptions.
-                 */
-                subscriber_count: number;
-                type: components["schemas"]["AudienceType"];
-                /** Format: int64 */
-                updated_at: number;
-            }[];
+            cursor: string | null;
+            items: components["schemas"]["Audience"][];
         };
         /** @description A page of a list; `cursor` is null on the last page. */
         Paged_AuthTokenInfo: {
-            cursor?: string | null;
-            items: {
-                /** Format: int64 */
-                created_at: number;
-                /** Format: uuid */
-                id: string;
-                is_verified: boolean;
-                /** Format: int64 */
-                last_used_at: number;
-                /** Format: int64 */
-                refresh_expires_at: number;
-                user_agent?: string | null;
-            }[];
+            cursor: string | null;
+            items: components["schemas"]["AuthTokenInfo"][];
         };
         /** @description A page of a list; `cursor` is null on the last page. */
         Paged_Consent: {
-            cursor?: string | null;
-            items: {
-                action: components["schemas"]["ConsentAction"];
-                /**
-                 * Format: int64
-                 * @description When it happened (unix seconds); for an import, when the file says the consent was given.
-                 */
-                at: number;
-                /** Format: uuid */
-                audience_id: string;
-                /**
-                 * Format: uuid
-                 * @description The double opt-in mail the subscriber confirmed, or that a subscribe queued.
-                 */
-                confirm_mail_id?: string | null;
-                /** Format: uuid */
-                id: string;
-                /**
-                 * @description The caller's address: `203.0.113.0/24` (IPv4) or `2001:db8:1::/48` (IPv6) unless the
-                 *     store keeps full addresses (`consent_full_ip`).
-                 */
-                ip?: string | null;
-                /** Format: uuid */
-                profile_id: string;
-                /** @description Where, in words: an import's source column, the Stripe event, the merge. */
-                source?: string | null;
-                /** @description The subscription's status after the change. */
-                status: components["schemas"]["SubscriptionStatus"];
-                /** Format: uuid */
-                subscription_id: string;
-                user_agent?: string | null;
-                /**
-                 * @description SHA-256 (hex) of the wording agreed to: the subscribe's `consent_text`, or the
-                 *     confirmation mail's text with its one-time link replaced by `{{ confirm_url }}`.
-                 */
-                wording_hash?: string | null;
-            }[];
+            cursor: string | null;
+            items: components["schemas"]["Consent"][];
         };
         /** @description A page of a list; `cursor` is null on the last page. */
         Paged_Delivery: {
-            cursor?: string | null;
-            items: {
-                /** @description Oldest first. */
-                attempts: components["schemas"]["DeliveryAttempt"][];
-                /** Format: int64 */
-                created_at: number;
-                /** Format: int64 */
-                delivered_at?: number | null;
-                /** Format: uuid */
-                event_id: string;
-                event_type: components["schemas"]["EventType"];
-                /** Format: uuid */
-                id: string;
-                /** Format: int64 */
-                next_attempt_at?: number | null;
-                /** @description `pending` (due at `next_attempt_at`), `delivered`, or `failed` after the last retry. */
-                status: components["schemas"]["DeliveryStatus"];
-            }[];
+            cursor: string | null;
+            items: components["schemas"]["Delivery"][];
         };
         /** @description A page of a list; `cursor` is null on the last page. */
         Paged_EmailTemplate: {
-            cursor?: string | null;
-            items: {
-                /** @description HTML; placeholders are HTML-escaped (`{{ x|safe }}` opts out). */
-                body: string;
-                /** Format: int64 */
-                created_at: number;
-                from_email?: string | null;
-                from_name?: string | null;
-                /** Format: uuid */
-                id: string;
-                key: string;
-                /** @description Inbox preview text, sent as a hidden span at the top of the body. */
-                preheader?: string | null;
-                reply_to?: string | null;
-                status: components["schemas"]["Status"];
-                /** Format: uuid */
-                store_id: string;
-                /** @description One line; placeholders are not HTML-escaped, line breaks are removed. */
-                subject: string;
-                /** @description Plain-text part; when null it is derived from the rendered body. */
-                text_body?: string | null;
-                /** Format: int64 */
-                updated_at: number;
-            }[];
+            cursor: string | null;
+            items: components["schemas"]["EmailTemplate"][];
         };
         /** @description A page of a list; `cursor` is null on the last page. */
         Paged_Event: {
-            cursor?: string | null;
-            items: {
-                /** Format: int64 */
-                created_at: number;
-                /**
-                 * @description `{"object": ...}`: the object as the API answered it at that moment (`profile.merged`:
-                 *     `{target_id, source_id}`; `profile.erased`: `{id}`).
-                 */
-                data: Record<string, never>;
-                /** Format: uuid */
-                id: string;
-                /** Format: uuid */
-                store_id: string;
-                type: components["schemas"]["EventType"];
-            }[];
+            cursor: string | null;
+            items: components["schemas"]["Event"][];
         };
         /** @description A page of a list; `cursor` is null on the last page. */
         Paged_Mail: {
-            cursor?: string | null;
-            items: {
-                /**
-                 * Format: int64
-                 * @description Failed delivery attempts so far.
-                 */
-                attempts: number;
-                /** Format: int64 */
-                created_at: number;
-                /** Format: int64 */
-                failed_at?: number | null;
-                /** Format: uuid */
-                id: string;
-                kind: components["schemas"]["MailKind"];
-                /** @description The last failure's answer from the mail server. */
-                last_error?: string | null;
-                /**
-                 * Format: int64
-                 * @description When a queued mail is tried next.
-                 */
-                next_attempt_at?: number | null;
-                /** Format: int64 */
-                sent_at?: number | null;
-                status: components["schemas"]["MailStatus"];
-                subject: string;
-                /** @description The recipient's address. */
-                to: string;
-            }[];
+            cursor: string | null;
+            items: components["schemas"]["Mail"][];
         };
         /** @description A page of a list; `cursor` is null on the last page. */
         Paged_MemberStore: {
-            cursor?: string | null;
-            items: (components["schemas"]["Store"] & {
-                role: components["schemas"]["Role"];
-            })[];
+            cursor: string | null;
+            items: components["schemas"]["MemberStore"][];
         };
         /** @description A page of a list; `cursor` is null on the last page. */
         Paged_Order: {
-            cursor?: string | null;
-            items: {
-                /** Format: int64 */
-                created_at: number;
-                currency?: string | null;
-                metadata: Record<string, never>;
-                order_id: string;
-                /** Format: int64 */
-                placed_at?: number | null;
-                /** Format: uuid */
-                profile_id: string;
-                status?: string | null;
-                /**
-                 * Format: int64
-                 * @description Minor units.
-                 */
-                total?: number | null;
-            }[];
+            cursor: string | null;
+            items: components["schemas"]["Order"][];
         };
         /** @description A page of a list; `cursor` is null on the last page. */
         Paged_Profile: {
-            cursor?: string | null;
-            items: {
-                auth_tokens: components["schemas"]["AuthTokenInfo"][];
-                /** Format: int64 */
-                created_at: number;
-                email?: string | null;
-                /** Format: uuid */
-                id: string;
-                promo_usage: components["schemas"]["PromoUsage"][];
-                status: components["schemas"]["Status"];
-                /** Format: uuid */
-                store_id: string;
-                taxonomies: components["schemas"]["TaxonomyEntry"][];
-                /** Format: int64 */
-                updated_at: number;
-                verification_codes: components["schemas"]["VerificationCodeInfo"][];
-                verified: boolean;
-            }[];
+            cursor: string | null;
+            items: components["schemas"]["Profile"][];
         };
         /** @description A page of a list; `cursor` is null on the last page. */
         Paged_SubscriberView: {
-            cursor?: string | null;
-            items: {
-                email?: string | null;
-                /** Format: uuid */
-                profile_id: string;
-                source: components["schemas"]["SubscriptionSource"];
-                status: components["schemas"]["SubscriptionStatus"];
-                /** Format: int64 */
-                subscribed_at: number;
-            }[];
+            cursor: string | null;
+            items: components["schemas"]["SubscriberView"][];
         };
         /** @description A page of a list; `cursor` is null on the last page. */
         Paged_Taxonomy: {
-            cursor?: string | null;
-            items: {
-                /** Format: int64 */
-                created_at: number;
-                /** Format: uuid */
-                id: string;
-                key: string;
-                /** Format: uuid */
-                parent_id?: string | null;
-                schema: components["schemas"]["FieldDef"][];
-                status: components["schemas"]["Status"];
-                /** Format: uuid */
-                store_id: string;
-                /** Format: int64 */
-                updated_at: number;
-            }[];
+            cursor: string | null;
+            items: components["schemas"]["Taxonomy"][];
         };
         /** @description A page of a list; `cursor` is null on the last page. */
         Paged_Webhook: {
-            cursor?: string | null;
-            items: {
-                /** Format: int64 */
-                created_at: number;
-                description?: string | null;
-                /** @description Event types, or `"*"`. */
-                events: string[];
-                /**
-                 * Format: int64
-                 * @description Since when every attempt has failed (none while it delivers); 5 days of it disable it.
-                 */
-                failing_since?: number | null;
-                /** Format: uuid */
-                id: string;
-                /**
-                 * Format: int64
-                 * @description Until then the previous secret signs too (24 h after a rotation).
-                 */
-                previous_secret_until?: number | null;
-                status: components["schemas"]["EndpointStatus"];
-                /** Format: int64 */
-                updated_at: number;
-                url: string;
-            }[];
+            cursor: string | null;
+            items: components["schemas"]["Webhook"][];
         };
         Preview: {
             html: string;
@@ -1775,8 +1639,29 @@ export interface components {
              */
             amount: number;
             /** Format: int64 */
+            compare_at?: number;
+            /**
+             * @description ISO 4217, upper-cased.
+             * @example EUR
+             */
+            currency: string;
+            id: string;
+            interval?: components["schemas"]["PriceInterval"];
+            providers: components["schemas"]["PriceProvider"][];
+        };
+        /** @description A price of a paid audience. `id` is generated when omitted. */
+        PriceInput: {
+            /**
+             * Format: int64
+             * @description Minor units.
+             */
+            amount: number;
+            /** Format: int64 */
             compare_at?: number | null;
-            /** @description ISO 4217, upper-cased. */
+            /**
+             * @description ISO 4217, upper-cased.
+             * @example EUR
+             */
             currency: string;
             id?: string;
             interval?: components["schemas"]["PriceInterval"] | null;
@@ -1785,20 +1670,26 @@ export interface components {
         PriceInterval: {
             /** Format: int32 */
             count: number;
-            /** @description `month` or `year`. */
-            period: string;
+            /**
+             * @description `month` or `year`.
+             * @enum {string}
+             */
+            period: "month" | "year";
         };
         PriceProvider: {
             /** @description The provider's price id, e.g. Stripe's `price_...`. */
             id: string;
-            /** @description `stripe`. */
-            type: string;
+            /**
+             * @description `stripe`.
+             * @enum {string}
+             */
+            type: "stripe";
         };
         Profile: {
             auth_tokens: components["schemas"]["AuthTokenInfo"][];
             /** Format: int64 */
             created_at: number;
-            email?: string | null;
+            email: string | null;
             /** Format: uuid */
             id: string;
             promo_usage: components["schemas"]["PromoUsage"][];
@@ -1864,8 +1755,8 @@ export interface components {
             allowed_origins: string[];
             /** Format: int64 */
             created_at: number;
-            from_email?: string | null;
-            from_name?: string | null;
+            from_email: string | null;
+            from_name: string | null;
             /** Format: uuid */
             id: string;
             name: string;
@@ -1873,8 +1764,12 @@ export interface components {
             updated_at: number;
         };
         SubscribeRequest: {
+            /** Format: uri */
             cancel_url?: string | null;
-            /** @description Required for double opt-in audiences: the storefront page that POSTs the token to `/audiences/confirm`. */
+            /**
+             * Format: uri
+             * @description Required for double opt-in audiences: the storefront page that POSTs the token to `/audiences/confirm`.
+             */
             confirm_url?: string | null;
             /**
              * @description The wording the shopper agreed to (the sign-up form's text, at most 10,000 characters):
@@ -1884,14 +1779,15 @@ export interface components {
             price_id?: string | null;
             /** Format: uuid */
             profile_id: string;
+            /** Format: uri */
             success_url?: string | null;
         };
         SubscribeResponse: {
-            checkout_url?: string | null;
+            checkout_url?: string;
             subscription: components["schemas"]["SubscriptionView"];
         };
         SubscriberView: {
-            email?: string | null;
+            email: string | null;
             /** Format: uuid */
             profile_id: string;
             source: components["schemas"]["SubscriptionSource"];
@@ -1903,26 +1799,26 @@ export interface components {
             /** Format: uuid */
             audience_id: string;
             /** Format: int64 */
-            cancelled_at?: number | null;
+            cancelled_at: number | null;
             /** Format: int64 */
-            confirmed_at?: number | null;
+            confirmed_at: number | null;
             /** Format: int64 */
             created_at: number;
             /** Format: int64 */
-            end_date?: number | null;
+            end_date: number | null;
             /** Format: uuid */
             id: string;
             /**
              * @description `{provider: {type, customer_id, subscription_id, price_id, checkout_session_id}}` for paid
              *     subscriptions; the Stripe customer and subscription ids arrive with the checkout webhook.
              */
-            payment?: Record<string, never> | null;
-            price_id?: string | null;
+            payment: Record<string, never> | null;
+            price_id: string | null;
             /** Format: uuid */
             profile_id: string;
             source: components["schemas"]["SubscriptionSource"];
             /** Format: int64 */
-            start_date?: number | null;
+            start_date: number | null;
             status: components["schemas"]["SubscriptionStatus"];
             /** Format: uuid */
             store_id: string;
@@ -1963,7 +1859,7 @@ export interface components {
             id: string;
             key: string;
             /** Format: uuid */
-            parent_id?: string | null;
+            parent_id: string | null;
             schema: components["schemas"]["FieldDef"][];
             status: components["schemas"]["Status"];
             /** Format: uuid */
@@ -1974,6 +1870,12 @@ export interface components {
         /** @description A profile's values for one taxonomy. */
         TaxonomyEntry: {
             fields: components["schemas"]["EntryField"][];
+            /** Format: uuid */
+            taxonomy_id: string;
+        };
+        /** @description A profile's values for one taxonomy. */
+        TaxonomyEntryInput: {
+            fields: components["schemas"]["EntryFieldInput"][];
             /** Format: uuid */
             taxonomy_id: string;
         };
@@ -1997,23 +1899,25 @@ export interface components {
             key?: string | null;
             name?: string | null;
             /** @description Paid audiences only. */
-            prices?: components["schemas"]["Price"][] | null;
+            prices?: components["schemas"]["PriceInput"][] | null;
             status?: components["schemas"]["Status"] | null;
-            type?: components["schemas"]["AudienceType"] | null;
+            type?: components["schemas"]["AudienceTypeInput"] | null;
         };
         /**
          * @description Absent fields stay. `taxonomies` replaces all entries. A changed email is no longer verified;
          *     `email: null` removes it.
          */
         UpdateProfile: {
+            /** Format: email */
             email?: string | null;
             status?: components["schemas"]["Status"] | null;
-            taxonomies?: components["schemas"]["TaxonomyEntry"][] | null;
+            taxonomies?: components["schemas"]["TaxonomyEntryInput"][] | null;
         };
         /** @description Settings to change; absent fields stay, `null` clears `from_email` / `from_name`. */
         UpdateStore: {
             /** @description Browser origins, `https://shop.example.com`. */
             allowed_origins?: string[] | null;
+            /** Format: email */
             from_email?: string | null;
             from_name?: string | null;
             name?: string | null;
@@ -2023,17 +1927,17 @@ export interface components {
             key?: string | null;
             /** Format: uuid */
             parent_id?: string | null;
-            schema?: components["schemas"]["FieldDef"][] | null;
+            schema?: components["schemas"]["FieldDefInput"][] | null;
             status?: components["schemas"]["Status"] | null;
         };
         /** @description Absent fields stay; `null` clears an optional field. */
         UpdateTemplate: {
             body?: string | null;
-            from_email?: string | null;
-            from_name?: string | null;
+            from_email?: ((string | unknown | unknown) | null) | unknown | unknown;
+            from_name?: ((string | unknown | unknown) | null) | unknown | unknown;
             key?: string | null;
             preheader?: string | null;
-            reply_to?: string | null;
+            reply_to?: ((string | unknown | unknown) | null) | unknown | unknown;
             status?: components["schemas"]["Status"] | null;
             subject?: string | null;
             text_body?: string | null;
@@ -2044,8 +1948,9 @@ export interface components {
          */
         UpdateWebhook: {
             description?: string | null;
-            events?: string[] | null;
+            events?: components["schemas"]["EventFilter"][] | null;
             status?: components["schemas"]["EndpointStatus"] | null;
+            /** Format: uri */
             url?: string | null;
         };
         /** @description A magic code, without the code. */
@@ -2063,27 +1968,28 @@ export interface components {
         VerifyRequest: {
             /** @description The 6-digit code from the mail. */
             code: string;
+            /** Format: email */
             email: string;
         };
         /** @description A webhook endpoint. Its signing secret is shown only by create and rotate-secret. */
         Webhook: {
             /** Format: int64 */
             created_at: number;
-            description?: string | null;
+            description: string | null;
             /** @description Event types, or `"*"`. */
             events: string[];
             /**
              * Format: int64
              * @description Since when every attempt has failed (none while it delivers); 5 days of it disable it.
              */
-            failing_since?: number | null;
+            failing_since: number | null;
             /** Format: uuid */
             id: string;
             /**
              * Format: int64
              * @description Until then the previous secret signs too (24 h after a rotation).
              */
-            previous_secret_until?: number | null;
+            previous_secret_until: number | null;
             status: components["schemas"]["EndpointStatus"];
             /** Format: int64 */
             updated_at: number;
@@ -2103,7 +2009,14 @@ export interface components {
     responses: never;
     parameters: never;
     requestBodies: never;
-    headers: never;
+    headers: {
+        /** @description The request's id: the one the client sent in `x-request-id`, or a new UUIDv7. Quote it when reporting a problem; the server logs under it. */
+        RequestId: string;
+        /** @description Seconds to wait before trying again (also `retry_after` in the body). */
+        RetryAfter: number;
+        /** @description `Bearer`: the route wants a bearer credential. */
+        WwwAuthenticate: "Bearer";
+    };
     pathItems: never;
 }
 export type $defs = Record<string, never>;
@@ -2120,9 +2033,15 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "status": "text"
+                     *     }
+                     */
                     "application/json": components["schemas"]["Health"];
                 };
             };
@@ -2140,6 +2059,7 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2160,15 +2080,22 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "status": "text"
+                     *     }
+                     */
                     "application/json": components["schemas"]["Health"];
                 };
             };
             /** @description not available now: the database is unreachable, or concurrent changes kept winning; retry: database unreachable */
             503: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2194,6 +2121,12 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "email": "ann@example.com",
+                 *       "password": "correct horse battery staple"
+                 *     }
+                 */
                 "application/json": components["schemas"]["LoginRequest"];
             };
         };
@@ -2201,15 +2134,29 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "access_expires_at": 1764000000,
+                     *       "access_token": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIwMTkyZjRhMSJ9.c2lnbmF0dXJl",
+                     *       "account_id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "created_at": 1764000000,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "refresh_expires_at": 1764000000,
+                     *       "refresh_token": "Yq3v9x0b4n8s2k7d1f6h5j0l3p9r2t4w8z1c6e0g5i7",
+                     *       "token_type": "Bearer"
+                     *     }
+                     */
                     "application/json": components["schemas"]["AccountToken"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2227,6 +2174,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`): invalid_credentials */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2244,6 +2193,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2261,6 +2211,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2278,6 +2229,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2301,6 +2253,8 @@ export interface operations {
             /** @description too many requests: wait `retry_after` seconds (also in `Retry-After`): rate_limited; `retry_after` seconds, also in `Retry-After` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["RetryAfter"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2330,15 +2284,23 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "logged_out": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["LoggedOut"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2356,6 +2318,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2384,15 +2347,42 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "account": {
+                     *         "created_at": 1764000000,
+                     *         "email": "bob@example.com",
+                     *         "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *         "updated_at": 1764000000
+                     *       },
+                     *       "stores": [
+                     *         {
+                     *           "allowed_origins": [
+                     *             "text"
+                     *           ],
+                     *           "created_at": 1764000000,
+                     *           "from_email": "news@shop.example",
+                     *           "from_name": "Weekly news",
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "name": "Weekly news",
+                     *           "role": "owner",
+                     *           "updated_at": 1764000000
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Me"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2410,6 +2400,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2435,6 +2426,11 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "refresh_token": "Yq3v9x0b4n8s2k7d1f6h5j0l3p9r2t4w8z1c6e0g5i7"
+                 *     }
+                 */
                 "application/json": components["schemas"]["RefreshRequest"];
             };
         };
@@ -2442,15 +2438,29 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "access_expires_at": 1764000000,
+                     *       "access_token": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIwMTkyZjRhMSJ9.c2lnbmF0dXJl",
+                     *       "account_id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "created_at": 1764000000,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "refresh_expires_at": 1764000000,
+                     *       "refresh_token": "Yq3v9x0b4n8s2k7d1f6h5j0l3p9r2t4w8z1c6e0g5i7",
+                     *       "token_type": "Bearer"
+                     *     }
+                     */
                     "application/json": components["schemas"]["AccountToken"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2468,6 +2478,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`): invalid_refresh_token or refresh_token_reused */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2485,6 +2497,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2502,6 +2515,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2519,6 +2533,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2554,6 +2569,7 @@ export interface operations {
         /** @description a Stripe event, verbatim */
         requestBody: {
             content: {
+                /** @example {} */
                 "application/json": Record<string, never>;
             };
         };
@@ -2561,15 +2577,23 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "duplicate": true,
+                     *       "received": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["WebhookAck"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired: invalid_signature, timestamp_out_of_tolerance, invalid_json or invalid_event */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2587,6 +2611,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2604,6 +2629,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2621,6 +2647,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2644,6 +2671,7 @@ export interface operations {
             /** @description not available now: the database is unreachable, or concurrent changes kept winning; retry: payments_not_configured */
             503: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2677,15 +2705,37 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "cursor": null,
+                     *       "items": [
+                     *         {
+                     *           "allowed_origins": [
+                     *             "text"
+                     *           ],
+                     *           "created_at": 1764000000,
+                     *           "from_email": "news@shop.example",
+                     *           "from_name": "Weekly news",
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "name": "Weekly news",
+                     *           "role": "owner",
+                     *           "updated_at": 1764000000
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Paged_MemberStore"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2703,6 +2753,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2720,6 +2771,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2751,6 +2803,11 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "name": "Ann's shop"
+                 *     }
+                 */
                 "application/json": components["schemas"]["CreateStore"];
             };
         };
@@ -2758,15 +2815,30 @@ export interface operations {
             /** @description created */
             201: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "allowed_origins": [
+                     *         "text"
+                     *       ],
+                     *       "created_at": 1764000000,
+                     *       "from_email": "news@shop.example",
+                     *       "from_name": "Weekly news",
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "name": "Weekly news",
+                     *       "updated_at": 1764000000
+                     *     }
+                     */
                     "application/json": components["schemas"]["Store"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2784,6 +2856,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2801,6 +2875,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2818,6 +2893,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2835,6 +2911,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2852,6 +2929,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2888,15 +2966,31 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "allowed_origins": [
+                     *         "text"
+                     *       ],
+                     *       "created_at": 1764000000,
+                     *       "from_email": "news@shop.example",
+                     *       "from_name": "Weekly news",
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "name": "Weekly news",
+                     *       "updated_at": 1764000000
+                     *     }
+                     */
                     "application/json": components["schemas"]["Store"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2914,6 +3008,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2931,6 +3026,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2958,6 +3054,16 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "allowed_origins": [
+                 *         "https://shop.example",
+                 *         "https://*.shop.example"
+                 *       ],
+                 *       "from_email": "news@shop.example",
+                 *       "from_name": "Ann's shop"
+                 *     }
+                 */
                 "application/json": components["schemas"]["UpdateStore"];
             };
         };
@@ -2965,15 +3071,30 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "allowed_origins": [
+                     *         "text"
+                     *       ],
+                     *       "created_at": 1764000000,
+                     *       "from_email": "news@shop.example",
+                     *       "from_name": "Weekly news",
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "name": "Weekly news",
+                     *       "updated_at": 1764000000
+                     *     }
+                     */
                     "application/json": components["schemas"]["Store"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2991,6 +3112,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3008,6 +3131,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3025,6 +3149,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3042,6 +3167,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3059,6 +3185,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3076,6 +3203,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3117,15 +3245,33 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "cursor": null,
+                     *       "items": [
+                     *         {
+                     *           "created_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "last_used_at": 1764000000,
+                     *           "name": "Weekly news",
+                     *           "prefix": "sk_Xq3v9",
+                     *           "revoked_at": 1764000000
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Paged_ApiKey"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3143,6 +3289,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3160,6 +3307,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3169,6 +3317,30 @@ export interface operations {
                      *       "message": "profile not found",
                      *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
                      *       "status_code": 404
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a field is missing, unknown or invalid; `validation_errors` names each */
+            422: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "validation_failed",
+                     *       "message": "email: invalid_email",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 422,
+                     *       "validation_errors": [
+                     *         {
+                     *           "error": "invalid_email",
+                     *           "field": "email"
+                     *         }
+                     *       ]
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorBody"];
@@ -3187,6 +3359,11 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "name": "backend"
+                 *     }
+                 */
                 "application/json": components["schemas"]["CreateApiKey"];
             };
         };
@@ -3194,15 +3371,26 @@ export interface operations {
             /** @description created */
             201: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "created_at": 1764000000,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "key": "news",
+                     *       "name": "Weekly news",
+                     *       "prefix": "sk_Xq3v9"
+                     *     }
+                     */
                     "application/json": components["schemas"]["CreatedApiKey"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3220,6 +3408,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3237,6 +3427,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3254,6 +3445,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3271,6 +3463,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3288,6 +3481,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3305,6 +3499,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3342,15 +3537,23 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "deleted": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["Deleted"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3368,6 +3571,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3385,6 +3589,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3423,15 +3628,39 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "cursor": null,
+                     *       "items": [
+                     *         {
+                     *           "confirm_template_id": "0192f4a1-a2b3-7e44-9f10-2c3d4e5f6a7b",
+                     *           "created_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "key": "news",
+                     *           "name": "Weekly news",
+                     *           "status": "active",
+                     *           "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *           "subscriber_count": 3,
+                     *           "type": {
+                     *             "type": "standard"
+                     *           },
+                     *           "updated_at": 1764000000
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Paged_Audience"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3449,6 +3678,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3466,6 +3696,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3483,6 +3714,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3516,6 +3748,13 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "confirm_template_id": "0192f4a1-a2b3-7e44-9f10-2c3d4e5f6a7b",
+                 *       "key": "news",
+                 *       "name": "Weekly news"
+                 *     }
+                 */
                 "application/json": components["schemas"]["CreateAudience"];
             };
         };
@@ -3523,15 +3762,33 @@ export interface operations {
             /** @description created */
             201: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "confirm_template_id": "0192f4a1-a2b3-7e44-9f10-2c3d4e5f6a7b",
+                     *       "created_at": 1764000000,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "key": "news",
+                     *       "name": "Weekly news",
+                     *       "status": "active",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "subscriber_count": 3,
+                     *       "type": {
+                     *         "type": "standard"
+                     *       },
+                     *       "updated_at": 1764000000
+                     *     }
+                     */
                     "application/json": components["schemas"]["Audience"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3549,6 +3806,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3566,6 +3825,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3583,6 +3843,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3600,6 +3861,7 @@ export interface operations {
             /** @description the request conflicts with the stored state: key_taken */
             409: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3617,6 +3879,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3634,6 +3897,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3651,6 +3915,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each: invalid key, prices or unknown template */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3673,7 +3938,7 @@ export interface operations {
             };
         };
     };
-    confirm_page: {
+    audiences_confirmPage: {
         parameters: {
             query?: {
                 token?: string;
@@ -3689,6 +3954,7 @@ export interface operations {
             /** @description the page */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3698,10 +3964,35 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way): the page for an unknown, used or expired link */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
                     "text/html": string;
+                };
+            };
+            /** @description a field is missing, unknown or invalid; `validation_errors` names each */
+            422: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "validation_failed",
+                     *       "message": "email: invalid_email",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 422,
+                     *       "validation_errors": [
+                     *         {
+                     *           "error": "invalid_email",
+                     *           "field": "email"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
         };
@@ -3717,6 +4008,11 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "token": "AZLyoXo0fPqW3mJ8vK2nR5tY7uI9oP1aS4dF6gH8jK0"
+                 *     }
+                 */
                 "application/json": components["schemas"]["TokenRequest"];
                 "application/x-www-form-urlencoded": components["schemas"]["TokenRequest"];
             };
@@ -3725,15 +4021,38 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "confirmed": true,
+                     *       "subscription": {
+                     *         "audience_id": "0192f4a1-d8e9-7fa0-b1c2-d3e4f5a6b7c8",
+                     *         "cancelled_at": null,
+                     *         "confirmed_at": 1764000000,
+                     *         "created_at": 1764000000,
+                     *         "end_date": null,
+                     *         "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *         "payment": null,
+                     *         "price_id": null,
+                     *         "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d",
+                     *         "source": "signup",
+                     *         "start_date": 1764000000,
+                     *         "status": "pending",
+                     *         "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *         "updated_at": 1764000000
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["Confirmed"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired: invalid_token */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3751,6 +4070,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3768,6 +4088,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3785,6 +4106,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3802,6 +4124,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3824,7 +4147,7 @@ export interface operations {
             };
         };
     };
-    unsubscribe_page: {
+    audiences_unsubscribePage: {
         parameters: {
             query?: {
                 token?: string;
@@ -3840,6 +4163,7 @@ export interface operations {
             /** @description the page */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3849,10 +4173,35 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way): the page for a link that is not valid */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
                     "text/html": string;
+                };
+            };
+            /** @description a field is missing, unknown or invalid; `validation_errors` names each */
+            422: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "validation_failed",
+                     *       "message": "email: invalid_email",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 422,
+                     *       "validation_errors": [
+                     *         {
+                     *           "error": "invalid_email",
+                     *           "field": "email"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
         };
@@ -3871,6 +4220,11 @@ export interface operations {
         /** @description The token, unless it is in the query string. Mail clients send the RFC 8058 form. */
         requestBody?: {
             content: {
+                /**
+                 * @example {
+                 *       "token": "AZLyoXo0fPqW3mJ8vK2nR5tY7uI9oP1aS4dF6gH8jK0"
+                 *     }
+                 */
                 "application/json": components["schemas"]["TokenRequest"];
                 "application/x-www-form-urlencoded": components["schemas"]["OneClickForm"];
             };
@@ -3879,15 +4233,38 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "subscription": {
+                     *         "audience_id": "0192f4a1-d8e9-7fa0-b1c2-d3e4f5a6b7c8",
+                     *         "cancelled_at": null,
+                     *         "confirmed_at": 1764000000,
+                     *         "created_at": 1764000000,
+                     *         "end_date": null,
+                     *         "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *         "payment": null,
+                     *         "price_id": null,
+                     *         "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d",
+                     *         "source": "signup",
+                     *         "start_date": 1764000000,
+                     *         "status": "pending",
+                     *         "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *         "updated_at": 1764000000
+                     *       },
+                     *       "unsubscribed": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["Unsubscribed"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired: invalid_token */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3905,6 +4282,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3922,6 +4300,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3939,6 +4318,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3956,6 +4336,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3994,15 +4375,70 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "confirm_template_id": "0192f4a1-a2b3-7e44-9f10-2c3d4e5f6a7b",
+                     *       "created_at": 1764000000,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "key": "news",
+                     *       "name": "Weekly news",
+                     *       "status": "active",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "subscriber_count": 3,
+                     *       "type": {
+                     *         "type": "standard"
+                     *       },
+                     *       "updated_at": 1764000000
+                     *     }
+                     */
                     "application/json": components["schemas"]["Audience"];
+                };
+            };
+            /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
+            401: {
+                headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unauthorized",
+                     *       "message": "the bearer token is invalid, expired or revoked",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 401
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
+            403: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "forbidden",
+                     *       "message": "this route needs an account token",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 403
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4032,6 +4468,11 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "name": "The weekly news"
+                 *     }
+                 */
                 "application/json": components["schemas"]["UpdateAudience"];
             };
         };
@@ -4039,15 +4480,33 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "confirm_template_id": "0192f4a1-a2b3-7e44-9f10-2c3d4e5f6a7b",
+                     *       "created_at": 1764000000,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "key": "news",
+                     *       "name": "Weekly news",
+                     *       "status": "active",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "subscriber_count": 3,
+                     *       "type": {
+                     *         "type": "standard"
+                     *       },
+                     *       "updated_at": 1764000000
+                     *     }
+                     */
                     "application/json": components["schemas"]["Audience"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4065,6 +4524,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4082,6 +4543,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4099,6 +4561,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4116,6 +4579,7 @@ export interface operations {
             /** @description the request conflicts with the stored state */
             409: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4133,6 +4597,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4150,6 +4615,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4167,6 +4633,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each: type_immutable, ... */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4205,15 +4672,23 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "has_access": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["AccessResponse"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4231,6 +4706,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4248,6 +4724,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4277,6 +4754,12 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "confirm_url": "https://shop.example/newsletter/confirm",
+                 *       "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d"
+                 *     }
+                 */
                 "application/json": components["schemas"]["SubscribeRequest"];
             };
         };
@@ -4284,24 +4767,69 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "checkout_url": "https://checkout.stripe.com/c/pay/cs_test_a1b2c3",
+                     *       "subscription": {
+                     *         "audience_id": "0192f4a1-d8e9-7fa0-b1c2-d3e4f5a6b7c8",
+                     *         "cancelled_at": null,
+                     *         "confirmed_at": 1764000000,
+                     *         "created_at": 1764000000,
+                     *         "end_date": null,
+                     *         "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *         "payment": null,
+                     *         "price_id": null,
+                     *         "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d",
+                     *         "source": "signup",
+                     *         "start_date": 1764000000,
+                     *         "status": "pending",
+                     *         "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *         "updated_at": 1764000000
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["SubscribeResponse"];
                 };
             };
             /** @description created */
             201: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "checkout_url": "https://checkout.stripe.com/c/pay/cs_test_a1b2c3",
+                     *       "subscription": {
+                     *         "audience_id": "0192f4a1-d8e9-7fa0-b1c2-d3e4f5a6b7c8",
+                     *         "cancelled_at": null,
+                     *         "confirmed_at": 1764000000,
+                     *         "created_at": 1764000000,
+                     *         "end_date": null,
+                     *         "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *         "payment": null,
+                     *         "price_id": null,
+                     *         "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d",
+                     *         "source": "signup",
+                     *         "start_date": 1764000000,
+                     *         "status": "pending",
+                     *         "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *         "updated_at": 1764000000
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["SubscribeResponse"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4319,6 +4847,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4336,6 +4866,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4353,6 +4884,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4370,6 +4902,7 @@ export interface operations {
             /** @description the request conflicts with the stored state: audience_archived */
             409: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4387,6 +4920,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4404,6 +4938,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4421,6 +4956,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each: unknown_price, price_not_on_stripe, required, invalid_url, origin_not_allowed */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4444,6 +4980,8 @@ export interface operations {
             /** @description too many requests: wait `retry_after` seconds (also in `Retry-After`): rate_limited: too many confirmation mails to this address today */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["RetryAfter"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4462,6 +5000,7 @@ export interface operations {
             /** @description the payment provider failed or timed out; nothing was stored: payment_provider_error: Stripe failed or timed out */
             502: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4479,6 +5018,7 @@ export interface operations {
             /** @description not available now: the database is unreachable, or concurrent changes kept winning; retry: payments_not_configured */
             503: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4515,15 +5055,32 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "cursor": null,
+                     *       "items": [
+                     *         {
+                     *           "email": "bob@example.com",
+                     *           "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d",
+                     *           "source": "signup",
+                     *           "status": "pending",
+                     *           "subscribed_at": 1764000000
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Paged_SubscriberView"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4541,6 +5098,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4558,6 +5116,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4575,6 +5134,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4610,6 +5170,11 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d"
+                 *     }
+                 */
                 "application/json": components["schemas"]["AddSubscriber"];
             };
         };
@@ -4617,15 +5182,29 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "skipped": true,
+                     *       "subscriber": {
+                     *         "email": "bob@example.com",
+                     *         "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d",
+                     *         "source": "signup",
+                     *         "status": "pending",
+                     *         "subscribed_at": 1764000000
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["AddSubscriberResponse"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4643,6 +5222,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4660,6 +5241,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4677,6 +5259,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4694,6 +5277,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4711,6 +5295,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4728,6 +5313,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4767,15 +5353,23 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "deleted": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["Deleted"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4793,6 +5387,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4810,6 +5405,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4845,15 +5441,40 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "cursor": null,
+                     *       "items": [
+                     *         {
+                     *           "body": "text",
+                     *           "created_at": 1764000000,
+                     *           "from_email": "news@shop.example",
+                     *           "from_name": "Weekly news",
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "key": "news",
+                     *           "preheader": "text",
+                     *           "reply_to": "news@shop.example",
+                     *           "status": "active",
+                     *           "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *           "subject": "Confirm your subscription to Weekly news",
+                     *           "text_body": "text",
+                     *           "updated_at": 1764000000
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Paged_EmailTemplate"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4871,6 +5492,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4888,6 +5510,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4897,6 +5520,30 @@ export interface operations {
                      *       "message": "profile not found",
                      *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
                      *       "status_code": 404
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a field is missing, unknown or invalid; `validation_errors` names each */
+            422: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "validation_failed",
+                     *       "message": "email: invalid_email",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 422,
+                     *       "validation_errors": [
+                     *         {
+                     *           "error": "invalid_email",
+                     *           "field": "email"
+                     *         }
+                     *       ]
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorBody"];
@@ -4915,6 +5562,13 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "body": "<p>Hi {{ email }},</p><p><a href=\"{{ confirm_url }}\">Yes, subscribe me</a></p><p><a href=\"{{ unsubscribe_url }}\">Unsubscribe</a> - {{ store_name }}</p>",
+                 *       "key": "newsletter-confirm",
+                 *       "subject": "Confirm your subscription to {{ audience_name }}"
+                 *     }
+                 */
                 "application/json": components["schemas"]["CreateTemplate"];
             };
         };
@@ -4922,15 +5576,34 @@ export interface operations {
             /** @description created */
             201: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "body": "text",
+                     *       "created_at": 1764000000,
+                     *       "from_email": "news@shop.example",
+                     *       "from_name": "Weekly news",
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "key": "news",
+                     *       "preheader": "text",
+                     *       "reply_to": "news@shop.example",
+                     *       "status": "active",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "subject": "Confirm your subscription to Weekly news",
+                     *       "text_body": "text",
+                     *       "updated_at": 1764000000
+                     *     }
+                     */
                     "application/json": components["schemas"]["EmailTemplate"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4948,6 +5621,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4965,6 +5640,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4982,6 +5658,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4999,6 +5676,7 @@ export interface operations {
             /** @description the request conflicts with the stored state: key_taken */
             409: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5016,6 +5694,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5033,6 +5712,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5050,6 +5730,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each: invalid field, or a part that does not compile (invalid_template) */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5088,15 +5769,35 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "body": "text",
+                     *       "created_at": 1764000000,
+                     *       "from_email": "news@shop.example",
+                     *       "from_name": "Weekly news",
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "key": "news",
+                     *       "preheader": "text",
+                     *       "reply_to": "news@shop.example",
+                     *       "status": "active",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "subject": "Confirm your subscription to Weekly news",
+                     *       "text_body": "text",
+                     *       "updated_at": 1764000000
+                     *     }
+                     */
                     "application/json": components["schemas"]["EmailTemplate"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5114,6 +5815,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5131,6 +5833,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5160,6 +5863,11 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "preheader": "One click and you are in."
+                 *     }
+                 */
                 "application/json": components["schemas"]["UpdateTemplate"];
             };
         };
@@ -5167,15 +5875,34 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "body": "text",
+                     *       "created_at": 1764000000,
+                     *       "from_email": "news@shop.example",
+                     *       "from_name": "Weekly news",
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "key": "news",
+                     *       "preheader": "text",
+                     *       "reply_to": "news@shop.example",
+                     *       "status": "active",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "subject": "Confirm your subscription to Weekly news",
+                     *       "text_body": "text",
+                     *       "updated_at": 1764000000
+                     *     }
+                     */
                     "application/json": components["schemas"]["EmailTemplate"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5193,6 +5920,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5210,6 +5939,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5227,6 +5957,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5244,6 +5975,7 @@ export interface operations {
             /** @description the request conflicts with the stored state: key_taken */
             409: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5261,6 +5993,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5278,6 +6011,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5295,6 +6029,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5333,15 +6068,23 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "deleted": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["Deleted"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5359,6 +6102,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5376,6 +6120,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5405,6 +6150,14 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "vars": {
+                 *         "audience_name": "Weekly news",
+                 *         "email": "bob@example.com"
+                 *       }
+                 *     }
+                 */
                 "application/json": components["schemas"]["PreviewRequest"];
             };
         };
@@ -5412,15 +6165,30 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "html": "text",
+                     *       "subject": "Confirm your subscription to Weekly news",
+                     *       "text": "text",
+                     *       "warnings": [
+                     *         {
+                     *           "message": "email: invalid_email",
+                     *           "variable": "text"
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Preview"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5438,6 +6206,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5455,6 +6225,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5472,6 +6243,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5489,6 +6261,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5506,6 +6279,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5523,6 +6297,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each: the template failed with these variables (render_failed) */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5564,15 +6339,32 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "cursor": null,
+                     *       "items": [
+                     *         {
+                     *           "created_at": 1764000000,
+                     *           "data": {},
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *           "type": "profile.created"
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Paged_Event"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5590,6 +6382,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5607,6 +6400,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5624,6 +6418,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each: invalid_types */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5664,15 +6459,38 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "cursor": null,
+                     *       "items": [
+                     *         {
+                     *           "attempts": 3,
+                     *           "created_at": 1764000000,
+                     *           "failed_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "kind": "sign_in_code",
+                     *           "last_error": "text",
+                     *           "next_attempt_at": 1764000000,
+                     *           "sent_at": 1764000000,
+                     *           "status": "queued",
+                     *           "subject": "Confirm your subscription to Weekly news",
+                     *           "to": "text"
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Paged_Mail"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5690,6 +6508,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5707,6 +6526,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5724,6 +6544,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5761,15 +6582,33 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "attempts": 3,
+                     *       "created_at": 1764000000,
+                     *       "failed_at": 1764000000,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "kind": "sign_in_code",
+                     *       "last_error": "text",
+                     *       "next_attempt_at": 1764000000,
+                     *       "sent_at": 1764000000,
+                     *       "status": "queued",
+                     *       "subject": "Confirm your subscription to Weekly news",
+                     *       "to": "text"
+                     *     }
+                     */
                     "application/json": components["schemas"]["Mail"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5787,6 +6626,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5804,6 +6644,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5821,6 +6662,7 @@ export interface operations {
             /** @description the request conflicts with the stored state: not_failed */
             409: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5844,6 +6686,7 @@ export interface operations {
                 query?: string;
                 /** @description JSON-encoded `TaxonomyQuery[]`; all filters and fields are AND-ed. */
                 taxonomy_query?: string;
+                /** @description Only profiles of this status; profiles of every status when absent. */
                 status?: components["schemas"]["Status"];
                 /** @description 1–200, default 50. */
                 limit?: number;
@@ -5864,15 +6707,73 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "cursor": null,
+                     *       "items": [
+                     *         {
+                     *           "auth_tokens": [
+                     *             {
+                     *               "created_at": 1764000000,
+                     *               "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *               "is_verified": true,
+                     *               "last_used_at": 1764000000,
+                     *               "refresh_expires_at": 1764000000,
+                     *               "user_agent": "Mozilla/5.0 (X11; Linux x86_64)"
+                     *             }
+                     *           ],
+                     *           "created_at": 1764000000,
+                     *           "email": "bob@example.com",
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "promo_usage": [
+                     *             {
+                     *               "promo_code_id": "text",
+                     *               "uses": 3
+                     *             }
+                     *           ],
+                     *           "status": "active",
+                     *           "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *           "taxonomies": [
+                     *             {
+                     *               "fields": [
+                     *                 {
+                     *                   "key": "news",
+                     *                   "type": "text",
+                     *                   "value": [
+                     *                     "gold"
+                     *                   ]
+                     *                 }
+                     *               ],
+                     *               "taxonomy_id": "0192f4a1-9a01-7c55-8e2d-4b6a1f3c5d7e"
+                     *             }
+                     *           ],
+                     *           "updated_at": 1764000000,
+                     *           "verification_codes": [
+                     *             {
+                     *               "attempts": 3,
+                     *               "created_at": 1764000000,
+                     *               "expires_at": 1764000000,
+                     *               "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *               "used": true
+                     *             }
+                     *           ],
+                     *           "verified": true
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Paged_Profile"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5890,6 +6791,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5907,6 +6809,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5924,6 +6827,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5957,6 +6861,25 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "email": "carol@example.com",
+                 *       "taxonomies": [
+                 *         {
+                 *           "fields": [
+                 *             {
+                 *               "key": "level",
+                 *               "type": "text",
+                 *               "value": [
+                 *                 "gold"
+                 *               ]
+                 *             }
+                 *           ],
+                 *           "taxonomy_id": "0192f4a1-9a01-7c55-8e2d-4b6a1f3c5d7e"
+                 *         }
+                 *       ]
+                 *     }
+                 */
                 "application/json": components["schemas"]["CreateProfile"];
             };
         };
@@ -5964,24 +6887,127 @@ export interface operations {
             /** @description existing profile */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "auth_tokens": [
+                     *         {
+                     *           "created_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "is_verified": true,
+                     *           "last_used_at": 1764000000,
+                     *           "refresh_expires_at": 1764000000,
+                     *           "user_agent": "Mozilla/5.0 (X11; Linux x86_64)"
+                     *         }
+                     *       ],
+                     *       "created_at": 1764000000,
+                     *       "email": "bob@example.com",
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "promo_usage": [
+                     *         {
+                     *           "promo_code_id": "text",
+                     *           "uses": 3
+                     *         }
+                     *       ],
+                     *       "status": "active",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "taxonomies": [
+                     *         {
+                     *           "fields": [
+                     *             {
+                     *               "key": "news",
+                     *               "type": "text",
+                     *               "value": [
+                     *                 "gold"
+                     *               ]
+                     *             }
+                     *           ],
+                     *           "taxonomy_id": "0192f4a1-9a01-7c55-8e2d-4b6a1f3c5d7e"
+                     *         }
+                     *       ],
+                     *       "updated_at": 1764000000,
+                     *       "verification_codes": [
+                     *         {
+                     *           "attempts": 3,
+                     *           "created_at": 1764000000,
+                     *           "expires_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "used": true
+                     *         }
+                     *       ],
+                     *       "verified": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["Profile"];
                 };
             };
             /** @description created */
             201: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "auth_tokens": [
+                     *         {
+                     *           "created_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "is_verified": true,
+                     *           "last_used_at": 1764000000,
+                     *           "refresh_expires_at": 1764000000,
+                     *           "user_agent": "Mozilla/5.0 (X11; Linux x86_64)"
+                     *         }
+                     *       ],
+                     *       "created_at": 1764000000,
+                     *       "email": "bob@example.com",
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "promo_usage": [
+                     *         {
+                     *           "promo_code_id": "text",
+                     *           "uses": 3
+                     *         }
+                     *       ],
+                     *       "status": "active",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "taxonomies": [
+                     *         {
+                     *           "fields": [
+                     *             {
+                     *               "key": "news",
+                     *               "type": "text",
+                     *               "value": [
+                     *                 "gold"
+                     *               ]
+                     *             }
+                     *           ],
+                     *           "taxonomy_id": "0192f4a1-9a01-7c55-8e2d-4b6a1f3c5d7e"
+                     *         }
+                     *       ],
+                     *       "updated_at": 1764000000,
+                     *       "verification_codes": [
+                     *         {
+                     *           "attempts": 3,
+                     *           "created_at": 1764000000,
+                     *           "expires_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "used": true
+                     *         }
+                     *       ],
+                     *       "verified": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["Profile"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5999,6 +7025,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6016,6 +7044,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6033,6 +7062,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6050,6 +7080,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6067,6 +7098,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6084,6 +7116,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6117,6 +7150,11 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "email": "bob@example.com"
+                 *     }
+                 */
                 "application/json": components["schemas"]["EmailRequest"];
             };
         };
@@ -6124,15 +7162,22 @@ export interface operations {
             /** @description accepted */
             202: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "sent": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["CodeSent"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6150,6 +7195,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6167,6 +7213,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6184,6 +7231,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6201,6 +7249,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6224,6 +7273,8 @@ export interface operations {
             /** @description too many requests: wait `retry_after` seconds (also in `Retry-After`): rate_limited; `retry_after` seconds, also in `Retry-After` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["RetryAfter"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6255,15 +7306,23 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "logged_out": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["LoggedOut"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6281,6 +7340,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6298,6 +7358,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6325,6 +7386,11 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "refresh_token": "Yq3v9x0b4n8s2k7d1f6h5j0l3p9r2t4w8z1c6e0g5i7"
+                 *     }
+                 */
                 "application/json": components["schemas"]["RefreshRequest"];
             };
         };
@@ -6332,15 +7398,30 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "access_expires_at": 1764000000,
+                     *       "access_token": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIwMTkyZjRhMSJ9.c2lnbmF0dXJl",
+                     *       "created_at": 1764000000,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "is_verified": true,
+                     *       "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d",
+                     *       "refresh_expires_at": 1764000000,
+                     *       "refresh_token": "Yq3v9x0b4n8s2k7d1f6h5j0l3p9r2t4w8z1c6e0g5i7",
+                     *       "token_type": "Bearer"
+                     *     }
+                     */
                     "application/json": components["schemas"]["AuthToken"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6358,6 +7439,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6375,6 +7458,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6392,6 +7476,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6409,6 +7494,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6426,6 +7512,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6459,6 +7546,12 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "code": "123456",
+                 *       "email": "bob@example.com"
+                 *     }
+                 */
                 "application/json": components["schemas"]["VerifyRequest"];
             };
         };
@@ -6466,15 +7559,30 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "access_expires_at": 1764000000,
+                     *       "access_token": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIwMTkyZjRhMSJ9.c2lnbmF0dXJl",
+                     *       "created_at": 1764000000,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "is_verified": true,
+                     *       "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d",
+                     *       "refresh_expires_at": 1764000000,
+                     *       "refresh_token": "Yq3v9x0b4n8s2k7d1f6h5j0l3p9r2t4w8z1c6e0g5i7",
+                     *       "token_type": "Bearer"
+                     *     }
+                     */
                     "application/json": components["schemas"]["AuthToken"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6492,6 +7600,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`): invalid_code */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6506,9 +7616,28 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
+            403: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "forbidden",
+                     *       "message": "this route needs an account token",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 403
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6526,6 +7655,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6543,6 +7673,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6560,6 +7691,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6593,6 +7725,11 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "email": "bob@example.com"
+                 *     }
+                 */
                 "application/json": components["schemas"]["EmailRequest"];
             };
         };
@@ -6600,15 +7737,30 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "access_expires_at": 1764000000,
+                     *       "access_token": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIwMTkyZjRhMSJ9.c2lnbmF0dXJl",
+                     *       "created_at": 1764000000,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "is_verified": true,
+                     *       "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d",
+                     *       "refresh_expires_at": 1764000000,
+                     *       "refresh_token": "Yq3v9x0b4n8s2k7d1f6h5j0l3p9r2t4w8z1c6e0g5i7",
+                     *       "token_type": "Bearer"
+                     *     }
+                     */
                     "application/json": components["schemas"]["AuthToken"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6626,6 +7778,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6640,9 +7794,28 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
+            403: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "forbidden",
+                     *       "message": "this route needs an account token",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 403
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6660,6 +7833,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6677,6 +7851,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6694,6 +7869,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6717,6 +7893,8 @@ export interface operations {
             /** @description too many requests: wait `retry_after` seconds (also in `Retry-After`): rate_limited; `retry_after` seconds, also in `Retry-After` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["RetryAfter"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6748,15 +7926,30 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "access_expires_at": 1764000000,
+                     *       "access_token": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIwMTkyZjRhMSJ9.c2lnbmF0dXJl",
+                     *       "created_at": 1764000000,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "is_verified": true,
+                     *       "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d",
+                     *       "refresh_expires_at": 1764000000,
+                     *       "refresh_token": "Yq3v9x0b4n8s2k7d1f6h5j0l3p9r2t4w8z1c6e0g5i7",
+                     *       "token_type": "Bearer"
+                     *     }
+                     */
                     "application/json": components["schemas"]["AuthToken"];
                 };
             };
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6774,6 +7967,8 @@ export interface operations {
             /** @description too many requests: wait `retry_after` seconds (also in `Retry-After`): rate_limited; `retry_after` seconds, also in `Retry-After` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["RetryAfter"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6805,15 +8000,68 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "auth_tokens": [
+                     *         {
+                     *           "created_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "is_verified": true,
+                     *           "last_used_at": 1764000000,
+                     *           "refresh_expires_at": 1764000000,
+                     *           "user_agent": "Mozilla/5.0 (X11; Linux x86_64)"
+                     *         }
+                     *       ],
+                     *       "created_at": 1764000000,
+                     *       "email": "bob@example.com",
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "promo_usage": [
+                     *         {
+                     *           "promo_code_id": "text",
+                     *           "uses": 3
+                     *         }
+                     *       ],
+                     *       "status": "active",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "taxonomies": [
+                     *         {
+                     *           "fields": [
+                     *             {
+                     *               "key": "news",
+                     *               "type": "text",
+                     *               "value": [
+                     *                 "gold"
+                     *               ]
+                     *             }
+                     *           ],
+                     *           "taxonomy_id": "0192f4a1-9a01-7c55-8e2d-4b6a1f3c5d7e"
+                     *         }
+                     *       ],
+                     *       "updated_at": 1764000000,
+                     *       "verification_codes": [
+                     *         {
+                     *           "attempts": 3,
+                     *           "created_at": 1764000000,
+                     *           "expires_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "used": true
+                     *         }
+                     *       ],
+                     *       "verified": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["Profile"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6831,6 +8079,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6848,6 +8097,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6879,15 +8129,68 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "auth_tokens": [
+                     *         {
+                     *           "created_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "is_verified": true,
+                     *           "last_used_at": 1764000000,
+                     *           "refresh_expires_at": 1764000000,
+                     *           "user_agent": "Mozilla/5.0 (X11; Linux x86_64)"
+                     *         }
+                     *       ],
+                     *       "created_at": 1764000000,
+                     *       "email": "bob@example.com",
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "promo_usage": [
+                     *         {
+                     *           "promo_code_id": "text",
+                     *           "uses": 3
+                     *         }
+                     *       ],
+                     *       "status": "active",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "taxonomies": [
+                     *         {
+                     *           "fields": [
+                     *             {
+                     *               "key": "news",
+                     *               "type": "text",
+                     *               "value": [
+                     *                 "gold"
+                     *               ]
+                     *             }
+                     *           ],
+                     *           "taxonomy_id": "0192f4a1-9a01-7c55-8e2d-4b6a1f3c5d7e"
+                     *         }
+                     *       ],
+                     *       "updated_at": 1764000000,
+                     *       "verification_codes": [
+                     *         {
+                     *           "attempts": 3,
+                     *           "created_at": 1764000000,
+                     *           "expires_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "used": true
+                     *         }
+                     *       ],
+                     *       "verified": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["Profile"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6905,6 +8208,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6922,6 +8226,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6950,6 +8255,22 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "taxonomies": [
+                 *         {
+                 *           "fields": [
+                 *             {
+                 *               "key": "spend",
+                 *               "type": "number",
+                 *               "value": 120
+                 *             }
+                 *           ],
+                 *           "taxonomy_id": "0192f4a1-9a01-7c55-8e2d-4b6a1f3c5d7e"
+                 *         }
+                 *       ]
+                 *     }
+                 */
                 "application/json": components["schemas"]["UpdateProfile"];
             };
         };
@@ -6957,15 +8278,67 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "auth_tokens": [
+                     *         {
+                     *           "created_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "is_verified": true,
+                     *           "last_used_at": 1764000000,
+                     *           "refresh_expires_at": 1764000000,
+                     *           "user_agent": "Mozilla/5.0 (X11; Linux x86_64)"
+                     *         }
+                     *       ],
+                     *       "created_at": 1764000000,
+                     *       "email": "bob@example.com",
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "promo_usage": [
+                     *         {
+                     *           "promo_code_id": "text",
+                     *           "uses": 3
+                     *         }
+                     *       ],
+                     *       "status": "active",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "taxonomies": [
+                     *         {
+                     *           "fields": [
+                     *             {
+                     *               "key": "news",
+                     *               "type": "text",
+                     *               "value": [
+                     *                 "gold"
+                     *               ]
+                     *             }
+                     *           ],
+                     *           "taxonomy_id": "0192f4a1-9a01-7c55-8e2d-4b6a1f3c5d7e"
+                     *         }
+                     *       ],
+                     *       "updated_at": 1764000000,
+                     *       "verification_codes": [
+                     *         {
+                     *           "attempts": 3,
+                     *           "created_at": 1764000000,
+                     *           "expires_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "used": true
+                     *         }
+                     *       ],
+                     *       "verified": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["Profile"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6983,6 +8356,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7000,6 +8375,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7017,6 +8393,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7034,6 +8411,7 @@ export interface operations {
             /** @description the request conflicts with the stored state: email_taken */
             409: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7051,6 +8429,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7068,6 +8447,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7085,6 +8465,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7122,15 +8503,23 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "deleted": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["Deleted"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7148,6 +8537,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7165,6 +8555,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7181,7 +8572,7 @@ export interface operations {
             };
         };
     };
-    list_consents: {
+    profiles_getConsents: {
         parameters: {
             query?: {
                 /** @description 1–200, default 50. */
@@ -7201,15 +8592,39 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "cursor": null,
+                     *       "items": [
+                     *         {
+                     *           "action": "subscribe",
+                     *           "at": 1764000000,
+                     *           "audience_id": "0192f4a1-d8e9-7fa0-b1c2-d3e4f5a6b7c8",
+                     *           "confirm_mail_id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "ip": "text",
+                     *           "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d",
+                     *           "source": "text",
+                     *           "status": "pending",
+                     *           "subscription_id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "user_agent": "Mozilla/5.0 (X11; Linux x86_64)",
+                     *           "wording_hash": "text"
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Paged_Consent"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7227,6 +8642,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7244,6 +8660,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7261,6 +8678,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7298,15 +8716,127 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "consents": [
+                     *         {
+                     *           "action": "subscribe",
+                     *           "at": 1764000000,
+                     *           "audience_id": "0192f4a1-d8e9-7fa0-b1c2-d3e4f5a6b7c8",
+                     *           "confirm_mail_id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "ip": "text",
+                     *           "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d",
+                     *           "source": "text",
+                     *           "status": "pending",
+                     *           "subscription_id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "user_agent": "Mozilla/5.0 (X11; Linux x86_64)",
+                     *           "wording_hash": "text"
+                     *         }
+                     *       ],
+                     *       "exported_at": 1764000000,
+                     *       "orders": [
+                     *         {
+                     *           "created_at": 1764000000,
+                     *           "currency": "EUR",
+                     *           "metadata": {},
+                     *           "order_id": "A-1001",
+                     *           "placed_at": 1764000000,
+                     *           "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d",
+                     *           "status": "text",
+                     *           "total": 4990
+                     *         }
+                     *       ],
+                     *       "profile": {
+                     *         "auth_tokens": [
+                     *           {
+                     *             "created_at": 1764000000,
+                     *             "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *             "is_verified": true,
+                     *             "last_used_at": 1764000000,
+                     *             "refresh_expires_at": 1764000000,
+                     *             "user_agent": "Mozilla/5.0 (X11; Linux x86_64)"
+                     *           }
+                     *         ],
+                     *         "created_at": 1764000000,
+                     *         "email": "bob@example.com",
+                     *         "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *         "promo_usage": [
+                     *           {
+                     *             "promo_code_id": "text",
+                     *             "uses": 3
+                     *           }
+                     *         ],
+                     *         "status": "active",
+                     *         "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *         "taxonomies": [
+                     *           {
+                     *             "fields": [
+                     *               {
+                     *                 "key": "news",
+                     *                 "type": "text",
+                     *                 "value": [
+                     *                   "gold"
+                     *                 ]
+                     *               }
+                     *             ],
+                     *             "taxonomy_id": "0192f4a1-9a01-7c55-8e2d-4b6a1f3c5d7e"
+                     *           }
+                     *         ],
+                     *         "updated_at": 1764000000,
+                     *         "verification_codes": [
+                     *           {
+                     *             "attempts": 3,
+                     *             "created_at": 1764000000,
+                     *             "expires_at": 1764000000,
+                     *             "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *             "used": true
+                     *           }
+                     *         ],
+                     *         "verified": true
+                     *       },
+                     *       "sessions": [
+                     *         {
+                     *           "created_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "is_verified": true,
+                     *           "last_used_at": 1764000000,
+                     *           "refresh_expires_at": 1764000000,
+                     *           "user_agent": "Mozilla/5.0 (X11; Linux x86_64)"
+                     *         }
+                     *       ],
+                     *       "subscriptions": [
+                     *         {
+                     *           "audience_id": "0192f4a1-d8e9-7fa0-b1c2-d3e4f5a6b7c8",
+                     *           "cancelled_at": null,
+                     *           "confirmed_at": 1764000000,
+                     *           "created_at": 1764000000,
+                     *           "end_date": null,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "payment": null,
+                     *           "price_id": null,
+                     *           "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d",
+                     *           "source": "signup",
+                     *           "start_date": 1764000000,
+                     *           "status": "pending",
+                     *           "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *           "updated_at": 1764000000
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["ProfileExport"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7324,6 +8854,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7341,6 +8872,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7370,6 +8902,11 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "source_id": "0192f4a1-b4c5-7d66-8e77-9f8a0b1c2d3e"
+                 *     }
+                 */
                 "application/json": components["schemas"]["MergeRequest"];
             };
         };
@@ -7377,15 +8914,67 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "auth_tokens": [
+                     *         {
+                     *           "created_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "is_verified": true,
+                     *           "last_used_at": 1764000000,
+                     *           "refresh_expires_at": 1764000000,
+                     *           "user_agent": "Mozilla/5.0 (X11; Linux x86_64)"
+                     *         }
+                     *       ],
+                     *       "created_at": 1764000000,
+                     *       "email": "bob@example.com",
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "promo_usage": [
+                     *         {
+                     *           "promo_code_id": "text",
+                     *           "uses": 3
+                     *         }
+                     *       ],
+                     *       "status": "active",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "taxonomies": [
+                     *         {
+                     *           "fields": [
+                     *             {
+                     *               "key": "news",
+                     *               "type": "text",
+                     *               "value": [
+                     *                 "gold"
+                     *               ]
+                     *             }
+                     *           ],
+                     *           "taxonomy_id": "0192f4a1-9a01-7c55-8e2d-4b6a1f3c5d7e"
+                     *         }
+                     *       ],
+                     *       "updated_at": 1764000000,
+                     *       "verification_codes": [
+                     *         {
+                     *           "attempts": 3,
+                     *           "created_at": 1764000000,
+                     *           "expires_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "used": true
+                     *         }
+                     *       ],
+                     *       "verified": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["Profile"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7403,6 +8992,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7420,6 +9011,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7437,6 +9029,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7454,6 +9047,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7471,6 +9065,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7488,6 +9083,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each: source is the target */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7530,15 +9126,35 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "cursor": null,
+                     *       "items": [
+                     *         {
+                     *           "created_at": 1764000000,
+                     *           "currency": "EUR",
+                     *           "metadata": {},
+                     *           "order_id": "A-1001",
+                     *           "placed_at": 1764000000,
+                     *           "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d",
+                     *           "status": "text",
+                     *           "total": 4990
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Paged_Order"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7556,6 +9172,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7573,6 +9190,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7582,6 +9200,30 @@ export interface operations {
                      *       "message": "profile not found",
                      *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
                      *       "status_code": 404
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a field is missing, unknown or invalid; `validation_errors` names each */
+            422: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "validation_failed",
+                     *       "message": "email: invalid_email",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 422,
+                     *       "validation_errors": [
+                     *         {
+                     *           "error": "invalid_email",
+                     *           "field": "email"
+                     *         }
+                     *       ]
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorBody"];
@@ -7601,6 +9243,14 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "currency": "EUR",
+                 *       "order_id": "A-1001",
+                 *       "status": "paid",
+                 *       "total": 4990
+                 *     }
+                 */
                 "application/json": components["schemas"]["LinkOrder"];
             };
         };
@@ -7608,24 +9258,51 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "created_at": 1764000000,
+                     *       "currency": "EUR",
+                     *       "metadata": {},
+                     *       "order_id": "A-1001",
+                     *       "placed_at": 1764000000,
+                     *       "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d",
+                     *       "status": "text",
+                     *       "total": 4990
+                     *     }
+                     */
                     "application/json": components["schemas"]["Order"];
                 };
             };
             /** @description created */
             201: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "created_at": 1764000000,
+                     *       "currency": "EUR",
+                     *       "metadata": {},
+                     *       "order_id": "A-1001",
+                     *       "placed_at": 1764000000,
+                     *       "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d",
+                     *       "status": "text",
+                     *       "total": 4990
+                     *     }
+                     */
                     "application/json": components["schemas"]["Order"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7643,6 +9320,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7660,6 +9339,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7677,6 +9357,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7694,6 +9375,7 @@ export interface operations {
             /** @description the request conflicts with the stored state: order_linked_elsewhere */
             409: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7711,6 +9393,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7728,6 +9411,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7745,6 +9429,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7782,15 +9467,33 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "cursor": null,
+                     *       "items": [
+                     *         {
+                     *           "created_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "is_verified": true,
+                     *           "last_used_at": 1764000000,
+                     *           "refresh_expires_at": 1764000000,
+                     *           "user_agent": "Mozilla/5.0 (X11; Linux x86_64)"
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Paged_AuthTokenInfo"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7808,6 +9511,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address): verification_required */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7825,6 +9529,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7856,15 +9561,23 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "deleted": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["Deleted"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7882,6 +9595,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address): verification_required */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7899,6 +9613,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7931,15 +9646,23 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "deleted": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["Deleted"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7957,6 +9680,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address): verification_required */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7974,6 +9698,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8009,15 +9734,40 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "cursor": null,
+                     *       "items": [
+                     *         {
+                     *           "created_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "key": "news",
+                     *           "parent_id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "schema": [
+                     *             {
+                     *               "key": "news",
+                     *               "type": "text"
+                     *             }
+                     *           ],
+                     *           "status": "active",
+                     *           "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *           "updated_at": 1764000000
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Paged_Taxonomy"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8035,6 +9785,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8052,6 +9803,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8061,6 +9813,30 @@ export interface operations {
                      *       "message": "profile not found",
                      *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
                      *       "status_code": 404
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a field is missing, unknown or invalid; `validation_errors` names each */
+            422: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "validation_failed",
+                     *       "message": "email: invalid_email",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 422,
+                     *       "validation_errors": [
+                     *         {
+                     *           "error": "invalid_email",
+                     *           "field": "email"
+                     *         }
+                     *       ]
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorBody"];
@@ -8079,6 +9855,26 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "key": "tier",
+                 *       "schema": [
+                 *         {
+                 *           "key": "level",
+                 *           "options": [
+                 *             "gold",
+                 *             "silver"
+                 *           ],
+                 *           "type": "text"
+                 *         },
+                 *         {
+                 *           "key": "spend",
+                 *           "min": 0,
+                 *           "type": "number"
+                 *         }
+                 *       ]
+                 *     }
+                 */
                 "application/json": components["schemas"]["CreateTaxonomy"];
             };
         };
@@ -8086,15 +9882,34 @@ export interface operations {
             /** @description created */
             201: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "created_at": 1764000000,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "key": "news",
+                     *       "parent_id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "schema": [
+                     *         {
+                     *           "key": "news",
+                     *           "type": "text"
+                     *         }
+                     *       ],
+                     *       "status": "active",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "updated_at": 1764000000
+                     *     }
+                     */
                     "application/json": components["schemas"]["Taxonomy"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8112,6 +9927,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8129,6 +9946,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8146,6 +9964,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8163,6 +9982,7 @@ export interface operations {
             /** @description the request conflicts with the stored state: key_taken */
             409: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8180,6 +10000,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8197,6 +10018,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8214,6 +10036,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8252,15 +10075,35 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "created_at": 1764000000,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "key": "news",
+                     *       "parent_id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "schema": [
+                     *         {
+                     *           "key": "news",
+                     *           "type": "text"
+                     *         }
+                     *       ],
+                     *       "status": "active",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "updated_at": 1764000000
+                     *     }
+                     */
                     "application/json": components["schemas"]["Taxonomy"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8278,6 +10121,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8295,6 +10139,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8324,6 +10169,30 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "schema": [
+                 *         {
+                 *           "key": "level",
+                 *           "options": [
+                 *             "gold",
+                 *             "silver",
+                 *             "bronze"
+                 *           ],
+                 *           "type": "text"
+                 *         },
+                 *         {
+                 *           "key": "spend",
+                 *           "min": 0,
+                 *           "type": "number"
+                 *         },
+                 *         {
+                 *           "key": "vip",
+                 *           "type": "boolean"
+                 *         }
+                 *       ]
+                 *     }
+                 */
                 "application/json": components["schemas"]["UpdateTaxonomy"];
             };
         };
@@ -8331,15 +10200,34 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "created_at": 1764000000,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "key": "news",
+                     *       "parent_id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "schema": [
+                     *         {
+                     *           "key": "news",
+                     *           "type": "text"
+                     *         }
+                     *       ],
+                     *       "status": "active",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "updated_at": 1764000000
+                     *     }
+                     */
                     "application/json": components["schemas"]["Taxonomy"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8357,6 +10245,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8374,6 +10264,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8391,6 +10282,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8408,6 +10300,7 @@ export interface operations {
             /** @description the request conflicts with the stored state */
             409: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8425,6 +10318,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8442,6 +10336,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8459,6 +10354,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8497,15 +10393,23 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "deleted": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["Deleted"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8523,6 +10427,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8540,6 +10445,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8573,15 +10479,38 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "cursor": null,
+                     *       "items": [
+                     *         {
+                     *           "created_at": 1764000000,
+                     *           "description": "text",
+                     *           "events": [
+                     *             "text"
+                     *           ],
+                     *           "failing_since": null,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "previous_secret_until": null,
+                     *           "status": "active",
+                     *           "updated_at": 1764000000,
+                     *           "url": "https://hooks.shop.example/storecrm"
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Paged_Webhook"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8599,6 +10528,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8616,6 +10546,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8625,6 +10556,30 @@ export interface operations {
                      *       "message": "profile not found",
                      *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
                      *       "status_code": 404
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a field is missing, unknown or invalid; `validation_errors` names each */
+            422: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "validation_failed",
+                     *       "message": "email: invalid_email",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 422,
+                     *       "validation_errors": [
+                     *         {
+                     *           "error": "invalid_email",
+                     *           "field": "email"
+                     *         }
+                     *       ]
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorBody"];
@@ -8643,6 +10598,16 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "description": "the shop's backend",
+                 *       "events": [
+                 *         "profile.created",
+                 *         "subscription.activated"
+                 *       ],
+                 *       "url": "https://hooks.shop.example/storecrm"
+                 *     }
+                 */
                 "application/json": components["schemas"]["CreateWebhook"];
             };
         };
@@ -8650,15 +10615,33 @@ export interface operations {
             /** @description created */
             201: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "created_at": 1764000000,
+                     *       "description": "text",
+                     *       "events": [
+                     *         "text"
+                     *       ],
+                     *       "failing_since": null,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "previous_secret_until": null,
+                     *       "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                     *       "status": "active",
+                     *       "updated_at": 1764000000,
+                     *       "url": "https://hooks.shop.example/storecrm"
+                     *     }
+                     */
                     "application/json": components["schemas"]["WebhookWithSecret"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8676,6 +10659,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8693,6 +10678,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8710,6 +10696,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8727,6 +10714,7 @@ export interface operations {
             /** @description the request conflicts with the stored state: too_many_webhooks */
             409: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8744,6 +10732,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8761,6 +10750,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8778,6 +10768,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each: url: invalid_url, https_required, unresolvable_host, private_address; events: invalid_value */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8815,15 +10806,33 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "created_at": 1764000000,
+                     *       "description": "text",
+                     *       "events": [
+                     *         "text"
+                     *       ],
+                     *       "failing_since": null,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "previous_secret_until": null,
+                     *       "status": "active",
+                     *       "updated_at": 1764000000,
+                     *       "url": "https://hooks.shop.example/storecrm"
+                     *     }
+                     */
                     "application/json": components["schemas"]["Webhook"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8841,6 +10850,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8858,6 +10868,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8886,6 +10897,13 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "events": [
+                 *         "*"
+                 *       ]
+                 *     }
+                 */
                 "application/json": components["schemas"]["UpdateWebhook"];
             };
         };
@@ -8893,15 +10911,32 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "created_at": 1764000000,
+                     *       "description": "text",
+                     *       "events": [
+                     *         "text"
+                     *       ],
+                     *       "failing_since": null,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "previous_secret_until": null,
+                     *       "status": "active",
+                     *       "updated_at": 1764000000,
+                     *       "url": "https://hooks.shop.example/storecrm"
+                     *     }
+                     */
                     "application/json": components["schemas"]["Webhook"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8919,6 +10954,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8936,6 +10973,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8953,6 +10991,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8970,6 +11009,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8987,6 +11027,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9004,6 +11045,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9041,15 +11083,23 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "deleted": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["Deleted"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9067,6 +11117,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9084,6 +11135,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9118,15 +11170,43 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "cursor": null,
+                     *       "items": [
+                     *         {
+                     *           "attempts": [
+                     *             {
+                     *               "at": 1764000000,
+                     *               "attempt": 1,
+                     *               "duration_ms": 1,
+                     *               "error": "text",
+                     *               "status_code": 1
+                     *             }
+                     *           ],
+                     *           "created_at": 1764000000,
+                     *           "delivered_at": 1764000000,
+                     *           "event_id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "event_type": "profile.created",
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "next_attempt_at": 1764000000,
+                     *           "status": "pending"
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Paged_Delivery"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9144,6 +11224,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9161,6 +11242,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9170,6 +11252,30 @@ export interface operations {
                      *       "message": "profile not found",
                      *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
                      *       "status_code": 404
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a field is missing, unknown or invalid; `validation_errors` names each */
+            422: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "validation_failed",
+                     *       "message": "email: invalid_email",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 422,
+                     *       "validation_errors": [
+                     *         {
+                     *           "error": "invalid_email",
+                     *           "field": "email"
+                     *         }
+                     *       ]
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorBody"];
@@ -9193,15 +11299,38 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "attempts": [
+                     *         {
+                     *           "at": 1764000000,
+                     *           "attempt": 1,
+                     *           "duration_ms": 1,
+                     *           "error": "text",
+                     *           "status_code": 1
+                     *         }
+                     *       ],
+                     *       "created_at": 1764000000,
+                     *       "delivered_at": 1764000000,
+                     *       "event_id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "event_type": "profile.created",
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "next_attempt_at": 1764000000,
+                     *       "status": "pending"
+                     *     }
+                     */
                     "application/json": components["schemas"]["Delivery"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9219,6 +11348,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9236,6 +11366,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9253,6 +11384,7 @@ export interface operations {
             /** @description the request conflicts with the stored state: delivery_in_progress */
             409: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9284,15 +11416,34 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "created_at": 1764000000,
+                     *       "description": "text",
+                     *       "events": [
+                     *         "text"
+                     *       ],
+                     *       "failing_since": null,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "previous_secret_until": null,
+                     *       "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                     *       "status": "active",
+                     *       "updated_at": 1764000000,
+                     *       "url": "https://hooks.shop.example/storecrm"
+                     *     }
+                     */
                     "application/json": components["schemas"]["WebhookWithSecret"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9310,6 +11461,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9327,6 +11479,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
