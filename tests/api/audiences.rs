@@ -84,6 +84,8 @@ async fn audience_definitions(app: &TestApp) {
     for (body, field, error) in [
         (json!({"key": "has space"}), "key", "invalid_key"),
         (json!({"key": "x".repeat(65)}), "key", "invalid_key"),
+        (json!({"key": "confirm"}), "key", "reserved_key"),
+        (json!({"key": "unsubscribe"}), "key", "reserved_key"),
         (json!({"key": "ok", "confirm_template_id": uuid::Uuid::now_v7()}), "confirm_template_id", "unknown_template"),
         (json!({"key": "ok", "type": {"type": "paid", "prices": []}}), "type.prices", "required"),
         (json!({"key": "ok", "type": "gold"}), "type", "invalid_value"),
@@ -135,6 +137,11 @@ async fn audience_definitions(app: &TestApp) {
         409,
         "key_taken",
     );
+    let reserved = app.put(&admin.store("/audiences/weekly"), Some(&admin.token), json!({"key": "confirm"})).await;
+    expect_error(&reserved, 422, "validation_failed");
+    assert_eq!(reserved.1["validation_errors"][0], json!({"field": "key", "error": "reserved_key"}));
+    let long = app.put(&admin.store("/audiences/weekly"), Some(&admin.token), json!({"name": "x".repeat(201)})).await;
+    assert_eq!(long.1["validation_errors"][0], json!({"field": "name", "error": "too_long"}), "{}", long.1);
 
     let admin = &admin;
     let ids = |q: &str| {

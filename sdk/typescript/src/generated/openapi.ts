@@ -267,7 +267,7 @@ export interface paths {
          *     it names the store and the audience and has one button that POSTs the token. A GET never
          *     confirms (mail scanners open links).
          */
-        get: operations["confirm_page"];
+        get: operations["audiences_confirmPage"];
         put?: never;
         /**
          * Confirm a double opt-in with the single-use token from the mail, as JSON, or as the hosted
@@ -291,7 +291,7 @@ export interface paths {
          * The hosted unsubscribe page that every mail's `unsubscribe_url` links: one button that POSTs
          *     the token. A GET never unsubscribes.
          */
-        get: operations["unsubscribe_page"];
+        get: operations["audiences_unsubscribePage"];
         put?: never;
         /**
          * Unsubscribe with the token of a mail's link: in the JSON body, in `?token=`, as the RFC 8058
@@ -1044,6 +1044,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
+        /** One webhook endpoint (its secret is not shown again). */
         get: operations["webhooks_get"];
         /** Change an endpoint; `status: active` re-enables one disabled after days of failures. */
         put: operations["webhooks_update"];
@@ -1123,8 +1124,8 @@ export interface components {
         AccessDenied: "not_subscribed" | "pending" | "cancelled" | "expired" | "verification_required";
         AccessResponse: {
             has_access: boolean;
-            reason?: components["schemas"]["AccessDenied"] | null;
-            subscription?: components["schemas"]["Subscription"] | null;
+            reason?: components["schemas"]["AccessDenied"];
+            subscription?: components["schemas"]["Subscription"];
         };
         Account: {
             /** Format: int64 */
@@ -1149,8 +1150,11 @@ export interface components {
             /** Format: int64 */
             refresh_expires_at: number;
             refresh_token: string;
-            /** @description Always `Bearer`. */
-            token_type: string;
+            /**
+             * @description Always `Bearer`.
+             * @enum {string}
+             */
+            token_type: "Bearer";
         };
         AddSubscriber: {
             /** Format: uuid */
@@ -1167,22 +1171,22 @@ export interface components {
             /** Format: uuid */
             id: string;
             /** Format: int64 */
-            last_used_at?: number | null;
+            last_used_at: number | null;
             name: string;
             /** @description The first characters of the key, to recognise it. */
             prefix: string;
             /** Format: int64 */
-            revoked_at?: number | null;
+            revoked_at: number | null;
         };
         Audience: {
             /** Format: uuid */
-            confirm_template_id?: string | null;
+            confirm_template_id: string | null;
             /** Format: int64 */
             created_at: number;
             /** Format: uuid */
             id: string;
             key: string;
-            name?: string | null;
+            name: string | null;
             status: components["schemas"]["Status"];
             /** Format: uuid */
             store_id: string;
@@ -1204,6 +1208,15 @@ export interface components {
             /** @enum {string} */
             type: "paid";
         };
+        /** @description `{"type": "standard"}` | `{"type": "paid", "prices": [...]}`; the bare string `"standard"` is accepted. */
+        AudienceTypeInput: "standard" | {
+            /** @enum {string} */
+            type: "standard";
+        } | {
+            prices: components["schemas"]["PriceInput"][];
+            /** @enum {string} */
+            type: "paid";
+        };
         /** @description A profile session's tokens. `id` is the session id (the `tokenId` of the revoke routes). */
         AuthToken: {
             /** Format: int64 */
@@ -1220,8 +1233,11 @@ export interface components {
             /** Format: int64 */
             refresh_expires_at: number;
             refresh_token: string;
-            /** @description Always `Bearer`. */
-            token_type: string;
+            /**
+             * @description Always `Bearer`.
+             * @enum {string}
+             */
+            token_type: "Bearer";
         };
         /** @description A live session, without its tokens. */
         AuthTokenInfo: {
@@ -1234,7 +1250,7 @@ export interface components {
             last_used_at: number;
             /** Format: int64 */
             refresh_expires_at: number;
-            user_agent?: string | null;
+            user_agent: string | null;
         };
         CodeSent: {
             /** @description Always true for a valid email, whether or not a profile has it. */
@@ -1261,28 +1277,28 @@ export interface components {
              * Format: uuid
              * @description The double opt-in mail the subscriber confirmed, or that a subscribe queued.
              */
-            confirm_mail_id?: string | null;
+            confirm_mail_id: string | null;
             /** Format: uuid */
             id: string;
             /**
              * @description The caller's address: `203.0.113.0/24` (IPv4) or `2001:db8:1::/48` (IPv6) unless the
              *     store keeps full addresses (`consent_full_ip`).
              */
-            ip?: string | null;
+            ip: string | null;
             /** Format: uuid */
             profile_id: string;
             /** @description Where, in words: an import's source column, the Stripe event, the merge. */
-            source?: string | null;
+            source: string | null;
             /** @description The subscription's status after the change. */
             status_after: components["schemas"]["SubscriptionStatus"];
             /** Format: uuid */
             subscription_id: string;
-            user_agent?: string | null;
+            user_agent: string | null;
             /**
              * @description SHA-256 (hex) of the wording agreed to: the subscribe's `consent_text`, or the
              *     confirmation mail's text with its one-time link replaced by `{{ confirm_url }}`.
              */
-            wording_hash?: string | null;
+            wording_hash: string | null;
         };
         /**
          * @description What changed a subscription, as the consent ledger records it.
@@ -1301,11 +1317,12 @@ export interface components {
             /** @description 1–64 of `[A-Za-z0-9_-]`, unique per store. */
             key: string;
             name?: string | null;
-            type?: components["schemas"]["AudienceType"] | null;
+            type?: components["schemas"]["AudienceTypeInput"] | null;
         };
         CreateProfile: {
+            /** Format: email */
             email: string;
-            taxonomies?: components["schemas"]["TaxonomyEntry"][];
+            taxonomies?: components["schemas"]["TaxonomyEntryInput"][];
         };
         CreateSegment: {
             /** @description 1–64 of `[A-Za-z0-9_-]`, unique per store. */
@@ -1325,7 +1342,7 @@ export interface components {
             key: string;
             /** Format: uuid */
             parent_id?: string | null;
-            schema: components["schemas"]["FieldDef"][];
+            schema: components["schemas"]["FieldDefInput"][];
             status?: components["schemas"]["Status"] | null;
         };
         /**
@@ -1335,13 +1352,13 @@ export interface components {
          */
         CreateTemplate: {
             body: string;
-            from_email?: string | null;
+            from_email?: ((string | unknown | unknown) | null) | unknown | unknown;
             /** @description At most 200 characters. */
-            from_name?: string | null;
+            from_name?: ((string | unknown | unknown) | null) | unknown | unknown;
             /** @description 1–64 of `[A-Za-z0-9_-]`, unique per store. */
             key: string;
             preheader?: string | null;
-            reply_to?: string | null;
+            reply_to?: ((string | unknown | unknown) | null) | unknown | unknown;
             status?: components["schemas"]["Status"] | null;
             /** @description At most 998 characters. */
             subject: string;
@@ -1350,9 +1367,12 @@ export interface components {
         CreateWebhook: {
             description?: string | null;
             /** @description Event types, or `"*"` for every type. */
-            events: string[];
+            events: components["schemas"]["EventFilter"][];
             status?: components["schemas"]["EndpointStatus"] | null;
-            /** @description https (http to private addresses only with `WEBHOOKS_ALLOW_PRIVATE=true`). */
+            /**
+             * Format: uri
+             * @description https (http to private addresses only with `WEBHOOKS_ALLOW_PRIVATE=true`).
+             */
             url: string;
         };
         /** @description The only time the secret `key` is shown. */
@@ -1375,14 +1395,14 @@ export interface components {
             /** Format: int64 */
             created_at: number;
             /** Format: int64 */
-            delivered_at?: number | null;
+            delivered_at: number | null;
             /** Format: uuid */
             event_id: string;
             event_type: components["schemas"]["EventType"];
             /** Format: uuid */
             id: string;
             /** Format: int64 */
-            next_attempt_at?: number | null;
+            next_attempt_at: number | null;
             /** @description `pending` (due at `next_attempt_at`), `delivered`, or `failed` after the last retry. */
             status: components["schemas"]["DeliveryStatus"];
         };
@@ -1394,12 +1414,12 @@ export interface components {
             attempt: number;
             /** Format: int64 */
             duration_ms: number;
-            error?: string | null;
+            error: string | null;
             /**
              * Format: int64
              * @description The receiver's answer, when it answered.
              */
-            status_code?: number | null;
+            status_code: number | null;
         };
         /**
          * @description One event's delivery to one endpoint.
@@ -1407,6 +1427,7 @@ export interface components {
          */
         DeliveryStatus: "pending" | "delivered" | "failed";
         EmailRequest: {
+            /** Format: email */
             email: string;
         };
         EmailTemplate: {
@@ -1414,21 +1435,21 @@ export interface components {
             body: string;
             /** Format: int64 */
             created_at: number;
-            from_email?: string | null;
-            from_name?: string | null;
+            from_email: string | null;
+            from_name: string | null;
             /** Format: uuid */
             id: string;
             key: string;
             /** @description Inbox preview text, sent as a hidden span at the top of the body. */
-            preheader?: string | null;
-            reply_to?: string | null;
+            preheader: string | null;
+            reply_to: string | null;
             status: components["schemas"]["Status"];
             /** Format: uuid */
             store_id: string;
             /** @description One line; placeholders are not HTML-escaped, line breaks are removed. */
             subject: string;
             /** @description Plain-text part; when null it is derived from the rendered body. */
-            text_body?: string | null;
+            text_body: string | null;
             /** Format: int64 */
             updated_at: number;
         };
@@ -1443,9 +1464,15 @@ export interface components {
             type: components["schemas"]["FieldType"];
             value: components["schemas"]["FieldValue"];
         };
+        /** @description `value`: text → `[string]`, number → number, boolean → bool, geo_location → `{lat, lon, label?}`. */
+        EntryFieldInput: {
+            key: string;
+            type: components["schemas"]["FieldType"];
+            value: components["schemas"]["FieldValueInput"];
+        };
         /** @description The JSON body of every error response. */
         ErrorBody: {
-            /** @description Stable snake_case code, e.g. `not_found`. */
+            /** @description A stable snake_case code (the document's `info.x-error-codes` says when each is answered): 400: `invalid_json`; 400: `invalid_body`; 400: `invalid_token`; 400: `invalid_signature`, `timestamp_out_of_tolerance`, `invalid_event`; 400: `bad_request`; 401: `unauthorized`; 401: `invalid_credentials`; 401: `invalid_refresh_token`, `refresh_token_reused`; 401: `invalid_code`; 403: `forbidden`; 403: `verification_required`; 404: `not_found`; 405: `method_not_allowed`; 408: `request_timeout`; 409: `email_taken`; 409: `key_taken`; 409: `audience_archived`; 409: `already_unsubscribed`; 409: `order_linked_elsewhere`; 409: `too_many_webhooks`; 409: `delivery_in_progress`, `not_failed`; 409: `concurrent_change`, `conflict`; 413: `payload_too_large`; 415: `unsupported_media_type`; 422: `validation_failed`; 429: `rate_limited`; 502: `payment_provider_error`; 503: `payments_not_configured`; 503: `database_unavailable`, `contention`, `not_ready`; 500: `internal_error`. */
             error: string;
             message: string;
             request_id: string;
@@ -1453,11 +1480,11 @@ export interface components {
              * Format: int64
              * @description Seconds to wait; present on 429 only.
              */
-            retry_after?: number | null;
+            retry_after?: number;
             /** Format: int32 */
             status_code: number;
             /** @description Present on 422 only. */
-            validation_errors?: components["schemas"]["FieldError"][] | null;
+            validation_errors?: components["schemas"]["FieldError"][];
         };
         /** @description Something that happened in a store (CONTRACT §9.1): what the feed lists and a webhook carries. */
         Event: {
@@ -1475,6 +1502,11 @@ export interface components {
             type: components["schemas"]["EventType"];
         };
         /**
+         * @description An event type, or `*` for every type.
+         * @enum {string}
+         */
+        EventFilter: "*" | "profile.created" | "profile.updated" | "profile.verified" | "profile.merged" | "profile.erased" | "subscription.created" | "subscription.activated" | "subscription.cancellation_scheduled" | "subscription.cancelled" | "subscription.expired" | "order.linked";
+        /**
          * @description What an event says happened (CONTRACT §9.1).
          * @enum {string}
          */
@@ -1484,6 +1516,39 @@ export interface components {
         /** @description One field of a taxonomy's schema. */
         FieldDef: {
             key: string;
+            /** @description Text only: the allowed values. */
+            options?: string[];
+            /** @enum {string} */
+            type: "text";
+        } | {
+            key: string;
+            /** Format: double */
+            max?: number;
+            /**
+             * Format: double
+             * @description Number only: inclusive bounds.
+             */
+            min?: number;
+            /** @enum {string} */
+            type: "number";
+        } | {
+            key: string;
+            /** @enum {string} */
+            type: "boolean";
+        } | {
+            key: string;
+            /** @enum {string} */
+            type: "geo_location";
+        };
+        /** @description One field of a taxonomy's schema. */
+        FieldDefInput: {
+            key: string;
+            /** @description Text only: the allowed values. */
+            options?: string[] | null;
+            /** @enum {string} */
+            type: "text";
+        } | {
+            key: string;
             /** Format: double */
             max?: number | null;
             /**
@@ -1491,20 +1556,31 @@ export interface components {
              * @description Number only: inclusive bounds.
              */
             min?: number | null;
-            /** @description Text only: the allowed values. */
-            options?: string[] | null;
-            type: components["schemas"]["FieldType"];
+            /** @enum {string} */
+            type: "number";
+        } | {
+            key: string;
+            /** @enum {string} */
+            type: "boolean";
+        } | {
+            key: string;
+            /** @enum {string} */
+            type: "geo_location";
         };
         /** @description One field that failed validation. */
         FieldError: {
+            /** @description A stable snake_case code: `required`, `unknown_field`, `invalid_text`, `invalid_characters`, `invalid_type`, `invalid_value`, `invalid_length`, `invalid_json`, `too_long`, `too_short`, `too_many`, `out_of_range`, `not_finite`, `invalid_email`, `invalid_url`, `invalid_origin`, `https_required`, `unresolvable_host`, `private_address`, `origin_not_allowed`, `invalid_key`, `reserved_key`, `invalid_code_format`, `invalid_cursor`, `cursor_mismatch`, `invalid_ids`, `invalid_types`, `unknown_taxonomy`, `unknown_template`, `unknown_price`, `type_mismatch`, `option_not_allowed`, `too_many_values`, `expected_pair`, `invalid_range`, `duplicate_taxonomy`, `duplicate_field`, `invalid_options`, `only_for_text`, `only_for_number`, `greater_than_max`, `duplicate_key`, `too_many_fields`, `too_many_filters`, `invalid_currency`, `invalid_interval`, `below_amount`, `duplicate_id`, `price_not_on_stripe`, `only_for_paid`, `type_immutable`, `email_required`, `same_as_target`, `invalid_template`, `render_failed`. */
             error: string;
             field: string;
         };
         FieldQuery: {
-            center?: components["schemas"]["GeoPoint"] | null;
+            center?: components["schemas"]["GeoPointInput"] | null;
             key: string;
-            /** @description text: `in` (default), `all`; number: `eq` (default), `ne`, `gt`, `gte`, `lt`, `lte`, `between`. */
-            operation?: string | null;
+            /**
+             * @description text: `in` (default), `all`; number: `eq` (default), `ne`, `gt`, `gte`, `lt`, `lte`, `between`.
+             * @enum {string|null}
+             */
+            operation?: "in" | "all" | "eq" | "ne" | "gt" | "gte" | "lt" | "lte" | "between" | null;
             /**
              * Format: double
              * @description geo_location: kilometres.
@@ -1524,8 +1600,25 @@ export interface components {
          *     ]
          */
         FieldValue: string[] | number | boolean | components["schemas"]["GeoPoint"];
+        /**
+         * @description An entry field's value, by the field's type: text → `["a", "b"]`, number → `4.5`,
+         *     boolean → `true`, geo_location → `{"lat", "lon", "label"?}`. (Documentation: the value is
+         *     checked against the field's definition, not parsed into this type.)
+         * @example [
+         *       "gold"
+         *     ]
+         */
+        FieldValueInput: string[] | number | boolean | components["schemas"]["GeoPointInput"];
         /** @description A geographic point; `label` is free text. */
         GeoPoint: {
+            label?: string;
+            /** Format: double */
+            lat: number;
+            /** Format: double */
+            lon: number;
+        };
+        /** @description A geographic point; `label` is free text. */
+        GeoPointInput: {
             label?: string | null;
             /** Format: double */
             lat: number;
@@ -1550,14 +1643,14 @@ export interface components {
             created_at: number;
             dry_run: boolean;
             /** @description Why a failed job stopped. */
-            error?: string | null;
+            error: string | null;
             /** @description The first row errors; all of them at `errors_url`. */
             errors: components["schemas"]["RowError"][];
             errors_url: string;
             /** Format: int64 */
             failed: number;
             /** Format: int64 */
-            finished_at?: number | null;
+            finished_at: number | null;
             format: components["schemas"]["ImportFormat"];
             /** Format: uuid */
             id: string;
@@ -1589,7 +1682,10 @@ export interface components {
          */
         ImportStatus: "running" | "completed" | "failed" | "interrupted";
         LinkOrder: {
-            /** @description ISO 4217, e.g. `EUR`. */
+            /**
+             * @description ISO 4217, e.g. `EUR`.
+             * @example EUR
+             */
             currency?: string | null;
             metadata?: Record<string, never> | null;
             order_id: string;
@@ -1603,6 +1699,7 @@ export interface components {
             logged_out: boolean;
         };
         LoginRequest: {
+            /** Format: email */
             email: string;
             password: string;
         };
@@ -1616,19 +1713,19 @@ export interface components {
             /** Format: int64 */
             created_at: number;
             /** Format: int64 */
-            failed_at?: number | null;
+            failed_at: number | null;
             /** Format: uuid */
             id: string;
             kind: components["schemas"]["MailKind"];
             /** @description The last failure's answer from the mail server. */
-            last_error?: string | null;
+            last_error: string | null;
             /**
              * Format: int64
              * @description When a queued mail is tried next.
              */
-            next_attempt_at?: number | null;
+            next_attempt_at: number | null;
             /** Format: int64 */
-            sent_at?: number | null;
+            sent_at: number | null;
             status: components["schemas"]["MailStatus"];
             subject: string;
             /** @description The recipient's address. */
@@ -1678,352 +1775,99 @@ export interface components {
         Order: {
             /** Format: int64 */
             created_at: number;
-            currency?: string | null;
+            currency: string | null;
             metadata: Record<string, never>;
             order_id: string;
             /** Format: int64 */
-            placed_at?: number | null;
+            placed_at: number | null;
             /** Format: uuid */
             profile_id: string;
-            status?: string | null;
+            status: string | null;
             /**
              * Format: int64
              * @description Minor units.
              */
-            total?: number | null;
+            total: number | null;
         };
         /** @description A page of a list; `cursor` is null on the last page. */
         Paged_ApiKey: {
-            cursor?: string | null;
-            items: {
-                /** Format: int64 */
-                created_at: number;
-                /** Format: uuid */
-                id: string;
-                /** Format: int64 */
-                last_used_at?: number | null;
-                name: string;
-                /** @description The first characters of the key, to recognise it. */
-                prefix: string;
-                /** Format: int64 */
-                revoked_at?: number | null;
-            }[];
+            cursor: string | null;
+            items: components["schemas"]["ApiKey"][];
         };
         /** @description A page of a list; `cursor` is null on the last page. */
         Paged_Audience: {
-            cursor?: string | null;
-            items: {
-                /** Format: uuid */
-                confirm_template_id?: string | null;
-                /** Format: int64 */
-                created_at: number;
-                /** Format: uuid */
-                id: string;
-                key: string;
-                name?: string | null;
-                status: components["schemas"]["Status"];
-                /** Format: uuid */
-                store_id: string;
-                /**
-                 * Format: int64
-                 * @description Active and cancellation-scheduled subscriptions.
-                 */
-                subscriber_count: number;
-                type: components["schemas"]["AudienceType"];
-                /** Format: int64 */
-                updated_at: number;
-            }[];
+            cursor: string | null;
+            items: components["schemas"]["Audience"][];
         };
         /** @description A page of a list; `cursor` is null on the last page. */
         Paged_AuthTokenInfo: {
-            cursor?: string | null;
-            items: {
-                /** Format: int64 */
-                created_at: number;
-                /** Format: uuid */
-                id: string;
-                is_verified: boolean;
-                /** Format: int64 */
-                last_used_at: number;
-                /** Format: int64 */
-                refresh_expires_at: number;
-                user_agent?: string | null;
-            }[];
+            cursor: string | null;
+            items: components["schemas"]["AuthTokenInfo"][];
         };
         /** @description A page of a list; `cursor` is null on the last page. */
         Paged_Consent: {
-            cursor?: string | null;
-            items: {
-                action: components["schemas"]["ConsentAction"];
-                /**
-                 * Format: int64
-                 * @description When it happened (unix seconds); for an import, when the file says the consent was given.
-                 */
-                at: number;
-                /** Format: uuid */
-                audience_id: string;
-                /**
-                 * Format: uuid
-                 * @description The double opt-in mail the subscriber confirmed, or that a subscribe queued.
-                 */
-                confirm_mail_id?: string | null;
-                /** Format: uuid */
-                id: string;
-                /**
-                 * @description The caller's address: `203.0.113.0/24` (IPv4) or `2001:db8:1::/48` (IPv6) unless the
-                 *     store keeps full addresses (`consent_full_ip`).
-                 */
-                ip?: string | null;
-                /** Format: uuid */
-                profile_id: string;
-                /** @description Where, in words: an import's source column, the Stripe event, the merge. */
-                source?: string | null;
-                /** @description The subscription's status after the change. */
-                status_after: components["schemas"]["SubscriptionStatus"];
-                /** Format: uuid */
-                subscription_id: string;
-                user_agent?: string | null;
-                /**
-                 * @description SHA-256 (hex) of the wording agreed to: the subscribe's `consent_text`, or the
-                 *     confirmation mail's text with its one-time link replaced by `{{ confirm_url }}`.
-                 */
-                wording_hash?: string | null;
-            }[];
+            cursor: string | null;
+            items: components["schemas"]["Consent"][];
         };
         /** @description A page of a list; `cursor` is null on the last page. */
         Paged_Delivery: {
-            cursor?: string | null;
-            items: {
-                /** @description Oldest first. */
-                attempts: components["schemas"]["DeliveryAttempt"][];
-                /** Format: int64 */
-                created_at: number;
-                /** Format: int64 */
-                delivered_at?: number | null;
-                /** Format: uuid */
-                event_id: string;
-                event_type: components["schemas"]["EventType"];
-                /** Format: uuid */
-                id: string;
-                /** Format: int64 */
-                next_attempt_at?: number | null;
-                /** @description `pending` (due at `next_attempt_at`), `delivered`, or `failed` after the last retry. */
-                status: components["schemas"]["DeliveryStatus"];
-            }[];
+            cursor: string | null;
+            items: components["schemas"]["Delivery"][];
         };
         /** @description A page of a list; `cursor` is null on the last page. */
         Paged_EmailTemplate: {
-            cursor?: string | null;
-            items: {
-                /** @description HTML; placeholders are HTML-escaped (`{{ x|safe }}` opts out). */
-                body: string;
-                /** Format: int64 */
-                created_at: number;
-                from_email?: string | null;
-                from_name?: string | null;
-                /** Format: uuid */
-                id: string;
-                key: string;
-                /** @description Inbox preview text, sent as a hidden span at the top of the body. */
-                preheader?: string | null;
-                reply_to?: string | null;
-                status: components["schemas"]["Status"];
-                /** Format: uuid */
-                store_id: string;
-                /** @description One line; placeholders are not HTML-escaped, line breaks are removed. */
-                subject: string;
-                /** @description Plain-text part; when null it is derived from the rendered body. */
-                text_body?: string | null;
-                /** Format: int64 */
-                updated_at: number;
-            }[];
+            cursor: string | null;
+            items: components["schemas"]["EmailTemplate"][];
         };
         /** @description A page of a list; `cursor` is null on the last page. */
         Paged_Event: {
-            cursor?: string | null;
-            items: {
-                /** Format: int64 */
-                created_at: number;
-                /**
-                 * @description `{"object": ...}`: the object as the API answered it at that moment (`profile.merged`:
-                 *     `{target_id, source_id}`; `profile.erased`: `{id}`).
-                 */
-                data: Record<string, never>;
-                /** Format: uuid */
-                id: string;
-                /** Format: uuid */
-                store_id: string;
-                type: components["schemas"]["EventType"];
-            }[];
+            cursor: string | null;
+            items: components["schemas"]["Event"][];
         };
         /** @description A page of a list; `cursor` is null on the last page. */
         Paged_Mail: {
-            cursor?: string | null;
-            items: {
-                /**
-                 * Format: int64
-                 * @description Failed delivery attempts so far.
-                 */
-                attempts: number;
-                /** Format: int64 */
-                created_at: number;
-                /** Format: int64 */
-                failed_at?: number | null;
-                /** Format: uuid */
-                id: string;
-                kind: components["schemas"]["MailKind"];
-                /** @description The last failure's answer from the mail server. */
-                last_error?: string | null;
-                /**
-                 * Format: int64
-                 * @description When a queued mail is tried next.
-                 */
-                next_attempt_at?: number | null;
-                /** Format: int64 */
-                sent_at?: number | null;
-                status: components["schemas"]["MailStatus"];
-                subject: string;
-                /** @description The recipient's address. */
-                to: string;
-            }[];
+            cursor: string | null;
+            items: components["schemas"]["Mail"][];
         };
         /** @description A page of a list; `cursor` is null on the last page. */
         Paged_MemberStore: {
-            cursor?: string | null;
-            items: (components["schemas"]["Store"] & {
-                role: components["schemas"]["Role"];
-            })[];
+            cursor: string | null;
+            items: components["schemas"]["MemberStore"][];
         };
         /** @description A page of a list; `cursor` is null on the last page. */
         Paged_Order: {
-            cursor?: string | null;
-            items: {
-                /** Format: int64 */
-                created_at: number;
-                currency?: string | null;
-                metadata: Record<string, never>;
-                order_id: string;
-                /** Format: int64 */
-                placed_at?: number | null;
-                /** Format: uuid */
-                profile_id: string;
-                status?: string | null;
-                /**
-                 * Format: int64
-                 * @description Minor units.
-                 */
-                total?: number | null;
-            }[];
+            cursor: string | null;
+            items: components["schemas"]["Order"][];
         };
         /** @description A page of a list; `cursor` is null on the last page. */
         Paged_Profile: {
-            cursor?: string | null;
-            items: {
-                auth_tokens: components["schemas"]["AuthTokenInfo"][];
-                /** Format: int64 */
-                created_at: number;
-                email?: string | null;
-                /** Format: uuid */
-                id: string;
-                promo_usage: components["schemas"]["PromoUsage"][];
-                status: components["schemas"]["Status"];
-                /** Format: uuid */
-                store_id: string;
-                taxonomies: components["schemas"]["TaxonomyEntry"][];
-                /** Format: int64 */
-                updated_at: number;
-                verification_codes: components["schemas"]["VerificationCodeInfo"][];
-                verified: boolean;
-            }[];
+            cursor: string | null;
+            items: components["schemas"]["Profile"][];
         };
         /** @description A page of a list; `cursor` is null on the last page. */
         Paged_RowError: {
-            cursor?: string | null;
-            items: {
-                column?: string | null;
-                error: string;
-                /** Format: int64 */
-                row: number;
-            }[];
+            cursor: string | null;
+            items: components["schemas"]["RowError"][];
         };
         /** @description A page of a list; `cursor` is null on the last page. */
         Paged_Segment: {
-            cursor?: string | null;
-            items: {
-                /** Format: int64 */
-                created_at: number;
-                /** Format: uuid */
-                id: string;
-                key: string;
-                name?: string | null;
-                query?: string | null;
-                status?: components["schemas"]["Status"] | null;
-                /** Format: uuid */
-                store_id: string;
-                /** @description JSON-encoded `TaxonomyQuery[]`. */
-                taxonomy_query?: string | null;
-                /** Format: int64 */
-                updated_at: number;
-            }[];
+            cursor: string | null;
+            items: components["schemas"]["Segment"][];
         };
         /** @description A page of a list; `cursor` is null on the last page. */
         Paged_SubscriberView: {
-            cursor?: string | null;
-            items: {
-                email?: string | null;
-                /** Format: uuid */
-                profile_id: string;
-                source: components["schemas"]["SubscriptionSource"];
-                status: components["schemas"]["SubscriptionStatus"];
-                /** Format: int64 */
-                subscribed_at: number;
-            }[];
+            cursor: string | null;
+            items: components["schemas"]["SubscriberView"][];
         };
         /** @description A page of a list; `cursor` is null on the last page. */
         Paged_Taxonomy: {
-            cursor?: string | null;
-            items: {
-                /** Format: int64 */
-                created_at: number;
-                /** Format: uuid */
-                id: string;
-                key: string;
-                /** Format: uuid */
-                parent_id?: string | null;
-                schema: components["schemas"]["FieldDef"][];
-                status: components["schemas"]["Status"];
-                /** Format: uuid */
-                store_id: string;
-                /** Format: int64 */
-                updated_at: number;
-            }[];
+            cursor: string | null;
+            items: components["schemas"]["Taxonomy"][];
         };
         /** @description A page of a list; `cursor` is null on the last page. */
         Paged_Webhook: {
-            cursor?: string | null;
-            items: {
-                /** Format: int64 */
-                created_at: number;
-                description?: string | null;
-                /** @description Event types, or `"*"`. */
-                events: string[];
-                /**
-                 * Format: int64
-                 * @description Since when every attempt has failed (none while it delivers); 5 days of it disable it.
-                 */
-                failing_since?: number | null;
-                /** Format: uuid */
-                id: string;
-                /**
-                 * Format: int64
-                 * @description Until then the previous secret signs too (24 h after a rotation).
-                 */
-                previous_secret_until?: number | null;
-                status: components["schemas"]["EndpointStatus"];
-                /** Format: int64 */
-                updated_at: number;
-                url: string;
-            }[];
+            cursor: string | null;
+            items: components["schemas"]["Webhook"][];
         };
         Preview: {
             html: string;
@@ -2048,8 +1892,29 @@ export interface components {
              */
             amount: number;
             /** Format: int64 */
+            compare_at?: number;
+            /**
+             * @description ISO 4217, upper-cased.
+             * @example EUR
+             */
+            currency: string;
+            id: string;
+            interval?: components["schemas"]["PriceInterval"];
+            providers: components["schemas"]["PriceProvider"][];
+        };
+        /** @description A price of a paid audience. `id` is generated when omitted. */
+        PriceInput: {
+            /**
+             * Format: int64
+             * @description Minor units.
+             */
+            amount: number;
+            /** Format: int64 */
             compare_at?: number | null;
-            /** @description ISO 4217, upper-cased. */
+            /**
+             * @description ISO 4217, upper-cased.
+             * @example EUR
+             */
             currency: string;
             id?: string;
             interval?: components["schemas"]["PriceInterval"] | null;
@@ -2058,20 +1923,26 @@ export interface components {
         PriceInterval: {
             /** Format: int32 */
             count: number;
-            /** @description `month` or `year`. */
-            period: string;
+            /**
+             * @description `month` or `year`.
+             * @enum {string}
+             */
+            period: "month" | "year";
         };
         PriceProvider: {
             /** @description The provider's price id, e.g. Stripe's `price_...`. */
             id: string;
-            /** @description `stripe`. */
-            type: string;
+            /**
+             * @description `stripe`.
+             * @enum {string}
+             */
+            type: "stripe";
         };
         Profile: {
             auth_tokens: components["schemas"]["AuthTokenInfo"][];
             /** Format: int64 */
             created_at: number;
-            email?: string | null;
+            email: string | null;
             /** Format: uuid */
             id: string;
             promo_usage: components["schemas"]["PromoUsage"][];
@@ -2120,7 +1991,7 @@ export interface components {
         Role: "owner" | "admin";
         /** @description One row the import refused: the file's line, the column (CSV header or NDJSON field path). */
         RowError: {
-            column?: string | null;
+            column: string | null;
             error: string;
             /** Format: int64 */
             row: number;
@@ -2132,13 +2003,13 @@ export interface components {
             /** Format: uuid */
             id: string;
             key: string;
-            name?: string | null;
-            query?: string | null;
-            status?: components["schemas"]["Status"] | null;
+            name: string | null;
+            query: string | null;
+            status: components["schemas"]["Status"] | null;
             /** Format: uuid */
             store_id: string;
             /** @description JSON-encoded `TaxonomyQuery[]`. */
-            taxonomy_query?: string | null;
+            taxonomy_query: string | null;
             /** Format: int64 */
             updated_at: number;
         };
@@ -2172,8 +2043,8 @@ export interface components {
             consent_full_ip: boolean;
             /** Format: int64 */
             created_at: number;
-            from_email?: string | null;
-            from_name?: string | null;
+            from_email: string | null;
+            from_name: string | null;
             /** Format: uuid */
             id: string;
             name: string;
@@ -2181,8 +2052,12 @@ export interface components {
             updated_at: number;
         };
         SubscribeRequest: {
+            /** Format: uri */
             cancel_url?: string | null;
-            /** @description Required for double opt-in audiences: the storefront page that POSTs the token to `/audiences/confirm`. */
+            /**
+             * Format: uri
+             * @description Required for double opt-in audiences: the storefront page that POSTs the token to `/audiences/confirm`.
+             */
             confirm_url?: string | null;
             /**
              * @description The wording the shopper agreed to (the sign-up form's text, at most 10,000 characters):
@@ -2192,14 +2067,15 @@ export interface components {
             price_id?: string | null;
             /** Format: uuid */
             profile_id: string;
+            /** Format: uri */
             success_url?: string | null;
         };
         SubscribeResponse: {
-            checkout_url?: string | null;
+            checkout_url?: string;
             subscription: components["schemas"]["SubscriptionView"];
         };
         SubscriberView: {
-            email?: string | null;
+            email: string | null;
             /** Format: uuid */
             profile_id: string;
             source: components["schemas"]["SubscriptionSource"];
@@ -2211,26 +2087,26 @@ export interface components {
             /** Format: uuid */
             audience_id: string;
             /** Format: int64 */
-            cancelled_at?: number | null;
+            cancelled_at: number | null;
             /** Format: int64 */
-            confirmed_at?: number | null;
+            confirmed_at: number | null;
             /** Format: int64 */
             created_at: number;
             /** Format: int64 */
-            end_date?: number | null;
+            end_date: number | null;
             /** Format: uuid */
             id: string;
             /**
              * @description `{provider: {type, customer_id, subscription_id, price_id, checkout_session_id}}` for paid
              *     subscriptions; the Stripe customer and subscription ids arrive with the checkout webhook.
              */
-            payment?: Record<string, never> | null;
-            price_id?: string | null;
+            payment: Record<string, never> | null;
+            price_id: string | null;
             /** Format: uuid */
             profile_id: string;
             source: components["schemas"]["SubscriptionSource"];
             /** Format: int64 */
-            start_date?: number | null;
+            start_date: number | null;
             status: components["schemas"]["SubscriptionStatus"];
             /** Format: uuid */
             store_id: string;
@@ -2271,7 +2147,7 @@ export interface components {
             id: string;
             key: string;
             /** Format: uuid */
-            parent_id?: string | null;
+            parent_id: string | null;
             schema: components["schemas"]["FieldDef"][];
             status: components["schemas"]["Status"];
             /** Format: uuid */
@@ -2282,6 +2158,12 @@ export interface components {
         /** @description A profile's values for one taxonomy. */
         TaxonomyEntry: {
             fields: components["schemas"]["EntryField"][];
+            /** Format: uuid */
+            taxonomy_id: string;
+        };
+        /** @description A profile's values for one taxonomy. */
+        TaxonomyEntryInput: {
+            fields: components["schemas"]["EntryFieldInput"][];
             /** Format: uuid */
             taxonomy_id: string;
         };
@@ -2305,18 +2187,19 @@ export interface components {
             key?: string | null;
             name?: string | null;
             /** @description Paid audiences only. */
-            prices?: components["schemas"]["Price"][] | null;
+            prices?: components["schemas"]["PriceInput"][] | null;
             status?: components["schemas"]["Status"] | null;
-            type?: components["schemas"]["AudienceType"] | null;
+            type?: components["schemas"]["AudienceTypeInput"] | null;
         };
         /**
          * @description Absent fields stay. `taxonomies` replaces all entries. A changed email is no longer verified;
          *     `email: null` removes it.
          */
         UpdateProfile: {
+            /** Format: email */
             email?: string | null;
             status?: components["schemas"]["Status"] | null;
-            taxonomies?: components["schemas"]["TaxonomyEntry"][] | null;
+            taxonomies?: components["schemas"]["TaxonomyEntryInput"][] | null;
         };
         /** @description Absent fields stay; `null` clears a filter. */
         UpdateSegment: {
@@ -2335,6 +2218,7 @@ export interface components {
              *     /48 for IPv6).
              */
             consent_full_ip?: boolean | null;
+            /** Format: email */
             from_email?: string | null;
             from_name?: string | null;
             name?: string | null;
@@ -2344,17 +2228,17 @@ export interface components {
             key?: string | null;
             /** Format: uuid */
             parent_id?: string | null;
-            schema?: components["schemas"]["FieldDef"][] | null;
+            schema?: components["schemas"]["FieldDefInput"][] | null;
             status?: components["schemas"]["Status"] | null;
         };
         /** @description Absent fields stay; `null` clears an optional field. */
         UpdateTemplate: {
             body?: string | null;
-            from_email?: string | null;
-            from_name?: string | null;
+            from_email?: ((string | unknown | unknown) | null) | unknown | unknown;
+            from_name?: ((string | unknown | unknown) | null) | unknown | unknown;
             key?: string | null;
             preheader?: string | null;
-            reply_to?: string | null;
+            reply_to?: ((string | unknown | unknown) | null) | unknown | unknown;
             status?: components["schemas"]["Status"] | null;
             subject?: string | null;
             text_body?: string | null;
@@ -2365,8 +2249,9 @@ export interface components {
          */
         UpdateWebhook: {
             description?: string | null;
-            events?: string[] | null;
+            events?: components["schemas"]["EventFilter"][] | null;
             status?: components["schemas"]["EndpointStatus"] | null;
+            /** Format: uri */
             url?: string | null;
         };
         /** @description A magic code, without the code. */
@@ -2384,27 +2269,28 @@ export interface components {
         VerifyRequest: {
             /** @description The 6-digit code from the mail. */
             code: string;
+            /** Format: email */
             email: string;
         };
         /** @description A webhook endpoint. Its signing secret is shown only by create and rotate-secret. */
         Webhook: {
             /** Format: int64 */
             created_at: number;
-            description?: string | null;
+            description: string | null;
             /** @description Event types, or `"*"`. */
             events: string[];
             /**
              * Format: int64
              * @description Since when every attempt has failed (none while it delivers); 5 days of it disable it.
              */
-            failing_since?: number | null;
+            failing_since: number | null;
             /** Format: uuid */
             id: string;
             /**
              * Format: int64
              * @description Until then the previous secret signs too (24 h after a rotation).
              */
-            previous_secret_until?: number | null;
+            previous_secret_until: number | null;
             status: components["schemas"]["EndpointStatus"];
             /** Format: int64 */
             updated_at: number;
@@ -2424,7 +2310,14 @@ export interface components {
     responses: never;
     parameters: never;
     requestBodies: never;
-    headers: never;
+    headers: {
+        /** @description The request's id: the one the client sent in `x-request-id`, or a new UUIDv7. Quote it when reporting a problem; the server logs under it. */
+        RequestId: string;
+        /** @description Seconds to wait before trying again (also `retry_after` in the body). */
+        RetryAfter: number;
+        /** @description `Bearer`: the route wants a bearer credential. */
+        WwwAuthenticate: "Bearer";
+    };
     pathItems: never;
 }
 export type $defs = Record<string, never>;
@@ -2441,9 +2334,15 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "status": "text"
+                     *     }
+                     */
                     "application/json": components["schemas"]["Health"];
                 };
             };
@@ -2461,6 +2360,7 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2481,15 +2381,22 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "status": "text"
+                     *     }
+                     */
                     "application/json": components["schemas"]["Health"];
                 };
             };
             /** @description not available now: the database is unreachable, or concurrent changes kept winning; retry: database unreachable */
             503: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2515,6 +2422,12 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "email": "ann@example.com",
+                 *       "password": "correct horse battery staple"
+                 *     }
+                 */
                 "application/json": components["schemas"]["LoginRequest"];
             };
         };
@@ -2522,15 +2435,29 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "access_expires_at": 1764000000,
+                     *       "access_token": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIwMTkyZjRhMSJ9.c2lnbmF0dXJl",
+                     *       "account_id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "created_at": 1764000000,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "refresh_expires_at": 1764000000,
+                     *       "refresh_token": "Yq3v9x0b4n8s2k7d1f6h5j0l3p9r2t4w8z1c6e0g5i7",
+                     *       "token_type": "Bearer"
+                     *     }
+                     */
                     "application/json": components["schemas"]["AccountToken"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2548,6 +2475,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`): invalid_credentials */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2565,6 +2494,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2582,6 +2512,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2599,6 +2530,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2622,6 +2554,8 @@ export interface operations {
             /** @description too many requests: wait `retry_after` seconds (also in `Retry-After`): rate_limited; `retry_after` seconds, also in `Retry-After` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["RetryAfter"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2651,15 +2585,23 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "logged_out": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["LoggedOut"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2677,6 +2619,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2705,15 +2648,43 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "account": {
+                     *         "created_at": 1764000000,
+                     *         "email": "bob@example.com",
+                     *         "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *         "updated_at": 1764000000
+                     *       },
+                     *       "stores": [
+                     *         {
+                     *           "allowed_origins": [
+                     *             "text"
+                     *           ],
+                     *           "consent_full_ip": true,
+                     *           "created_at": 1764000000,
+                     *           "from_email": "news@shop.example",
+                     *           "from_name": "Weekly news",
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "name": "Weekly news",
+                     *           "role": "owner",
+                     *           "updated_at": 1764000000
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Me"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2731,6 +2702,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2756,6 +2728,11 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "refresh_token": "Yq3v9x0b4n8s2k7d1f6h5j0l3p9r2t4w8z1c6e0g5i7"
+                 *     }
+                 */
                 "application/json": components["schemas"]["RefreshRequest"];
             };
         };
@@ -2763,15 +2740,29 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "access_expires_at": 1764000000,
+                     *       "access_token": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIwMTkyZjRhMSJ9.c2lnbmF0dXJl",
+                     *       "account_id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "created_at": 1764000000,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "refresh_expires_at": 1764000000,
+                     *       "refresh_token": "Yq3v9x0b4n8s2k7d1f6h5j0l3p9r2t4w8z1c6e0g5i7",
+                     *       "token_type": "Bearer"
+                     *     }
+                     */
                     "application/json": components["schemas"]["AccountToken"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2789,6 +2780,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`): invalid_refresh_token or refresh_token_reused */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2806,6 +2799,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2823,6 +2817,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2840,6 +2835,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2875,6 +2871,7 @@ export interface operations {
         /** @description a Stripe event, verbatim */
         requestBody: {
             content: {
+                /** @example {} */
                 "application/json": Record<string, never>;
             };
         };
@@ -2882,15 +2879,23 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "duplicate": true,
+                     *       "received": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["WebhookAck"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired: invalid_signature, timestamp_out_of_tolerance, invalid_json or invalid_event */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2908,6 +2913,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2925,6 +2931,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2942,6 +2949,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2965,6 +2973,7 @@ export interface operations {
             /** @description not available now: the database is unreachable, or concurrent changes kept winning; retry: payments_not_configured */
             503: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2998,15 +3007,38 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "cursor": null,
+                     *       "items": [
+                     *         {
+                     *           "allowed_origins": [
+                     *             "text"
+                     *           ],
+                     *           "consent_full_ip": true,
+                     *           "created_at": 1764000000,
+                     *           "from_email": "news@shop.example",
+                     *           "from_name": "Weekly news",
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "name": "Weekly news",
+                     *           "role": "owner",
+                     *           "updated_at": 1764000000
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Paged_MemberStore"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3024,6 +3056,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3041,6 +3074,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3072,6 +3106,11 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "name": "Ann's shop"
+                 *     }
+                 */
                 "application/json": components["schemas"]["CreateStore"];
             };
         };
@@ -3079,15 +3118,31 @@ export interface operations {
             /** @description created */
             201: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "allowed_origins": [
+                     *         "text"
+                     *       ],
+                     *       "consent_full_ip": true,
+                     *       "created_at": 1764000000,
+                     *       "from_email": "news@shop.example",
+                     *       "from_name": "Weekly news",
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "name": "Weekly news",
+                     *       "updated_at": 1764000000
+                     *     }
+                     */
                     "application/json": components["schemas"]["Store"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3105,6 +3160,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3122,6 +3179,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3139,6 +3197,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3156,6 +3215,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3173,6 +3233,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3209,15 +3270,32 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "allowed_origins": [
+                     *         "text"
+                     *       ],
+                     *       "consent_full_ip": true,
+                     *       "created_at": 1764000000,
+                     *       "from_email": "news@shop.example",
+                     *       "from_name": "Weekly news",
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "name": "Weekly news",
+                     *       "updated_at": 1764000000
+                     *     }
+                     */
                     "application/json": components["schemas"]["Store"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3235,6 +3313,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3252,6 +3331,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3279,6 +3359,16 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "allowed_origins": [
+                 *         "https://shop.example",
+                 *         "https://*.shop.example"
+                 *       ],
+                 *       "from_email": "news@shop.example",
+                 *       "from_name": "Ann's shop"
+                 *     }
+                 */
                 "application/json": components["schemas"]["UpdateStore"];
             };
         };
@@ -3286,15 +3376,31 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "allowed_origins": [
+                     *         "text"
+                     *       ],
+                     *       "consent_full_ip": true,
+                     *       "created_at": 1764000000,
+                     *       "from_email": "news@shop.example",
+                     *       "from_name": "Weekly news",
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "name": "Weekly news",
+                     *       "updated_at": 1764000000
+                     *     }
+                     */
                     "application/json": components["schemas"]["Store"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3312,6 +3418,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3329,6 +3437,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3346,6 +3455,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3363,6 +3473,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3380,6 +3491,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3397,6 +3509,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3438,15 +3551,33 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "cursor": null,
+                     *       "items": [
+                     *         {
+                     *           "created_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "last_used_at": 1764000000,
+                     *           "name": "Weekly news",
+                     *           "prefix": "sk_Xq3v9",
+                     *           "revoked_at": 1764000000
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Paged_ApiKey"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3464,6 +3595,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3481,6 +3613,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3490,6 +3623,30 @@ export interface operations {
                      *       "message": "profile not found",
                      *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
                      *       "status_code": 404
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a field is missing, unknown or invalid; `validation_errors` names each */
+            422: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "validation_failed",
+                     *       "message": "email: invalid_email",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 422,
+                     *       "validation_errors": [
+                     *         {
+                     *           "error": "invalid_email",
+                     *           "field": "email"
+                     *         }
+                     *       ]
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorBody"];
@@ -3508,6 +3665,11 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "name": "backend"
+                 *     }
+                 */
                 "application/json": components["schemas"]["CreateApiKey"];
             };
         };
@@ -3515,15 +3677,26 @@ export interface operations {
             /** @description created */
             201: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "created_at": 1764000000,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "key": "news",
+                     *       "name": "Weekly news",
+                     *       "prefix": "sk_Xq3v9"
+                     *     }
+                     */
                     "application/json": components["schemas"]["CreatedApiKey"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3541,6 +3714,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3558,6 +3733,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3575,6 +3751,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3592,6 +3769,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3609,6 +3787,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3626,6 +3805,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3663,15 +3843,23 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "deleted": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["Deleted"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3689,6 +3877,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3706,6 +3895,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3744,15 +3934,39 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "cursor": null,
+                     *       "items": [
+                     *         {
+                     *           "confirm_template_id": "0192f4a1-a2b3-7e44-9f10-2c3d4e5f6a7b",
+                     *           "created_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "key": "news",
+                     *           "name": "Weekly news",
+                     *           "status": "active",
+                     *           "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *           "subscriber_count": 3,
+                     *           "type": {
+                     *             "type": "standard"
+                     *           },
+                     *           "updated_at": 1764000000
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Paged_Audience"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3770,6 +3984,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3787,6 +4002,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3804,6 +4020,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3837,6 +4054,13 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "confirm_template_id": "0192f4a1-a2b3-7e44-9f10-2c3d4e5f6a7b",
+                 *       "key": "news",
+                 *       "name": "Weekly news"
+                 *     }
+                 */
                 "application/json": components["schemas"]["CreateAudience"];
             };
         };
@@ -3844,15 +4068,33 @@ export interface operations {
             /** @description created */
             201: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "confirm_template_id": "0192f4a1-a2b3-7e44-9f10-2c3d4e5f6a7b",
+                     *       "created_at": 1764000000,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "key": "news",
+                     *       "name": "Weekly news",
+                     *       "status": "active",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "subscriber_count": 3,
+                     *       "type": {
+                     *         "type": "standard"
+                     *       },
+                     *       "updated_at": 1764000000
+                     *     }
+                     */
                     "application/json": components["schemas"]["Audience"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3870,6 +4112,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3887,6 +4131,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3904,6 +4149,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3921,6 +4167,7 @@ export interface operations {
             /** @description the request conflicts with the stored state: key_taken */
             409: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3938,6 +4185,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3955,6 +4203,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3972,6 +4221,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each: invalid key, prices or unknown template */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3994,7 +4244,7 @@ export interface operations {
             };
         };
     };
-    confirm_page: {
+    audiences_confirmPage: {
         parameters: {
             query?: {
                 token?: string;
@@ -4010,6 +4260,7 @@ export interface operations {
             /** @description the page */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4019,10 +4270,35 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way): the page for an unknown, used or expired link */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
                     "text/html": string;
+                };
+            };
+            /** @description a field is missing, unknown or invalid; `validation_errors` names each */
+            422: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "validation_failed",
+                     *       "message": "email: invalid_email",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 422,
+                     *       "validation_errors": [
+                     *         {
+                     *           "error": "invalid_email",
+                     *           "field": "email"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
         };
@@ -4038,6 +4314,11 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "token": "AZLyoXo0fPqW3mJ8vK2nR5tY7uI9oP1aS4dF6gH8jK0"
+                 *     }
+                 */
                 "application/json": components["schemas"]["TokenRequest"];
                 "application/x-www-form-urlencoded": components["schemas"]["TokenRequest"];
             };
@@ -4046,15 +4327,38 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "confirmed": true,
+                     *       "subscription": {
+                     *         "audience_id": "0192f4a1-d8e9-7fa0-b1c2-d3e4f5a6b7c8",
+                     *         "cancelled_at": null,
+                     *         "confirmed_at": 1764000000,
+                     *         "created_at": 1764000000,
+                     *         "end_date": null,
+                     *         "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *         "payment": null,
+                     *         "price_id": null,
+                     *         "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d",
+                     *         "source": "signup",
+                     *         "start_date": 1764000000,
+                     *         "status": "pending",
+                     *         "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *         "updated_at": 1764000000
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["Confirmed"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired: invalid_token */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4072,6 +4376,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4089,6 +4394,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4106,6 +4412,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4123,6 +4430,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4145,7 +4453,7 @@ export interface operations {
             };
         };
     };
-    unsubscribe_page: {
+    audiences_unsubscribePage: {
         parameters: {
             query?: {
                 token?: string;
@@ -4161,6 +4469,7 @@ export interface operations {
             /** @description the page */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4170,10 +4479,35 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way): the page for a link that is not valid */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
                     "text/html": string;
+                };
+            };
+            /** @description a field is missing, unknown or invalid; `validation_errors` names each */
+            422: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "validation_failed",
+                     *       "message": "email: invalid_email",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 422,
+                     *       "validation_errors": [
+                     *         {
+                     *           "error": "invalid_email",
+                     *           "field": "email"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
         };
@@ -4192,6 +4526,11 @@ export interface operations {
         /** @description The token, unless it is in the query string. Mail clients send the RFC 8058 form. */
         requestBody?: {
             content: {
+                /**
+                 * @example {
+                 *       "token": "AZLyoXo0fPqW3mJ8vK2nR5tY7uI9oP1aS4dF6gH8jK0"
+                 *     }
+                 */
                 "application/json": components["schemas"]["TokenRequest"];
                 "application/x-www-form-urlencoded": components["schemas"]["OneClickForm"];
             };
@@ -4200,15 +4539,38 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "subscription": {
+                     *         "audience_id": "0192f4a1-d8e9-7fa0-b1c2-d3e4f5a6b7c8",
+                     *         "cancelled_at": null,
+                     *         "confirmed_at": 1764000000,
+                     *         "created_at": 1764000000,
+                     *         "end_date": null,
+                     *         "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *         "payment": null,
+                     *         "price_id": null,
+                     *         "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d",
+                     *         "source": "signup",
+                     *         "start_date": 1764000000,
+                     *         "status": "pending",
+                     *         "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *         "updated_at": 1764000000
+                     *       },
+                     *       "unsubscribed": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["Unsubscribed"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired: invalid_token */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4226,6 +4588,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4243,6 +4606,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4260,6 +4624,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4277,6 +4642,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4315,15 +4681,70 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "confirm_template_id": "0192f4a1-a2b3-7e44-9f10-2c3d4e5f6a7b",
+                     *       "created_at": 1764000000,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "key": "news",
+                     *       "name": "Weekly news",
+                     *       "status": "active",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "subscriber_count": 3,
+                     *       "type": {
+                     *         "type": "standard"
+                     *       },
+                     *       "updated_at": 1764000000
+                     *     }
+                     */
                     "application/json": components["schemas"]["Audience"];
+                };
+            };
+            /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
+            401: {
+                headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unauthorized",
+                     *       "message": "the bearer token is invalid, expired or revoked",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 401
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
+            403: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "forbidden",
+                     *       "message": "this route needs an account token",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 403
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4353,6 +4774,11 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "name": "The weekly news"
+                 *     }
+                 */
                 "application/json": components["schemas"]["UpdateAudience"];
             };
         };
@@ -4360,15 +4786,33 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "confirm_template_id": "0192f4a1-a2b3-7e44-9f10-2c3d4e5f6a7b",
+                     *       "created_at": 1764000000,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "key": "news",
+                     *       "name": "Weekly news",
+                     *       "status": "active",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "subscriber_count": 3,
+                     *       "type": {
+                     *         "type": "standard"
+                     *       },
+                     *       "updated_at": 1764000000
+                     *     }
+                     */
                     "application/json": components["schemas"]["Audience"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4386,6 +4830,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4403,6 +4849,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4420,6 +4867,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4437,6 +4885,7 @@ export interface operations {
             /** @description the request conflicts with the stored state */
             409: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4454,6 +4903,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4471,6 +4921,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4488,6 +4939,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each: type_immutable, ... */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4526,15 +4978,23 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "has_access": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["AccessResponse"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4552,6 +5012,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4569,6 +5030,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4598,6 +5060,12 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "confirm_url": "https://shop.example/newsletter/confirm",
+                 *       "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d"
+                 *     }
+                 */
                 "application/json": components["schemas"]["SubscribeRequest"];
             };
         };
@@ -4605,24 +5073,69 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "checkout_url": "https://checkout.stripe.com/c/pay/cs_test_a1b2c3",
+                     *       "subscription": {
+                     *         "audience_id": "0192f4a1-d8e9-7fa0-b1c2-d3e4f5a6b7c8",
+                     *         "cancelled_at": null,
+                     *         "confirmed_at": 1764000000,
+                     *         "created_at": 1764000000,
+                     *         "end_date": null,
+                     *         "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *         "payment": null,
+                     *         "price_id": null,
+                     *         "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d",
+                     *         "source": "signup",
+                     *         "start_date": 1764000000,
+                     *         "status": "pending",
+                     *         "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *         "updated_at": 1764000000
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["SubscribeResponse"];
                 };
             };
             /** @description created */
             201: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "checkout_url": "https://checkout.stripe.com/c/pay/cs_test_a1b2c3",
+                     *       "subscription": {
+                     *         "audience_id": "0192f4a1-d8e9-7fa0-b1c2-d3e4f5a6b7c8",
+                     *         "cancelled_at": null,
+                     *         "confirmed_at": 1764000000,
+                     *         "created_at": 1764000000,
+                     *         "end_date": null,
+                     *         "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *         "payment": null,
+                     *         "price_id": null,
+                     *         "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d",
+                     *         "source": "signup",
+                     *         "start_date": 1764000000,
+                     *         "status": "pending",
+                     *         "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *         "updated_at": 1764000000
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["SubscribeResponse"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4640,6 +5153,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4657,6 +5172,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4674,6 +5190,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4691,6 +5208,7 @@ export interface operations {
             /** @description the request conflicts with the stored state: audience_archived */
             409: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4708,6 +5226,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4725,6 +5244,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4742,6 +5262,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each: unknown_price, price_not_on_stripe, required, invalid_url, origin_not_allowed */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4765,6 +5286,8 @@ export interface operations {
             /** @description too many requests: wait `retry_after` seconds (also in `Retry-After`): rate_limited: too many confirmation mails to this address today */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["RetryAfter"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4783,6 +5306,7 @@ export interface operations {
             /** @description the payment provider failed or timed out; nothing was stored: payment_provider_error: Stripe failed or timed out */
             502: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4800,6 +5324,7 @@ export interface operations {
             /** @description not available now: the database is unreachable, or concurrent changes kept winning; retry: payments_not_configured */
             503: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4836,15 +5361,32 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "cursor": null,
+                     *       "items": [
+                     *         {
+                     *           "email": "bob@example.com",
+                     *           "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d",
+                     *           "source": "signup",
+                     *           "status": "pending",
+                     *           "subscribed_at": 1764000000
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Paged_SubscriberView"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4862,6 +5404,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4879,6 +5422,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4896,6 +5440,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4931,6 +5476,11 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d"
+                 *     }
+                 */
                 "application/json": components["schemas"]["AddSubscriber"];
             };
         };
@@ -4938,15 +5488,29 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "skipped": true,
+                     *       "subscriber": {
+                     *         "email": "bob@example.com",
+                     *         "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d",
+                     *         "source": "signup",
+                     *         "status": "pending",
+                     *         "subscribed_at": 1764000000
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["AddSubscriberResponse"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4964,6 +5528,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4981,6 +5547,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4998,6 +5565,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5015,6 +5583,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5032,6 +5601,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5049,6 +5619,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5091,6 +5662,7 @@ export interface operations {
             /** @description the rows */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5101,6 +5673,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5118,6 +5692,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5135,6 +5710,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5152,6 +5728,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5191,15 +5768,23 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "deleted": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["Deleted"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5217,6 +5802,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5234,6 +5820,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5269,15 +5856,40 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "cursor": null,
+                     *       "items": [
+                     *         {
+                     *           "body": "text",
+                     *           "created_at": 1764000000,
+                     *           "from_email": "news@shop.example",
+                     *           "from_name": "Weekly news",
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "key": "news",
+                     *           "preheader": "text",
+                     *           "reply_to": "news@shop.example",
+                     *           "status": "active",
+                     *           "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *           "subject": "Confirm your subscription to Weekly news",
+                     *           "text_body": "text",
+                     *           "updated_at": 1764000000
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Paged_EmailTemplate"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5295,6 +5907,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5312,6 +5925,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5321,6 +5935,30 @@ export interface operations {
                      *       "message": "profile not found",
                      *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
                      *       "status_code": 404
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a field is missing, unknown or invalid; `validation_errors` names each */
+            422: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "validation_failed",
+                     *       "message": "email: invalid_email",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 422,
+                     *       "validation_errors": [
+                     *         {
+                     *           "error": "invalid_email",
+                     *           "field": "email"
+                     *         }
+                     *       ]
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorBody"];
@@ -5339,6 +5977,13 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "body": "<p>Hi {{ email }},</p><p><a href=\"{{ confirm_url }}\">Yes, subscribe me</a></p><p><a href=\"{{ unsubscribe_url }}\">Unsubscribe</a> - {{ store_name }}</p>",
+                 *       "key": "newsletter-confirm",
+                 *       "subject": "Confirm your subscription to {{ audience_name }}"
+                 *     }
+                 */
                 "application/json": components["schemas"]["CreateTemplate"];
             };
         };
@@ -5346,15 +5991,34 @@ export interface operations {
             /** @description created */
             201: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "body": "text",
+                     *       "created_at": 1764000000,
+                     *       "from_email": "news@shop.example",
+                     *       "from_name": "Weekly news",
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "key": "news",
+                     *       "preheader": "text",
+                     *       "reply_to": "news@shop.example",
+                     *       "status": "active",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "subject": "Confirm your subscription to Weekly news",
+                     *       "text_body": "text",
+                     *       "updated_at": 1764000000
+                     *     }
+                     */
                     "application/json": components["schemas"]["EmailTemplate"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5372,6 +6036,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5389,6 +6055,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5406,6 +6073,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5423,6 +6091,7 @@ export interface operations {
             /** @description the request conflicts with the stored state: key_taken */
             409: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5440,6 +6109,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5457,6 +6127,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5474,6 +6145,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each: invalid field, or a part that does not compile (invalid_template) */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5512,15 +6184,35 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "body": "text",
+                     *       "created_at": 1764000000,
+                     *       "from_email": "news@shop.example",
+                     *       "from_name": "Weekly news",
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "key": "news",
+                     *       "preheader": "text",
+                     *       "reply_to": "news@shop.example",
+                     *       "status": "active",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "subject": "Confirm your subscription to Weekly news",
+                     *       "text_body": "text",
+                     *       "updated_at": 1764000000
+                     *     }
+                     */
                     "application/json": components["schemas"]["EmailTemplate"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5538,6 +6230,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5555,6 +6248,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5584,6 +6278,11 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "preheader": "One click and you are in."
+                 *     }
+                 */
                 "application/json": components["schemas"]["UpdateTemplate"];
             };
         };
@@ -5591,15 +6290,34 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "body": "text",
+                     *       "created_at": 1764000000,
+                     *       "from_email": "news@shop.example",
+                     *       "from_name": "Weekly news",
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "key": "news",
+                     *       "preheader": "text",
+                     *       "reply_to": "news@shop.example",
+                     *       "status": "active",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "subject": "Confirm your subscription to Weekly news",
+                     *       "text_body": "text",
+                     *       "updated_at": 1764000000
+                     *     }
+                     */
                     "application/json": components["schemas"]["EmailTemplate"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5617,6 +6335,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5634,6 +6354,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5651,6 +6372,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5668,6 +6390,7 @@ export interface operations {
             /** @description the request conflicts with the stored state: key_taken */
             409: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5685,6 +6408,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5702,6 +6426,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5719,6 +6444,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5757,15 +6483,23 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "deleted": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["Deleted"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5783,6 +6517,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5800,6 +6535,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5829,6 +6565,14 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "vars": {
+                 *         "audience_name": "Weekly news",
+                 *         "email": "bob@example.com"
+                 *       }
+                 *     }
+                 */
                 "application/json": components["schemas"]["PreviewRequest"];
             };
         };
@@ -5836,15 +6580,30 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "html": "text",
+                     *       "subject": "Confirm your subscription to Weekly news",
+                     *       "text": "text",
+                     *       "warnings": [
+                     *         {
+                     *           "message": "email: invalid_email",
+                     *           "variable": "text"
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Preview"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5862,6 +6621,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5879,6 +6640,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5896,6 +6658,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5913,6 +6676,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5930,6 +6694,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5947,6 +6712,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each: the template failed with these variables (render_failed) */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5988,15 +6754,32 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "cursor": null,
+                     *       "items": [
+                     *         {
+                     *           "created_at": 1764000000,
+                     *           "data": {},
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *           "type": "profile.created"
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Paged_Event"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6014,6 +6797,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6031,6 +6815,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6048,6 +6833,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each: invalid_types */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6104,15 +6890,47 @@ export interface operations {
             202: {
                 headers: {
                     location?: string;
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "bytes_read": 1,
+                     *       "bytes_total": 1,
+                     *       "created": 1,
+                     *       "created_at": 1764000000,
+                     *       "dry_run": true,
+                     *       "error": "text",
+                     *       "errors": [
+                     *         {
+                     *           "column": "text",
+                     *           "error": "text",
+                     *           "row": 1
+                     *         }
+                     *       ],
+                     *       "errors_url": "text",
+                     *       "failed": 1,
+                     *       "finished_at": 1764000000,
+                     *       "format": "csv",
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "on_existing": "update",
+                     *       "progress_percent": 1.5,
+                     *       "rows": 1,
+                     *       "skipped": 1,
+                     *       "status": "running",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "subscribed": 1,
+                     *       "updated": 1
+                     *     }
+                     */
                     "application/json": components["schemas"]["ImportJob"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6130,6 +6948,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6147,6 +6967,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6164,6 +6985,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6181,6 +7003,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6198,6 +7021,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6215,6 +7039,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6252,15 +7077,48 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "bytes_read": 1,
+                     *       "bytes_total": 1,
+                     *       "created": 1,
+                     *       "created_at": 1764000000,
+                     *       "dry_run": true,
+                     *       "error": "text",
+                     *       "errors": [
+                     *         {
+                     *           "column": "text",
+                     *           "error": "text",
+                     *           "row": 1
+                     *         }
+                     *       ],
+                     *       "errors_url": "text",
+                     *       "failed": 1,
+                     *       "finished_at": 1764000000,
+                     *       "format": "csv",
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "on_existing": "update",
+                     *       "progress_percent": 1.5,
+                     *       "rows": 1,
+                     *       "skipped": 1,
+                     *       "status": "running",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "subscribed": 1,
+                     *       "updated": 1
+                     *     }
+                     */
                     "application/json": components["schemas"]["ImportJob"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6278,6 +7136,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6295,6 +7154,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6331,15 +7191,30 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "cursor": null,
+                     *       "items": [
+                     *         {
+                     *           "column": "text",
+                     *           "error": "text",
+                     *           "row": 1
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Paged_RowError"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6357,6 +7232,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6374,6 +7250,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6391,6 +7268,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6431,15 +7309,38 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "cursor": null,
+                     *       "items": [
+                     *         {
+                     *           "attempts": 3,
+                     *           "created_at": 1764000000,
+                     *           "failed_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "kind": "sign_in_code",
+                     *           "last_error": "text",
+                     *           "next_attempt_at": 1764000000,
+                     *           "sent_at": 1764000000,
+                     *           "status": "queued",
+                     *           "subject": "Confirm your subscription to Weekly news",
+                     *           "to": "text"
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Paged_Mail"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6457,6 +7358,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6474,6 +7376,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6491,6 +7394,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6528,15 +7432,33 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "attempts": 3,
+                     *       "created_at": 1764000000,
+                     *       "failed_at": 1764000000,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "kind": "sign_in_code",
+                     *       "last_error": "text",
+                     *       "next_attempt_at": 1764000000,
+                     *       "sent_at": 1764000000,
+                     *       "status": "queued",
+                     *       "subject": "Confirm your subscription to Weekly news",
+                     *       "to": "text"
+                     *     }
+                     */
                     "application/json": components["schemas"]["Mail"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6554,6 +7476,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6571,6 +7494,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6588,6 +7512,7 @@ export interface operations {
             /** @description the request conflicts with the stored state: not_failed */
             409: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6611,6 +7536,7 @@ export interface operations {
                 query?: string;
                 /** @description JSON-encoded `TaxonomyQuery[]`; all filters and fields are AND-ed. */
                 taxonomy_query?: string;
+                /** @description Only profiles of this status; profiles of every status when absent. */
                 status?: components["schemas"]["Status"];
                 /** @description 1–200, default 50. */
                 limit?: number;
@@ -6631,15 +7557,73 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "cursor": null,
+                     *       "items": [
+                     *         {
+                     *           "auth_tokens": [
+                     *             {
+                     *               "created_at": 1764000000,
+                     *               "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *               "is_verified": true,
+                     *               "last_used_at": 1764000000,
+                     *               "refresh_expires_at": 1764000000,
+                     *               "user_agent": "Mozilla/5.0 (X11; Linux x86_64)"
+                     *             }
+                     *           ],
+                     *           "created_at": 1764000000,
+                     *           "email": "bob@example.com",
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "promo_usage": [
+                     *             {
+                     *               "promo_code_id": "text",
+                     *               "uses": 3
+                     *             }
+                     *           ],
+                     *           "status": "active",
+                     *           "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *           "taxonomies": [
+                     *             {
+                     *               "fields": [
+                     *                 {
+                     *                   "key": "news",
+                     *                   "type": "text",
+                     *                   "value": [
+                     *                     "gold"
+                     *                   ]
+                     *                 }
+                     *               ],
+                     *               "taxonomy_id": "0192f4a1-9a01-7c55-8e2d-4b6a1f3c5d7e"
+                     *             }
+                     *           ],
+                     *           "updated_at": 1764000000,
+                     *           "verification_codes": [
+                     *             {
+                     *               "attempts": 3,
+                     *               "created_at": 1764000000,
+                     *               "expires_at": 1764000000,
+                     *               "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *               "used": true
+                     *             }
+                     *           ],
+                     *           "verified": true
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Paged_Profile"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6657,6 +7641,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6674,6 +7659,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6691,6 +7677,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6724,6 +7711,25 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "email": "carol@example.com",
+                 *       "taxonomies": [
+                 *         {
+                 *           "fields": [
+                 *             {
+                 *               "key": "level",
+                 *               "type": "text",
+                 *               "value": [
+                 *                 "gold"
+                 *               ]
+                 *             }
+                 *           ],
+                 *           "taxonomy_id": "0192f4a1-9a01-7c55-8e2d-4b6a1f3c5d7e"
+                 *         }
+                 *       ]
+                 *     }
+                 */
                 "application/json": components["schemas"]["CreateProfile"];
             };
         };
@@ -6731,24 +7737,127 @@ export interface operations {
             /** @description existing profile */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "auth_tokens": [
+                     *         {
+                     *           "created_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "is_verified": true,
+                     *           "last_used_at": 1764000000,
+                     *           "refresh_expires_at": 1764000000,
+                     *           "user_agent": "Mozilla/5.0 (X11; Linux x86_64)"
+                     *         }
+                     *       ],
+                     *       "created_at": 1764000000,
+                     *       "email": "bob@example.com",
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "promo_usage": [
+                     *         {
+                     *           "promo_code_id": "text",
+                     *           "uses": 3
+                     *         }
+                     *       ],
+                     *       "status": "active",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "taxonomies": [
+                     *         {
+                     *           "fields": [
+                     *             {
+                     *               "key": "news",
+                     *               "type": "text",
+                     *               "value": [
+                     *                 "gold"
+                     *               ]
+                     *             }
+                     *           ],
+                     *           "taxonomy_id": "0192f4a1-9a01-7c55-8e2d-4b6a1f3c5d7e"
+                     *         }
+                     *       ],
+                     *       "updated_at": 1764000000,
+                     *       "verification_codes": [
+                     *         {
+                     *           "attempts": 3,
+                     *           "created_at": 1764000000,
+                     *           "expires_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "used": true
+                     *         }
+                     *       ],
+                     *       "verified": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["Profile"];
                 };
             };
             /** @description created */
             201: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "auth_tokens": [
+                     *         {
+                     *           "created_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "is_verified": true,
+                     *           "last_used_at": 1764000000,
+                     *           "refresh_expires_at": 1764000000,
+                     *           "user_agent": "Mozilla/5.0 (X11; Linux x86_64)"
+                     *         }
+                     *       ],
+                     *       "created_at": 1764000000,
+                     *       "email": "bob@example.com",
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "promo_usage": [
+                     *         {
+                     *           "promo_code_id": "text",
+                     *           "uses": 3
+                     *         }
+                     *       ],
+                     *       "status": "active",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "taxonomies": [
+                     *         {
+                     *           "fields": [
+                     *             {
+                     *               "key": "news",
+                     *               "type": "text",
+                     *               "value": [
+                     *                 "gold"
+                     *               ]
+                     *             }
+                     *           ],
+                     *           "taxonomy_id": "0192f4a1-9a01-7c55-8e2d-4b6a1f3c5d7e"
+                     *         }
+                     *       ],
+                     *       "updated_at": 1764000000,
+                     *       "verification_codes": [
+                     *         {
+                     *           "attempts": 3,
+                     *           "created_at": 1764000000,
+                     *           "expires_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "used": true
+                     *         }
+                     *       ],
+                     *       "verified": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["Profile"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6766,6 +7875,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6783,6 +7894,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6800,6 +7912,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6817,6 +7930,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6834,6 +7948,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6851,6 +7966,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6884,6 +8000,11 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "email": "bob@example.com"
+                 *     }
+                 */
                 "application/json": components["schemas"]["EmailRequest"];
             };
         };
@@ -6891,15 +8012,22 @@ export interface operations {
             /** @description accepted */
             202: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "sent": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["CodeSent"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6917,6 +8045,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6934,6 +8063,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6951,6 +8081,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6968,6 +8099,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6991,6 +8123,8 @@ export interface operations {
             /** @description too many requests: wait `retry_after` seconds (also in `Retry-After`): rate_limited; `retry_after` seconds, also in `Retry-After` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["RetryAfter"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7022,15 +8156,23 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "logged_out": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["LoggedOut"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7048,6 +8190,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7065,6 +8208,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7092,6 +8236,11 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "refresh_token": "Yq3v9x0b4n8s2k7d1f6h5j0l3p9r2t4w8z1c6e0g5i7"
+                 *     }
+                 */
                 "application/json": components["schemas"]["RefreshRequest"];
             };
         };
@@ -7099,15 +8248,30 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "access_expires_at": 1764000000,
+                     *       "access_token": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIwMTkyZjRhMSJ9.c2lnbmF0dXJl",
+                     *       "created_at": 1764000000,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "is_verified": true,
+                     *       "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d",
+                     *       "refresh_expires_at": 1764000000,
+                     *       "refresh_token": "Yq3v9x0b4n8s2k7d1f6h5j0l3p9r2t4w8z1c6e0g5i7",
+                     *       "token_type": "Bearer"
+                     *     }
+                     */
                     "application/json": components["schemas"]["AuthToken"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7125,6 +8289,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7142,6 +8308,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7159,6 +8326,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7176,6 +8344,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7193,6 +8362,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7226,6 +8396,12 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "code": "123456",
+                 *       "email": "bob@example.com"
+                 *     }
+                 */
                 "application/json": components["schemas"]["VerifyRequest"];
             };
         };
@@ -7233,15 +8409,30 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "access_expires_at": 1764000000,
+                     *       "access_token": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIwMTkyZjRhMSJ9.c2lnbmF0dXJl",
+                     *       "created_at": 1764000000,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "is_verified": true,
+                     *       "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d",
+                     *       "refresh_expires_at": 1764000000,
+                     *       "refresh_token": "Yq3v9x0b4n8s2k7d1f6h5j0l3p9r2t4w8z1c6e0g5i7",
+                     *       "token_type": "Bearer"
+                     *     }
+                     */
                     "application/json": components["schemas"]["AuthToken"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7259,6 +8450,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`): invalid_code */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7273,9 +8466,28 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
+            403: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "forbidden",
+                     *       "message": "this route needs an account token",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 403
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7293,6 +8505,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7310,6 +8523,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7327,6 +8541,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7360,6 +8575,11 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "email": "bob@example.com"
+                 *     }
+                 */
                 "application/json": components["schemas"]["EmailRequest"];
             };
         };
@@ -7367,15 +8587,30 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "access_expires_at": 1764000000,
+                     *       "access_token": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIwMTkyZjRhMSJ9.c2lnbmF0dXJl",
+                     *       "created_at": 1764000000,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "is_verified": true,
+                     *       "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d",
+                     *       "refresh_expires_at": 1764000000,
+                     *       "refresh_token": "Yq3v9x0b4n8s2k7d1f6h5j0l3p9r2t4w8z1c6e0g5i7",
+                     *       "token_type": "Bearer"
+                     *     }
+                     */
                     "application/json": components["schemas"]["AuthToken"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7393,6 +8628,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7407,9 +8644,28 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
+            403: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "forbidden",
+                     *       "message": "this route needs an account token",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 403
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7427,6 +8683,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7444,6 +8701,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7461,6 +8719,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7484,6 +8743,8 @@ export interface operations {
             /** @description too many requests: wait `retry_after` seconds (also in `Retry-After`): rate_limited; `retry_after` seconds, also in `Retry-After` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["RetryAfter"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7524,6 +8785,7 @@ export interface operations {
             /** @description the rows */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7534,6 +8796,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7551,6 +8815,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7568,6 +8833,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way): unknown segment */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7585,6 +8851,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7621,15 +8888,30 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "access_expires_at": 1764000000,
+                     *       "access_token": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIwMTkyZjRhMSJ9.c2lnbmF0dXJl",
+                     *       "created_at": 1764000000,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "is_verified": true,
+                     *       "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d",
+                     *       "refresh_expires_at": 1764000000,
+                     *       "refresh_token": "Yq3v9x0b4n8s2k7d1f6h5j0l3p9r2t4w8z1c6e0g5i7",
+                     *       "token_type": "Bearer"
+                     *     }
+                     */
                     "application/json": components["schemas"]["AuthToken"];
                 };
             };
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7647,6 +8929,8 @@ export interface operations {
             /** @description too many requests: wait `retry_after` seconds (also in `Retry-After`): rate_limited; `retry_after` seconds, also in `Retry-After` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["RetryAfter"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7678,15 +8962,68 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "auth_tokens": [
+                     *         {
+                     *           "created_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "is_verified": true,
+                     *           "last_used_at": 1764000000,
+                     *           "refresh_expires_at": 1764000000,
+                     *           "user_agent": "Mozilla/5.0 (X11; Linux x86_64)"
+                     *         }
+                     *       ],
+                     *       "created_at": 1764000000,
+                     *       "email": "bob@example.com",
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "promo_usage": [
+                     *         {
+                     *           "promo_code_id": "text",
+                     *           "uses": 3
+                     *         }
+                     *       ],
+                     *       "status": "active",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "taxonomies": [
+                     *         {
+                     *           "fields": [
+                     *             {
+                     *               "key": "news",
+                     *               "type": "text",
+                     *               "value": [
+                     *                 "gold"
+                     *               ]
+                     *             }
+                     *           ],
+                     *           "taxonomy_id": "0192f4a1-9a01-7c55-8e2d-4b6a1f3c5d7e"
+                     *         }
+                     *       ],
+                     *       "updated_at": 1764000000,
+                     *       "verification_codes": [
+                     *         {
+                     *           "attempts": 3,
+                     *           "created_at": 1764000000,
+                     *           "expires_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "used": true
+                     *         }
+                     *       ],
+                     *       "verified": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["Profile"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7704,6 +9041,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7721,6 +9059,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7752,15 +9091,68 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "auth_tokens": [
+                     *         {
+                     *           "created_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "is_verified": true,
+                     *           "last_used_at": 1764000000,
+                     *           "refresh_expires_at": 1764000000,
+                     *           "user_agent": "Mozilla/5.0 (X11; Linux x86_64)"
+                     *         }
+                     *       ],
+                     *       "created_at": 1764000000,
+                     *       "email": "bob@example.com",
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "promo_usage": [
+                     *         {
+                     *           "promo_code_id": "text",
+                     *           "uses": 3
+                     *         }
+                     *       ],
+                     *       "status": "active",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "taxonomies": [
+                     *         {
+                     *           "fields": [
+                     *             {
+                     *               "key": "news",
+                     *               "type": "text",
+                     *               "value": [
+                     *                 "gold"
+                     *               ]
+                     *             }
+                     *           ],
+                     *           "taxonomy_id": "0192f4a1-9a01-7c55-8e2d-4b6a1f3c5d7e"
+                     *         }
+                     *       ],
+                     *       "updated_at": 1764000000,
+                     *       "verification_codes": [
+                     *         {
+                     *           "attempts": 3,
+                     *           "created_at": 1764000000,
+                     *           "expires_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "used": true
+                     *         }
+                     *       ],
+                     *       "verified": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["Profile"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7778,6 +9170,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7795,6 +9188,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7823,6 +9217,22 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "taxonomies": [
+                 *         {
+                 *           "fields": [
+                 *             {
+                 *               "key": "spend",
+                 *               "type": "number",
+                 *               "value": 120
+                 *             }
+                 *           ],
+                 *           "taxonomy_id": "0192f4a1-9a01-7c55-8e2d-4b6a1f3c5d7e"
+                 *         }
+                 *       ]
+                 *     }
+                 */
                 "application/json": components["schemas"]["UpdateProfile"];
             };
         };
@@ -7830,15 +9240,67 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "auth_tokens": [
+                     *         {
+                     *           "created_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "is_verified": true,
+                     *           "last_used_at": 1764000000,
+                     *           "refresh_expires_at": 1764000000,
+                     *           "user_agent": "Mozilla/5.0 (X11; Linux x86_64)"
+                     *         }
+                     *       ],
+                     *       "created_at": 1764000000,
+                     *       "email": "bob@example.com",
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "promo_usage": [
+                     *         {
+                     *           "promo_code_id": "text",
+                     *           "uses": 3
+                     *         }
+                     *       ],
+                     *       "status": "active",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "taxonomies": [
+                     *         {
+                     *           "fields": [
+                     *             {
+                     *               "key": "news",
+                     *               "type": "text",
+                     *               "value": [
+                     *                 "gold"
+                     *               ]
+                     *             }
+                     *           ],
+                     *           "taxonomy_id": "0192f4a1-9a01-7c55-8e2d-4b6a1f3c5d7e"
+                     *         }
+                     *       ],
+                     *       "updated_at": 1764000000,
+                     *       "verification_codes": [
+                     *         {
+                     *           "attempts": 3,
+                     *           "created_at": 1764000000,
+                     *           "expires_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "used": true
+                     *         }
+                     *       ],
+                     *       "verified": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["Profile"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7856,6 +9318,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7873,6 +9337,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7890,6 +9355,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7907,6 +9373,7 @@ export interface operations {
             /** @description the request conflicts with the stored state: email_taken */
             409: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7924,6 +9391,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7941,6 +9409,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7958,6 +9427,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7995,15 +9465,23 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "deleted": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["Deleted"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8021,6 +9499,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8038,6 +9517,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8074,15 +9554,39 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "cursor": null,
+                     *       "items": [
+                     *         {
+                     *           "action": "subscribe",
+                     *           "at": 1764000000,
+                     *           "audience_id": "0192f4a1-d8e9-7fa0-b1c2-d3e4f5a6b7c8",
+                     *           "confirm_mail_id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "ip": "text",
+                     *           "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d",
+                     *           "source": "text",
+                     *           "status_after": "pending",
+                     *           "subscription_id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "user_agent": "Mozilla/5.0 (X11; Linux x86_64)",
+                     *           "wording_hash": "text"
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Paged_Consent"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8100,6 +9604,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8117,6 +9622,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8134,6 +9640,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8171,15 +9678,127 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "consents": [
+                     *         {
+                     *           "action": "subscribe",
+                     *           "at": 1764000000,
+                     *           "audience_id": "0192f4a1-d8e9-7fa0-b1c2-d3e4f5a6b7c8",
+                     *           "confirm_mail_id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "ip": "text",
+                     *           "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d",
+                     *           "source": "text",
+                     *           "status_after": "pending",
+                     *           "subscription_id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "user_agent": "Mozilla/5.0 (X11; Linux x86_64)",
+                     *           "wording_hash": "text"
+                     *         }
+                     *       ],
+                     *       "exported_at": 1764000000,
+                     *       "orders": [
+                     *         {
+                     *           "created_at": 1764000000,
+                     *           "currency": "EUR",
+                     *           "metadata": {},
+                     *           "order_id": "A-1001",
+                     *           "placed_at": 1764000000,
+                     *           "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d",
+                     *           "status": "text",
+                     *           "total": 4990
+                     *         }
+                     *       ],
+                     *       "profile": {
+                     *         "auth_tokens": [
+                     *           {
+                     *             "created_at": 1764000000,
+                     *             "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *             "is_verified": true,
+                     *             "last_used_at": 1764000000,
+                     *             "refresh_expires_at": 1764000000,
+                     *             "user_agent": "Mozilla/5.0 (X11; Linux x86_64)"
+                     *           }
+                     *         ],
+                     *         "created_at": 1764000000,
+                     *         "email": "bob@example.com",
+                     *         "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *         "promo_usage": [
+                     *           {
+                     *             "promo_code_id": "text",
+                     *             "uses": 3
+                     *           }
+                     *         ],
+                     *         "status": "active",
+                     *         "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *         "taxonomies": [
+                     *           {
+                     *             "fields": [
+                     *               {
+                     *                 "key": "news",
+                     *                 "type": "text",
+                     *                 "value": [
+                     *                   "gold"
+                     *                 ]
+                     *               }
+                     *             ],
+                     *             "taxonomy_id": "0192f4a1-9a01-7c55-8e2d-4b6a1f3c5d7e"
+                     *           }
+                     *         ],
+                     *         "updated_at": 1764000000,
+                     *         "verification_codes": [
+                     *           {
+                     *             "attempts": 3,
+                     *             "created_at": 1764000000,
+                     *             "expires_at": 1764000000,
+                     *             "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *             "used": true
+                     *           }
+                     *         ],
+                     *         "verified": true
+                     *       },
+                     *       "sessions": [
+                     *         {
+                     *           "created_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "is_verified": true,
+                     *           "last_used_at": 1764000000,
+                     *           "refresh_expires_at": 1764000000,
+                     *           "user_agent": "Mozilla/5.0 (X11; Linux x86_64)"
+                     *         }
+                     *       ],
+                     *       "subscriptions": [
+                     *         {
+                     *           "audience_id": "0192f4a1-d8e9-7fa0-b1c2-d3e4f5a6b7c8",
+                     *           "cancelled_at": null,
+                     *           "confirmed_at": 1764000000,
+                     *           "created_at": 1764000000,
+                     *           "end_date": null,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "payment": null,
+                     *           "price_id": null,
+                     *           "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d",
+                     *           "source": "signup",
+                     *           "start_date": 1764000000,
+                     *           "status": "pending",
+                     *           "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *           "updated_at": 1764000000
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["ProfileExport"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8197,6 +9816,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8214,6 +9834,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8243,6 +9864,11 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "source_id": "0192f4a1-b4c5-7d66-8e77-9f8a0b1c2d3e"
+                 *     }
+                 */
                 "application/json": components["schemas"]["MergeRequest"];
             };
         };
@@ -8250,15 +9876,67 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "auth_tokens": [
+                     *         {
+                     *           "created_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "is_verified": true,
+                     *           "last_used_at": 1764000000,
+                     *           "refresh_expires_at": 1764000000,
+                     *           "user_agent": "Mozilla/5.0 (X11; Linux x86_64)"
+                     *         }
+                     *       ],
+                     *       "created_at": 1764000000,
+                     *       "email": "bob@example.com",
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "promo_usage": [
+                     *         {
+                     *           "promo_code_id": "text",
+                     *           "uses": 3
+                     *         }
+                     *       ],
+                     *       "status": "active",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "taxonomies": [
+                     *         {
+                     *           "fields": [
+                     *             {
+                     *               "key": "news",
+                     *               "type": "text",
+                     *               "value": [
+                     *                 "gold"
+                     *               ]
+                     *             }
+                     *           ],
+                     *           "taxonomy_id": "0192f4a1-9a01-7c55-8e2d-4b6a1f3c5d7e"
+                     *         }
+                     *       ],
+                     *       "updated_at": 1764000000,
+                     *       "verification_codes": [
+                     *         {
+                     *           "attempts": 3,
+                     *           "created_at": 1764000000,
+                     *           "expires_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "used": true
+                     *         }
+                     *       ],
+                     *       "verified": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["Profile"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8276,6 +9954,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8293,6 +9973,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8310,6 +9991,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8327,6 +10009,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8344,6 +10027,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8361,6 +10045,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each: source is the target */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8403,15 +10088,35 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "cursor": null,
+                     *       "items": [
+                     *         {
+                     *           "created_at": 1764000000,
+                     *           "currency": "EUR",
+                     *           "metadata": {},
+                     *           "order_id": "A-1001",
+                     *           "placed_at": 1764000000,
+                     *           "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d",
+                     *           "status": "text",
+                     *           "total": 4990
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Paged_Order"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8429,6 +10134,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8446,6 +10152,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8455,6 +10162,30 @@ export interface operations {
                      *       "message": "profile not found",
                      *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
                      *       "status_code": 404
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a field is missing, unknown or invalid; `validation_errors` names each */
+            422: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "validation_failed",
+                     *       "message": "email: invalid_email",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 422,
+                     *       "validation_errors": [
+                     *         {
+                     *           "error": "invalid_email",
+                     *           "field": "email"
+                     *         }
+                     *       ]
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorBody"];
@@ -8474,6 +10205,14 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "currency": "EUR",
+                 *       "order_id": "A-1001",
+                 *       "status": "paid",
+                 *       "total": 4990
+                 *     }
+                 */
                 "application/json": components["schemas"]["LinkOrder"];
             };
         };
@@ -8481,24 +10220,51 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "created_at": 1764000000,
+                     *       "currency": "EUR",
+                     *       "metadata": {},
+                     *       "order_id": "A-1001",
+                     *       "placed_at": 1764000000,
+                     *       "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d",
+                     *       "status": "text",
+                     *       "total": 4990
+                     *     }
+                     */
                     "application/json": components["schemas"]["Order"];
                 };
             };
             /** @description created */
             201: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "created_at": 1764000000,
+                     *       "currency": "EUR",
+                     *       "metadata": {},
+                     *       "order_id": "A-1001",
+                     *       "placed_at": 1764000000,
+                     *       "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d",
+                     *       "status": "text",
+                     *       "total": 4990
+                     *     }
+                     */
                     "application/json": components["schemas"]["Order"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8516,6 +10282,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8533,6 +10301,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8550,6 +10319,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8567,6 +10337,7 @@ export interface operations {
             /** @description the request conflicts with the stored state: order_linked_elsewhere */
             409: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8584,6 +10355,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8601,6 +10373,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8618,6 +10391,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8655,15 +10429,33 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "cursor": null,
+                     *       "items": [
+                     *         {
+                     *           "created_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "is_verified": true,
+                     *           "last_used_at": 1764000000,
+                     *           "refresh_expires_at": 1764000000,
+                     *           "user_agent": "Mozilla/5.0 (X11; Linux x86_64)"
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Paged_AuthTokenInfo"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8681,6 +10473,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address): verification_required */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8698,6 +10491,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8729,15 +10523,23 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "deleted": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["Deleted"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8755,6 +10557,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address): verification_required */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8772,6 +10575,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8804,15 +10608,23 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "deleted": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["Deleted"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8830,6 +10642,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address): verification_required */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8847,6 +10660,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8882,15 +10696,36 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "cursor": null,
+                     *       "items": [
+                     *         {
+                     *           "created_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "key": "news",
+                     *           "name": "Weekly news",
+                     *           "query": "text",
+                     *           "status": "active",
+                     *           "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *           "taxonomy_query": "text",
+                     *           "updated_at": 1764000000
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Paged_Segment"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8908,6 +10743,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8925,6 +10761,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8942,6 +10779,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8975,6 +10813,12 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "key": "news",
+                 *       "name": "Weekly news"
+                 *     }
+                 */
                 "application/json": components["schemas"]["CreateSegment"];
             };
         };
@@ -8982,15 +10826,30 @@ export interface operations {
             /** @description created */
             201: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "created_at": 1764000000,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "key": "news",
+                     *       "name": "Weekly news",
+                     *       "query": "text",
+                     *       "status": "active",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "taxonomy_query": "text",
+                     *       "updated_at": 1764000000
+                     *     }
+                     */
                     "application/json": components["schemas"]["Segment"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9008,6 +10867,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9025,6 +10886,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9042,6 +10904,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9059,6 +10922,7 @@ export interface operations {
             /** @description the request conflicts with the stored state: key_taken */
             409: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9076,6 +10940,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9093,6 +10958,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9110,6 +10976,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9148,15 +11015,31 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "created_at": 1764000000,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "key": "news",
+                     *       "name": "Weekly news",
+                     *       "query": "text",
+                     *       "status": "active",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "taxonomy_query": "text",
+                     *       "updated_at": 1764000000
+                     *     }
+                     */
                     "application/json": components["schemas"]["Segment"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9174,6 +11057,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9191,6 +11075,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9220,6 +11105,12 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "key": "news",
+                 *       "name": "Weekly news"
+                 *     }
+                 */
                 "application/json": components["schemas"]["UpdateSegment"];
             };
         };
@@ -9227,15 +11118,30 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "created_at": 1764000000,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "key": "news",
+                     *       "name": "Weekly news",
+                     *       "query": "text",
+                     *       "status": "active",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "taxonomy_query": "text",
+                     *       "updated_at": 1764000000
+                     *     }
+                     */
                     "application/json": components["schemas"]["Segment"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9253,6 +11159,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9270,6 +11178,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9287,6 +11196,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9304,6 +11214,7 @@ export interface operations {
             /** @description the request conflicts with the stored state: key_taken */
             409: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9321,6 +11232,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9338,6 +11250,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9355,6 +11268,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9393,15 +11307,23 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "deleted": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["Deleted"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9419,6 +11341,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9436,6 +11359,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9468,15 +11392,24 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "count": 1,
+                     *       "segment_id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6"
+                     *     }
+                     */
                     "application/json": components["schemas"]["SegmentCount"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9494,6 +11427,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9511,6 +11445,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9528,6 +11463,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9571,15 +11507,73 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "cursor": null,
+                     *       "items": [
+                     *         {
+                     *           "auth_tokens": [
+                     *             {
+                     *               "created_at": 1764000000,
+                     *               "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *               "is_verified": true,
+                     *               "last_used_at": 1764000000,
+                     *               "refresh_expires_at": 1764000000,
+                     *               "user_agent": "Mozilla/5.0 (X11; Linux x86_64)"
+                     *             }
+                     *           ],
+                     *           "created_at": 1764000000,
+                     *           "email": "bob@example.com",
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "promo_usage": [
+                     *             {
+                     *               "promo_code_id": "text",
+                     *               "uses": 3
+                     *             }
+                     *           ],
+                     *           "status": "active",
+                     *           "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *           "taxonomies": [
+                     *             {
+                     *               "fields": [
+                     *                 {
+                     *                   "key": "news",
+                     *                   "type": "text",
+                     *                   "value": [
+                     *                     "gold"
+                     *                   ]
+                     *                 }
+                     *               ],
+                     *               "taxonomy_id": "0192f4a1-9a01-7c55-8e2d-4b6a1f3c5d7e"
+                     *             }
+                     *           ],
+                     *           "updated_at": 1764000000,
+                     *           "verification_codes": [
+                     *             {
+                     *               "attempts": 3,
+                     *               "created_at": 1764000000,
+                     *               "expires_at": 1764000000,
+                     *               "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *               "used": true
+                     *             }
+                     *           ],
+                     *           "verified": true
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Paged_Profile"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9597,6 +11591,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9614,6 +11609,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9631,6 +11627,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9672,15 +11669,40 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "cursor": null,
+                     *       "items": [
+                     *         {
+                     *           "created_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "key": "news",
+                     *           "parent_id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "schema": [
+                     *             {
+                     *               "key": "news",
+                     *               "type": "text"
+                     *             }
+                     *           ],
+                     *           "status": "active",
+                     *           "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *           "updated_at": 1764000000
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Paged_Taxonomy"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9698,6 +11720,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9715,6 +11738,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9724,6 +11748,30 @@ export interface operations {
                      *       "message": "profile not found",
                      *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
                      *       "status_code": 404
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a field is missing, unknown or invalid; `validation_errors` names each */
+            422: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "validation_failed",
+                     *       "message": "email: invalid_email",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 422,
+                     *       "validation_errors": [
+                     *         {
+                     *           "error": "invalid_email",
+                     *           "field": "email"
+                     *         }
+                     *       ]
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorBody"];
@@ -9742,6 +11790,26 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "key": "tier",
+                 *       "schema": [
+                 *         {
+                 *           "key": "level",
+                 *           "options": [
+                 *             "gold",
+                 *             "silver"
+                 *           ],
+                 *           "type": "text"
+                 *         },
+                 *         {
+                 *           "key": "spend",
+                 *           "min": 0,
+                 *           "type": "number"
+                 *         }
+                 *       ]
+                 *     }
+                 */
                 "application/json": components["schemas"]["CreateTaxonomy"];
             };
         };
@@ -9749,15 +11817,34 @@ export interface operations {
             /** @description created */
             201: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "created_at": 1764000000,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "key": "news",
+                     *       "parent_id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "schema": [
+                     *         {
+                     *           "key": "news",
+                     *           "type": "text"
+                     *         }
+                     *       ],
+                     *       "status": "active",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "updated_at": 1764000000
+                     *     }
+                     */
                     "application/json": components["schemas"]["Taxonomy"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9775,6 +11862,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9792,6 +11881,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9809,6 +11899,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9826,6 +11917,7 @@ export interface operations {
             /** @description the request conflicts with the stored state: key_taken */
             409: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9843,6 +11935,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9860,6 +11953,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9877,6 +11971,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9915,15 +12010,35 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "created_at": 1764000000,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "key": "news",
+                     *       "parent_id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "schema": [
+                     *         {
+                     *           "key": "news",
+                     *           "type": "text"
+                     *         }
+                     *       ],
+                     *       "status": "active",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "updated_at": 1764000000
+                     *     }
+                     */
                     "application/json": components["schemas"]["Taxonomy"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9941,6 +12056,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9958,6 +12074,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9987,6 +12104,30 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "schema": [
+                 *         {
+                 *           "key": "level",
+                 *           "options": [
+                 *             "gold",
+                 *             "silver",
+                 *             "bronze"
+                 *           ],
+                 *           "type": "text"
+                 *         },
+                 *         {
+                 *           "key": "spend",
+                 *           "min": 0,
+                 *           "type": "number"
+                 *         },
+                 *         {
+                 *           "key": "vip",
+                 *           "type": "boolean"
+                 *         }
+                 *       ]
+                 *     }
+                 */
                 "application/json": components["schemas"]["UpdateTaxonomy"];
             };
         };
@@ -9994,15 +12135,34 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "created_at": 1764000000,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "key": "news",
+                     *       "parent_id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "schema": [
+                     *         {
+                     *           "key": "news",
+                     *           "type": "text"
+                     *         }
+                     *       ],
+                     *       "status": "active",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "updated_at": 1764000000
+                     *     }
+                     */
                     "application/json": components["schemas"]["Taxonomy"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10020,6 +12180,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10037,6 +12199,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10054,6 +12217,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10071,6 +12235,7 @@ export interface operations {
             /** @description the request conflicts with the stored state */
             409: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10088,6 +12253,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10105,6 +12271,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10122,6 +12289,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10160,15 +12328,23 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "deleted": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["Deleted"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10186,6 +12362,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10203,6 +12380,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10236,15 +12414,38 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "cursor": null,
+                     *       "items": [
+                     *         {
+                     *           "created_at": 1764000000,
+                     *           "description": "text",
+                     *           "events": [
+                     *             "text"
+                     *           ],
+                     *           "failing_since": null,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "previous_secret_until": null,
+                     *           "status": "active",
+                     *           "updated_at": 1764000000,
+                     *           "url": "https://hooks.shop.example/storecrm"
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Paged_Webhook"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10262,6 +12463,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10279,6 +12481,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10288,6 +12491,30 @@ export interface operations {
                      *       "message": "profile not found",
                      *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
                      *       "status_code": 404
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a field is missing, unknown or invalid; `validation_errors` names each */
+            422: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "validation_failed",
+                     *       "message": "email: invalid_email",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 422,
+                     *       "validation_errors": [
+                     *         {
+                     *           "error": "invalid_email",
+                     *           "field": "email"
+                     *         }
+                     *       ]
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorBody"];
@@ -10306,6 +12533,16 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "description": "the shop's backend",
+                 *       "events": [
+                 *         "profile.created",
+                 *         "subscription.activated"
+                 *       ],
+                 *       "url": "https://hooks.shop.example/storecrm"
+                 *     }
+                 */
                 "application/json": components["schemas"]["CreateWebhook"];
             };
         };
@@ -10313,15 +12550,33 @@ export interface operations {
             /** @description created */
             201: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "created_at": 1764000000,
+                     *       "description": "text",
+                     *       "events": [
+                     *         "text"
+                     *       ],
+                     *       "failing_since": null,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "previous_secret_until": null,
+                     *       "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                     *       "status": "active",
+                     *       "updated_at": 1764000000,
+                     *       "url": "https://hooks.shop.example/storecrm"
+                     *     }
+                     */
                     "application/json": components["schemas"]["WebhookWithSecret"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10339,6 +12594,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10356,6 +12613,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10373,6 +12631,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10390,6 +12649,7 @@ export interface operations {
             /** @description the request conflicts with the stored state: too_many_webhooks */
             409: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10407,6 +12667,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10424,6 +12685,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10441,6 +12703,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each: url: invalid_url, https_required, unresolvable_host, private_address; events: invalid_value */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10478,15 +12741,33 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "created_at": 1764000000,
+                     *       "description": "text",
+                     *       "events": [
+                     *         "text"
+                     *       ],
+                     *       "failing_since": null,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "previous_secret_until": null,
+                     *       "status": "active",
+                     *       "updated_at": 1764000000,
+                     *       "url": "https://hooks.shop.example/storecrm"
+                     *     }
+                     */
                     "application/json": components["schemas"]["Webhook"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10504,6 +12785,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10521,6 +12803,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10549,6 +12832,13 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "events": [
+                 *         "*"
+                 *       ]
+                 *     }
+                 */
                 "application/json": components["schemas"]["UpdateWebhook"];
             };
         };
@@ -10556,15 +12846,32 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "created_at": 1764000000,
+                     *       "description": "text",
+                     *       "events": [
+                     *         "text"
+                     *       ],
+                     *       "failing_since": null,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "previous_secret_until": null,
+                     *       "status": "active",
+                     *       "updated_at": 1764000000,
+                     *       "url": "https://hooks.shop.example/storecrm"
+                     *     }
+                     */
                     "application/json": components["schemas"]["Webhook"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10582,6 +12889,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10599,6 +12908,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10616,6 +12926,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10633,6 +12944,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10650,6 +12962,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10667,6 +12980,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10704,15 +13018,23 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "deleted": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["Deleted"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10730,6 +13052,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10747,6 +13070,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10781,15 +13105,43 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "cursor": null,
+                     *       "items": [
+                     *         {
+                     *           "attempts": [
+                     *             {
+                     *               "at": 1764000000,
+                     *               "attempt": 1,
+                     *               "duration_ms": 1,
+                     *               "error": "text",
+                     *               "status_code": 1
+                     *             }
+                     *           ],
+                     *           "created_at": 1764000000,
+                     *           "delivered_at": 1764000000,
+                     *           "event_id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "event_type": "profile.created",
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "next_attempt_at": 1764000000,
+                     *           "status": "pending"
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Paged_Delivery"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10807,6 +13159,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10824,6 +13177,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10833,6 +13187,30 @@ export interface operations {
                      *       "message": "profile not found",
                      *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
                      *       "status_code": 404
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a field is missing, unknown or invalid; `validation_errors` names each */
+            422: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "validation_failed",
+                     *       "message": "email: invalid_email",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 422,
+                     *       "validation_errors": [
+                     *         {
+                     *           "error": "invalid_email",
+                     *           "field": "email"
+                     *         }
+                     *       ]
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorBody"];
@@ -10856,15 +13234,38 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "attempts": [
+                     *         {
+                     *           "at": 1764000000,
+                     *           "attempt": 1,
+                     *           "duration_ms": 1,
+                     *           "error": "text",
+                     *           "status_code": 1
+                     *         }
+                     *       ],
+                     *       "created_at": 1764000000,
+                     *       "delivered_at": 1764000000,
+                     *       "event_id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "event_type": "profile.created",
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "next_attempt_at": 1764000000,
+                     *       "status": "pending"
+                     *     }
+                     */
                     "application/json": components["schemas"]["Delivery"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10882,6 +13283,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10899,6 +13301,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10916,6 +13319,7 @@ export interface operations {
             /** @description the request conflicts with the stored state: delivery_in_progress */
             409: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10947,15 +13351,34 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "created_at": 1764000000,
+                     *       "description": "text",
+                     *       "events": [
+                     *         "text"
+                     *       ],
+                     *       "failing_since": null,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "previous_secret_until": null,
+                     *       "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                     *       "status": "active",
+                     *       "updated_at": 1764000000,
+                     *       "url": "https://hooks.shop.example/storecrm"
+                     *     }
+                     */
                     "application/json": components["schemas"]["WebhookWithSecret"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10973,6 +13396,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10990,6 +13414,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
