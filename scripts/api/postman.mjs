@@ -86,6 +86,8 @@ const FOLDERS = [
   ['api keys', 'apiKey', 'API keys of the store (admin).'],
   ['taxonomies', 'apiKey', 'Typed attributes for profiles (admin).'],
   ['profiles', 'apiKey', 'Admin work on profiles: find, update, merge, export, erase.'],
+  ['segments', 'apiKey', 'Saved profile filters: their profiles, counts, exports (admin).'],
+  ['imports', 'apiKey', 'Customer lists imported from CSV or NDJSON, as jobs (admin).'],
   ['profile sessions', 'profileToken', 'Storefront sessions: guests, sign-in codes, tokens (public routes send no auth).'],
   ['email templates', 'apiKey', 'Mail templates (admin).'],
   ['audiences', 'apiKey', 'Newsletters and memberships (admin; subscribe and checkAccess as the profile).'],
@@ -248,6 +250,11 @@ const R = {
   profiles_getConsents: {
     order: 7.5, path: { id: '{{customerId}}' },
     test: js(status(200), json, expectKeys('a page', ['items', 'cursor'])),
+  },
+  profiles_exportMany: {
+    order: 7.7, query: { format: 'csv', query: '{{customerEmail}}' },
+    test: js(status(200),
+      check('CSV with a header and the customer', "pm.expect(pm.response.headers.get('content-type')).to.include('text/csv'); pm.expect(pm.response.text()).to.include('id,email,status').and.include(pm.variables.get('customerId'));")),
   },
   profiles_export: {
     order: 8, path: { id: '{{customerId}}' },
@@ -418,6 +425,10 @@ const R = {
       '}',
     ]),
   },
+  audiences_exportSubscribers: {
+    order: 8.5, path: { id: '{{audienceId}}' }, query: { format: 'csv' },
+    test: js(status(200), check('CSV of subscribers', "pm.expect(pm.response.text()).to.include('profile_id,email,subscription_id,status');")),
+  },
   audiences_removeSubscriber: {
     order: 11, path: { id: '{{audienceId}}', profileId: '{{profileId}}' },
     test: js(status(200), json, check('deleted', 'pm.expect(body.deleted).to.eql(true);'),
@@ -443,6 +454,49 @@ const R = {
   mail_retry: {
     order: 2, path: { id: '{{mailId}}' }, name: 'Retry a failed mail (a mail that did not fail is refused)',
     test: js(json, check('retried, or refused as not failed', "pm.expect(pm.response.code).to.be.oneOf([200, 409]); if (pm.response.code === 409) pm.expect(body.error).to.eql('not_failed');")),
+  },
+  // segments
+  segments_create: {
+    order: 1, pre: uniqueVar('segmentKey', 'example-'), body: { key: '{{segmentKey}}', name: 'Example customers', query: '@example.com' },
+    test: js(status(201), json, expectKeys('a segment', ['id', 'key', 'query']), save({ segmentId: 'body.id' })),
+  },
+  segments_find: {
+    order: 2,
+    test: js(status(200), json, check('listed', "pm.expect(body.items.map((s) => s.id)).to.include(pm.variables.get('segmentId'));")),
+  },
+  segments_get: {
+    order: 3, path: { id: '{{segmentKey}}' },
+    test: js(status(200), json, check('found by key', "pm.expect(body.id).to.eql(pm.variables.get('segmentId'));")),
+  },
+  segments_update: {
+    order: 4, path: { id: '{{segmentId}}' }, body: { name: 'Customers at example.com', status: 'active' },
+    test: js(status(200), json, check('renamed', "pm.expect(body.name).to.eql('Customers at example.com');")),
+  },
+  segments_count: {
+    order: 5, path: { id: '{{segmentId}}' },
+    test: js(status(200), json, check('a count', "pm.expect(body.count).to.be.a('number');")),
+  },
+  segments_getProfiles: {
+    order: 6, path: { id: '{{segmentId}}' }, query: { limit: '10' },
+    test: js(status(200), json, expectKeys('a page', ['items', 'cursor'])),
+  },
+  segments_delete: {
+    order: 7, path: { id: '{{segmentId}}' },
+    test: js(status(200), json, check('deleted', 'pm.expect(body.deleted).to.eql(true);')),
+  },
+  // imports
+  imports_start: {
+    order: 1, pre: uniqueVar('importEmail', 'imported-'), query: { on_existing: 'update' },
+    rawBody: 'email,status\n{{importEmail}}@example.com,active\n', contentType: 'text/csv',
+    test: js(status(202), json, expectKeys('a job', ['id', 'status', 'progress_percent', 'errors_url']), save({ importId: 'body.id' })),
+  },
+  imports_get: {
+    order: 2, path: { id: '{{importId}}' },
+    test: js(status(200), json, check('the job', "pm.expect(body.id).to.eql(pm.variables.get('importId')); pm.expect(['running', 'completed']).to.include(body.status);")),
+  },
+  imports_getErrors: {
+    order: 3, path: { id: '{{importId}}' },
+    test: js(status(200), json, expectKeys('a page', ['items', 'cursor'])),
   },
   // events
   events_find: {
@@ -647,7 +701,10 @@ function buildRequest(id, recipe, conv, folderAuth) {
   let body;
   const example = exampleBody(op);
   const payload = recipe.body !== undefined ? recipe.body : example;
-  if (payload !== undefined) {
+  if (recipe.rawBody !== undefined) {
+    header.push({ key: 'Content-Type', value: recipe.contentType });
+    body = { mode: 'raw', raw: recipe.rawBody };
+  } else if (payload !== undefined) {
     header.push({ key: 'Content-Type', value: 'application/json' });
     body = { mode: 'raw', raw: JSON.stringify(payload, null, 2), options: { raw: { language: 'json' } } };
   }
