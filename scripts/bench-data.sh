@@ -38,8 +38,9 @@ export RUST_LOG=error
 export MAIL_DIR="$work/mail"
 export LISTEN_ADDR="127.0.0.1:$port"
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
-# Peak RSS (MiB) of a command, from GNU time's format or /proc when time is missing.
-peak_rss() { /usr/bin/time -f '%M' -o "$work/rss" "$@"; echo $(( $(cat "$work/rss") / 1024 )); }
+# Runs a command under GNU time; `rss` then prints its peak RSS in MiB.
+timed() { /usr/bin/time -f '%M' -o "$work/rss" "$@"; }
+rss() { echo $(( $(tail -n1 "$work/rss") / 1024 )); }
 
 "$bin" migrate >/dev/null
 boot="$(echo 'bench-password-123' | "$bin" init --email bench@example.com --password-stdin --store-name bench)"
@@ -69,7 +70,8 @@ echo "| what | rows | seconds | rows/s | peak RSS (MiB) |"
 echo "|---|---:|---:|---:|---:|"
 for pass in "import (all new)" "import again (all updates)"; do
   start=$(date +%s.%N)
-  rss=$(peak_rss "$bin" import --store "$store" "$work/list.csv" > "$work/import.json" 2>/dev/null)
+  timed "$bin" import --store "$store" "$work/list.csv" > "$work/import.json" 2>/dev/null
+  rss=$(rss)
   end=$(date +%s.%N)
   created=$(json 'd["imported"]["created"] + d["imported"]["updated"]' < "$work/import.json")
   secs=$(python3 -c "print(f'{$end - $start:.1f}')")
@@ -105,7 +107,8 @@ for format in ndjson csv; do
   rm -f "$work/out"
 done
 start=$(date +%s.%N)
-rss=$(peak_rss "$bin" export --store "$store" --format csv -o "$work/out" 2>/dev/null)
+timed "$bin" export --store "$store" --format csv -o "$work/out" 2>/dev/null
+rss=$(rss)
 end=$(date +%s.%N)
 lines=$(( $(wc -l < "$work/out") - 1 ))
 echo "| \`storecrm export --format csv\` | $lines | $(python3 -c "print(f'{$end - $start:.1f}')") | $(python3 -c "print(f'{$lines / ($end - $start):,.0f}')") | $rss |"

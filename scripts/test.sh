@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test the project has, on a fresh machine: the Rust suite (cargo test: unit tests and the
-# HTTP suite on SQLite, and on Postgres when TEST_DATABASE_URL is set), then the suites that need
-# more than cargo (each installs what it needs: Chromium from apt, npm packages from lockfiles).
+# HTTP suite on SQLite, and on Postgres when TEST_DATABASE_URL is set), the API document checks
+# (scripts/api/check.sh, on the same backends), then the suites that need more than cargo (each
+# installs what it needs: Chromium from apt, npm packages from lockfiles).
 # `cargo test` alone still runs the Rust suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,10 @@ if [ -n "${TEST_DATABASE_URL:-}" ]; then
 else
   cargo test
 fi
+
+echo "== API document checks (validators, schemathesis as each principal, newman; SQLite, and Postgres with TEST_DATABASE_URL)"
+# 15 examples per operation keeps it to a few minutes; scripts/api/check.sh alone defaults to 40.
+TEST_DATABASE_URL="${TEST_DATABASE_URL:-}" API_CHECK_MAX_EXAMPLES="${API_CHECK_MAX_EXAMPLES:-15}" scripts/api/check.sh
 
 echo "== browser tests (hosted pages in Chromium)"
 scripts/browser-tests.sh

@@ -9,8 +9,8 @@
 // query parameters, headers and description); this script then makes the result runnable and
 // deterministic: a "Getting started" folder first, the tag folders in an order where each
 // request finds what it needs, collection variables (`baseUrl`, `storeId`, `apiKey`,
-// `accountToken`, `profileToken`, ...), auth per folder, request bodies (the document's
-// examples where it has them, else the minimal valid bodies below) and a `pm.test` on every
+// `accountToken`, `profileToken`, ...), auth per folder, request bodies (the bodies below, which
+// chain the variables of earlier requests, else the document's example) and a `pm.test` on every
 // request asserting its status and key fields and saving ids and tokens into variables.
 //
 // Every operation of the document needs a recipe below, and every recipe an operation: a route
@@ -76,6 +76,7 @@ const VARIABLES = [
   ['sessionId', '', "Set by verify: the shopper's session id (the tokenId of the revoke routes)."],
   ['confirmToken', '', 'Optional paste: the token of a double opt-in mail (`?token=` of its confirm link).'],
   ['unsubscribeToken', '', "Optional paste: the token of a mail's List-Unsubscribe link."],
+  ['webhookUrl', 'https://example.com/storecrm-webhook', 'Where the webhooks folder sends events: an https URL of yours (a public host).'],
 ];
 
 // Folder order (each folder uses what an earlier one made) and auth.
@@ -85,9 +86,14 @@ const FOLDERS = [
   ['api keys', 'apiKey', 'API keys of the store (admin).'],
   ['taxonomies', 'apiKey', 'Typed attributes for profiles (admin).'],
   ['profiles', 'apiKey', 'Admin work on profiles: find, update, merge, export, erase.'],
+  ['segments', 'apiKey', 'Saved profile filters: their profiles, counts, exports (admin).'],
+  ['imports', 'apiKey', 'Customer lists imported from CSV or NDJSON, as jobs (admin).'],
   ['profile sessions', 'profileToken', 'Storefront sessions: guests, sign-in codes, tokens (public routes send no auth).'],
   ['email templates', 'apiKey', 'Mail templates (admin).'],
   ['audiences', 'apiKey', 'Newsletters and memberships (admin; subscribe and checkAccess as the profile).'],
+  ['mail', 'apiKey', "The store's outbox (admin)."],
+  ['events', 'apiKey', 'What happened in the store (admin).'],
+  ['webhooks', 'apiKey', 'Signed deliveries of events to `webhookUrl` (admin).'],
   ['payments', null, 'Stripe webhooks (public, signed by Stripe).'],
   ['operations', null, 'Health, readiness and metrics (public).'],
 ];
@@ -96,7 +102,7 @@ const FOLDERS = [
 //
 // order: position inside its folder; auth: a variable name, or null for none (default: the
 // folder's); path: values of path parameters; query: query parameters to enable; body: the
-// request body when the document has no example; pre/test: script lines.
+// request body (else the document's example); pre/test: script lines.
 
 const S = '{{baseUrl}}/v1/stores/{{storeId}}';
 const R = {
@@ -241,6 +247,15 @@ const R = {
     test: js(status(200), json, check('the target keeps its id and email', "pm.expect(body.id).to.eql(pm.variables.get('customerId')); pm.expect(body.email).to.eql(pm.variables.get('customerEmail'));"),
       send('GET', `'${S}/profiles/{{mergeSourceId}}'`, { token: 'apiKey', then: ["pm.test('the source is gone', () => pm.expect(res.code).to.eql(404));"] })),
   },
+  profiles_getConsents: {
+    order: 7.5, path: { id: '{{customerId}}' },
+    test: js(status(200), json, expectKeys('a page', ['items', 'cursor'])),
+  },
+  profiles_exportMany: {
+    order: 7.7, query: { format: 'csv', query: '{{customerEmail}}' },
+    test: js(status(200),
+      check('CSV with a header and the customer', "pm.expect(pm.response.headers.get('content-type')).to.include('text/csv'); pm.expect(pm.response.text()).to.include('id,email,status').and.include(pm.variables.get('customerId'));")),
+  },
   profiles_export: {
     order: 8, path: { id: '{{customerId}}' },
     test: js(status(200), json, check('the profile and its orders', "pm.expect(JSON.stringify(body)).to.include(pm.variables.get('customerId')).and.include(pm.variables.get('orderId'));")),
@@ -329,7 +344,7 @@ const R = {
     body: { vars: { email: 'ann@example.com', audience_name: 'News', confirm_url: 'https://shop.example/confirm?token=t', store_name: 'The shop' } },
     test: js(status(200), json, expectKeys('rendered', ['subject', 'html', 'text', 'warnings']),
       check('variables rendered', "pm.expect(body.subject).to.eql('Confirm your subscription to News');"),
-      check('the missing one is a warning', "pm.expect(body.warnings.map((w) => w.variable)).to.include('unsubscribe_url');")),
+      check('what the mail gets at send time is filled in: no warnings', "pm.expect(body.warnings).to.eql([]); pm.expect(body.html).to.include('/unsubscribe?token=');")),
   },
   templates_delete: {
     // A template made here: the audiences folder still uses templateId.
@@ -410,10 +425,126 @@ const R = {
       '}',
     ]),
   },
+  audiences_exportSubscribers: {
+    order: 8.5, path: { id: '{{audienceId}}' }, query: { format: 'csv' },
+    test: js(status(200), check('CSV of subscribers', "pm.expect(pm.response.text()).to.include('profile_id,email,subscription_id,status');")),
+  },
   audiences_removeSubscriber: {
     order: 11, path: { id: '{{audienceId}}', profileId: '{{profileId}}' },
     test: js(status(200), json, check('deleted', 'pm.expect(body.deleted).to.eql(true);'),
       send('GET', `'${S}/audiences/{{audienceId}}/access'`, { token: 'profileToken', then: ["pm.test('no access any more', () => pm.expect(res.json().has_access).to.eql(false));"] })),
+  },
+  audiences_confirmPage: {
+    order: 12, auth: null, query: { token: '{{confirmToken}}' },
+    name: 'The hosted confirm page of a mail link (a page; it never confirms by itself)',
+    test: js(check('a page: 200 for a valid link, 404 otherwise', "pm.expect(pm.response.code).to.be.oneOf([200, 404]); pm.expect(pm.response.headers.get('content-type')).to.include('text/html');")),
+  },
+  audiences_unsubscribePage: {
+    order: 13, auth: null, query: { token: '{{unsubscribeToken}}' },
+    name: 'The hosted unsubscribe page of a mail link (a page; it never unsubscribes by itself)',
+    test: js(check('a page: 200 for a valid link, 404 otherwise', "pm.expect(pm.response.code).to.be.oneOf([200, 404]); pm.expect(pm.response.headers.get('content-type')).to.include('text/html');")),
+  },
+  // mail
+  mail_find: {
+    order: 1, query: { limit: '10' },
+    test: js(status(200), json, expectKeys('a page', ['items', 'cursor']),
+      check('the sign-in mails are there', 'pm.expect(body.items.length).to.be.above(0);'),
+      save({ mailId: 'body.items[0].id' })),
+  },
+  mail_retry: {
+    order: 2, path: { id: '{{mailId}}' }, name: 'Retry a failed mail (a mail that did not fail is refused)',
+    test: js(json, check('retried, or refused as not failed', "pm.expect(pm.response.code).to.be.oneOf([200, 409]); if (pm.response.code === 409) pm.expect(body.error).to.eql('not_failed');")),
+  },
+  // segments
+  segments_create: {
+    order: 1, pre: uniqueVar('segmentKey', 'example-'), body: { key: '{{segmentKey}}', name: 'Example customers', query: '@example.com' },
+    test: js(status(201), json, expectKeys('a segment', ['id', 'key', 'query']), save({ segmentId: 'body.id' })),
+  },
+  segments_find: {
+    order: 2,
+    test: js(status(200), json, check('listed', "pm.expect(body.items.map((s) => s.id)).to.include(pm.variables.get('segmentId'));")),
+  },
+  segments_get: {
+    order: 3, path: { id: '{{segmentKey}}' },
+    test: js(status(200), json, check('found by key', "pm.expect(body.id).to.eql(pm.variables.get('segmentId'));")),
+  },
+  segments_update: {
+    order: 4, path: { id: '{{segmentId}}' }, body: { name: 'Customers at example.com', status: 'active' },
+    test: js(status(200), json, check('renamed', "pm.expect(body.name).to.eql('Customers at example.com');")),
+  },
+  segments_count: {
+    order: 5, path: { id: '{{segmentId}}' },
+    test: js(status(200), json, check('a count', "pm.expect(body.count).to.be.a('number');")),
+  },
+  segments_getProfiles: {
+    order: 6, path: { id: '{{segmentId}}' }, query: { limit: '10' },
+    test: js(status(200), json, expectKeys('a page', ['items', 'cursor'])),
+  },
+  segments_delete: {
+    order: 7, path: { id: '{{segmentId}}' },
+    test: js(status(200), json, check('deleted', 'pm.expect(body.deleted).to.eql(true);')),
+  },
+  // imports
+  imports_start: {
+    order: 1, pre: uniqueVar('importEmail', 'imported-'), query: { on_existing: 'update' },
+    rawBody: 'email,status\n{{importEmail}}@example.com,active\n', contentType: 'text/csv',
+    test: js(status(202), json, expectKeys('a job', ['id', 'status', 'progress_percent', 'errors_url']), save({ importId: 'body.id' })),
+  },
+  imports_get: {
+    order: 2, path: { id: '{{importId}}' },
+    test: js(status(200), json, check('the job', "pm.expect(body.id).to.eql(pm.variables.get('importId')); pm.expect(['running', 'completed']).to.include(body.status);")),
+  },
+  imports_getErrors: {
+    order: 3, path: { id: '{{importId}}' },
+    test: js(status(200), json, expectKeys('a page', ['items', 'cursor'])),
+  },
+  // events
+  events_find: {
+    order: 1, query: { types: 'profile.created' },
+    test: js(status(200), json, expectKeys('a page', ['items', 'cursor']),
+      check('profile.created events only', "pm.expect(body.items.length).to.be.above(0); body.items.forEach((e) => pm.expect(e.type).to.eql('profile.created'));")),
+  },
+  // webhooks
+  webhooks_create: {
+    order: 1, body: { url: '{{webhookUrl}}', events: ['profile.created', 'subscription.activated'], description: 'Postman' },
+    test: js(status(201), json, expectKeys('an endpoint with its secret', ['id', 'url', 'events', 'status', 'secret']),
+      check('a whsec_ secret', 'pm.expect(body.secret).to.match(/^whsec_/);'), save({ webhookId: 'body.id', webhookSecret: 'body.secret' })),
+  },
+  webhooks_find: {
+    order: 2,
+    test: js(status(200), json, expectKeys('a page', ['items', 'cursor']),
+      check('listed, without its secret', "pm.expect(body.items.map((w) => w.id)).to.include(pm.variables.get('webhookId')); body.items.forEach((w) => pm.expect(w).to.not.have.property('secret'));")),
+  },
+  webhooks_get: {
+    order: 3, path: { id: '{{webhookId}}' },
+    test: js(status(200), json, check('this endpoint', "pm.expect(body.id).to.eql(pm.variables.get('webhookId'));")),
+  },
+  webhooks_update: {
+    order: 4, path: { id: '{{webhookId}}' }, body: { events: ['*'], description: 'Postman: every event' },
+    test: js(status(200), json, check('every event now', "pm.expect(body.events).to.eql(['*']);")),
+  },
+  webhooks_rotateSecret: {
+    order: 5, path: { id: '{{webhookId}}' },
+    test: js(status(200), json, check('a new secret; the old one signs for 24 h more', "pm.expect(body.secret).to.match(/^whsec_/).and.not.eql(pm.variables.get('webhookSecret')); pm.expect(body.previous_secret_until).to.be.a('number');")),
+  },
+  webhooks_getDeliveries: {
+    // A profile made here, so that the endpoint has an event to deliver.
+    order: 6, path: { id: '{{webhookId}}' },
+    pre: send('POST', `'${S}/profiles'`, {
+      token: 'apiKey', body: { email: 'webhook-{{webhookId}}@example.com' },
+      then: ["pm.test('a profile for an event', () => pm.expect(res.code).to.eql(201));"],
+    }),
+    test: js(status(200), json, expectKeys('a page', ['items', 'cursor']),
+      ["pm.collectionVariables.set('deliveryId', body.items.length ? body.items[0].id : '00000000-0000-7000-8000-000000000000');"]),
+  },
+  webhooks_retryDelivery: {
+    order: 7, path: { id: '{{webhookId}}', deliveryId: '{{deliveryId}}' }, name: 'Retry a delivery (now, whatever its state; refused while it is being sent)',
+    test: js(json, check('retried, in progress, or none yet', 'pm.expect(pm.response.code).to.be.oneOf([200, 404, 409]);')),
+  },
+  webhooks_delete: {
+    order: 8, path: { id: '{{webhookId}}' },
+    test: js(status(200), json, check('deleted', 'pm.expect(body.deleted).to.eql(true);'),
+      send('GET', `'${S}/webhooks/{{webhookId}}'`, { token: 'apiKey', then: ["pm.test('gone', () => pm.expect(res.code).to.eql(404));"] })),
   },
   // payments
   payments_stripeWebhook: {
@@ -569,8 +700,11 @@ function buildRequest(id, recipe, conv, folderAuth) {
   const header = [{ key: 'Accept', value: 'application/json' }];
   let body;
   const example = exampleBody(op);
-  const payload = example !== undefined ? example : recipe.body;
-  if (payload !== undefined) {
+  const payload = recipe.body !== undefined ? recipe.body : example;
+  if (recipe.rawBody !== undefined) {
+    header.push({ key: 'Content-Type', value: recipe.contentType });
+    body = { mode: 'raw', raw: recipe.rawBody };
+  } else if (payload !== undefined) {
     header.push({ key: 'Content-Type', value: 'application/json' });
     body = { mode: 'raw', raw: JSON.stringify(payload, null, 2), options: { raw: { language: 'json' } } };
   }

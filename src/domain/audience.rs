@@ -5,11 +5,26 @@ use utoipa::ToSchema;
 
 use crate::error::FieldError;
 
+/// Words under `/audiences/` that are routes, not keys: an audience keyed so could not be read by key.
+pub const RESERVED_KEYS: [&str; 2] = ["confirm", "unsubscribe"];
+
+/// Why an audience key is refused (§6): not 1–64 of `[A-Za-z0-9_-]`, or a route word.
+pub fn key_error(key: &str) -> Option<&'static str> {
+    if !super::taxonomy::valid_key(key) {
+        Some("invalid_key")
+    } else if RESERVED_KEYS.contains(&key) {
+        Some("reserved_key")
+    } else {
+        None
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PriceInterval {
     /// `month` or `year`.
     pub period: String,
+    #[serde(deserialize_with = "super::whole_u32")]
     pub count: u32,
 }
 
@@ -32,8 +47,9 @@ pub struct Price {
     /// ISO 4217, upper-cased.
     pub currency: String,
     /// Minor units.
+    #[serde(deserialize_with = "super::whole_i64")]
     pub amount: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "super::opt_whole_i64", skip_serializing_if = "Option::is_none")]
     pub compare_at: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<PriceInterval>,
@@ -148,6 +164,15 @@ pub fn validate_prices(prices: &mut [Price], field: &str) -> Vec<FieldError> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn keys_that_are_routes_are_reserved() {
+        assert_eq!(key_error("news"), None);
+        assert_eq!(key_error("confirm"), Some("reserved_key"));
+        assert_eq!(key_error("unsubscribe"), Some("reserved_key"));
+        assert_eq!(key_error("has space"), Some("invalid_key"));
+        assert_eq!(key_error(""), Some("invalid_key"));
+    }
 
     #[test]
     fn type_accepts_bare_and_tagged_forms() {

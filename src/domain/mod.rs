@@ -3,6 +3,7 @@
 pub mod audience;
 mod cursor;
 mod email;
+mod number;
 mod origin;
 mod status;
 pub mod table;
@@ -11,6 +12,7 @@ mod text;
 
 pub use cursor::{Cursor, Keyset, Page};
 pub use email::Email;
+pub use number::{opt_whole_i64, whole_i64, whole_u32};
 pub use origin::{ClientAddr, LinkError, OriginPattern, link_target, request_origin};
 pub use status::{
     AccessDenied, AudienceKind, ConsentAction, DeliveryStatus, EndpointStatus, EventType, MailKind, MailStatus,

@@ -61,6 +61,14 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
     {
         return Err(AppError::invalid(field, "invalid_text"));
     }
+    // Every body is an object: serde would also read a struct from an array of its fields.
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| *b != b'{') && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
+        return Err(AppError::Validation {
+            message: "body: invalid_type (expected an object)".into(),
+            errors: vec![FieldError::new("body", "invalid_type")],
+        });
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(json_error)?;
     de.end().map_err(|e| AppError::BadRequest {

@@ -32,8 +32,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 use uuid::Uuid;
@@ -47,12 +46,15 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "storecrm", description = "The CRM of an online store platform. Errors always have the `ErrorBody` shape; \
+    info(
+        title = "storecrm",
+        description = "The CRM of an online store platform. Errors always have the `ErrorBody` shape; \
         every response carries `x-request-id`. Timestamps are Unix seconds; ids are UUIDv7. A request-body field the \
         route does not know is refused (422, `unknown_field`), and so is text containing U+0000 anywhere in the body, \
         path or query (422, `invalid_text`). CORS admits the store's `allowed_origins` on its routes and \
         `CORS_ALLOWED_ORIGINS` everywhere; `*` is never answered. An unverified profile session that reached an \
-        existing address by naming it is a *claim*: routes that need proof answer it 403 `verification_required`."),
+        existing address by naming it is a *claim*: routes that need proof answer it 403 `verification_required`."
+    ),
     components(schemas(
         crate::error::ErrorBody,
         crate::error::FieldError,
@@ -60,28 +62,11 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
         crate::domain::SortDirection,
         crate::domain::Status,
         crate::domain::SubscriptionStatus,
-        crate::domain::taxonomy::TaxonomyQuery
-    )),
-    modifiers(&BearerAuth)
+        crate::domain::taxonomy::TaxonomyQuery,
+        crate::services::exports::ExportFormat
+    ))
 )]
 struct ApiDoc;
-
-struct BearerAuth;
-
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("An account access token, a store API key (`sk_...`), or a profile access token"))
-                    .build(),
-            ),
-        );
-    }
-}
 
 /// All routes with their OpenAPI document, before state and layers.
 pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
@@ -104,20 +89,20 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 }
 
 /// The OpenAPI document generated from the code, with the conventions every route shares.
-pub fn openapi() -> utoipa::openapi::OpenApi {
+pub fn openapi() -> serde_json::Value {
     with_conventions(api().1)
 }
 
 /// The document as the repository keeps it (`docs/openapi.json`): pretty JSON, keys sorted.
 pub fn openapi_json() -> String {
-    let value = serde_json::to_value(openapi()).expect("the document serializes");
-    serde_json::to_string_pretty(&value).expect("JSON prints")
+    serde_json::to_string_pretty(&openapi()).expect("JSON prints")
 }
 
-fn with_conventions(doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+/// As JSON: the conventions use OpenAPI 3.1 parts that utoipa's types do not model.
+fn with_conventions(doc: utoipa::openapi::OpenApi) -> serde_json::Value {
     let mut value = serde_json::to_value(&doc).expect("the document serializes");
     openapi::conventions(&mut value);
-    serde_json::from_value(value).expect("the document stays an OpenAPI document")
+    value
 }
 
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
@@ -131,7 +116,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout))
         .layer(DefaultBodyLimit::max(BODY_LIMIT));
     routes
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+        .merge(SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", openapi))
         .fallback(|| async { AppError::NotFound("route") })
         .method_not_allowed_fallback(|| async { StatusCode::METHOD_NOT_ALLOWED })
         .layer(layers)

@@ -1,7 +1,13 @@
 //! The API document's conventions, applied once to every operation after the routes declared
-//! theirs: what every route shares (the error answers a body, a bearer or a limit can bring, their
-//! examples, descriptions, `security: []` on public routes, a server) is written here instead of
-//! on each of the 56 operations, so no route can forget it.
+//! theirs: what every route shares (the error answers a body, a query, a bearer or a limit can
+//! bring, their examples and headers, descriptions, which credential each route takes, a server)
+//! is written here instead of on each of the 70 operations, so no route can forget it. A route's
+//! annotation says `security(("bearer" = []))` when it needs a credential; [`CREDENTIALS`] says
+//! which of the three kinds. `schemas` refines the generated schemas.
+
+mod codes;
+mod examples;
+mod schemas;
 
 use serde_json::{Map, Value, json};
 
@@ -89,16 +95,21 @@ fn error_response(status: &str) -> Value {
     })
 }
 
-/// Adds the answers an operation can give by its shape: a body (400, 413, 415, 422), a bearer
-/// (401, 403), an id in the path (404).
-fn add_shared_responses(path: &str, op: &mut Map<String, Value>, public: bool) {
+/// Adds the answers an operation can give by its shape: a body (400, 413, 415, 422), query
+/// parameters (422), a bearer, even an optional one (401, 403), an id in the path (404).
+fn add_shared_responses(path: &str, op: &mut Map<String, Value>, reads_bearer: bool) {
     let has_body = op.contains_key("requestBody");
+    let has_query =
+        op.get("parameters").and_then(Value::as_array).is_some_and(|params| params.iter().any(|p| p["in"] == "query"));
     let responses = op.entry("responses").or_insert_with(|| json!({})).as_object_mut().expect("responses object");
     let mut wanted: Vec<&str> = vec![];
     if has_body {
         wanted.extend(["400", "413", "415", "422"]);
     }
-    if !public {
+    if has_query {
+        wanted.push("422");
+    }
+    if reads_bearer {
         wanted.extend(["401", "403"]);
     }
     if path.contains('{') {
@@ -157,6 +168,15 @@ fn describe_responses(op: &mut Map<String, Value>) {
 fn json_parameters(op: &mut Map<String, Value>) {
     let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) else { return };
     for param in params {
+        if param["in"] == "query" && param["name"] == "ids" {
+            param["schema"]["pattern"] = Value::String(schemas::ids_pattern());
+        }
+        if param["in"] == "query" && param["name"] == "token" {
+            param["schema"]["pattern"] = Value::String(schemas::nonblank());
+        }
+        if param["in"] == "query" && param["name"] == "types" {
+            param["schema"]["pattern"] = Value::String(schemas::types_pattern());
+        }
         if param["name"] == "taxonomy_query" && param["in"] == "query" {
             let param = param.as_object_mut().expect("parameter object");
             param.remove("schema");
@@ -222,8 +242,11 @@ const OPERATION_IDS: &[(&str, &str)] = &[
     ("get_subscribers", "audiences_getSubscribers"),
     ("add_subscriber", "audiences_addSubscriber"),
     ("remove_subscriber", "audiences_removeSubscriber"),
+    ("confirm_page", "audiences_confirmPage"),
     ("confirm", "audiences_confirm"),
+    ("unsubscribe_page", "audiences_unsubscribePage"),
     ("unsubscribe", "audiences_unsubscribe"),
+    ("list_consents", "profiles_getConsents"),
     ("create_template", "templates_create"),
     ("list_templates", "templates_find"),
     ("get_template", "templates_get"),
@@ -240,6 +263,19 @@ const OPERATION_IDS: &[(&str, &str)] = &[
     ("rotate_webhook_secret", "webhooks_rotateSecret"),
     ("list_deliveries", "webhooks_getDeliveries"),
     ("retry_delivery", "webhooks_retryDelivery"),
+    ("list_consents", "profiles_getConsents"),
+    ("export_profiles", "profiles_exportMany"),
+    ("export_subscribers", "audiences_exportSubscribers"),
+    ("create_segment", "segments_create"),
+    ("list_segments", "segments_find"),
+    ("get_segment", "segments_get"),
+    ("update_segment", "segments_update"),
+    ("delete_segment", "segments_delete"),
+    ("segment_profiles", "segments_getProfiles"),
+    ("segment_count", "segments_count"),
+    ("start_import", "imports_start"),
+    ("get_import", "imports_get"),
+    ("import_errors", "imports_getErrors"),
 ];
 
 /// Resources in the order a reader meets them; operations last.
@@ -261,49 +297,163 @@ const TAGS: &[(&str, &str)] = &[
     ("operations", "Health, readiness, metrics."),
 ];
 
+/// The credentials (§2), as three bearer schemes so that a tool can tell which one a route takes.
+const SCHEMES: &[(&str, &str)] = &[
+    (
+        "accountToken",
+        "An account access token from `POST /v1/auth/login` (JWT, 15 minutes; `POST /v1/auth/refresh` renews it).",
+    ),
+    (
+        "apiKey",
+        "A store API key `sk_...` (`storecrm api-keys create`, or `POST /v1/stores/{storeId}/api-keys`); shown once.",
+    ),
+    ("profileToken", "A profile access token from `initialize`, `connect`, `verify` or `refresh` (JWT, 15 minutes)."),
+];
+
+/// Which credentials a route that reads a bearer takes, by operation; every other such route is an
+/// admin route (an account token of a member, or the store's API key). `optional`: the route is
+/// public and reads the credential when one is sent.
+const CREDENTIALS: &[(&str, &[&str], bool)] = &[
+    ("accounts_logout", &["accountToken"], false),
+    ("accounts_getMe", &["accountToken"], false),
+    ("stores_find", &["accountToken"], false),
+    ("stores_create", &["accountToken"], false),
+    ("profiles_getMe", &["profileToken"], false),
+    ("profiles_logout", &["profileToken"], false),
+    ("audiences_checkAccess", &["profileToken"], false),
+    ("profiles_getTokens", &["accountToken", "apiKey", "profileToken"], false),
+    ("profiles_revokeToken", &["accountToken", "apiKey", "profileToken"], false),
+    ("profiles_revokeAllTokens", &["accountToken", "apiKey", "profileToken"], false),
+    ("audiences_subscribe", &["accountToken", "apiKey", "profileToken"], false),
+    ("profiles_connect", &["profileToken"], true),
+    ("profiles_verify", &["profileToken"], true),
+    ("audiences_get", &["accountToken", "apiKey"], true),
+];
+const ADMIN: &[&str] = &["accountToken", "apiKey"];
+
+fn security_of(operation_id: &str) -> Value {
+    let (schemes, optional) =
+        CREDENTIALS.iter().find(|(id, ..)| *id == operation_id).map(|(_, s, o)| (*s, *o)).unwrap_or((ADMIN, false));
+    let mut list: Vec<Value> = schemes.iter().map(|s| json!({ *s: [] })).collect();
+    if optional {
+        list.insert(0, json!({}));
+    }
+    Value::Array(list)
+}
+
+/// Headers of the answers: `x-request-id` on every one, `WWW-Authenticate` on 401, `Retry-After`
+/// on 429.
+fn add_headers(op: &mut Map<String, Value>) {
+    let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else { return };
+    for (status, response) in responses.iter_mut() {
+        let headers = response.as_object_mut().expect("response object").entry("headers").or_insert_with(|| json!({}));
+        headers["x-request-id"] = json!({"$ref": "#/components/headers/RequestId"});
+        match status.as_str() {
+            "401" => headers["WWW-Authenticate"] = json!({"$ref": "#/components/headers/WwwAuthenticate"}),
+            "429" => headers["Retry-After"] = json!({"$ref": "#/components/headers/RetryAfter"}),
+            _ => {}
+        }
+    }
+}
+
+fn components_headers() -> Value {
+    json!({
+        "RequestId": {
+            "description": "The request's id: the one the client sent in `x-request-id`, or a new UUIDv7. Quote it when reporting a problem; the server logs under it.",
+            "required": true,
+            "schema": {"type": "string"},
+        },
+        "WwwAuthenticate": {
+            "description": "`Bearer`: the route wants a bearer credential.",
+            "required": true,
+            "schema": {"type": "string", "enum": ["Bearer"]},
+        },
+        "RetryAfter": {
+            "description": "Seconds to wait before trying again (also `retry_after` in the body).",
+            "required": true,
+            "schema": {"type": "integer", "minimum": 0},
+        },
+    })
+}
+
 /// Applies the conventions to the generated document.
 pub fn conventions(doc: &mut Value) {
     doc["servers"] = json!([{
         "url": "{baseUrl}",
-        "description": "the server; `cargo run` listens on http://127.0.0.1:8080",
+        "description": "the server (`PUBLIC_BASE_URL`); `cargo run` listens on http://127.0.0.1:8080",
         "variables": {"baseUrl": {"default": "http://127.0.0.1:8080"}},
     }]);
-    // Routes that declare no security are public; the document's default is the bearer.
-    doc["security"] = json!([{"bearer": []}]);
+    doc["components"]["securitySchemes"] = SCHEMES
+        .iter()
+        .map(|(name, description)| {
+            let scheme = json!({"type": "http", "scheme": "bearer", "description": description});
+            (name.to_string(), scheme)
+        })
+        .collect::<Map<_, _>>()
+        .into();
+    doc["components"]["headers"] = components_headers();
+    // Routes that declare no security are public; the document's default is an admin credential.
+    doc["security"] = security_of("");
     doc["tags"] = TAGS.iter().map(|(name, description)| json!({"name": name, "description": description})).collect();
+    codes::describe(doc);
     let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else { return };
     for (path, item) in paths.iter_mut() {
         let Some(item) = item.as_object_mut() else { continue };
         for method in ["get", "put", "post", "delete", "patch"] {
             let Some(op) = item.get_mut(method).and_then(Value::as_object_mut) else { continue };
-            let public = match op.get("security").and_then(Value::as_array) {
-                None => {
-                    op.insert("security".into(), json!([]));
-                    true
-                }
-                // `security((), ("bearer" = []))`: a bearer is optional.
-                Some(list) => list.iter().any(|r| r.as_object().is_some_and(Map::is_empty)),
-            };
             if let Some(id) = op.get("operationId").and_then(Value::as_str)
                 && let Some((_, stable)) = OPERATION_IDS.iter().find(|(handler, _)| *handler == id)
             {
                 op.insert("operationId".into(), Value::String((*stable).into()));
             }
+            let id = op.get("operationId").and_then(Value::as_str).unwrap_or_default().to_string();
+            let reads_bearer = match op.get("security").and_then(Value::as_array) {
+                None => {
+                    op.insert("security".into(), json!([]));
+                    false
+                }
+                Some(_) => {
+                    op.insert("security".into(), security_of(&id));
+                    true
+                }
+            };
             json_parameters(op);
             // The unsubscribe token may come in the URL alone (RFC 8058 one-click links).
-            if op.get("operationId").and_then(Value::as_str) == Some("audiences_unsubscribe")
+            if id == "audiences_unsubscribe"
                 && let Some(body) = op.get_mut("requestBody").and_then(Value::as_object_mut)
             {
                 body.insert("required".into(), Value::Bool(false));
             }
-            add_shared_responses(path, op, public);
+            add_shared_responses(path, op, reads_bearer);
             describe_responses(op);
+            add_headers(op);
         }
     }
+    schemas::apply(doc);
+    examples::apply(doc);
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
+    /// A renamed operation must not silently fall back to the admin credentials.
+    #[test]
+    fn every_credential_rule_names_an_operation() {
+        let doc = crate::http::openapi();
+        let ids: Vec<&str> = doc["paths"]
+            .as_object()
+            .expect("paths")
+            .values()
+            .filter_map(Value::as_object)
+            .flat_map(|item| item.values())
+            .filter_map(|op| op["operationId"].as_str())
+            .collect();
+        for (id, ..) in super::CREDENTIALS {
+            assert!(ids.contains(id), "CREDENTIALS names {id}, which is not an operation");
+        }
+    }
+
     /// The committed document is the one the code generates: a change to the API shows in review
     /// as a diff of `docs/openapi.json`, and the SDK's types are generated from it.
     /// `UPDATE_OPENAPI=1 cargo test openapi_snapshot` rewrites it.

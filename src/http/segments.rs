@@ -231,8 +231,14 @@ pub async fn export_profiles(
     Query(q): Query<ProfileExportQuery>,
 ) -> AppResult<Response> {
     let format = q.format.unwrap_or_default();
-    let filter =
-        ProfileFilter { query: q.query, taxonomy_query: q.taxonomy_query, status: q.status, segment: q.segment };
+    // An empty parameter is no filter (`?segment=` from a form).
+    let given = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+    let filter = ProfileFilter {
+        query: given(q.query),
+        taxonomy_query: given(q.taxonomy_query),
+        status: q.status,
+        segment: given(q.segment),
+    };
     let stream = state.services.exports.profiles(auth.store_id, filter, format).await?;
     Ok(streamed(stream, format, "profiles"))
 }

@@ -185,6 +185,7 @@ pub async fn list_webhooks(
     Ok(Json(Paged { items: rows.into_iter().map(Webhook::from).collect(), cursor }))
 }
 
+/// One webhook endpoint (its secret is not shown again).
 #[utoipa::path(get, path = "/v1/stores/{storeId}/webhooks/{id}", tag = "webhooks", security(("bearer" = [])),
     params(("storeId" = Uuid, Path), ("id" = Uuid, Path)), responses((status = 200, body = Webhook)))]
 pub async fn get_webhook(

@@ -35,20 +35,11 @@ pub struct OutgoingMail {
     /// Extra headers, e.g. `List-Unsubscribe`; they may not replace the ones built from the fields.
     #[serde(default)]
     pub headers: Vec<(String, String)>,
-    /// The `Message-ID` header, `<id@domain>`. The outbox worker sets it from the outbox row's id,
-    /// so a mail sent again after a crash between the server's 250 and recording it carries the
-    /// same id as the first copy, and receivers can drop the duplicate. Unset: a random one.
+    /// `<id@domain>`; the outbox sets it from the mail's id when it sends, so a retry after a lost
+    /// acknowledgement carries the same Message-ID (receivers and tests can tell a duplicate).
+    /// None: a random one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message_id: Option<String>,
-}
-
-impl OutgoingMail {
-    /// `<outbox-id@domain of the sender>`: stable for one outbox row across every attempt.
-    pub fn outbox_message_id(&self, id: uuid::Uuid) -> String {
-        let address = self.from.rsplit('<').next().unwrap_or(&self.from).trim_end_matches('>');
-        let domain = address.rsplit_once('@').map(|(_, d)| d.trim()).filter(|d| !d.is_empty()).unwrap_or("storecrm");
-        format!("<{id}@{domain}>")
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Notify, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::{MailError, Mailer};
+use super::{MailError, Mailer, OutgoingMail};
 use crate::metrics::MailMetrics;
 use crate::repo::{ClaimedMail, Database, RepoError, RepoResult};
 
@@ -118,11 +118,7 @@ impl OutboxWorker {
         let mut sends = JoinSet::new();
         for mail in claimed {
             let message = match &mail.message {
-                Ok(message) => {
-                    let mut message = message.clone();
-                    message.message_id = Some(message.outbox_message_id(mail.id));
-                    message
-                }
+                Ok(message) => OutgoingMail { message_id: Some(message_id(mail.id, &message.from)), ..message.clone() },
                 Err(reason) => {
                     // A row this binary cannot read would be claimed forever: park it instead.
                     tracing::error!(mail_id = %mail.id, error = %reason, "outbox row holds an unreadable message; giving up on it");
@@ -244,6 +240,17 @@ impl OutboxWorker {
         }
         tracing::debug!("outbox worker stopped");
     }
+}
+
+/// The Message-ID of an outbox mail: its id at the sender's domain (`storecrm.invalid` when the
+/// sender has none we can read).
+pub fn message_id(id: uuid::Uuid, from: &str) -> String {
+    let address = from.rsplit('<').next().unwrap_or(from).trim_end_matches('>').trim();
+    let domain = address
+        .rsplit_once('@')
+        .map(|(_, d)| d)
+        .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'));
+    format!("<{}@{}>", id.simple(), domain.unwrap_or("storecrm.invalid"))
 }
 
 #[cfg(test)]

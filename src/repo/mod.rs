@@ -32,7 +32,7 @@ pub use events::{AttemptRow, DeliveryRow, DueDelivery, EndpointRow, EventRow, Ne
 pub use imports::{ImportErrorRow, ImportJobRow};
 pub use migrate::MigrationReport;
 pub use outbox::{ClaimedMail, MailSummary, NewOutboxMail};
-pub use profiles::LockedProfile;
+pub use profiles::{LockedProfile, ProfileRewrite};
 pub use refresh::{PresentedToken, RefreshTable};
 pub use segments::{ConsentRow, SegmentRow};
 pub use sessions::{LiveCode, ME_POSTGRES};

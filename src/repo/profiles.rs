@@ -37,6 +37,16 @@ fn text_values(values: &[TaxonomyValue]) -> impl Iterator<Item = &str> {
     })
 }
 
+/// An import's rewrite of one profile.
+#[derive(Debug, Clone)]
+pub struct ProfileRewrite {
+    pub id: Uuid,
+    pub email_key: String,
+    /// Every value the profile keeps (the old ones the row does not replace, and the row's).
+    pub values: Vec<TaxonomyValue>,
+    pub status: Option<crate::domain::Status>,
+}
+
 pub(crate) fn profile(r: &Row) -> sqlx::Result<ProfileRow> {
     Ok(ProfileRow {
         store_id: r.uuid("store_id")?,
@@ -683,6 +693,66 @@ impl Tx {
     /// Inserts many profiles (their values too); emails already taken are skipped. Returns how
     /// many were inserted.
     /// Inserts the profiles whose email is free; the ids of those inserted.
+    /// Rewrites many profiles at once (an import's updates): every value of each is replaced by
+    /// `values`, its status set when given, its search text recomputed and `updated_at` set, in a
+    /// few statements per batch rather than several per profile.
+    pub async fn bulk_rewrite_profiles(&mut self, store_id: Uuid, rows: &[ProfileRewrite], now: i64) -> RepoResult<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let mut sql = Sql::new("DELETE FROM profile_taxonomy_values WHERE store_id = ");
+            sql.push_bind(store_id).push(" AND profile_id IN ").push_list(chunk.iter().map(|r| r.id));
+            self.execute(sql.unprepared()).await?;
+        }
+        let values: Vec<(Uuid, Uuid, &TaxonomyValue)> =
+            rows.iter().flat_map(|r| r.values.iter().map(move |v| (store_id, r.id, v))).collect();
+        match self.backend() {
+            Backend::Postgres if !values.is_empty() => self.execute(values_unnest(&values)).await.map(drop)?,
+            Backend::Postgres => {}
+            Backend::Sqlite => {
+                for sql in value_inserts(values) {
+                    self.execute(sql).await?;
+                }
+            }
+        }
+        let text = |r: &ProfileRewrite| search_text(Some(&r.email_key), text_values(&r.values));
+        match self.backend() {
+            Backend::Postgres => {
+                let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+                let texts: Vec<Option<String>> = rows.iter().map(|r| Some(text(r))).collect();
+                let statuses: Vec<Option<String>> =
+                    rows.iter().map(|r| r.status.map(|s| s.as_str().to_string())).collect();
+                let sql = Sql::new(
+                    "UPDATE profiles p SET search_text = t.search_text, status = COALESCE(t.status, p.status), updated_at = $5
+                     FROM UNNEST($2::uuid[], $3::text[], $4::text[]) AS t (id, search_text, status)
+                     WHERE p.store_id = $1 AND p.id = t.id",
+                )
+                .bind(store_id)
+                .bind(ids)
+                .bind(texts)
+                .bind(statuses)
+                .bind(now);
+                self.execute(sql).await?;
+            }
+            Backend::Sqlite => {
+                for r in rows {
+                    let sql = Sql::new(
+                        "UPDATE profiles SET search_text = $3, status = COALESCE($4, status), updated_at = $5
+                         WHERE store_id = $1 AND id = $2",
+                    )
+                    .bind(store_id)
+                    .bind(r.id)
+                    .bind(text(r))
+                    .bind(r.status.map(|s| s.as_str()))
+                    .bind(now);
+                    self.execute(sql).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub async fn bulk_insert_profiles(&mut self, profiles: &[NewProfile]) -> RepoResult<Vec<Uuid>> {
         let inserted = match self.backend() {
             // One statement per table with every column as an array parameter: Postgres parses and

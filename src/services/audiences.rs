@@ -10,8 +10,7 @@ use uuid::Uuid;
 
 use crate::config::Limits;
 use crate::crypto::{Keys, b64, random_token, sha256, to_hex, unb64};
-use crate::domain::audience::{AudienceType, Price, validate_prices};
-use crate::domain::taxonomy::valid_key;
+use crate::domain::audience::{AudienceType, Price, key_error, validate_prices};
 use crate::domain::{
     AccessDenied, AudienceKind, Keyset, LinkError, MailKind, OriginPattern, Status, SubscriptionSource,
     SubscriptionStatus, double_option, link_target,
@@ -231,8 +230,8 @@ impl Audiences {
 
     pub async fn create(&self, store_id: Uuid, input: CreateAudience) -> AppResult<AudienceRow> {
         let mut errors = vec![];
-        if !valid_key(&input.key) {
-            errors.push(FieldError::new("key", "invalid_key"));
+        if let Some(error) = key_error(&input.key) {
+            errors.push(FieldError::new("key", error));
         }
         let name = input.name.map(|n| n.trim().to_string()).filter(|n| !n.is_empty());
         if name.as_ref().is_some_and(|n| n.chars().count() > 200) {
@@ -331,14 +330,16 @@ impl Audiences {
             });
         }
         if let Some(key) = patch.key {
-            if valid_key(&key) {
-                row.key = key;
-            } else {
-                errors.push(FieldError::new("key", "invalid_key"));
+            match key_error(&key) {
+                None => row.key = key,
+                Some(error) => errors.push(FieldError::new("key", error)),
             }
         }
         if let Some(name) = patch.name {
             row.name = name.map(|n| n.trim().to_string()).filter(|n| !n.is_empty());
+            if row.name.as_ref().is_some_and(|n| n.chars().count() > 200) {
+                errors.push(FieldError::new("name", "too_long"));
+            }
         }
         if let Some(status) = patch.status {
             row.status = status;

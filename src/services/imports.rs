@@ -11,7 +11,8 @@
 //! re-subscribes someone who unsubscribed. A dry run validates everything and counts what would
 //! be written, writing nothing. Row errors name the row (the file's line), the column and a code.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -24,7 +25,7 @@ use crate::domain::taxonomy::{
 };
 use crate::domain::{AudienceKind, Email, EventType, Status, SubscriptionSource, SubscriptionStatus};
 use crate::error::{AppError, AppResult, FieldError};
-use crate::repo::{AudienceRow, AudienceSearch, Database, NewProfile, SubscriptionRow, TaxonomyRow};
+use crate::repo::{AudienceRow, AudienceSearch, Database, NewProfile, ProfileRewrite, SubscriptionRow, TaxonomyRow};
 use crate::services::consents::{Consent, ConsentAction};
 use crate::services::events;
 
@@ -164,12 +165,14 @@ pub struct Importer {
     db: Database,
     store_id: Uuid,
     options: ImportOptions,
-    defs: HashMap<Uuid, Vec<FieldDef>>,
+    defs: Arc<HashMap<Uuid, Vec<FieldDef>>>,
     taxonomy_keys: HashMap<String, Uuid>,
     /// Audiences by id and by key.
     audiences: HashMap<String, AudienceRow>,
     plan: Vec<(String, Target)>,
     pending: Vec<ImportRow>,
+    /// Batches being written: their addresses, and the write.
+    in_flight: VecDeque<(HashSet<String>, tokio::task::JoinHandle<AppResult<Counts>>)>,
     pub summary: ImportSummary,
     /// Row errors not yet handed to the caller ([`Importer::take_errors`]).
     new_errors: Vec<RowError>,
@@ -272,11 +275,12 @@ impl Importer {
             store_id,
             summary: ImportSummary { dry_run: options.dry_run, ..Default::default() },
             options,
-            defs: taxonomies.iter().map(|t| (t.id, t.schema.clone())).collect(),
+            defs: Arc::new(taxonomies.iter().map(|t| (t.id, t.schema.clone())).collect()),
             taxonomy_keys: taxonomies.iter().map(|t| (t.key.clone(), t.id)).collect(),
             audiences,
             plan: vec![],
             pending: vec![],
+            in_flight: VecDeque::new(),
             new_errors: vec![],
         })
     }
@@ -527,7 +531,10 @@ impl Importer {
         Ok(())
     }
 
-    /// Writes (or, in a dry run, counts) the rows read so far.
+    /// Writes (or, in a dry run, counts) the rows read so far. On Postgres up to two batches are
+    /// written at once, each in its own transaction (parsing goes on meanwhile); a batch that
+    /// shares an address with one under way waits for it, so a later row still updates an
+    /// earlier one. SQLite takes one writer at a time. Counts include a batch once it committed.
     pub async fn flush(&mut self) -> AppResult<()> {
         let batch = std::mem::take(&mut self.pending);
         if batch.is_empty() {
@@ -536,104 +543,35 @@ impl Importer {
         if self.options.dry_run {
             return self.count(batch).await;
         }
-        let store_id = self.store_id;
-        let now = crate::now();
-        let mut tx = self.db.begin().await?;
-        let keys: Vec<String> = batch.iter().map(|r| r.email.key()).collect();
-        let existing = tx.profile_ids_by_email_keys(store_id, &keys).await?;
-        let mut fresh = vec![];
-        let mut updates = vec![];
-        let mut subscribe: Vec<(Uuid, &ImportRow)> = vec![];
-        for row in &batch {
-            match existing.get(&row.email.key()) {
-                None => {
-                    let id = Uuid::now_v7();
-                    fresh.push(NewProfile {
-                        store_id,
-                        id,
-                        email: Some(row.email.clone()),
-                        verified: false,
-                        status: row.status.unwrap_or(Status::Active),
-                        values: row.values.clone(),
-                        created_at: now,
-                    });
-                    subscribe.push((id, row));
-                }
-                Some(_) if self.options.on_existing == OnExisting::Skip => self.summary.skipped += 1,
-                Some(id) => {
-                    updates.push((*id, row));
-                    subscribe.push((*id, row));
-                }
-            }
+        let keys: HashSet<String> = batch.iter().map(|r| r.email.key()).collect();
+        let most = if self.db.backend() == crate::repo::Backend::Postgres { 2 } else { 1 };
+        while self.in_flight.len() >= most || self.in_flight.iter().any(|(k, _)| !k.is_disjoint(&keys)) {
+            self.settle_one().await?;
         }
-        let inserted: HashSet<Uuid> = tx.bulk_insert_profiles(&fresh).await?.into_iter().collect();
-        self.summary.created += inserted.len() as u64;
-        // Taken meanwhile by another writer: left alone, counted as skipped.
-        self.summary.skipped += (fresh.len() - inserted.len()) as u64;
-        let created: Vec<_> = fresh
-            .into_iter()
-            .filter(|p| inserted.contains(&p.id))
-            .map(|p| {
-                let id = p.id;
-                events::new_event(store_id, EventType::ProfileCreated, Some(id), crate::views::Profile::new_profile(p))
-            })
-            .collect();
-        tx.insert_events(&created).await?;
+        let (db, store_id, on_existing, defs) =
+            (self.db.clone(), self.store_id, self.options.on_existing, self.defs.clone());
+        let write = tokio::spawn(async move { write_batch(db, store_id, on_existing, defs, batch).await });
+        self.in_flight.push_back((keys, write));
+        Ok(())
+    }
 
-        let ids: Vec<Uuid> = updates.iter().map(|(id, _)| *id).collect();
-        let current: HashMap<Uuid, Vec<TaxonomyValue>> =
-            tx.profiles(store_id, &ids).await?.into_iter().map(|d| (d.profile.id, d.values)).collect();
-        for (id, row) in &updates {
-            if !row.entries.is_empty() {
-                let values = merged_values(current.get(id).cloned().unwrap_or_default(), row, &self.defs);
-                tx.delete_values(store_id, *id).await?;
-                tx.insert_values(store_id, *id, &values).await?;
-            }
-            if let Some(status) = row.status {
-                tx.set_profile_status(store_id, *id, status).await?;
-            }
-            tx.touch_profile(store_id, *id, now).await?;
-        }
-        if !ids.is_empty() {
-            tx.refresh_search_text(store_id, &ids).await?;
-            events::profiles_updated(&mut tx, store_id, &ids).await?;
-        }
-        self.summary.updated += updates.len() as u64;
+    /// Waits for the oldest batch under way and adds its counts.
+    async fn settle_one(&mut self) -> AppResult<()> {
+        let Some((_, write)) = self.in_flight.pop_front() else { return Ok(()) };
+        let counts = write.await.map_err(AppError::internal)??;
+        self.summary.created += counts.created;
+        self.summary.updated += counts.updated;
+        self.summary.skipped += counts.skipped;
+        self.summary.subscribed += counts.subscribed;
+        Ok(())
+    }
 
-        for (profile_id, row) in subscribe {
-            if !inserted.contains(&profile_id) && !ids.contains(&profile_id) {
-                continue;
-            }
-            for audience_id in &row.audiences {
-                if tx.subscription(store_id, *audience_id, profile_id).await?.is_some() {
-                    continue;
-                }
-                let at = row.consent_at.unwrap_or(now);
-                let sub = SubscriptionRow {
-                    store_id,
-                    id: Uuid::now_v7(),
-                    audience_id: *audience_id,
-                    profile_id,
-                    status: SubscriptionStatus::Active,
-                    source: SubscriptionSource::Import,
-                    price_id: None,
-                    payment: None,
-                    start_date: Some(at),
-                    end_date: None,
-                    confirmed_at: Some(at),
-                    cancelled_at: None,
-                    created_at: now,
-                    updated_at: now,
-                };
-                let stored = tx.upsert_subscription(&sub).await?;
-                let mut consent =
-                    Consent::new(ConsentAction::Import).source(row.consent_source.clone().unwrap_or("import".into()));
-                consent.at = row.consent_at;
-                events::subscription_written(&mut tx, store_id, None, &stored, &consent).await?;
-                self.summary.subscribed += 1;
-            }
+    /// Writes what was read and waits until every batch committed.
+    pub async fn settle(&mut self) -> AppResult<()> {
+        self.flush().await?;
+        while !self.in_flight.is_empty() {
+            self.settle_one().await?;
         }
-        tx.commit().await?;
         Ok(())
     }
 
@@ -664,9 +602,125 @@ impl Importer {
 
     /// Writes what is left and answers the summary.
     pub async fn finish(mut self) -> AppResult<ImportSummary> {
-        self.flush().await?;
+        self.settle().await?;
         Ok(self.summary)
     }
+}
+
+/// What one written batch did.
+#[derive(Default)]
+struct Counts {
+    created: u64,
+    updated: u64,
+    skipped: u64,
+    subscribed: u64,
+}
+
+/// Writes one batch in one transaction.
+async fn write_batch(
+    db: Database,
+    store_id: Uuid,
+    on_existing: OnExisting,
+    defs: Arc<HashMap<Uuid, Vec<FieldDef>>>,
+    batch: Vec<ImportRow>,
+) -> AppResult<Counts> {
+    let mut counts = Counts::default();
+    let now = crate::now();
+    let mut tx = db.begin().await?;
+    let keys: Vec<String> = batch.iter().map(|r| r.email.key()).collect();
+    let existing = tx.profile_ids_by_email_keys(store_id, &keys).await?;
+    let mut fresh = vec![];
+    let mut updates = vec![];
+    let mut subscribe: Vec<(Uuid, &ImportRow)> = vec![];
+    for row in &batch {
+        match existing.get(&row.email.key()) {
+            None => {
+                let id = Uuid::now_v7();
+                fresh.push(NewProfile {
+                    store_id,
+                    id,
+                    email: Some(row.email.clone()),
+                    verified: false,
+                    status: row.status.unwrap_or(Status::Active),
+                    values: row.values.clone(),
+                    created_at: now,
+                });
+                subscribe.push((id, row));
+            }
+            Some(_) if on_existing == OnExisting::Skip => counts.skipped += 1,
+            Some(id) => {
+                updates.push((*id, row));
+                subscribe.push((*id, row));
+            }
+        }
+    }
+    let inserted: HashSet<Uuid> = tx.bulk_insert_profiles(&fresh).await?.into_iter().collect();
+    counts.created += inserted.len() as u64;
+    // Taken meanwhile by another writer: left alone, counted as skipped.
+    counts.skipped += (fresh.len() - inserted.len()) as u64;
+    let created: Vec<_> = fresh
+        .into_iter()
+        .filter(|p| inserted.contains(&p.id))
+        .map(|p| {
+            let id = p.id;
+            events::new_event(store_id, EventType::ProfileCreated, Some(id), crate::views::Profile::new_profile(p))
+        })
+        .collect();
+    tx.insert_events(&created).await?;
+
+    let ids: Vec<Uuid> = updates.iter().map(|(id, _)| *id).collect();
+    let current: HashMap<Uuid, Vec<TaxonomyValue>> =
+        tx.profiles(store_id, &ids).await?.into_iter().map(|d| (d.profile.id, d.values)).collect();
+    let rewrites: Vec<ProfileRewrite> = updates
+        .iter()
+        .map(|(id, row)| {
+            let current = current.get(id).cloned().unwrap_or_default();
+            let values = if row.entries.is_empty() { current } else { merged_values(current, row, &defs) };
+            ProfileRewrite { id: *id, email_key: row.email.key(), values, status: row.status }
+        })
+        .collect();
+    tx.bulk_rewrite_profiles(store_id, &rewrites, now).await?;
+    if !ids.is_empty() {
+        events::profiles_updated(&mut tx, store_id, &ids).await?;
+    }
+    counts.updated += updates.len() as u64;
+
+    let updated: HashSet<Uuid> = ids.iter().copied().collect();
+    for (profile_id, row) in subscribe {
+        if !inserted.contains(&profile_id) && !updated.contains(&profile_id) {
+            continue;
+        }
+        for audience_id in &row.audiences {
+            if tx.subscription(store_id, *audience_id, profile_id).await?.is_some() {
+                continue;
+            }
+            let at = row.consent_at.unwrap_or(now);
+            let sub = SubscriptionRow {
+                store_id,
+                id: Uuid::now_v7(),
+                audience_id: *audience_id,
+                profile_id,
+                status: SubscriptionStatus::Active,
+                source: SubscriptionSource::Import,
+                price_id: None,
+                payment: None,
+                start_date: Some(at),
+                end_date: None,
+                confirmed_at: Some(at),
+                cancelled_at: None,
+                created_at: now,
+                updated_at: now,
+            };
+            let stored = tx.upsert_subscription(&sub).await?;
+            let mut consent =
+                Consent::new(ConsentAction::Import).source(row.consent_source.clone().unwrap_or("import".into()));
+            consent.at = row.consent_at;
+            events::subscription_written(&mut tx, store_id, None, &stored, &consent).await?;
+            counts.subscribed += 1;
+        }
+    }
+    tx.commit().await?;
+    Ok(counts)
 }
 
 /// The column of a `validate_entries` error (`taxonomies[i].fields[j]...`).
@@ -831,14 +885,25 @@ fn csv_code(e: &csv::Error) -> &'static str {
     }
 }
 
+/// Where an import job stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ImportStatus {
+    Running,
+    Completed,
+    Failed,
+    /// The server running it stopped (its heartbeat is a minute old): run the same file again.
+    Interrupted,
+}
+
 /// An import job's view: counts so far and where it stands.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ImportJob {
     pub id: Uuid,
     pub store_id: Uuid,
-    /// `running`, `completed`, `failed`, or `interrupted` (the server running it stopped; run
-    /// the same file again: rows already imported are matched by email).
-    pub status: String,
+    /// `interrupted`: the server running it stopped; run the same file again (rows already
+    /// imported are matched by email).
+    pub status: ImportStatus,
     pub format: ImportFormat,
     pub dry_run: bool,
     pub on_existing: OnExisting,
@@ -1005,7 +1070,7 @@ struct JobProgress<'a> {
 #[async_trait::async_trait]
 impl Progress for JobProgress<'_> {
     async fn batch(&mut self, importer: &mut Importer, bytes: u64) -> AppResult<()> {
-        // What was read is written before the progress says so.
+        // Full batches go to be written; the counts are those of the batches committed so far.
         importer.flush().await?;
         let errors: Vec<crate::repo::ImportErrorRow> = importer
             .take_errors()
@@ -1047,7 +1112,12 @@ fn view(job: crate::repo::ImportJobRow, errors: Vec<RowError>) -> ImportJob {
         errors_url: format!("/v1/stores/{}/imports/{}/errors", job.store_id, job.id),
         id: job.id,
         store_id: job.store_id,
-        status: if stale { "interrupted".into() } else { job.status },
+        status: match job.status.as_str() {
+            _ if stale => ImportStatus::Interrupted,
+            "completed" => ImportStatus::Completed,
+            "failed" => ImportStatus::Failed,
+            _ => ImportStatus::Running,
+        },
         format: if job.format == "csv" { ImportFormat::Csv } else { ImportFormat::Ndjson },
         dry_run: job.dry_run,
         on_existing: if job.on_existing == "skip" { OnExisting::Skip } else { OnExisting::Update },

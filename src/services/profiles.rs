@@ -25,6 +25,7 @@ pub struct FindProfiles {
     pub query: Option<String>,
     /// JSON-encoded `TaxonomyQuery[]`; all filters and fields are AND-ed.
     pub taxonomy_query: Option<String>,
+    /// Only profiles of this status; profiles of every status when absent.
     pub status: Option<Status>,
     /// 1–200, default 50.
     #[param(minimum = 1, maximum = 200, default = 50)]
@@ -53,11 +54,13 @@ pub struct UpdateProfile {
 pub struct LinkOrder {
     #[serde(alias = "orderId")]
     pub order_id: String,
+    #[serde(default, deserialize_with = "crate::domain::opt_whole_i64")]
     pub total: Option<i64>,
     /// ISO 4217, e.g. `EUR`.
     pub currency: Option<String>,
     pub status: Option<String>,
     #[serde(alias = "placedAt")]
+    #[serde(default, deserialize_with = "crate::domain::opt_whole_i64")]
     pub placed_at: Option<i64>,
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,

@@ -84,6 +84,8 @@ async fn audience_definitions(app: &TestApp) {
     for (body, field, error) in [
         (json!({"key": "has space"}), "key", "invalid_key"),
         (json!({"key": "x".repeat(65)}), "key", "invalid_key"),
+        (json!({"key": "confirm"}), "key", "reserved_key"),
+        (json!({"key": "unsubscribe"}), "key", "reserved_key"),
         (json!({"key": "ok", "confirm_template_id": uuid::Uuid::now_v7()}), "confirm_template_id", "unknown_template"),
         (json!({"key": "ok", "type": {"type": "paid", "prices": []}}), "type.prices", "required"),
         (json!({"key": "ok", "type": "gold"}), "type", "invalid_value"),
@@ -135,6 +137,11 @@ async fn audience_definitions(app: &TestApp) {
         409,
         "key_taken",
     );
+    let reserved = app.put(&admin.store("/audiences/weekly"), Some(&admin.token), json!({"key": "confirm"})).await;
+    expect_error(&reserved, 422, "validation_failed");
+    assert_eq!(reserved.1["validation_errors"][0], json!({"field": "key", "error": "reserved_key"}));
+    let long = app.put(&admin.store("/audiences/weekly"), Some(&admin.token), json!({"name": "x".repeat(201)})).await;
+    assert_eq!(long.1["validation_errors"][0], json!({"field": "name", "error": "too_long"}), "{}", long.1);
 
     let admin = &admin;
     let ids = |q: &str| {
@@ -359,8 +366,14 @@ async fn unsubscribe_by_body_query_and_one_click(app: &TestApp) {
     let (_, subs) = app.get(&admin.store("/audiences/news/subscribers?status=cancelled"), Some(&admin.token)).await;
     assert_eq!(subs["items"].as_array().unwrap().len(), 3);
     assert_eq!(app.get(&admin.store("/audiences/news"), Some(&admin.token)).await.1["subscriber_count"], 0);
-    // Idempotent: again, the same answer.
-    assert_eq!(app.post(&path, None, json!({"token": token(&links[0])})).await, (StatusCode::OK, first));
+    // Idempotent: again, the same answer (and no second record in the consent ledger).
+    assert_eq!(app.post(&path, None, json!({"token": token(&links[0])})).await, (StatusCode::OK, first.clone()));
+    let pid = first["subscription"]["profile_id"].as_str().unwrap();
+    let (_, ledger) = app.get(&admin.store(&format!("/profiles/{pid}/consents")), Some(&admin.token)).await;
+    let actions: Vec<&str> =
+        ledger["items"].as_array().unwrap().iter().map(|r| r["action"].as_str().unwrap()).collect();
+    assert_eq!(actions.last(), Some(&"unsubscribe"), "{ledger}");
+    assert_eq!(actions.iter().filter(|a| **a == "unsubscribe").count(), 1, "{ledger}");
     expect_error(&app.post(&path, None, json!({"token": "garbage"})).await, 400, "invalid_token");
     let mut forged = token(&links[0]);
     forged.replace_range(forged.len() - 2.., "AA");

@@ -103,6 +103,10 @@ async fn every_subscription_change_is_in_the_consent_ledger(app: &TestApp) {
     let mail = outbox["items"].as_array().unwrap().iter().find(|m| m["id"] == mail_id).cloned();
     assert_eq!(mail.as_ref().map(|m| m["kind"].clone()), Some(json!("confirmation")), "{outbox}");
     assert_eq!(mail.unwrap()["to"], "consent@example.com");
+    // The mail as sent carries the outbox id as its Message-ID (a resend is recognisable).
+    let simple = uuid(&json!(mail_id)).simple().to_string();
+    let sent = app.mails_to("consent@example.com");
+    assert!(sent.iter().any(|m| m.contains(&format!("Message-ID: <{simple}@"))), "{sent:?}");
     assert!(records.iter().all(|r| r["profile_id"] == pid.as_str()));
 
     // The GDPR export carries the ledger.
@@ -556,6 +560,14 @@ async fn csv_import_with_dry_run_row_errors_and_re_runs(app: &TestApp) {
     assert!(fields.contains(&("vip".into(), json!(true))), "{fields:?}");
     assert!(fields.contains(&("age".into(), json!(33.0))) || fields.contains(&("age".into(), json!(33))), "{fields:?}");
     assert!(fields.contains(&("tags".into(), json!(["red", "blue"]))), "{fields:?}");
+    // The search text follows the rewritten values.
+    let (_, by_tag) = app.get(&admin.store("/profiles?query=blue"), Some(&admin.token)).await;
+    assert_eq!(emails(&by_tag), ["a@x.example"]);
+    import(app, &admin, "", "text/csv", "email,traits.tags\na@x.example,green\n").await;
+    let (_, by_tag) = app.get(&admin.store("/profiles?query=blue"), Some(&admin.token)).await;
+    assert!(emails(&by_tag).is_empty());
+    let (_, by_tag) = app.get(&admin.store("/profiles?query=green"), Some(&admin.token)).await;
+    assert_eq!(emails(&by_tag), ["a@x.example"]);
 }
 
 async fn imports_refuse_what_they_cannot_read(app: &TestApp) {

@@ -115,7 +115,11 @@ async fn openapi_lists_every_route_and_docs_work_offline(app: &TestApp) {
         assert!(spec["paths"][path][method].is_object(), "{method} {path} missing from the spec");
     }
     assert!(spec["components"]["schemas"]["ErrorBody"].is_object());
-    assert!(spec["components"]["securitySchemes"]["bearer"].is_object());
+    // One bearer scheme per credential, so a client knows which token an operation wants.
+    for scheme in ["accountToken", "apiKey", "profileToken"] {
+        assert_eq!(spec["components"]["securitySchemes"][scheme]["scheme"], "bearer", "{scheme}");
+    }
+    assert_eq!(spec["paths"]["/v1/stores/{storeId}/profiles/me"]["get"]["security"], json!([{"profileToken": []}]));
 
     let docs = app.req(Method::GET, "/docs/").send().await.unwrap();
     assert_eq!(docs.status(), StatusCode::OK);

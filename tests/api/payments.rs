@@ -122,6 +122,27 @@ async fn membership_story(app: &TestApp) {
         "{feed}"
     );
     assert!(feed["items"].as_array().unwrap().iter().all(|e| e["data"]["object"]["id"] == sub["id"]));
+    // And each is a record of the consent ledger: the checkout, then Stripe's word for the rest.
+    let pid = shopper["profile_id"].as_str().unwrap();
+    let (_, ledger) = app.get(&admin.store(&format!("/profiles/{pid}/consents")), Some(&admin.token)).await;
+    let records: Vec<(&str, &str)> = ledger["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["action"].as_str().unwrap(), r["status_after"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        records,
+        [
+            ("checkout", "pending"),
+            ("payment", "active"),
+            ("payment", "cancellation_scheduled"),
+            ("payment", "active"),
+            ("payment", "cancelled")
+        ],
+        "{ledger}"
+    );
+    assert_eq!(ledger["items"][1]["source"], "stripe checkout.session.completed");
     owned.stop().await;
 }
 
@@ -251,6 +272,10 @@ async fn payment_failure_keeps_access_until_period_end(app: &TestApp) {
     let (_, feed) = app.get(&admin.store("/events?types=subscription.expired"), Some(&admin.token)).await;
     assert_eq!(feed["items"].as_array().unwrap().len(), 1, "{feed}");
     assert_eq!(feed["items"][0]["data"]["object"]["status"], "expired");
+    let pid = shopper["profile_id"].as_str().unwrap();
+    let (_, ledger) = app.get(&admin.store(&format!("/profiles/{pid}/consents")), Some(&admin.token)).await;
+    let last = ledger["items"].as_array().unwrap().last().cloned().unwrap();
+    assert_eq!((last["action"].as_str(), last["status_after"].as_str()), (Some("expire"), Some("expired")), "{ledger}");
     assert_eq!(app.state.services.sessions.sweep(storecrm::now()).await.unwrap().expired, 0);
     owned.stop().await;
 }

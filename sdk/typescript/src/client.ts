@@ -8,6 +8,9 @@ import type {
   AuthToken,
   CodeSent,
   Confirmed,
+  ConsentPage,
+  ConsentsArgs,
+  CreateSegmentArgs,
   CreateAudienceArgs,
   CreateProfileArgs,
   CreateWebhookArgs,
@@ -17,12 +20,21 @@ import type {
   DeliveryPage,
   EmailArgs,
   EventPage,
+  ExportedProfile,
+  ExportedSubscriber,
+  ExportFormat,
+  ExportProfilesArgs,
+  ExportSubscribersArgs,
   FindAudiencesArgs,
   FindEventsArgs,
   FindProfilesArgs,
   FindWebhooksArgs,
   GetSubscribersArgs,
   IdArgs,
+  ImportErrorsArgs,
+  ImportFile,
+  ImportFormat,
+  ImportJob,
   LinkOrderArgs,
   LoggedOut,
   MergeArgs,
@@ -37,7 +49,13 @@ import type {
   RefreshArgs,
   RetryDeliveryArgs,
   RevokeTokenArgs,
+  RowErrorPage,
+  Segment,
+  SegmentCount,
+  SegmentPage,
+  SegmentProfilesArgs,
   SessionPage,
+  StartImportArgs,
   SubscribeArgs,
   SubscribeResponse,
   SubscriberArgs,
@@ -46,8 +64,10 @@ import type {
   Unsubscribed,
   UpdateAudienceArgs,
   UpdateProfileArgs,
+  UpdateSegmentArgs,
   UpdateWebhookArgs,
   VerifyArgs,
+  WaitImportArgs,
   Webhook,
   WebhookPage,
   WebhookWithSecret,
@@ -123,6 +143,66 @@ export interface Audiences {
   confirm(args: TokenArgs): Promise<Confirmed>;
   /** Added: `POST /audiences/unsubscribe {token}` (public). */
   unsubscribe(args: TokenArgs): Promise<Unsubscribed>;
+  /**
+   * Added: `GET /audiences/{id}/subscribers/export` (admin): the subscribers (all, or of one
+   * `status`) streamed from one snapshot, as NDJSON (default) or CSV.
+   */
+  exportSubscribers(args: ExportSubscribersArgs): ExportDownload<ExportedSubscriber>;
+}
+
+/**
+ * A streamed export. Nothing is requested until it is used, and it is requested once: `await`
+ * it (or call `stream()`) for the body as a `ReadableStream<Uint8Array>`, iterate `lines()` for
+ * the parsed NDJSON rows, or take `text()` (a CSV, say) whole. Use one of them, once. An error
+ * answered before the body (401, 404, 422) rejects as a `StoreCrmError`; a failure later (the
+ * server cut the response off) is the stream's error, as `fetch` reports it.
+ */
+export interface ExportDownload<Row> extends PromiseLike<ReadableStream<Uint8Array>> {
+  /** The response, its status checked (2xx). */
+  response(): Promise<Response>;
+  /** The body as it arrives. */
+  stream(): Promise<ReadableStream<Uint8Array>>;
+  /**
+   * The NDJSON rows one by one, read as they are consumed: memory stays one chunk and one line,
+   * however long the export. Leaving the loop early cancels the download. A CSV export is a
+   * `TypeError` here (use `stream()` or `text()`).
+   */
+  lines(): AsyncIterableIterator<Row>;
+  /** The whole body as text. */
+  text(): Promise<string>;
+}
+
+/** Saved `find` filters, their profiles and counts (docs/data.md). */
+export interface Segments {
+  /** `POST /segments {key, name?, query?, taxonomy_query?, status?}` (admin). */
+  create(args: CreateSegmentArgs): Promise<Segment>;
+  /** `GET /segments/{id}` by id or key (admin). */
+  get(args: IdArgs): Promise<Segment>;
+  /** `GET /segments` (admin), oldest first. */
+  find(args?: PageArgs): Promise<SegmentPage>;
+  /** `PUT /segments/{id}` (admin): absent fields stay, `null` clears a filter. */
+  update(args: UpdateSegmentArgs): Promise<Segment>;
+  /** `DELETE /segments/{id}` (admin); its profiles stay. */
+  delete(args: IdArgs): Promise<Deleted>;
+  /** `GET /segments/{id}/profiles` (admin): the profiles it matches now, paged and sorted like `find`. */
+  profiles(args: SegmentProfilesArgs): Promise<ProfilePage>;
+  /** `GET /segments/{id}/count` (admin): how many profiles it matches now. */
+  count(args: IdArgs): Promise<SegmentCount>;
+}
+
+/** Customer lists imported from CSV or NDJSON, as jobs (docs/data.md). */
+export interface Imports {
+  /**
+   * `POST /imports` (admin): uploads the file (at most 512 MiB) and answers the job (`running`),
+   * which goes on in the background. A header or mapping that cannot be read is a 422 here.
+   */
+  start(args: StartImportArgs): Promise<ImportJob>;
+  /** `GET /imports/{id}` (admin): status, progress, counts, the first row errors. */
+  get(args: IdArgs): Promise<ImportJob>;
+  /** `GET /imports/{id}/errors` (admin): every row error (up to 10,000), in row order. */
+  errors(args: ImportErrorsArgs): Promise<RowErrorPage>;
+  /** Polls `get` until the job is no longer `running`, and answers it (`completed`, `failed` or `interrupted`). */
+  wait(args: WaitImportArgs): Promise<ImportJob>;
 }
 
 /** The store's event feed (CONTRACT §9.1). */
@@ -194,10 +274,19 @@ export interface Crm {
   export(args: IdArgs): Promise<ProfileExport>;
   /** Added: `DELETE /profiles/{id}` (admin): GDPR erasure. */
   erase(args: IdArgs): Promise<Deleted>;
+  /** Added: `GET /profiles/{id}/consents` (admin): the profile's consent ledger, oldest record first. */
+  getConsents(args: ConsentsArgs): Promise<ConsentPage>;
+  /**
+   * Added: `GET /profiles/export` (admin): profiles (`find`'s filters, or a `segment`) streamed
+   * from one snapshot, as NDJSON (default) or CSV.
+   */
+  exportProfiles(args?: ExportProfilesArgs): ExportDownload<ExportedProfile>;
 
   audiences: Audiences;
   events: Events;
   webhooks: Webhooks;
+  segments: Segments;
+  imports: Imports;
 }
 
 export interface StoreCrmClient {
@@ -221,6 +310,8 @@ const ALIASES: Record<string, string> = {
   sortDirection: "sort_direction",
   refreshToken: "refresh_token",
   deliveryId: "delivery_id",
+  dryRun: "dry_run",
+  onExisting: "on_existing",
 };
 
 const SORT_FIELDS: Record<string, string> = { createdAt: "created_at", updatedAt: "updated_at" };
@@ -275,6 +366,105 @@ function queryString(query: Record<string, unknown> | undefined): string {
   return s === "" ? "" : `?${s}`;
 }
 
+/** `taxonomy_query` as the server takes it: an array JSON-encoded, a string (or `null`) as it is. */
+function encodeTaxonomyQuery(args: Record<string, unknown>): Record<string, unknown> {
+  const q = args["taxonomy_query"];
+  if (q !== undefined && q !== null && typeof q !== "string") args["taxonomy_query"] = JSON.stringify(q);
+  return args;
+}
+
+/** `createdAt` / `updatedAt` (the reference's) as the server spells them. */
+function sortFieldOf(query: Record<string, unknown>): Record<string, unknown> {
+  const sort = query["sort_field"];
+  if (typeof sort === "string" && sort in SORT_FIELDS) query["sort_field"] = SORT_FIELDS[sort];
+  return query;
+}
+
+const IMPORT_TYPES: Record<ImportFormat, string> = { csv: "text/csv", ndjson: "application/x-ndjson" };
+
+function isStream(v: unknown): v is ReadableStream<Uint8Array> {
+  return typeof ReadableStream !== "undefined" && v instanceof ReadableStream;
+}
+
+function isBlob(v: unknown): v is Blob {
+  return typeof Blob !== "undefined" && v instanceof Blob;
+}
+
+/** The format of an import file that does not name one (see `StartImportArgs.format`). */
+function sniffImportFormat(file: ImportFile): ImportFormat {
+  if (isBlob(file)) {
+    const type = file.type.split(";")[0]?.trim().toLowerCase() ?? "";
+    if (type === "text/csv") return "csv";
+    if (type === "application/x-ndjson" || type === "application/ndjson" || type === "application/jsonl") return "ndjson";
+    const name = (file as { name?: unknown }).name;
+    if (typeof name === "string") {
+      if (/\.csv$/i.test(name)) return "csv";
+      if (/\.(ndjson|jsonl)$/i.test(name)) return "ndjson";
+    }
+  } else if (typeof file === "string") {
+    return /^[\s\uFEFF]*\{/.test(file) ? "ndjson" : "csv";
+  } else if (file instanceof Uint8Array || file instanceof ArrayBuffer) {
+    const bytes = file instanceof Uint8Array ? file : new Uint8Array(file);
+    for (let i = 0; i < bytes.length; i++) {
+      const b = bytes[i];
+      // whitespace and a UTF-8 byte order mark
+      if (b === 0x20 || b === 0x09 || b === 0x0a || b === 0x0d || b === 0xef || b === 0xbb || b === 0xbf) continue;
+      return b === 0x7b ? "ndjson" : "csv";
+    }
+    return "csv";
+  }
+  throw new TypeError("storecrm: imports.start needs format (\"csv\" or \"ndjson\") for this file");
+}
+
+/**
+ * The NDJSON rows of a body, parsed as the caller consumes them: one chunk and one line in
+ * memory at a time. Leaving early cancels the body.
+ */
+async function* ndjson<T>(body: ReadableStream<Uint8Array>): AsyncGenerator<T, void, undefined> {
+  const reader = body.getReader();
+  const decoder = new TextDecoder();
+  let rest = "";
+  let done = false;
+  try {
+    for (;;) {
+      const chunk = await reader.read();
+      if (chunk.done) {
+        done = true;
+        rest += decoder.decode();
+        break;
+      }
+      rest += decoder.decode(chunk.value, { stream: true });
+      let from = 0;
+      for (let nl = rest.indexOf("\n"); nl >= 0; nl = rest.indexOf("\n", from)) {
+        const line = rest.slice(from, nl);
+        from = nl + 1;
+        if (line.trim() !== "") yield JSON.parse(line) as T;
+      }
+      rest = rest.slice(from);
+    }
+    // a last line without its newline
+    if (rest.trim() !== "") yield JSON.parse(rest) as T;
+  } finally {
+    if (!done) await reader.cancel().catch(() => undefined);
+    reader.releaseLock();
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const onAbort = (): void => {
+      clearTimeout(timer);
+      reject(signal?.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
 /**
  * One refresh at a time per storage object: clients that share a storage share the refresh too.
  * (Tabs sharing `localStorage` are separate realms; there the server's grace window answers the
@@ -320,7 +510,11 @@ export function createClient(options: ClientOptions): StoreCrmClient {
   interface Prepared {
     method: string;
     url: string;
-    body: string | undefined;
+    body: BodyInit | undefined;
+    /** `application/json` by default (when there is a body). */
+    contentType?: string;
+    /** `application/json` by default. */
+    accept?: string;
   }
 
   function prepare(method: string, path: string, query?: Record<string, unknown>, body?: unknown): Prepared {
@@ -333,11 +527,13 @@ export function createClient(options: ClientOptions): StoreCrmClient {
   }
 
   function send(p: Prepared, bearer: string | undefined): Promise<Response> {
-    const headers: Record<string, string> = { accept: "application/json" };
-    if (p.body !== undefined) headers["content-type"] = "application/json";
+    const headers: Record<string, string> = { accept: p.accept ?? "application/json" };
+    if (p.body !== undefined) headers["content-type"] = p.contentType ?? "application/json";
     if (bearer !== undefined) headers["authorization"] = `Bearer ${bearer}`;
-    const init: RequestInit = { method: p.method, headers };
+    // `duplex` is what Node's fetch needs to send a stream (RequestInit's DOM typing lacks it).
+    const init: RequestInit & { duplex?: "half" } = { method: p.method, headers };
     if (p.body !== undefined) init.body = p.body;
+    if (isStream(p.body)) init.duplex = "half";
     return doFetch(p.url, init);
   }
 
@@ -452,6 +648,39 @@ export function createClient(options: ClientOptions): StoreCrmClient {
     return call<T>(auth, prepare(method, path, extra.query, extra.body));
   }
 
+  /**
+   * A streamed export (admin): requested on first use, once. `prepared` runs then too, so a
+   * missing argument rejects like the other calls instead of throwing.
+   */
+  function download<Row>(_operation: OperationId, prepared: () => { p: Prepared; format: ExportFormat }): ExportDownload<Row> {
+    let started: Promise<{ res: Response; format: ExportFormat }> | undefined;
+    const start = (): Promise<{ res: Response; format: ExportFormat }> =>
+      (started ??= (async () => {
+        const { p, format } = prepared();
+        const res = await send(p, await adminBearer());
+        if (!res.ok) throw await failure(res);
+        return { res, format };
+      })());
+    const body = (res: Response): ReadableStream<Uint8Array> =>
+      res.body ?? new ReadableStream<Uint8Array>({ start: (c) => c.close() });
+    const dl: ExportDownload<Row> = {
+      response: async () => (await start()).res,
+      stream: async () => body((await start()).res),
+      text: async () => (await start()).res.text(),
+      lines: () =>
+        (async function* () {
+          const { res, format } = await start();
+          if (format !== "ndjson") {
+            await res.body?.cancel().catch(() => undefined);
+            throw new TypeError("storecrm: lines() reads NDJSON; read a CSV export with stream() or text()");
+          }
+          yield* ndjson<Row>(body(res));
+        })(),
+      then: (onfulfilled, onrejected) => dl.stream().then(onfulfilled, onrejected),
+    };
+    return dl;
+  }
+
   async function storeSession(token: AuthToken): Promise<AuthToken> {
     await storage.set(token);
     return token;
@@ -517,6 +746,90 @@ export function createClient(options: ClientOptions): StoreCrmClient {
       const body = normalize(args);
       required(body, "token", "audiences.unsubscribe");
       return op("audiences_unsubscribe", "none", "POST", "/audiences/unsubscribe", { body });
+    },
+    exportSubscribers: (args) =>
+      download<ExportedSubscriber>("audiences_exportSubscribers", () => {
+        const id = required(normalize(args), "id", "audiences.exportSubscribers");
+        const query = normalize(args, ["id"]);
+        return { p: exportRequest(`/audiences/${seg(id)}/subscribers/export`, query), format: formatOf(query) };
+      }),
+  };
+
+  function formatOf(query: Record<string, unknown>): ExportFormat {
+    return query["format"] === "csv" ? "csv" : "ndjson";
+  }
+
+  function exportRequest(path: string, query: Record<string, unknown>): Prepared {
+    const p = prepare("GET", path, query);
+    p.accept = `${formatOf(query) === "csv" ? "text/csv" : "application/x-ndjson"}, application/json;q=0.5`;
+    return p;
+  }
+
+  const segments: Segments = {
+    create: async (args) => {
+      const body = encodeTaxonomyQuery(normalize(args));
+      required(body, "key", "segments.create");
+      return op("segments_create", "admin", "POST", "/segments", { body });
+    },
+    get: async (args) => {
+      const id = required(normalize(args), "id", "segments.get");
+      return op("segments_get", "admin", "GET", `/segments/${seg(id)}`);
+    },
+    find: async (args) => op("segments_find", "admin", "GET", "/segments", { query: normalize(args) }),
+    update: async (args) => {
+      const id = required(normalize(args), "id", "segments.update");
+      return op("segments_update", "admin", "PUT", `/segments/${seg(id)}`, { body: encodeTaxonomyQuery(normalize(args, ["id"])) });
+    },
+    delete: async (args) => {
+      const id = required(normalize(args), "id", "segments.delete");
+      return op("segments_delete", "admin", "DELETE", `/segments/${seg(id)}`);
+    },
+    profiles: async (args) => {
+      const id = required(normalize(args), "id", "segments.profiles");
+      return op("segments_getProfiles", "admin", "GET", `/segments/${seg(id)}/profiles`, {
+        query: sortFieldOf(normalize(args, ["id"])),
+      });
+    },
+    count: async (args) => {
+      const id = required(normalize(args), "id", "segments.count");
+      return op("segments_count", "admin", "GET", `/segments/${seg(id)}/count`);
+    },
+  };
+
+  const imports: Imports = {
+    start: async (args) => {
+      const file: ImportFile | undefined = args?.file;
+      if (file === undefined || file === null) throw new TypeError("storecrm: imports.start needs file");
+      const query = normalize(args, ["file", "format"]);
+      const format = args.format ?? sniffImportFormat(file);
+      if (!Object.prototype.hasOwnProperty.call(IMPORT_TYPES, format)) throw new TypeError(`storecrm: ${JSON.stringify(format)} is not an import format`);
+      const p = prepare("POST", "/imports", query);
+      p.body = file as BodyInit;
+      p.contentType = IMPORT_TYPES[format];
+      return call<ImportJob>("admin", p);
+    },
+    get: async (args) => {
+      const id = required(normalize(args), "id", "imports.get");
+      return opAs<ImportJob>("imports_get", "admin", "GET", `/imports/${seg(id)}`);
+    },
+    errors: async (args) => {
+      const id = required(normalize(args), "id", "imports.errors");
+      return op("imports_getErrors", "admin", "GET", `/imports/${seg(id)}/errors`, { query: normalize(args, ["id"]) });
+    },
+    wait: async (args) => {
+      const id = required(normalize(args), "id", "imports.wait");
+      const interval = args.intervalMs ?? 1000;
+      const deadline = args.timeoutMs === undefined ? Infinity : Date.now() + args.timeoutMs;
+      for (;;) {
+        args.signal?.throwIfAborted();
+        const job = await imports.get({ id });
+        if (job.status !== "running") return job;
+        const left = deadline - Date.now();
+        if (left <= 0) {
+          throw new DOMException(`storecrm: import ${id} is still running after ${args.timeoutMs} ms`, "TimeoutError");
+        }
+        await sleep(Math.min(interval, left), args.signal);
+      }
     },
   };
 
@@ -610,12 +923,7 @@ export function createClient(options: ClientOptions): StoreCrmClient {
       const id = required(normalize(args), "id", "get");
       return op("profiles_get", "admin", "GET", `/profiles/${seg(id)}`);
     },
-    find: async (args) => {
-      const query = normalize(args);
-      const sort = query["sort_field"];
-      if (typeof sort === "string" && sort in SORT_FIELDS) query["sort_field"] = SORT_FIELDS[sort];
-      return op("profiles_find", "admin", "GET", "/profiles", { query });
-    },
+    find: async (args) => op("profiles_find", "admin", "GET", "/profiles", { query: sortFieldOf(normalize(args)) }),
     update: async (args) => {
       const id = required(normalize(args), "id", "update");
       return op("profiles_update", "admin", "PUT", `/profiles/${seg(id)}`, { body: normalize(args, ["id"]) });
@@ -663,10 +971,21 @@ export function createClient(options: ClientOptions): StoreCrmClient {
       const id = required(normalize(args), "id", "erase");
       return op("profiles_erase", "admin", "DELETE", `/profiles/${seg(id)}`);
     },
+    getConsents: async (args) => {
+      const id = required(normalize(args), "id", "getConsents");
+      return op("profiles_getConsents", "admin", "GET", `/profiles/${seg(id)}/consents`, { query: normalize(args, ["id"]) });
+    },
+    exportProfiles: (args) =>
+      download<ExportedProfile>("profiles_exportMany", () => {
+        const query = normalize(args);
+        return { p: exportRequest("/profiles/export", query), format: formatOf(query) };
+      }),
 
     audiences,
     events,
     webhooks,
+    segments,
+    imports,
   };
 
   return {

@@ -10,7 +10,20 @@
  * ```
  */
 export { createClient } from "./client.js";
-export type { AuthMode, Audiences, ClientOptions, Crm, Events, FetchLike, RawRequest, StoreCrmClient, Webhooks } from "./client.js";
+export type {
+  AuthMode,
+  Audiences,
+  ClientOptions,
+  Crm,
+  Events,
+  ExportDownload,
+  FetchLike,
+  Imports,
+  RawRequest,
+  Segments,
+  StoreCrmClient,
+  Webhooks,
+} from "./client.js";
 export { StoreCrmError } from "./errors.js";
 export type { ErrorBody, FieldError, StoreCrmErrorInit } from "./errors.js";
 export { localStorageStorage, memoryStorage } from "./storage.js";

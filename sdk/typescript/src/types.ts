@@ -287,3 +287,136 @@ export interface FindWebhooksArgs {
 
 export type DeliveriesArgs = IdArgs & PageArgs;
 export type RetryDeliveryArgs = IdArgs & OneOf<{ deliveryId: string }, { delivery_id: string }>;
+
+// ---- data in and out: segments, exports, imports, the consent ledger (docs/data.md) ---------
+
+/** Saved `find` filters; `taxonomy_query` is answered as the server stores it, a JSON-encoded `TaxonomyQuery[]`. */
+export type Segment = Schemas["Segment"];
+export type SegmentCount = Schemas["SegmentCount"];
+export type SegmentPage = Schemas["Paged_Segment"];
+/** One record of the consent ledger. */
+export type Consent = Schemas["Consent"];
+export type ConsentAction = Schemas["ConsentAction"];
+export type ConsentPage = Schemas["Paged_Consent"];
+export type ExportFormat = Schemas["ExportFormat"];
+export type ImportFormat = Schemas["ImportFormat"];
+export type OnExisting = Schemas["OnExisting"];
+/** One refused row of an import: its line in the file, the column (CSV header or NDJSON field path), a code. */
+export type RowError = Schemas["RowError"];
+export type RowErrorPage = Schemas["Paged_RowError"];
+/**
+ * Where an import stands. The document types `status` as a string; these are the values the
+ * server writes (`interrupted`: the server running it stopped; run the same file again).
+ */
+export type ImportStatus = "running" | "completed" | "failed" | "interrupted";
+/** An import job: counts so far, progress, the first row errors. */
+export type ImportJob = Omit<Schemas["ImportJob"], "status"> & { status: ImportStatus };
+
+/**
+ * One line of an NDJSON profile export: the API's profile without its sessions, codes and
+ * collections. Written out here: the document types an export's body as a string.
+ */
+export interface ExportedProfile {
+  id: string;
+  email: string | null;
+  status: Status;
+  verified: boolean;
+  taxonomies: TaxonomyEntry[];
+  /** Unix seconds. */
+  created_at: number;
+  updated_at: number;
+}
+
+/** One line of an NDJSON subscriber export (the CSV has the same columns, in this order). */
+export interface ExportedSubscriber {
+  profile_id: string;
+  email: string | null;
+  subscription_id: string;
+  status: SubscriptionStatus;
+  source: SubscriptionSource;
+  price_id: string | null;
+  start_date: number | null;
+  end_date: number | null;
+  confirmed_at: number | null;
+  cancelled_at: number | null;
+  created_at: number;
+  updated_at: number;
+}
+
+/** `find`'s `taxonomy_query`: an array is sent JSON-encoded, a string as it is; `null` clears (update). */
+type TaxonomyQueryArg = {
+  taxonomy_query?: TaxonomyQuery[] | string | null;
+  taxonomyQuery?: TaxonomyQuery[] | string | null;
+};
+
+export type CreateSegmentArgs = Omit<JsonBody<"segments_create">, "taxonomy_query"> & TaxonomyQueryArg;
+/** Absent fields stay; `null` clears a filter. */
+export type UpdateSegmentArgs = IdArgs & Omit<JsonBody<"segments_update">, "taxonomy_query"> & TaxonomyQueryArg;
+
+export interface SegmentProfilesArgs extends IdArgs {
+  /** 1–200, default 50. */
+  limit?: number;
+  cursor?: string | null;
+  sort_field?: SortFieldArg;
+  sortField?: SortFieldArg;
+  sort_direction?: SortDirection;
+  sortDirection?: SortDirection;
+}
+
+export type ConsentsArgs = IdArgs & PageArgs;
+
+export interface ExportProfilesArgs {
+  /** `ndjson` (default) or `csv`. */
+  format?: ExportFormat;
+  query?: string;
+  /** Sent JSON-encoded; a string is sent as it is. */
+  taxonomy_query?: TaxonomyQuery[] | string;
+  taxonomyQuery?: TaxonomyQuery[] | string;
+  status?: Status;
+  /** A segment's id or key: its filters (not together with the others: 422 `conflicts_with_filters`). */
+  segment?: string;
+}
+
+export interface ExportSubscribersArgs extends IdArgs {
+  /** `ndjson` (default) or `csv`. */
+  format?: ExportFormat;
+  status?: SubscriptionStatus;
+}
+
+/** A file to import: its text, its bytes, a `Blob` / `File`, or a stream of its bytes. */
+export type ImportFile = string | Blob | Uint8Array | ArrayBuffer | ReadableStream<Uint8Array>;
+
+/** Names headers that are not already named as the columns of `docs/data.md` (CSV only). */
+export interface ImportMapping {
+  /** `{"E-Mail": "email", "Tags": "traits.tags", "Newsletter": "audience:news", "Signed up": "consent_at", "Notes": "ignore"}` */
+  columns: Record<string, string>;
+}
+
+export interface StartImportArgs {
+  file: ImportFile;
+  /**
+   * `csv` or `ndjson`. When absent: a `Blob`'s type (`text/csv`, `application/x-ndjson`), else a
+   * `File`'s extension (`.csv`, `.ndjson`, `.jsonl`), else for text and bytes the first
+   * character (`{` is NDJSON, anything else CSV). A stream without it is a `TypeError`.
+   */
+  format?: ImportFormat;
+  /** Validate and count only; nothing is written. */
+  dryRun?: boolean;
+  dry_run?: boolean;
+  /** `update` (default) or `skip` a row whose email is a profile already. */
+  onExisting?: OnExisting;
+  on_existing?: OnExisting;
+  /** CSV only; a string is sent as it is. */
+  mapping?: ImportMapping | string;
+}
+
+export type ImportErrorsArgs = IdArgs & PageArgs;
+
+export interface WaitImportArgs extends IdArgs {
+  /** Between two polls; 1000 by default. */
+  intervalMs?: number;
+  /** Gives up with a `TimeoutError` `DOMException` after this long; no limit by default. */
+  timeoutMs?: number;
+  /** Stops waiting (rejects with the signal's reason). */
+  signal?: AbortSignal;
+}

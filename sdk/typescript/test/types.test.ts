@@ -6,9 +6,14 @@ import { describe, it } from "node:test";
 import * as sdk from "@storecrm/sdk";
 import type {
   AuthToken,
+  Consent,
   Crm,
   Event,
   EventType,
+  ExportDownload,
+  ExportedProfile,
+  ExportedSubscriber,
+  ImportStatus,
   Order,
   Profile,
   RetryDeliveryArgs,
@@ -82,6 +87,30 @@ function webhookTypes(client: StoreCrmClient): void {
   void client.crm.webhooks.update({ id: "w", description: null, status: "disabled" });
 }
 void webhookTypes;
+
+// data in and out: exports are lazy downloads whose awaited value is the body stream
+check<Equal<ReturnType<Crm["exportProfiles"]>, ExportDownload<ExportedProfile>>>();
+check<Equal<Awaited<ReturnType<Crm["exportProfiles"]>>, ReadableStream<Uint8Array>>>();
+check<Equal<ReturnType<Crm["audiences"]["exportSubscribers"]>, ExportDownload<ExportedSubscriber>>>();
+check<Equal<Awaited<ReturnType<Crm["imports"]["wait"]>>["status"], ImportStatus>>();
+check<Equal<Awaited<ReturnType<Crm["getConsents"]>>["items"][number], Consent>>();
+check<Equal<Awaited<ReturnType<Crm["segments"]["profiles"]>>["items"][number], Profile>>();
+async function dataTypes(client: StoreCrmClient): Promise<void> {
+  for await (const row of client.crm.exportProfiles({ segment: "vips" }).lines()) {
+    check<Equal<typeof row, ExportedProfile>>();
+  }
+  // @ts-expect-error format is "ndjson" | "csv"
+  void client.crm.exportProfiles({ format: "xlsx" });
+  void client.crm.segments.create({ key: "k", taxonomyQuery: [], status: "active" });
+  void client.crm.segments.update({ id: "k", query: null, taxonomy_query: "[]" });
+  void client.crm.imports.start({ file: new Uint8Array(), format: "csv", dryRun: true, onExisting: "skip", mapping: { columns: { "E-Mail": "email" } } });
+  void client.crm.imports.start({ file: new Blob([]), dry_run: false, on_existing: "update", mapping: '{"columns": {}}' });
+  // @ts-expect-error on_existing is "update" | "skip"
+  void client.crm.imports.start({ file: "email\n", onExisting: "replace" });
+  // @ts-expect-error a number is no file
+  void client.crm.imports.start({ file: 42 });
+}
+void dataTypes;
 
 describe("package", () => {
   it("exports the runtime API", () => {

@@ -267,7 +267,7 @@ export interface paths {
          *     it names the store and the audience and has one button that POSTs the token. A GET never
          *     confirms (mail scanners open links).
          */
-        get: operations["confirm_page"];
+        get: operations["audiences_confirmPage"];
         put?: never;
         /**
          * Confirm a double opt-in with the single-use token from the mail, as JSON, or as the hosted
@@ -291,7 +291,7 @@ export interface paths {
          * The hosted unsubscribe page that every mail's `unsubscribe_url` links: one button that POSTs
          *     the token. A GET never unsubscribes.
          */
-        get: operations["unsubscribe_page"];
+        get: operations["audiences_unsubscribePage"];
         put?: never;
         /**
          * Unsubscribe with the token of a mail's link: in the JSON body, in `?token=`, as the RFC 8058
@@ -389,6 +389,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/stores/{storeId}/audiences/{id}/subscribers/export": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Export an audience's subscribers (all, or those of one status), streamed from one snapshot,
+         *     as NDJSON or CSV with the columns `profile_id,email,subscription_id,status,source,price_id,
+         *     start_date,end_date,confirmed_at,cancelled_at,created_at,updated_at`.
+         */
+        get: operations["audiences_exportSubscribers"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/stores/{storeId}/audiences/{id}/subscribers/{profileId}": {
         parameters: {
             query?: never;
@@ -475,6 +496,66 @@ export interface paths {
          *     appears once it is `EVENT_FEED_DELAY_SECS` old, so a late commit never lands behind a cursor.
          */
         get: operations["events_find"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/stores/{storeId}/imports": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Start an import: the request body is the file (CSV with a header row, or NDJSON), streamed to
+         *     the server (at most 512 MiB); the answer is the job (202), which runs on in the background.
+         *     Poll `GET .../imports/{id}` for its progress and counts. A CSV header or mapping that cannot
+         *     be read is answered at once (422). Running the same file again is safe: profiles are matched
+         *     by email, and a subscription is only created where the profile has none.
+         */
+        post: operations["imports_start"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/stores/{storeId}/imports/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * An import job: status (`running`, `completed`, `failed`, `interrupted`), progress, counts
+         *     and the first row errors.
+         */
+        get: operations["imports_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/stores/{storeId}/imports/{id}/errors": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Every row error of an import (up to 10,000), in row order. */
+        get: operations["imports_getErrors"];
         put?: never;
         post?: never;
         delete?: never;
@@ -633,6 +714,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/stores/{storeId}/profiles/export": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Export profiles, streamed from one snapshot: `find`'s filters or a segment, as NDJSON (one
+         *     profile per line: id, email, status, verified, taxonomies, created_at, updated_at) or CSV
+         *     (columns `id,email,status,verified,created_at,updated_at`, then `<taxonomy>.<field>` per
+         *     field; `docs/data.md`). Oldest profile first.
+         */
+        get: operations["profiles_exportMany"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/stores/{storeId}/profiles/initialize": {
         parameters: {
             query?: never;
@@ -703,7 +806,7 @@ export interface paths {
          * The profile's consent ledger, oldest record first: every subscribe, confirmation,
          *     unsubscribe, admin change, import, payment, merge and expiry of its subscriptions.
          */
-        get: operations["list_consents"];
+        get: operations["profiles_getConsents"];
         put?: never;
         post?: never;
         delete?: never;
@@ -808,6 +911,77 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/stores/{storeId}/segments": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The store's segments, oldest first. */
+        get: operations["segments_find"];
+        put?: never;
+        /** Save a segment: `find`'s filters under a key. */
+        post: operations["segments_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/stores/{storeId}/segments/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One segment, by id or key. */
+        get: operations["segments_get"];
+        /** Change a segment; absent fields stay, `null` clears a filter. */
+        put: operations["segments_update"];
+        post?: never;
+        /** Delete a segment (its profiles stay: a segment stores only filters). */
+        delete: operations["segments_delete"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/stores/{storeId}/segments/{id}/count": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** How many profiles the segment matches now. */
+        get: operations["segments_count"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/stores/{storeId}/segments/{id}/profiles": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The profiles the segment matches now, paged like `find`. */
+        get: operations["segments_getProfiles"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/stores/{storeId}/taxonomies": {
         parameters: {
             query?: never;
@@ -870,6 +1044,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
+        /** One webhook endpoint (its secret is not shown again). */
         get: operations["webhooks_get"];
         /** Change an endpoint; `status: active` re-enables one disabled after days of failures. */
         put: operations["webhooks_update"];
@@ -949,8 +1124,8 @@ export interface components {
         AccessDenied: "not_subscribed" | "pending" | "cancelled" | "expired" | "verification_required";
         AccessResponse: {
             has_access: boolean;
-            reason?: components["schemas"]["AccessDenied"] | null;
-            subscription?: components["schemas"]["Subscription"] | null;
+            reason?: components["schemas"]["AccessDenied"];
+            subscription?: components["schemas"]["Subscription"];
         };
         Account: {
             /** Format: int64 */
@@ -975,8 +1150,11 @@ export interface components {
             /** Format: int64 */
             refresh_expires_at: number;
             refresh_token: string;
-            /** @description Always `Bearer`. */
-            token_type: string;
+            /**
+             * @description Always `Bearer`.
+             * @enum {string}
+             */
+            token_type: "Bearer";
         };
         AddSubscriber: {
             /** Format: uuid */
@@ -993,22 +1171,22 @@ export interface components {
             /** Format: uuid */
             id: string;
             /** Format: int64 */
-            last_used_at?: number | null;
+            last_used_at: number | null;
             name: string;
             /** @description The first characters of the key, to recognise it. */
             prefix: string;
             /** Format: int64 */
-            revoked_at?: number | null;
+            revoked_at: number | null;
         };
         Audience: {
             /** Format: uuid */
-            confirm_template_id?: string | null;
+            confirm_template_id: string | null;
             /** Format: int64 */
             created_at: number;
             /** Format: uuid */
             id: string;
             key: string;
-            name?: string | null;
+            name: string | null;
             status: components["schemas"]["Status"];
             /** Format: uuid */
             store_id: string;
@@ -1030,6 +1208,15 @@ export interface components {
             /** @enum {string} */
             type: "paid";
         };
+        /** @description `{"type": "standard"}` | `{"type": "paid", "prices": [...]}`; the bare string `"standard"` is accepted. */
+        AudienceTypeInput: "standard" | {
+            /** @enum {string} */
+            type: "standard";
+        } | {
+            prices: components["schemas"]["PriceInput"][];
+            /** @enum {string} */
+            type: "paid";
+        };
         /** @description A profile session's tokens. `id` is the session id (the `tokenId` of the revoke routes). */
         AuthToken: {
             /** Format: int64 */
@@ -1046,8 +1233,11 @@ export interface components {
             /** Format: int64 */
             refresh_expires_at: number;
             refresh_token: string;
-            /** @description Always `Bearer`. */
-            token_type: string;
+            /**
+             * @description Always `Bearer`.
+             * @enum {string}
+             */
+            token_type: "Bearer";
         };
         /** @description A live session, without its tokens. */
         AuthTokenInfo: {
@@ -1060,7 +1250,7 @@ export interface components {
             last_used_at: number;
             /** Format: int64 */
             refresh_expires_at: number;
-            user_agent?: string | null;
+            user_agent: string | null;
         };
         CodeSent: {
             /** @description Always true for a valid email, whether or not a profile has it. */
@@ -1087,28 +1277,28 @@ export interface components {
              * Format: uuid
              * @description The double opt-in mail the subscriber confirmed, or that a subscribe queued.
              */
-            confirm_mail_id?: string | null;
+            confirm_mail_id: string | null;
             /** Format: uuid */
             id: string;
             /**
              * @description The caller's address: `203.0.113.0/24` (IPv4) or `2001:db8:1::/48` (IPv6) unless the
              *     store keeps full addresses (`consent_full_ip`).
              */
-            ip?: string | null;
+            ip: string | null;
             /** Format: uuid */
             profile_id: string;
             /** @description Where, in words: an import's source column, the Stripe event, the merge. */
-            source?: string | null;
+            source: string | null;
             /** @description The subscription's status after the change. */
-            status: components["schemas"]["SubscriptionStatus"];
+            status_after: components["schemas"]["SubscriptionStatus"];
             /** Format: uuid */
             subscription_id: string;
-            user_agent?: string | null;
+            user_agent: string | null;
             /**
              * @description SHA-256 (hex) of the wording agreed to: the subscribe's `consent_text`, or the
              *     confirmation mail's text with its one-time link replaced by `{{ confirm_url }}`.
              */
-            wording_hash?: string | null;
+            wording_hash: string | null;
         };
         /**
          * @description What changed a subscription, as the consent ledger records it.
@@ -1127,11 +1317,22 @@ export interface components {
             /** @description 1–64 of `[A-Za-z0-9_-]`, unique per store. */
             key: string;
             name?: string | null;
-            type?: components["schemas"]["AudienceType"] | null;
+            type?: components["schemas"]["AudienceTypeInput"] | null;
         };
         CreateProfile: {
+            /** Format: email */
             email: string;
-            taxonomies?: components["schemas"]["TaxonomyEntry"][];
+            taxonomies?: components["schemas"]["TaxonomyEntryInput"][];
+        };
+        CreateSegment: {
+            /** @description 1–64 of `[A-Za-z0-9_-]`, unique per store. */
+            key: string;
+            name?: string | null;
+            /** @description As `find`'s `query`: a substring of the email or a text taxonomy value, or a profile id. */
+            query?: string | null;
+            status?: components["schemas"]["Status"] | null;
+            /** @description As `find`'s `taxonomy_query`: a JSON-encoded `TaxonomyQuery[]`. */
+            taxonomy_query?: string | null;
         };
         CreateStore: {
             name: string;
@@ -1141,7 +1342,7 @@ export interface components {
             key: string;
             /** Format: uuid */
             parent_id?: string | null;
-            schema: components["schemas"]["FieldDef"][];
+            schema: components["schemas"]["FieldDefInput"][];
             status?: components["schemas"]["Status"] | null;
         };
         /**
@@ -1151,13 +1352,13 @@ export interface components {
          */
         CreateTemplate: {
             body: string;
-            from_email?: string | null;
+            from_email?: ((string | unknown | unknown) | null) | unknown | unknown;
             /** @description At most 200 characters. */
-            from_name?: string | null;
+            from_name?: ((string | unknown | unknown) | null) | unknown | unknown;
             /** @description 1–64 of `[A-Za-z0-9_-]`, unique per store. */
             key: string;
             preheader?: string | null;
-            reply_to?: string | null;
+            reply_to?: ((string | unknown | unknown) | null) | unknown | unknown;
             status?: components["schemas"]["Status"] | null;
             /** @description At most 998 characters. */
             subject: string;
@@ -1166,9 +1367,12 @@ export interface components {
         CreateWebhook: {
             description?: string | null;
             /** @description Event types, or `"*"` for every type. */
-            events: string[];
+            events: components["schemas"]["EventFilter"][];
             status?: components["schemas"]["EndpointStatus"] | null;
-            /** @description https (http to private addresses only with `WEBHOOKS_ALLOW_PRIVATE=true`). */
+            /**
+             * Format: uri
+             * @description https (http to private addresses only with `WEBHOOKS_ALLOW_PRIVATE=true`).
+             */
             url: string;
         };
         /** @description The only time the secret `key` is shown. */
@@ -1191,14 +1395,14 @@ export interface components {
             /** Format: int64 */
             created_at: number;
             /** Format: int64 */
-            delivered_at?: number | null;
+            delivered_at: number | null;
             /** Format: uuid */
             event_id: string;
             event_type: components["schemas"]["EventType"];
             /** Format: uuid */
             id: string;
             /** Format: int64 */
-            next_attempt_at?: number | null;
+            next_attempt_at: number | null;
             /** @description `pending` (due at `next_attempt_at`), `delivered`, or `failed` after the last retry. */
             status: components["schemas"]["DeliveryStatus"];
         };
@@ -1210,12 +1414,12 @@ export interface components {
             attempt: number;
             /** Format: int64 */
             duration_ms: number;
-            error?: string | null;
+            error: string | null;
             /**
              * Format: int64
              * @description The receiver's answer, when it answered.
              */
-            status_code?: number | null;
+            status_code: number | null;
         };
         /**
          * @description One event's delivery to one endpoint.
@@ -1223,6 +1427,7 @@ export interface components {
          */
         DeliveryStatus: "pending" | "delivered" | "failed";
         EmailRequest: {
+            /** Format: email */
             email: string;
         };
         EmailTemplate: {
@@ -1230,21 +1435,21 @@ export interface components {
             body: string;
             /** Format: int64 */
             created_at: number;
-            from_email?: string | null;
-            from_name?: string | null;
+            from_email: string | null;
+            from_name: string | null;
             /** Format: uuid */
             id: string;
             key: string;
             /** @description Inbox preview text, sent as a hidden span at the top of the body. */
-            preheader?: string | null;
-            reply_to?: string | null;
+            preheader: string | null;
+            reply_to: string | null;
             status: components["schemas"]["Status"];
             /** Format: uuid */
             store_id: string;
             /** @description One line; placeholders are not HTML-escaped, line breaks are removed. */
             subject: string;
             /** @description Plain-text part; when null it is derived from the rendered body. */
-            text_body?: string | null;
+            text_body: string | null;
             /** Format: int64 */
             updated_at: number;
         };
@@ -1259,9 +1464,15 @@ export interface components {
             type: components["schemas"]["FieldType"];
             value: components["schemas"]["FieldValue"];
         };
+        /** @description `value`: text → `[string]`, number → number, boolean → bool, geo_location → `{lat, lon, label?}`. */
+        EntryFieldInput: {
+            key: string;
+            type: components["schemas"]["FieldType"];
+            value: components["schemas"]["FieldValueInput"];
+        };
         /** @description The JSON body of every error response. */
         ErrorBody: {
-            /** @description Stable snake_case code, e.g. `not_found`. */
+            /** @description A stable snake_case code (the document's `info.x-error-codes` says when each is answered): 400: `invalid_json`; 400: `invalid_body`; 400: `invalid_token`; 400: `invalid_signature`, `timestamp_out_of_tolerance`, `invalid_event`; 400: `bad_request`; 401: `unauthorized`; 401: `invalid_credentials`; 401: `invalid_refresh_token`, `refresh_token_reused`; 401: `invalid_code`; 403: `forbidden`; 403: `verification_required`; 404: `not_found`; 405: `method_not_allowed`; 408: `request_timeout`; 409: `email_taken`; 409: `key_taken`; 409: `audience_archived`; 409: `already_unsubscribed`; 409: `order_linked_elsewhere`; 409: `too_many_webhooks`; 409: `delivery_in_progress`, `not_failed`; 409: `concurrent_change`, `conflict`; 413: `payload_too_large`; 415: `unsupported_media_type`; 422: `validation_failed`; 429: `rate_limited`; 502: `payment_provider_error`; 503: `payments_not_configured`; 503: `database_unavailable`, `contention`, `not_ready`; 500: `internal_error`. */
             error: string;
             message: string;
             request_id: string;
@@ -1269,11 +1480,11 @@ export interface components {
              * Format: int64
              * @description Seconds to wait; present on 429 only.
              */
-            retry_after?: number | null;
+            retry_after?: number;
             /** Format: int32 */
             status_code: number;
             /** @description Present on 422 only. */
-            validation_errors?: components["schemas"]["FieldError"][] | null;
+            validation_errors?: components["schemas"]["FieldError"][];
         };
         /** @description Something that happened in a store (CONTRACT §9.1): what the feed lists and a webhook carries. */
         Event: {
@@ -1291,12 +1502,52 @@ export interface components {
             type: components["schemas"]["EventType"];
         };
         /**
+         * @description An event type, or `*` for every type.
+         * @enum {string}
+         */
+        EventFilter: "*" | "profile.created" | "profile.updated" | "profile.verified" | "profile.merged" | "profile.erased" | "subscription.created" | "subscription.activated" | "subscription.cancellation_scheduled" | "subscription.cancelled" | "subscription.expired" | "order.linked";
+        /**
          * @description What an event says happened (CONTRACT §9.1).
          * @enum {string}
          */
-        EventType: "profile_created" | "profile_updated" | "profile_verified" | "profile_merged" | "profile_erased" | "subscription_created" | "subscription_activated" | "subscription_cancellation_scheduled" | "subscription_cancelled" | "subscription_expired" | "order_linked";
+        EventType: "profile.created" | "profile.updated" | "profile.verified" | "profile.merged" | "profile.erased" | "subscription.created" | "subscription.activated" | "subscription.cancellation_scheduled" | "subscription.cancelled" | "subscription.expired" | "order.linked";
+        /** @enum {string} */
+        ExportFormat: "ndjson" | "csv";
         /** @description One field of a taxonomy's schema. */
         FieldDef: {
+            key: string;
+            /** @description Text only: the allowed values. */
+            options?: string[];
+            /** @enum {string} */
+            type: "text";
+        } | {
+            key: string;
+            /** Format: double */
+            max?: number;
+            /**
+             * Format: double
+             * @description Number only: inclusive bounds.
+             */
+            min?: number;
+            /** @enum {string} */
+            type: "number";
+        } | {
+            key: string;
+            /** @enum {string} */
+            type: "boolean";
+        } | {
+            key: string;
+            /** @enum {string} */
+            type: "geo_location";
+        };
+        /** @description One field of a taxonomy's schema. */
+        FieldDefInput: {
+            key: string;
+            /** @description Text only: the allowed values. */
+            options?: string[] | null;
+            /** @enum {string} */
+            type: "text";
+        } | {
             key: string;
             /** Format: double */
             max?: number | null;
@@ -1305,20 +1556,31 @@ export interface components {
              * @description Number only: inclusive bounds.
              */
             min?: number | null;
-            /** @description Text only: the allowed values. */
-            options?: string[] | null;
-            type: components["schemas"]["FieldType"];
+            /** @enum {string} */
+            type: "number";
+        } | {
+            key: string;
+            /** @enum {string} */
+            type: "boolean";
+        } | {
+            key: string;
+            /** @enum {string} */
+            type: "geo_location";
         };
         /** @description One field that failed validation. */
         FieldError: {
+            /** @description A stable snake_case code: `required`, `unknown_field`, `invalid_text`, `invalid_characters`, `invalid_type`, `invalid_value`, `invalid_length`, `invalid_json`, `too_long`, `too_short`, `too_many`, `out_of_range`, `not_finite`, `invalid_email`, `invalid_url`, `invalid_origin`, `https_required`, `unresolvable_host`, `private_address`, `origin_not_allowed`, `invalid_key`, `reserved_key`, `invalid_code_format`, `invalid_cursor`, `cursor_mismatch`, `invalid_ids`, `invalid_types`, `unknown_taxonomy`, `unknown_template`, `unknown_price`, `type_mismatch`, `option_not_allowed`, `too_many_values`, `expected_pair`, `invalid_range`, `duplicate_taxonomy`, `duplicate_field`, `invalid_options`, `only_for_text`, `only_for_number`, `greater_than_max`, `duplicate_key`, `too_many_fields`, `too_many_filters`, `invalid_currency`, `invalid_interval`, `below_amount`, `duplicate_id`, `price_not_on_stripe`, `only_for_paid`, `type_immutable`, `email_required`, `same_as_target`, `invalid_template`, `render_failed`. */
             error: string;
             field: string;
         };
         FieldQuery: {
-            center?: components["schemas"]["GeoPoint"] | null;
+            center?: components["schemas"]["GeoPointInput"] | null;
             key: string;
-            /** @description text: `in` (default), `all`; number: `eq` (default), `ne`, `gt`, `gte`, `lt`, `lte`, `between`. */
-            operation?: string | null;
+            /**
+             * @description text: `in` (default), `all`; number: `eq` (default), `ne`, `gt`, `gte`, `lt`, `lte`, `between`.
+             * @enum {string|null}
+             */
+            operation?: "in" | "all" | "eq" | "ne" | "gt" | "gte" | "lt" | "lte" | "between" | null;
             /**
              * Format: double
              * @description geo_location: kilometres.
@@ -1338,8 +1600,25 @@ export interface components {
          *     ]
          */
         FieldValue: string[] | number | boolean | components["schemas"]["GeoPoint"];
+        /**
+         * @description An entry field's value, by the field's type: text → `["a", "b"]`, number → `4.5`,
+         *     boolean → `true`, geo_location → `{"lat", "lon", "label"?}`. (Documentation: the value is
+         *     checked against the field's definition, not parsed into this type.)
+         * @example [
+         *       "gold"
+         *     ]
+         */
+        FieldValueInput: string[] | number | boolean | components["schemas"]["GeoPointInput"];
         /** @description A geographic point; `label` is free text. */
         GeoPoint: {
+            label?: string;
+            /** Format: double */
+            lat: number;
+            /** Format: double */
+            lon: number;
+        };
+        /** @description A geographic point; `label` is free text. */
+        GeoPointInput: {
             label?: string | null;
             /** Format: double */
             lat: number;
@@ -1350,8 +1629,63 @@ export interface components {
             /** @description `ok` or `ready`. */
             status: string;
         };
+        /** @enum {string} */
+        ImportFormat: "csv" | "ndjson";
+        /** @description An import job's view: counts so far and where it stands. */
+        ImportJob: {
+            /** Format: int64 */
+            bytes_read: number;
+            /** Format: int64 */
+            bytes_total: number;
+            /** Format: int64 */
+            created: number;
+            /** Format: int64 */
+            created_at: number;
+            dry_run: boolean;
+            /** @description Why a failed job stopped. */
+            error: string | null;
+            /** @description The first row errors; all of them at `errors_url`. */
+            errors: components["schemas"]["RowError"][];
+            errors_url: string;
+            /** Format: int64 */
+            failed: number;
+            /** Format: int64 */
+            finished_at: number | null;
+            format: components["schemas"]["ImportFormat"];
+            /** Format: uuid */
+            id: string;
+            on_existing: components["schemas"]["OnExisting"];
+            /**
+             * Format: double
+             * @description 0–100, by bytes read.
+             */
+            progress_percent: number;
+            /** Format: int64 */
+            rows: number;
+            /** Format: int64 */
+            skipped: number;
+            /**
+             * @description `interrupted`: the server running it stopped; run the same file again (rows already
+             *     imported are matched by email).
+             */
+            status: components["schemas"]["ImportStatus"];
+            /** Format: uuid */
+            store_id: string;
+            /** Format: int64 */
+            subscribed: number;
+            /** Format: int64 */
+            updated: number;
+        };
+        /**
+         * @description Where an import job stands.
+         * @enum {string}
+         */
+        ImportStatus: "running" | "completed" | "failed" | "interrupted";
         LinkOrder: {
-            /** @description ISO 4217, e.g. `EUR`. */
+            /**
+             * @description ISO 4217, e.g. `EUR`.
+             * @example EUR
+             */
             currency?: string | null;
             metadata?: Record<string, never> | null;
             order_id: string;
@@ -1365,6 +1699,7 @@ export interface components {
             logged_out: boolean;
         };
         LoginRequest: {
+            /** Format: email */
             email: string;
             password: string;
         };
@@ -1378,19 +1713,19 @@ export interface components {
             /** Format: int64 */
             created_at: number;
             /** Format: int64 */
-            failed_at?: number | null;
+            failed_at: number | null;
             /** Format: uuid */
             id: string;
             kind: components["schemas"]["MailKind"];
             /** @description The last failure's answer from the mail server. */
-            last_error?: string | null;
+            last_error: string | null;
             /**
              * Format: int64
              * @description When a queued mail is tried next.
              */
-            next_attempt_at?: number | null;
+            next_attempt_at: number | null;
             /** Format: int64 */
-            sent_at?: number | null;
+            sent_at: number | null;
             status: components["schemas"]["MailStatus"];
             subject: string;
             /** @description The recipient's address. */
@@ -1423,6 +1758,11 @@ export interface components {
             source_id: string;
         };
         /**
+         * @description What to do with a row whose email is a profile already.
+         * @enum {string}
+         */
+        OnExisting: "update" | "skip";
+        /**
          * @description The RFC 8058 one-click body a mail client posts (`List-Unsubscribe=One-Click`, the token in
          *     the URL), or a form carrying the token.
          */
@@ -1435,322 +1775,99 @@ export interface components {
         Order: {
             /** Format: int64 */
             created_at: number;
-            currency?: string | null;
+            currency: string | null;
             metadata: Record<string, never>;
             order_id: string;
             /** Format: int64 */
-            placed_at?: number | null;
+            placed_at: number | null;
             /** Format: uuid */
             profile_id: string;
-            status?: string | null;
+            status: string | null;
             /**
              * Format: int64
              * @description Minor units.
              */
-            total?: number | null;
+            total: number | null;
         };
         /** @description A page of a list; `cursor` is null on the last page. */
         Paged_ApiKey: {
-            cursor?: string | null;
-            items: {
-                /** Format: int64 */
-                created_at: number;
-                /** Format: uuid */
-                id: string;
-                /** Format: int64 */
-                last_used_at?: number | null;
-                name: string;
-                /** @description The first characters of the key, to recognise it. */
-                prefix: string;
-                /** Format: int64 */
-                revoked_at?: number | null;
-            }[];
+            cursor: string | null;
+            items: components["schemas"]["ApiKey"][];
         };
         /** @description A page of a list; `cursor` is null on the last page. */
         Paged_Audience: {
-            cursor?: string | null;
-            items: {
-                /** Format: uuid */
-                confirm_template_id?: string | null;
-                /** Format: int64 */
-                created_at: number;
-                /** Format: uuid */
-                id: string;
-                key: string;
-                name?: string | null;
-                status: components["schemas"]["Status"];
-                /** Format: uuid */
-                store_id: string;
-                /**
-                 * Format: int64
-                 * @description Active and cancellation-scheduled subscriptions.
-                 */
-                subscriber_count: number;
-                type: components["schemas"]["AudienceType"];
-                /** Format: int64 */
-                updated_at: number;
-            }[];
+            cursor: string | null;
+            items: components["schemas"]["Audience"][];
         };
         /** @description A page of a list; `cursor` is null on the last page. */
         Paged_AuthTokenInfo: {
-            cursor?: string | null;
-            items: {
-                /** Format: int64 */
-                created_at: number;
-                /** Format: uuid */
-                id: string;
-                is_verified: boolean;
-                /** Format: int64 */
-                last_used_at: number;
-                /** Format: int64 */
-                refresh_expires_at: number;
-                user_agent?: string | null;
-            }[];
+            cursor: string | null;
+            items: components["schemas"]["AuthTokenInfo"][];
         };
         /** @description A page of a list; `cursor` is null on the last page. */
         Paged_Consent: {
-            cursor?: string | null;
-            items: {
-                action: components["schemas"]["ConsentAction"];
-                /**
-                 * Format: int64
-                 * @description When it happened (unix seconds); for an import, when the file says the consent was given.
-                 */
-                at: number;
-                /** Format: uuid */
-                audience_id: string;
-                /**
-                 * Format: uuid
-                 * @description The double opt-in mail the subscriber confirmed, or that a subscribe queued.
-                 */
-                confirm_mail_id?: string | null;
-                /** Format: uuid */
-                id: string;
-                /**
-                 * @description The caller's address: `203.0.113.0/24` (IPv4) or `2001:db8:1::/48` (IPv6) unless the
-                 *     store keeps full addresses (`consent_full_ip`).
-                 */
-                ip?: string | null;
-                /** Format: uuid */
-                profile_id: string;
-                /** @description Where, in words: an import's source column, the Stripe event, the merge. */
-                source?: string | null;
-                /** @description The subscription's status after the change. */
-                status: components["schemas"]["SubscriptionStatus"];
-                /** Format: uuid */
-                subscription_id: string;
-                user_agent?: string | null;
-                /**
-                 * @description SHA-256 (hex) of the wording agreed to: the subscribe's `consent_text`, or the
-                 *     confirmation mail's text with its one-time link replaced by `{{ confirm_url }}`.
-                 */
-                wording_hash?: string | null;
-            }[];
+            cursor: string | null;
+            items: components["schemas"]["Consent"][];
         };
         /** @description A page of a list; `cursor` is null on the last page. */
         Paged_Delivery: {
-            cursor?: string | null;
-            items: {
-                /** @description Oldest first. */
-                attempts: components["schemas"]["DeliveryAttempt"][];
-                /** Format: int64 */
-                created_at: number;
-                /** Format: int64 */
-                delivered_at?: number | null;
-                /** Format: uuid */
-                event_id: string;
-                event_type: components["schemas"]["EventType"];
-                /** Format: uuid */
-                id: string;
-                /** Format: int64 */
-                next_attempt_at?: number | null;
-                /** @description `pending` (due at `next_attempt_at`), `delivered`, or `failed` after the last retry. */
-                status: components["schemas"]["DeliveryStatus"];
-            }[];
+            cursor: string | null;
+            items: components["schemas"]["Delivery"][];
         };
         /** @description A page of a list; `cursor` is null on the last page. */
         Paged_EmailTemplate: {
-            cursor?: string | null;
-            items: {
-                /** @description HTML; placeholders are HTML-escaped (`{{ x|safe }}` opts out). */
-                body: string;
-                /** Format: int64 */
-                created_at: number;
-                from_email?: string | null;
-                from_name?: string | null;
-                /** Format: uuid */
-                id: string;
-                key: string;
-                /** @description Inbox preview text, sent as a hidden span at the top of the body. */
-                preheader?: string | null;
-                reply_to?: string | null;
-                status: components["schemas"]["Status"];
-                /** Format: uuid */
-                store_id: string;
-                /** @description One line; placeholders are not HTML-escaped, line breaks are removed. */
-                subject: string;
-                /** @description Plain-text part; when null it is derived from the rendered body. */
-                text_body?: string | null;
-                /** Format: int64 */
-                updated_at: number;
-            }[];
+            cursor: string | null;
+            items: components["schemas"]["EmailTemplate"][];
         };
         /** @description A page of a list; `cursor` is null on the last page. */
         Paged_Event: {
-            cursor?: string | null;
-            items: {
-                /** Format: int64 */
-                created_at: number;
-                /**
-                 * @description `{"object": ...}`: the object as the API answered it at that moment (`profile.merged`:
-                 *     `{target_id, source_id}`; `profile.erased`: `{id}`).
-                 */
-                data: Record<string, never>;
-                /** Format: uuid */
-                id: string;
-                /** Format: uuid */
-                store_id: string;
-                type: components["schemas"]["EventType"];
-            }[];
+            cursor: string | null;
+            items: components["schemas"]["Event"][];
         };
         /** @description A page of a list; `cursor` is null on the last page. */
         Paged_Mail: {
-            cursor?: string | null;
-            items: {
-                /**
-                 * Format: int64
-                 * @description Failed delivery attempts so far.
-                 */
-                attempts: number;
-                /** Format: int64 */
-                created_at: number;
-                /** Format: int64 */
-                failed_at?: number | null;
-                /** Format: uuid */
-                id: string;
-                kind: components["schemas"]["MailKind"];
-                /** @description The last failure's answer from the mail server. */
-                last_error?: string | null;
-                /**
-                 * Format: int64
-                 * @description When a queued mail is tried next.
-                 */
-                next_attempt_at?: number | null;
-                /** Format: int64 */
-                sent_at?: number | null;
-                status: components["schemas"]["MailStatus"];
-                subject: string;
-                /** @description The recipient's address. */
-                to: string;
-            }[];
+            cursor: string | null;
+            items: components["schemas"]["Mail"][];
         };
         /** @description A page of a list; `cursor` is null on the last page. */
         Paged_MemberStore: {
-            cursor?: string | null;
-            items: (components["schemas"]["Store"] & {
-                role: components["schemas"]["Role"];
-            })[];
+            cursor: string | null;
+            items: components["schemas"]["MemberStore"][];
         };
         /** @description A page of a list; `cursor` is null on the last page. */
         Paged_Order: {
-            cursor?: string | null;
-            items: {
-                /** Format: int64 */
-                created_at: number;
-                currency?: string | null;
-                metadata: Record<string, never>;
-                order_id: string;
-                /** Format: int64 */
-                placed_at?: number | null;
-                /** Format: uuid */
-                profile_id: string;
-                status?: string | null;
-                /**
-                 * Format: int64
-                 * @description Minor units.
-                 */
-                total?: number | null;
-            }[];
+            cursor: string | null;
+            items: components["schemas"]["Order"][];
         };
         /** @description A page of a list; `cursor` is null on the last page. */
         Paged_Profile: {
-            cursor?: string | null;
-            items: {
-                auth_tokens: components["schemas"]["AuthTokenInfo"][];
-                /** Format: int64 */
-                created_at: number;
-                email?: string | null;
-                /** Format: uuid */
-                id: string;
-                promo_usage: components["schemas"]["PromoUsage"][];
-                status: components["schemas"]["Status"];
-                /** Format: uuid */
-                store_id: string;
-                taxonomies: components["schemas"]["TaxonomyEntry"][];
-                /** Format: int64 */
-                updated_at: number;
-                verification_codes: components["schemas"]["VerificationCodeInfo"][];
-                verified: boolean;
-            }[];
+            cursor: string | null;
+            items: components["schemas"]["Profile"][];
+        };
+        /** @description A page of a list; `cursor` is null on the last page. */
+        Paged_RowError: {
+            cursor: string | null;
+            items: components["schemas"]["RowError"][];
+        };
+        /** @description A page of a list; `cursor` is null on the last page. */
+        Paged_Segment: {
+            cursor: string | null;
+            items: components["schemas"]["Segment"][];
         };
         /** @description A page of a list; `cursor` is null on the last page. */
         Paged_SubscriberView: {
-            cursor?: string | null;
-            items: {
-                email?: string | null;
-                /** Format: uuid */
-                profile_id: string;
-                source: components["schemas"]["SubscriptionSource"];
-                status: components["schemas"]["SubscriptionStatus"];
-                /** Format: int64 */
-                subscribed_at: number;
-            }[];
+            cursor: string | null;
+            items: components["schemas"]["SubscriberView"][];
         };
         /** @description A page of a list; `cursor` is null on the last page. */
         Paged_Taxonomy: {
-            cursor?: string | null;
-            items: {
-                /** Format: int64 */
-                created_at: number;
-                /** Format: uuid */
-                id: string;
-                key: string;
-                /** Format: uuid */
-                parent_id?: string | null;
-                schema: components["schemas"]["FieldDef"][];
-                status: components["schemas"]["Status"];
-                /** Format: uuid */
-                store_id: string;
-                /** Format: int64 */
-                updated_at: number;
-            }[];
+            cursor: string | null;
+            items: components["schemas"]["Taxonomy"][];
         };
         /** @description A page of a list; `cursor` is null on the last page. */
         Paged_Webhook: {
-            cursor?: string | null;
-            items: {
-                /** Format: int64 */
-                created_at: number;
-                description?: string | null;
-                /** @description Event types, or `"*"`. */
-                events: string[];
-                /**
-                 * Format: int64
-                 * @description Since when every attempt has failed (none while it delivers); 5 days of it disable it.
-                 */
-                failing_since?: number | null;
-                /** Format: uuid */
-                id: string;
-                /**
-                 * Format: int64
-                 * @description Until then the previous secret signs too (24 h after a rotation).
-                 */
-                previous_secret_until?: number | null;
-                status: components["schemas"]["EndpointStatus"];
-                /** Format: int64 */
-                updated_at: number;
-                url: string;
-            }[];
+            cursor: string | null;
+            items: components["schemas"]["Webhook"][];
         };
         Preview: {
             html: string;
@@ -1775,8 +1892,29 @@ export interface components {
              */
             amount: number;
             /** Format: int64 */
+            compare_at?: number;
+            /**
+             * @description ISO 4217, upper-cased.
+             * @example EUR
+             */
+            currency: string;
+            id: string;
+            interval?: components["schemas"]["PriceInterval"];
+            providers: components["schemas"]["PriceProvider"][];
+        };
+        /** @description A price of a paid audience. `id` is generated when omitted. */
+        PriceInput: {
+            /**
+             * Format: int64
+             * @description Minor units.
+             */
+            amount: number;
+            /** Format: int64 */
             compare_at?: number | null;
-            /** @description ISO 4217, upper-cased. */
+            /**
+             * @description ISO 4217, upper-cased.
+             * @example EUR
+             */
             currency: string;
             id?: string;
             interval?: components["schemas"]["PriceInterval"] | null;
@@ -1785,20 +1923,26 @@ export interface components {
         PriceInterval: {
             /** Format: int32 */
             count: number;
-            /** @description `month` or `year`. */
-            period: string;
+            /**
+             * @description `month` or `year`.
+             * @enum {string}
+             */
+            period: "month" | "year";
         };
         PriceProvider: {
             /** @description The provider's price id, e.g. Stripe's `price_...`. */
             id: string;
-            /** @description `stripe`. */
-            type: string;
+            /**
+             * @description `stripe`.
+             * @enum {string}
+             */
+            type: "stripe";
         };
         Profile: {
             auth_tokens: components["schemas"]["AuthTokenInfo"][];
             /** Format: int64 */
             created_at: number;
-            email?: string | null;
+            email: string | null;
             /** Format: uuid */
             id: string;
             promo_usage: components["schemas"]["PromoUsage"][];
@@ -1845,6 +1989,39 @@ export interface components {
          * @enum {string}
          */
         Role: "owner" | "admin";
+        /** @description One row the import refused: the file's line, the column (CSV header or NDJSON field path). */
+        RowError: {
+            column: string | null;
+            error: string;
+            /** Format: int64 */
+            row: number;
+        };
+        /** @description Stored `find` filters: its profiles are those that match when asked. */
+        Segment: {
+            /** Format: int64 */
+            created_at: number;
+            /** Format: uuid */
+            id: string;
+            key: string;
+            name: string | null;
+            query: string | null;
+            status: components["schemas"]["Status"] | null;
+            /** Format: uuid */
+            store_id: string;
+            /** @description JSON-encoded `TaxonomyQuery[]`. */
+            taxonomy_query: string | null;
+            /** Format: int64 */
+            updated_at: number;
+        };
+        SegmentCount: {
+            /**
+             * Format: int64
+             * @description Profiles the segment matches now.
+             */
+            count: number;
+            /** Format: uuid */
+            segment_id: string;
+        };
         /**
          * @description Ascending (the default) or descending.
          * @enum {string}
@@ -1862,10 +2039,12 @@ export interface components {
         Status: "active" | "archived";
         Store: {
             allowed_origins: string[];
+            /** @description The consent ledger keeps full IP addresses (else /24 for IPv4, /48 for IPv6). */
+            consent_full_ip: boolean;
             /** Format: int64 */
             created_at: number;
-            from_email?: string | null;
-            from_name?: string | null;
+            from_email: string | null;
+            from_name: string | null;
             /** Format: uuid */
             id: string;
             name: string;
@@ -1873,8 +2052,12 @@ export interface components {
             updated_at: number;
         };
         SubscribeRequest: {
+            /** Format: uri */
             cancel_url?: string | null;
-            /** @description Required for double opt-in audiences: the storefront page that POSTs the token to `/audiences/confirm`. */
+            /**
+             * Format: uri
+             * @description Required for double opt-in audiences: the storefront page that POSTs the token to `/audiences/confirm`.
+             */
             confirm_url?: string | null;
             /**
              * @description The wording the shopper agreed to (the sign-up form's text, at most 10,000 characters):
@@ -1884,14 +2067,15 @@ export interface components {
             price_id?: string | null;
             /** Format: uuid */
             profile_id: string;
+            /** Format: uri */
             success_url?: string | null;
         };
         SubscribeResponse: {
-            checkout_url?: string | null;
+            checkout_url?: string;
             subscription: components["schemas"]["SubscriptionView"];
         };
         SubscriberView: {
-            email?: string | null;
+            email: string | null;
             /** Format: uuid */
             profile_id: string;
             source: components["schemas"]["SubscriptionSource"];
@@ -1903,26 +2087,26 @@ export interface components {
             /** Format: uuid */
             audience_id: string;
             /** Format: int64 */
-            cancelled_at?: number | null;
+            cancelled_at: number | null;
             /** Format: int64 */
-            confirmed_at?: number | null;
+            confirmed_at: number | null;
             /** Format: int64 */
             created_at: number;
             /** Format: int64 */
-            end_date?: number | null;
+            end_date: number | null;
             /** Format: uuid */
             id: string;
             /**
              * @description `{provider: {type, customer_id, subscription_id, price_id, checkout_session_id}}` for paid
              *     subscriptions; the Stripe customer and subscription ids arrive with the checkout webhook.
              */
-            payment?: Record<string, never> | null;
-            price_id?: string | null;
+            payment: Record<string, never> | null;
+            price_id: string | null;
             /** Format: uuid */
             profile_id: string;
             source: components["schemas"]["SubscriptionSource"];
             /** Format: int64 */
-            start_date?: number | null;
+            start_date: number | null;
             status: components["schemas"]["SubscriptionStatus"];
             /** Format: uuid */
             store_id: string;
@@ -1963,7 +2147,7 @@ export interface components {
             id: string;
             key: string;
             /** Format: uuid */
-            parent_id?: string | null;
+            parent_id: string | null;
             schema: components["schemas"]["FieldDef"][];
             status: components["schemas"]["Status"];
             /** Format: uuid */
@@ -1974,6 +2158,12 @@ export interface components {
         /** @description A profile's values for one taxonomy. */
         TaxonomyEntry: {
             fields: components["schemas"]["EntryField"][];
+            /** Format: uuid */
+            taxonomy_id: string;
+        };
+        /** @description A profile's values for one taxonomy. */
+        TaxonomyEntryInput: {
+            fields: components["schemas"]["EntryFieldInput"][];
             /** Format: uuid */
             taxonomy_id: string;
         };
@@ -1997,23 +2187,38 @@ export interface components {
             key?: string | null;
             name?: string | null;
             /** @description Paid audiences only. */
-            prices?: components["schemas"]["Price"][] | null;
+            prices?: components["schemas"]["PriceInput"][] | null;
             status?: components["schemas"]["Status"] | null;
-            type?: components["schemas"]["AudienceType"] | null;
+            type?: components["schemas"]["AudienceTypeInput"] | null;
         };
         /**
          * @description Absent fields stay. `taxonomies` replaces all entries. A changed email is no longer verified;
          *     `email: null` removes it.
          */
         UpdateProfile: {
+            /** Format: email */
             email?: string | null;
             status?: components["schemas"]["Status"] | null;
-            taxonomies?: components["schemas"]["TaxonomyEntry"][] | null;
+            taxonomies?: components["schemas"]["TaxonomyEntryInput"][] | null;
+        };
+        /** @description Absent fields stay; `null` clears a filter. */
+        UpdateSegment: {
+            key?: string | null;
+            name?: string | null;
+            query?: string | null;
+            status?: components["schemas"]["Status"] | null;
+            taxonomy_query?: string | null;
         };
         /** @description Settings to change; absent fields stay, `null` clears `from_email` / `from_name`. */
         UpdateStore: {
             /** @description Browser origins, `https://shop.example.com`. */
             allowed_origins?: string[] | null;
+            /**
+             * @description Keep subscribers' full IP addresses in the consent ledger (default false: /24 for IPv4,
+             *     /48 for IPv6).
+             */
+            consent_full_ip?: boolean | null;
+            /** Format: email */
             from_email?: string | null;
             from_name?: string | null;
             name?: string | null;
@@ -2023,17 +2228,17 @@ export interface components {
             key?: string | null;
             /** Format: uuid */
             parent_id?: string | null;
-            schema?: components["schemas"]["FieldDef"][] | null;
+            schema?: components["schemas"]["FieldDefInput"][] | null;
             status?: components["schemas"]["Status"] | null;
         };
         /** @description Absent fields stay; `null` clears an optional field. */
         UpdateTemplate: {
             body?: string | null;
-            from_email?: string | null;
-            from_name?: string | null;
+            from_email?: ((string | unknown | unknown) | null) | unknown | unknown;
+            from_name?: ((string | unknown | unknown) | null) | unknown | unknown;
             key?: string | null;
             preheader?: string | null;
-            reply_to?: string | null;
+            reply_to?: ((string | unknown | unknown) | null) | unknown | unknown;
             status?: components["schemas"]["Status"] | null;
             subject?: string | null;
             text_body?: string | null;
@@ -2044,8 +2249,9 @@ export interface components {
          */
         UpdateWebhook: {
             description?: string | null;
-            events?: string[] | null;
+            events?: components["schemas"]["EventFilter"][] | null;
             status?: components["schemas"]["EndpointStatus"] | null;
+            /** Format: uri */
             url?: string | null;
         };
         /** @description A magic code, without the code. */
@@ -2063,27 +2269,28 @@ export interface components {
         VerifyRequest: {
             /** @description The 6-digit code from the mail. */
             code: string;
+            /** Format: email */
             email: string;
         };
         /** @description A webhook endpoint. Its signing secret is shown only by create and rotate-secret. */
         Webhook: {
             /** Format: int64 */
             created_at: number;
-            description?: string | null;
+            description: string | null;
             /** @description Event types, or `"*"`. */
             events: string[];
             /**
              * Format: int64
              * @description Since when every attempt has failed (none while it delivers); 5 days of it disable it.
              */
-            failing_since?: number | null;
+            failing_since: number | null;
             /** Format: uuid */
             id: string;
             /**
              * Format: int64
              * @description Until then the previous secret signs too (24 h after a rotation).
              */
-            previous_secret_until?: number | null;
+            previous_secret_until: number | null;
             status: components["schemas"]["EndpointStatus"];
             /** Format: int64 */
             updated_at: number;
@@ -2103,7 +2310,14 @@ export interface components {
     responses: never;
     parameters: never;
     requestBodies: never;
-    headers: never;
+    headers: {
+        /** @description The request's id: the one the client sent in `x-request-id`, or a new UUIDv7. Quote it when reporting a problem; the server logs under it. */
+        RequestId: string;
+        /** @description Seconds to wait before trying again (also `retry_after` in the body). */
+        RetryAfter: number;
+        /** @description `Bearer`: the route wants a bearer credential. */
+        WwwAuthenticate: "Bearer";
+    };
     pathItems: never;
 }
 export type $defs = Record<string, never>;
@@ -2120,9 +2334,15 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "status": "text"
+                     *     }
+                     */
                     "application/json": components["schemas"]["Health"];
                 };
             };
@@ -2140,6 +2360,7 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2160,15 +2381,22 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "status": "text"
+                     *     }
+                     */
                     "application/json": components["schemas"]["Health"];
                 };
             };
             /** @description not available now: the database is unreachable, or concurrent changes kept winning; retry: database unreachable */
             503: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2194,6 +2422,12 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "email": "ann@example.com",
+                 *       "password": "correct horse battery staple"
+                 *     }
+                 */
                 "application/json": components["schemas"]["LoginRequest"];
             };
         };
@@ -2201,15 +2435,29 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "access_expires_at": 1764000000,
+                     *       "access_token": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIwMTkyZjRhMSJ9.c2lnbmF0dXJl",
+                     *       "account_id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "created_at": 1764000000,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "refresh_expires_at": 1764000000,
+                     *       "refresh_token": "Yq3v9x0b4n8s2k7d1f6h5j0l3p9r2t4w8z1c6e0g5i7",
+                     *       "token_type": "Bearer"
+                     *     }
+                     */
                     "application/json": components["schemas"]["AccountToken"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2227,6 +2475,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`): invalid_credentials */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2244,6 +2494,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2261,6 +2512,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2278,6 +2530,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2301,6 +2554,8 @@ export interface operations {
             /** @description too many requests: wait `retry_after` seconds (also in `Retry-After`): rate_limited; `retry_after` seconds, also in `Retry-After` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["RetryAfter"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2330,15 +2585,23 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "logged_out": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["LoggedOut"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2356,6 +2619,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2384,15 +2648,43 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "account": {
+                     *         "created_at": 1764000000,
+                     *         "email": "bob@example.com",
+                     *         "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *         "updated_at": 1764000000
+                     *       },
+                     *       "stores": [
+                     *         {
+                     *           "allowed_origins": [
+                     *             "text"
+                     *           ],
+                     *           "consent_full_ip": true,
+                     *           "created_at": 1764000000,
+                     *           "from_email": "news@shop.example",
+                     *           "from_name": "Weekly news",
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "name": "Weekly news",
+                     *           "role": "owner",
+                     *           "updated_at": 1764000000
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Me"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2410,6 +2702,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2435,6 +2728,11 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "refresh_token": "Yq3v9x0b4n8s2k7d1f6h5j0l3p9r2t4w8z1c6e0g5i7"
+                 *     }
+                 */
                 "application/json": components["schemas"]["RefreshRequest"];
             };
         };
@@ -2442,15 +2740,29 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "access_expires_at": 1764000000,
+                     *       "access_token": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIwMTkyZjRhMSJ9.c2lnbmF0dXJl",
+                     *       "account_id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "created_at": 1764000000,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "refresh_expires_at": 1764000000,
+                     *       "refresh_token": "Yq3v9x0b4n8s2k7d1f6h5j0l3p9r2t4w8z1c6e0g5i7",
+                     *       "token_type": "Bearer"
+                     *     }
+                     */
                     "application/json": components["schemas"]["AccountToken"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2468,6 +2780,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`): invalid_refresh_token or refresh_token_reused */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2485,6 +2799,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2502,6 +2817,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2519,6 +2835,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2554,6 +2871,7 @@ export interface operations {
         /** @description a Stripe event, verbatim */
         requestBody: {
             content: {
+                /** @example {} */
                 "application/json": Record<string, never>;
             };
         };
@@ -2561,15 +2879,23 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "duplicate": true,
+                     *       "received": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["WebhookAck"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired: invalid_signature, timestamp_out_of_tolerance, invalid_json or invalid_event */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2587,6 +2913,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2604,6 +2931,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2621,6 +2949,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2644,6 +2973,7 @@ export interface operations {
             /** @description not available now: the database is unreachable, or concurrent changes kept winning; retry: payments_not_configured */
             503: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2677,15 +3007,38 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "cursor": null,
+                     *       "items": [
+                     *         {
+                     *           "allowed_origins": [
+                     *             "text"
+                     *           ],
+                     *           "consent_full_ip": true,
+                     *           "created_at": 1764000000,
+                     *           "from_email": "news@shop.example",
+                     *           "from_name": "Weekly news",
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "name": "Weekly news",
+                     *           "role": "owner",
+                     *           "updated_at": 1764000000
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Paged_MemberStore"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2703,6 +3056,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2720,6 +3074,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2751,6 +3106,11 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "name": "Ann's shop"
+                 *     }
+                 */
                 "application/json": components["schemas"]["CreateStore"];
             };
         };
@@ -2758,15 +3118,31 @@ export interface operations {
             /** @description created */
             201: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "allowed_origins": [
+                     *         "text"
+                     *       ],
+                     *       "consent_full_ip": true,
+                     *       "created_at": 1764000000,
+                     *       "from_email": "news@shop.example",
+                     *       "from_name": "Weekly news",
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "name": "Weekly news",
+                     *       "updated_at": 1764000000
+                     *     }
+                     */
                     "application/json": components["schemas"]["Store"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2784,6 +3160,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2801,6 +3179,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2818,6 +3197,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2835,6 +3215,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2852,6 +3233,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2888,15 +3270,32 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "allowed_origins": [
+                     *         "text"
+                     *       ],
+                     *       "consent_full_ip": true,
+                     *       "created_at": 1764000000,
+                     *       "from_email": "news@shop.example",
+                     *       "from_name": "Weekly news",
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "name": "Weekly news",
+                     *       "updated_at": 1764000000
+                     *     }
+                     */
                     "application/json": components["schemas"]["Store"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2914,6 +3313,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2931,6 +3331,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2958,6 +3359,16 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "allowed_origins": [
+                 *         "https://shop.example",
+                 *         "https://*.shop.example"
+                 *       ],
+                 *       "from_email": "news@shop.example",
+                 *       "from_name": "Ann's shop"
+                 *     }
+                 */
                 "application/json": components["schemas"]["UpdateStore"];
             };
         };
@@ -2965,15 +3376,31 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "allowed_origins": [
+                     *         "text"
+                     *       ],
+                     *       "consent_full_ip": true,
+                     *       "created_at": 1764000000,
+                     *       "from_email": "news@shop.example",
+                     *       "from_name": "Weekly news",
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "name": "Weekly news",
+                     *       "updated_at": 1764000000
+                     *     }
+                     */
                     "application/json": components["schemas"]["Store"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2991,6 +3418,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3008,6 +3437,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3025,6 +3455,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3042,6 +3473,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3059,6 +3491,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3076,6 +3509,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3117,15 +3551,33 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "cursor": null,
+                     *       "items": [
+                     *         {
+                     *           "created_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "last_used_at": 1764000000,
+                     *           "name": "Weekly news",
+                     *           "prefix": "sk_Xq3v9",
+                     *           "revoked_at": 1764000000
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Paged_ApiKey"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3143,6 +3595,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3160,6 +3613,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3169,6 +3623,30 @@ export interface operations {
                      *       "message": "profile not found",
                      *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
                      *       "status_code": 404
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a field is missing, unknown or invalid; `validation_errors` names each */
+            422: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "validation_failed",
+                     *       "message": "email: invalid_email",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 422,
+                     *       "validation_errors": [
+                     *         {
+                     *           "error": "invalid_email",
+                     *           "field": "email"
+                     *         }
+                     *       ]
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorBody"];
@@ -3187,6 +3665,11 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "name": "backend"
+                 *     }
+                 */
                 "application/json": components["schemas"]["CreateApiKey"];
             };
         };
@@ -3194,15 +3677,26 @@ export interface operations {
             /** @description created */
             201: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "created_at": 1764000000,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "key": "news",
+                     *       "name": "Weekly news",
+                     *       "prefix": "sk_Xq3v9"
+                     *     }
+                     */
                     "application/json": components["schemas"]["CreatedApiKey"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3220,6 +3714,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3237,6 +3733,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3254,6 +3751,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3271,6 +3769,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3288,6 +3787,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3305,6 +3805,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3342,15 +3843,23 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "deleted": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["Deleted"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3368,6 +3877,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3385,6 +3895,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3423,15 +3934,39 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "cursor": null,
+                     *       "items": [
+                     *         {
+                     *           "confirm_template_id": "0192f4a1-a2b3-7e44-9f10-2c3d4e5f6a7b",
+                     *           "created_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "key": "news",
+                     *           "name": "Weekly news",
+                     *           "status": "active",
+                     *           "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *           "subscriber_count": 3,
+                     *           "type": {
+                     *             "type": "standard"
+                     *           },
+                     *           "updated_at": 1764000000
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Paged_Audience"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3449,6 +3984,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3466,6 +4002,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3483,6 +4020,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3516,6 +4054,13 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "confirm_template_id": "0192f4a1-a2b3-7e44-9f10-2c3d4e5f6a7b",
+                 *       "key": "news",
+                 *       "name": "Weekly news"
+                 *     }
+                 */
                 "application/json": components["schemas"]["CreateAudience"];
             };
         };
@@ -3523,15 +4068,33 @@ export interface operations {
             /** @description created */
             201: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "confirm_template_id": "0192f4a1-a2b3-7e44-9f10-2c3d4e5f6a7b",
+                     *       "created_at": 1764000000,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "key": "news",
+                     *       "name": "Weekly news",
+                     *       "status": "active",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "subscriber_count": 3,
+                     *       "type": {
+                     *         "type": "standard"
+                     *       },
+                     *       "updated_at": 1764000000
+                     *     }
+                     */
                     "application/json": components["schemas"]["Audience"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3549,6 +4112,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3566,6 +4131,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3583,6 +4149,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3600,6 +4167,7 @@ export interface operations {
             /** @description the request conflicts with the stored state: key_taken */
             409: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3617,6 +4185,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3634,6 +4203,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3651,6 +4221,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each: invalid key, prices or unknown template */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3673,7 +4244,7 @@ export interface operations {
             };
         };
     };
-    confirm_page: {
+    audiences_confirmPage: {
         parameters: {
             query?: {
                 token?: string;
@@ -3689,6 +4260,7 @@ export interface operations {
             /** @description the page */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3698,10 +4270,35 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way): the page for an unknown, used or expired link */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
                     "text/html": string;
+                };
+            };
+            /** @description a field is missing, unknown or invalid; `validation_errors` names each */
+            422: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "validation_failed",
+                     *       "message": "email: invalid_email",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 422,
+                     *       "validation_errors": [
+                     *         {
+                     *           "error": "invalid_email",
+                     *           "field": "email"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
         };
@@ -3717,6 +4314,11 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "token": "AZLyoXo0fPqW3mJ8vK2nR5tY7uI9oP1aS4dF6gH8jK0"
+                 *     }
+                 */
                 "application/json": components["schemas"]["TokenRequest"];
                 "application/x-www-form-urlencoded": components["schemas"]["TokenRequest"];
             };
@@ -3725,15 +4327,38 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "confirmed": true,
+                     *       "subscription": {
+                     *         "audience_id": "0192f4a1-d8e9-7fa0-b1c2-d3e4f5a6b7c8",
+                     *         "cancelled_at": null,
+                     *         "confirmed_at": 1764000000,
+                     *         "created_at": 1764000000,
+                     *         "end_date": null,
+                     *         "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *         "payment": null,
+                     *         "price_id": null,
+                     *         "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d",
+                     *         "source": "signup",
+                     *         "start_date": 1764000000,
+                     *         "status": "pending",
+                     *         "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *         "updated_at": 1764000000
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["Confirmed"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired: invalid_token */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3751,6 +4376,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3768,6 +4394,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3785,6 +4412,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3802,6 +4430,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3824,7 +4453,7 @@ export interface operations {
             };
         };
     };
-    unsubscribe_page: {
+    audiences_unsubscribePage: {
         parameters: {
             query?: {
                 token?: string;
@@ -3840,6 +4469,7 @@ export interface operations {
             /** @description the page */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3849,10 +4479,35 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way): the page for a link that is not valid */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
                     "text/html": string;
+                };
+            };
+            /** @description a field is missing, unknown or invalid; `validation_errors` names each */
+            422: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "validation_failed",
+                     *       "message": "email: invalid_email",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 422,
+                     *       "validation_errors": [
+                     *         {
+                     *           "error": "invalid_email",
+                     *           "field": "email"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
         };
@@ -3871,6 +4526,11 @@ export interface operations {
         /** @description The token, unless it is in the query string. Mail clients send the RFC 8058 form. */
         requestBody?: {
             content: {
+                /**
+                 * @example {
+                 *       "token": "AZLyoXo0fPqW3mJ8vK2nR5tY7uI9oP1aS4dF6gH8jK0"
+                 *     }
+                 */
                 "application/json": components["schemas"]["TokenRequest"];
                 "application/x-www-form-urlencoded": components["schemas"]["OneClickForm"];
             };
@@ -3879,15 +4539,38 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "subscription": {
+                     *         "audience_id": "0192f4a1-d8e9-7fa0-b1c2-d3e4f5a6b7c8",
+                     *         "cancelled_at": null,
+                     *         "confirmed_at": 1764000000,
+                     *         "created_at": 1764000000,
+                     *         "end_date": null,
+                     *         "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *         "payment": null,
+                     *         "price_id": null,
+                     *         "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d",
+                     *         "source": "signup",
+                     *         "start_date": 1764000000,
+                     *         "status": "pending",
+                     *         "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *         "updated_at": 1764000000
+                     *       },
+                     *       "unsubscribed": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["Unsubscribed"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired: invalid_token */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3905,6 +4588,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3922,6 +4606,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3939,6 +4624,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3956,6 +4642,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3994,15 +4681,70 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "confirm_template_id": "0192f4a1-a2b3-7e44-9f10-2c3d4e5f6a7b",
+                     *       "created_at": 1764000000,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "key": "news",
+                     *       "name": "Weekly news",
+                     *       "status": "active",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "subscriber_count": 3,
+                     *       "type": {
+                     *         "type": "standard"
+                     *       },
+                     *       "updated_at": 1764000000
+                     *     }
+                     */
                     "application/json": components["schemas"]["Audience"];
+                };
+            };
+            /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
+            401: {
+                headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unauthorized",
+                     *       "message": "the bearer token is invalid, expired or revoked",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 401
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
+            403: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "forbidden",
+                     *       "message": "this route needs an account token",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 403
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4032,6 +4774,11 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "name": "The weekly news"
+                 *     }
+                 */
                 "application/json": components["schemas"]["UpdateAudience"];
             };
         };
@@ -4039,15 +4786,33 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "confirm_template_id": "0192f4a1-a2b3-7e44-9f10-2c3d4e5f6a7b",
+                     *       "created_at": 1764000000,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "key": "news",
+                     *       "name": "Weekly news",
+                     *       "status": "active",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "subscriber_count": 3,
+                     *       "type": {
+                     *         "type": "standard"
+                     *       },
+                     *       "updated_at": 1764000000
+                     *     }
+                     */
                     "application/json": components["schemas"]["Audience"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4065,6 +4830,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4082,6 +4849,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4099,6 +4867,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4116,6 +4885,7 @@ export interface operations {
             /** @description the request conflicts with the stored state */
             409: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4133,6 +4903,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4150,6 +4921,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4167,6 +4939,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each: type_immutable, ... */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4205,15 +4978,23 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "has_access": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["AccessResponse"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4231,6 +5012,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4248,6 +5030,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4277,6 +5060,12 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "confirm_url": "https://shop.example/newsletter/confirm",
+                 *       "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d"
+                 *     }
+                 */
                 "application/json": components["schemas"]["SubscribeRequest"];
             };
         };
@@ -4284,24 +5073,69 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "checkout_url": "https://checkout.stripe.com/c/pay/cs_test_a1b2c3",
+                     *       "subscription": {
+                     *         "audience_id": "0192f4a1-d8e9-7fa0-b1c2-d3e4f5a6b7c8",
+                     *         "cancelled_at": null,
+                     *         "confirmed_at": 1764000000,
+                     *         "created_at": 1764000000,
+                     *         "end_date": null,
+                     *         "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *         "payment": null,
+                     *         "price_id": null,
+                     *         "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d",
+                     *         "source": "signup",
+                     *         "start_date": 1764000000,
+                     *         "status": "pending",
+                     *         "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *         "updated_at": 1764000000
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["SubscribeResponse"];
                 };
             };
             /** @description created */
             201: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "checkout_url": "https://checkout.stripe.com/c/pay/cs_test_a1b2c3",
+                     *       "subscription": {
+                     *         "audience_id": "0192f4a1-d8e9-7fa0-b1c2-d3e4f5a6b7c8",
+                     *         "cancelled_at": null,
+                     *         "confirmed_at": 1764000000,
+                     *         "created_at": 1764000000,
+                     *         "end_date": null,
+                     *         "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *         "payment": null,
+                     *         "price_id": null,
+                     *         "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d",
+                     *         "source": "signup",
+                     *         "start_date": 1764000000,
+                     *         "status": "pending",
+                     *         "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *         "updated_at": 1764000000
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["SubscribeResponse"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4319,6 +5153,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4336,6 +5172,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4353,6 +5190,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4370,6 +5208,7 @@ export interface operations {
             /** @description the request conflicts with the stored state: audience_archived */
             409: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4387,6 +5226,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4404,6 +5244,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4421,6 +5262,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each: unknown_price, price_not_on_stripe, required, invalid_url, origin_not_allowed */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4444,6 +5286,8 @@ export interface operations {
             /** @description too many requests: wait `retry_after` seconds (also in `Retry-After`): rate_limited: too many confirmation mails to this address today */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["RetryAfter"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4462,6 +5306,7 @@ export interface operations {
             /** @description the payment provider failed or timed out; nothing was stored: payment_provider_error: Stripe failed or timed out */
             502: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4479,6 +5324,7 @@ export interface operations {
             /** @description not available now: the database is unreachable, or concurrent changes kept winning; retry: payments_not_configured */
             503: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4515,15 +5361,32 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "cursor": null,
+                     *       "items": [
+                     *         {
+                     *           "email": "bob@example.com",
+                     *           "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d",
+                     *           "source": "signup",
+                     *           "status": "pending",
+                     *           "subscribed_at": 1764000000
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Paged_SubscriberView"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4541,6 +5404,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4558,6 +5422,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4575,6 +5440,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4610,6 +5476,11 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d"
+                 *     }
+                 */
                 "application/json": components["schemas"]["AddSubscriber"];
             };
         };
@@ -4617,15 +5488,29 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "skipped": true,
+                     *       "subscriber": {
+                     *         "email": "bob@example.com",
+                     *         "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d",
+                     *         "source": "signup",
+                     *         "status": "pending",
+                     *         "subscribed_at": 1764000000
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["AddSubscriberResponse"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4643,6 +5528,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4660,6 +5547,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4677,6 +5565,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4694,6 +5583,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4711,6 +5601,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4728,6 +5619,116 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "validation_failed",
+                     *       "message": "email: invalid_email",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 422,
+                     *       "validation_errors": [
+                     *         {
+                     *           "error": "invalid_email",
+                     *           "field": "email"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    audiences_exportSubscribers: {
+        parameters: {
+            query?: {
+                /** @description `ndjson` (default) or `csv`. */
+                format?: components["schemas"]["ExportFormat"];
+                status?: components["schemas"]["SubscriptionStatus"];
+            };
+            header?: never;
+            path: {
+                storeId: string;
+                /** @description id or key */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description the rows */
+            200: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/x-ndjson": string;
+                    "text/csv": string;
+                };
+            };
+            /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
+            401: {
+                headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unauthorized",
+                     *       "message": "the bearer token is invalid, expired or revoked",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 401
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
+            403: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "forbidden",
+                     *       "message": "this route needs an account token",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 403
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no such store or record (a record of another store is reported the same way) */
+            404: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "not_found",
+                     *       "message": "profile not found",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 404
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a field is missing, unknown or invalid; `validation_errors` names each */
+            422: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4767,15 +5768,23 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "deleted": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["Deleted"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4793,6 +5802,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4810,6 +5820,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4845,15 +5856,40 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "cursor": null,
+                     *       "items": [
+                     *         {
+                     *           "body": "text",
+                     *           "created_at": 1764000000,
+                     *           "from_email": "news@shop.example",
+                     *           "from_name": "Weekly news",
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "key": "news",
+                     *           "preheader": "text",
+                     *           "reply_to": "news@shop.example",
+                     *           "status": "active",
+                     *           "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *           "subject": "Confirm your subscription to Weekly news",
+                     *           "text_body": "text",
+                     *           "updated_at": 1764000000
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Paged_EmailTemplate"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4871,6 +5907,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4888,6 +5925,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4897,6 +5935,30 @@ export interface operations {
                      *       "message": "profile not found",
                      *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
                      *       "status_code": 404
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a field is missing, unknown or invalid; `validation_errors` names each */
+            422: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "validation_failed",
+                     *       "message": "email: invalid_email",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 422,
+                     *       "validation_errors": [
+                     *         {
+                     *           "error": "invalid_email",
+                     *           "field": "email"
+                     *         }
+                     *       ]
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorBody"];
@@ -4915,6 +5977,13 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "body": "<p>Hi {{ email }},</p><p><a href=\"{{ confirm_url }}\">Yes, subscribe me</a></p><p><a href=\"{{ unsubscribe_url }}\">Unsubscribe</a> - {{ store_name }}</p>",
+                 *       "key": "newsletter-confirm",
+                 *       "subject": "Confirm your subscription to {{ audience_name }}"
+                 *     }
+                 */
                 "application/json": components["schemas"]["CreateTemplate"];
             };
         };
@@ -4922,15 +5991,34 @@ export interface operations {
             /** @description created */
             201: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "body": "text",
+                     *       "created_at": 1764000000,
+                     *       "from_email": "news@shop.example",
+                     *       "from_name": "Weekly news",
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "key": "news",
+                     *       "preheader": "text",
+                     *       "reply_to": "news@shop.example",
+                     *       "status": "active",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "subject": "Confirm your subscription to Weekly news",
+                     *       "text_body": "text",
+                     *       "updated_at": 1764000000
+                     *     }
+                     */
                     "application/json": components["schemas"]["EmailTemplate"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4948,6 +6036,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4965,6 +6055,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4982,6 +6073,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4999,6 +6091,7 @@ export interface operations {
             /** @description the request conflicts with the stored state: key_taken */
             409: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5016,6 +6109,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5033,6 +6127,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5050,6 +6145,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each: invalid field, or a part that does not compile (invalid_template) */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5088,15 +6184,35 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "body": "text",
+                     *       "created_at": 1764000000,
+                     *       "from_email": "news@shop.example",
+                     *       "from_name": "Weekly news",
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "key": "news",
+                     *       "preheader": "text",
+                     *       "reply_to": "news@shop.example",
+                     *       "status": "active",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "subject": "Confirm your subscription to Weekly news",
+                     *       "text_body": "text",
+                     *       "updated_at": 1764000000
+                     *     }
+                     */
                     "application/json": components["schemas"]["EmailTemplate"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5114,6 +6230,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5131,6 +6248,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5160,6 +6278,11 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "preheader": "One click and you are in."
+                 *     }
+                 */
                 "application/json": components["schemas"]["UpdateTemplate"];
             };
         };
@@ -5167,15 +6290,34 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "body": "text",
+                     *       "created_at": 1764000000,
+                     *       "from_email": "news@shop.example",
+                     *       "from_name": "Weekly news",
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "key": "news",
+                     *       "preheader": "text",
+                     *       "reply_to": "news@shop.example",
+                     *       "status": "active",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "subject": "Confirm your subscription to Weekly news",
+                     *       "text_body": "text",
+                     *       "updated_at": 1764000000
+                     *     }
+                     */
                     "application/json": components["schemas"]["EmailTemplate"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5193,6 +6335,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5210,6 +6354,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5227,6 +6372,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5244,6 +6390,7 @@ export interface operations {
             /** @description the request conflicts with the stored state: key_taken */
             409: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5261,6 +6408,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5278,6 +6426,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5295,6 +6444,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5333,15 +6483,23 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "deleted": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["Deleted"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5359,6 +6517,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5376,6 +6535,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5405,6 +6565,14 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "vars": {
+                 *         "audience_name": "Weekly news",
+                 *         "email": "bob@example.com"
+                 *       }
+                 *     }
+                 */
                 "application/json": components["schemas"]["PreviewRequest"];
             };
         };
@@ -5412,15 +6580,30 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "html": "text",
+                     *       "subject": "Confirm your subscription to Weekly news",
+                     *       "text": "text",
+                     *       "warnings": [
+                     *         {
+                     *           "message": "email: invalid_email",
+                     *           "variable": "text"
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Preview"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5438,6 +6621,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5455,6 +6640,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5472,6 +6658,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5489,6 +6676,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5506,6 +6694,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5523,6 +6712,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each: the template failed with these variables (render_failed) */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5564,15 +6754,32 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "cursor": null,
+                     *       "items": [
+                     *         {
+                     *           "created_at": 1764000000,
+                     *           "data": {},
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *           "type": "profile.created"
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Paged_Event"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5590,6 +6797,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5607,6 +6815,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5624,12 +6833,448 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each: invalid_types */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
                     /**
                      * @example {
                      *       "error": "invalid_types",
+                     *       "message": "email: invalid_email",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 422,
+                     *       "validation_errors": [
+                     *         {
+                     *           "error": "invalid_email",
+                     *           "field": "email"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    imports_start: {
+        parameters: {
+            query?: {
+                /** @description `csv` or `ndjson`; by default from the Content-Type (`text/csv`, `application/x-ndjson`). */
+                format?: components["schemas"]["ImportFormat"];
+                /** @description Validate and count only; nothing is written. */
+                dry_run?: boolean;
+                /** @description `update` (default) or `skip` a row whose email is a profile already. */
+                on_existing?: components["schemas"]["OnExisting"];
+                /**
+                 * @description CSV only: JSON `{"columns": {"<header>": "email" | "status" | "<taxonomy>.<field>" |
+                 *     "audience:<key>" | "consent_at" | "consent_source" | "ignore"}}` for headers that are
+                 *     not already named so.
+                 */
+                mapping?: string;
+            };
+            header?: never;
+            path: {
+                storeId: string;
+            };
+            cookie?: never;
+        };
+        /** @description The file. */
+        requestBody: {
+            content: {
+                "application/x-ndjson": string;
+                "text/csv": string;
+            };
+        };
+        responses: {
+            /** @description accepted */
+            202: {
+                headers: {
+                    location?: string;
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "bytes_read": 1,
+                     *       "bytes_total": 1,
+                     *       "created": 1,
+                     *       "created_at": 1764000000,
+                     *       "dry_run": true,
+                     *       "error": "text",
+                     *       "errors": [
+                     *         {
+                     *           "column": "text",
+                     *           "error": "text",
+                     *           "row": 1
+                     *         }
+                     *       ],
+                     *       "errors_url": "text",
+                     *       "failed": 1,
+                     *       "finished_at": 1764000000,
+                     *       "format": "csv",
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "on_existing": "update",
+                     *       "progress_percent": 1.5,
+                     *       "rows": 1,
+                     *       "skipped": 1,
+                     *       "status": "running",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "subscribed": 1,
+                     *       "updated": 1
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ImportJob"];
+                };
+            };
+            /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
+            400: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "invalid_json",
+                     *       "message": "the body is not valid JSON: expected value at line 1 column 1",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 400
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
+            401: {
+                headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unauthorized",
+                     *       "message": "the bearer token is invalid, expired or revoked",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 401
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
+            403: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "forbidden",
+                     *       "message": "this route needs an account token",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 403
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no such store or record (a record of another store is reported the same way) */
+            404: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "not_found",
+                     *       "message": "profile not found",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 404
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the body is larger than 1 MiB */
+            413: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "payload_too_large",
+                     *       "message": "the request body is larger than 1 MiB",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 413
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the body is not JSON (`content-type: application/json`) */
+            415: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unsupported_media_type",
+                     *       "message": "send a JSON body with content-type: application/json",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 415
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a field is missing, unknown or invalid; `validation_errors` names each */
+            422: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "validation_failed",
+                     *       "message": "email: invalid_email",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 422,
+                     *       "validation_errors": [
+                     *         {
+                     *           "error": "invalid_email",
+                     *           "field": "email"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    imports_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                storeId: string;
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "bytes_read": 1,
+                     *       "bytes_total": 1,
+                     *       "created": 1,
+                     *       "created_at": 1764000000,
+                     *       "dry_run": true,
+                     *       "error": "text",
+                     *       "errors": [
+                     *         {
+                     *           "column": "text",
+                     *           "error": "text",
+                     *           "row": 1
+                     *         }
+                     *       ],
+                     *       "errors_url": "text",
+                     *       "failed": 1,
+                     *       "finished_at": 1764000000,
+                     *       "format": "csv",
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "on_existing": "update",
+                     *       "progress_percent": 1.5,
+                     *       "rows": 1,
+                     *       "skipped": 1,
+                     *       "status": "running",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "subscribed": 1,
+                     *       "updated": 1
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ImportJob"];
+                };
+            };
+            /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
+            401: {
+                headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unauthorized",
+                     *       "message": "the bearer token is invalid, expired or revoked",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 401
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
+            403: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "forbidden",
+                     *       "message": "this route needs an account token",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 403
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no such store or record (a record of another store is reported the same way) */
+            404: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "not_found",
+                     *       "message": "profile not found",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 404
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    imports_getErrors: {
+        parameters: {
+            query?: {
+                /** @description 1–200, default 50. */
+                limit?: number;
+                /** @description The `cursor` of the previous page. */
+                cursor?: string;
+            };
+            header?: never;
+            path: {
+                storeId: string;
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "cursor": null,
+                     *       "items": [
+                     *         {
+                     *           "column": "text",
+                     *           "error": "text",
+                     *           "row": 1
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Paged_RowError"];
+                };
+            };
+            /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
+            401: {
+                headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unauthorized",
+                     *       "message": "the bearer token is invalid, expired or revoked",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 401
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
+            403: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "forbidden",
+                     *       "message": "this route needs an account token",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 403
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no such store or record (a record of another store is reported the same way) */
+            404: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "not_found",
+                     *       "message": "profile not found",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 404
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a field is missing, unknown or invalid; `validation_errors` names each */
+            422: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "validation_failed",
                      *       "message": "email: invalid_email",
                      *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
                      *       "status_code": 422,
@@ -5664,15 +7309,38 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "cursor": null,
+                     *       "items": [
+                     *         {
+                     *           "attempts": 3,
+                     *           "created_at": 1764000000,
+                     *           "failed_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "kind": "sign_in_code",
+                     *           "last_error": "text",
+                     *           "next_attempt_at": 1764000000,
+                     *           "sent_at": 1764000000,
+                     *           "status": "queued",
+                     *           "subject": "Confirm your subscription to Weekly news",
+                     *           "to": "text"
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Paged_Mail"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5690,6 +7358,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5707,6 +7376,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5724,6 +7394,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5761,15 +7432,33 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "attempts": 3,
+                     *       "created_at": 1764000000,
+                     *       "failed_at": 1764000000,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "kind": "sign_in_code",
+                     *       "last_error": "text",
+                     *       "next_attempt_at": 1764000000,
+                     *       "sent_at": 1764000000,
+                     *       "status": "queued",
+                     *       "subject": "Confirm your subscription to Weekly news",
+                     *       "to": "text"
+                     *     }
+                     */
                     "application/json": components["schemas"]["Mail"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5787,6 +7476,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5804,6 +7494,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5821,6 +7512,7 @@ export interface operations {
             /** @description the request conflicts with the stored state: not_failed */
             409: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5844,6 +7536,7 @@ export interface operations {
                 query?: string;
                 /** @description JSON-encoded `TaxonomyQuery[]`; all filters and fields are AND-ed. */
                 taxonomy_query?: string;
+                /** @description Only profiles of this status; profiles of every status when absent. */
                 status?: components["schemas"]["Status"];
                 /** @description 1–200, default 50. */
                 limit?: number;
@@ -5864,15 +7557,73 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "cursor": null,
+                     *       "items": [
+                     *         {
+                     *           "auth_tokens": [
+                     *             {
+                     *               "created_at": 1764000000,
+                     *               "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *               "is_verified": true,
+                     *               "last_used_at": 1764000000,
+                     *               "refresh_expires_at": 1764000000,
+                     *               "user_agent": "Mozilla/5.0 (X11; Linux x86_64)"
+                     *             }
+                     *           ],
+                     *           "created_at": 1764000000,
+                     *           "email": "bob@example.com",
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "promo_usage": [
+                     *             {
+                     *               "promo_code_id": "text",
+                     *               "uses": 3
+                     *             }
+                     *           ],
+                     *           "status": "active",
+                     *           "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *           "taxonomies": [
+                     *             {
+                     *               "fields": [
+                     *                 {
+                     *                   "key": "news",
+                     *                   "type": "text",
+                     *                   "value": [
+                     *                     "gold"
+                     *                   ]
+                     *                 }
+                     *               ],
+                     *               "taxonomy_id": "0192f4a1-9a01-7c55-8e2d-4b6a1f3c5d7e"
+                     *             }
+                     *           ],
+                     *           "updated_at": 1764000000,
+                     *           "verification_codes": [
+                     *             {
+                     *               "attempts": 3,
+                     *               "created_at": 1764000000,
+                     *               "expires_at": 1764000000,
+                     *               "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *               "used": true
+                     *             }
+                     *           ],
+                     *           "verified": true
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Paged_Profile"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5890,6 +7641,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5907,6 +7659,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5924,6 +7677,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5957,6 +7711,25 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "email": "carol@example.com",
+                 *       "taxonomies": [
+                 *         {
+                 *           "fields": [
+                 *             {
+                 *               "key": "level",
+                 *               "type": "text",
+                 *               "value": [
+                 *                 "gold"
+                 *               ]
+                 *             }
+                 *           ],
+                 *           "taxonomy_id": "0192f4a1-9a01-7c55-8e2d-4b6a1f3c5d7e"
+                 *         }
+                 *       ]
+                 *     }
+                 */
                 "application/json": components["schemas"]["CreateProfile"];
             };
         };
@@ -5964,24 +7737,127 @@ export interface operations {
             /** @description existing profile */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "auth_tokens": [
+                     *         {
+                     *           "created_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "is_verified": true,
+                     *           "last_used_at": 1764000000,
+                     *           "refresh_expires_at": 1764000000,
+                     *           "user_agent": "Mozilla/5.0 (X11; Linux x86_64)"
+                     *         }
+                     *       ],
+                     *       "created_at": 1764000000,
+                     *       "email": "bob@example.com",
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "promo_usage": [
+                     *         {
+                     *           "promo_code_id": "text",
+                     *           "uses": 3
+                     *         }
+                     *       ],
+                     *       "status": "active",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "taxonomies": [
+                     *         {
+                     *           "fields": [
+                     *             {
+                     *               "key": "news",
+                     *               "type": "text",
+                     *               "value": [
+                     *                 "gold"
+                     *               ]
+                     *             }
+                     *           ],
+                     *           "taxonomy_id": "0192f4a1-9a01-7c55-8e2d-4b6a1f3c5d7e"
+                     *         }
+                     *       ],
+                     *       "updated_at": 1764000000,
+                     *       "verification_codes": [
+                     *         {
+                     *           "attempts": 3,
+                     *           "created_at": 1764000000,
+                     *           "expires_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "used": true
+                     *         }
+                     *       ],
+                     *       "verified": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["Profile"];
                 };
             };
             /** @description created */
             201: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "auth_tokens": [
+                     *         {
+                     *           "created_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "is_verified": true,
+                     *           "last_used_at": 1764000000,
+                     *           "refresh_expires_at": 1764000000,
+                     *           "user_agent": "Mozilla/5.0 (X11; Linux x86_64)"
+                     *         }
+                     *       ],
+                     *       "created_at": 1764000000,
+                     *       "email": "bob@example.com",
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "promo_usage": [
+                     *         {
+                     *           "promo_code_id": "text",
+                     *           "uses": 3
+                     *         }
+                     *       ],
+                     *       "status": "active",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "taxonomies": [
+                     *         {
+                     *           "fields": [
+                     *             {
+                     *               "key": "news",
+                     *               "type": "text",
+                     *               "value": [
+                     *                 "gold"
+                     *               ]
+                     *             }
+                     *           ],
+                     *           "taxonomy_id": "0192f4a1-9a01-7c55-8e2d-4b6a1f3c5d7e"
+                     *         }
+                     *       ],
+                     *       "updated_at": 1764000000,
+                     *       "verification_codes": [
+                     *         {
+                     *           "attempts": 3,
+                     *           "created_at": 1764000000,
+                     *           "expires_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "used": true
+                     *         }
+                     *       ],
+                     *       "verified": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["Profile"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5999,6 +7875,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6016,6 +7894,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6033,6 +7912,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6050,6 +7930,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6067,6 +7948,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6084,6 +7966,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6117,6 +8000,11 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "email": "bob@example.com"
+                 *     }
+                 */
                 "application/json": components["schemas"]["EmailRequest"];
             };
         };
@@ -6124,15 +8012,22 @@ export interface operations {
             /** @description accepted */
             202: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "sent": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["CodeSent"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6150,6 +8045,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6167,6 +8063,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6184,6 +8081,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6201,6 +8099,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6224,6 +8123,8 @@ export interface operations {
             /** @description too many requests: wait `retry_after` seconds (also in `Retry-After`): rate_limited; `retry_after` seconds, also in `Retry-After` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["RetryAfter"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6255,15 +8156,23 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "logged_out": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["LoggedOut"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6281,6 +8190,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6298,6 +8208,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6325,6 +8236,11 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "refresh_token": "Yq3v9x0b4n8s2k7d1f6h5j0l3p9r2t4w8z1c6e0g5i7"
+                 *     }
+                 */
                 "application/json": components["schemas"]["RefreshRequest"];
             };
         };
@@ -6332,15 +8248,30 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "access_expires_at": 1764000000,
+                     *       "access_token": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIwMTkyZjRhMSJ9.c2lnbmF0dXJl",
+                     *       "created_at": 1764000000,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "is_verified": true,
+                     *       "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d",
+                     *       "refresh_expires_at": 1764000000,
+                     *       "refresh_token": "Yq3v9x0b4n8s2k7d1f6h5j0l3p9r2t4w8z1c6e0g5i7",
+                     *       "token_type": "Bearer"
+                     *     }
+                     */
                     "application/json": components["schemas"]["AuthToken"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6358,6 +8289,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6375,6 +8308,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6392,6 +8326,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6409,6 +8344,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6426,6 +8362,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6459,6 +8396,12 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "code": "123456",
+                 *       "email": "bob@example.com"
+                 *     }
+                 */
                 "application/json": components["schemas"]["VerifyRequest"];
             };
         };
@@ -6466,15 +8409,30 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "access_expires_at": 1764000000,
+                     *       "access_token": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIwMTkyZjRhMSJ9.c2lnbmF0dXJl",
+                     *       "created_at": 1764000000,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "is_verified": true,
+                     *       "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d",
+                     *       "refresh_expires_at": 1764000000,
+                     *       "refresh_token": "Yq3v9x0b4n8s2k7d1f6h5j0l3p9r2t4w8z1c6e0g5i7",
+                     *       "token_type": "Bearer"
+                     *     }
+                     */
                     "application/json": components["schemas"]["AuthToken"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6492,6 +8450,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`): invalid_code */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6506,9 +8466,28 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
+            403: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "forbidden",
+                     *       "message": "this route needs an account token",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 403
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6526,6 +8505,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6543,6 +8523,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6560,6 +8541,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6593,6 +8575,11 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "email": "bob@example.com"
+                 *     }
+                 */
                 "application/json": components["schemas"]["EmailRequest"];
             };
         };
@@ -6600,15 +8587,30 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "access_expires_at": 1764000000,
+                     *       "access_token": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIwMTkyZjRhMSJ9.c2lnbmF0dXJl",
+                     *       "created_at": 1764000000,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "is_verified": true,
+                     *       "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d",
+                     *       "refresh_expires_at": 1764000000,
+                     *       "refresh_token": "Yq3v9x0b4n8s2k7d1f6h5j0l3p9r2t4w8z1c6e0g5i7",
+                     *       "token_type": "Bearer"
+                     *     }
+                     */
                     "application/json": components["schemas"]["AuthToken"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6626,6 +8628,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6640,9 +8644,28 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
+            403: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "forbidden",
+                     *       "message": "this route needs an account token",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 403
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6660,6 +8683,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6677,6 +8701,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6694,6 +8719,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6717,6 +8743,8 @@ export interface operations {
             /** @description too many requests: wait `retry_after` seconds (also in `Retry-After`): rate_limited; `retry_after` seconds, also in `Retry-After` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["RetryAfter"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6727,6 +8755,118 @@ export interface operations {
                      *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
                      *       "retry_after": 42,
                      *       "status_code": 429
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    profiles_exportMany: {
+        parameters: {
+            query?: {
+                /** @description `ndjson` (default) or `csv`. */
+                format?: components["schemas"]["ExportFormat"];
+                query?: string;
+                /** @description JSON-encoded `TaxonomyQuery[]`. */
+                taxonomy_query?: string;
+                status?: components["schemas"]["Status"];
+                /** @description A segment's id or key; its filters are used (422 `conflicts_with_filters` with others). */
+                segment?: string;
+            };
+            header?: never;
+            path: {
+                storeId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description the rows */
+            200: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/x-ndjson": string;
+                    "text/csv": string;
+                };
+            };
+            /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
+            401: {
+                headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unauthorized",
+                     *       "message": "the bearer token is invalid, expired or revoked",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 401
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
+            403: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "forbidden",
+                     *       "message": "this route needs an account token",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 403
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no such store or record (a record of another store is reported the same way): unknown segment */
+            404: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "not_found",
+                     *       "message": "profile not found",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 404
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a field is missing, unknown or invalid; `validation_errors` names each */
+            422: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "validation_failed",
+                     *       "message": "email: invalid_email",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 422,
+                     *       "validation_errors": [
+                     *         {
+                     *           "error": "invalid_email",
+                     *           "field": "email"
+                     *         }
+                     *       ]
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorBody"];
@@ -6748,15 +8888,30 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "access_expires_at": 1764000000,
+                     *       "access_token": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIwMTkyZjRhMSJ9.c2lnbmF0dXJl",
+                     *       "created_at": 1764000000,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "is_verified": true,
+                     *       "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d",
+                     *       "refresh_expires_at": 1764000000,
+                     *       "refresh_token": "Yq3v9x0b4n8s2k7d1f6h5j0l3p9r2t4w8z1c6e0g5i7",
+                     *       "token_type": "Bearer"
+                     *     }
+                     */
                     "application/json": components["schemas"]["AuthToken"];
                 };
             };
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6774,6 +8929,8 @@ export interface operations {
             /** @description too many requests: wait `retry_after` seconds (also in `Retry-After`): rate_limited; `retry_after` seconds, also in `Retry-After` */
             429: {
                 headers: {
+                    "Retry-After": components["headers"]["RetryAfter"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6805,15 +8962,68 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "auth_tokens": [
+                     *         {
+                     *           "created_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "is_verified": true,
+                     *           "last_used_at": 1764000000,
+                     *           "refresh_expires_at": 1764000000,
+                     *           "user_agent": "Mozilla/5.0 (X11; Linux x86_64)"
+                     *         }
+                     *       ],
+                     *       "created_at": 1764000000,
+                     *       "email": "bob@example.com",
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "promo_usage": [
+                     *         {
+                     *           "promo_code_id": "text",
+                     *           "uses": 3
+                     *         }
+                     *       ],
+                     *       "status": "active",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "taxonomies": [
+                     *         {
+                     *           "fields": [
+                     *             {
+                     *               "key": "news",
+                     *               "type": "text",
+                     *               "value": [
+                     *                 "gold"
+                     *               ]
+                     *             }
+                     *           ],
+                     *           "taxonomy_id": "0192f4a1-9a01-7c55-8e2d-4b6a1f3c5d7e"
+                     *         }
+                     *       ],
+                     *       "updated_at": 1764000000,
+                     *       "verification_codes": [
+                     *         {
+                     *           "attempts": 3,
+                     *           "created_at": 1764000000,
+                     *           "expires_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "used": true
+                     *         }
+                     *       ],
+                     *       "verified": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["Profile"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6831,6 +9041,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6848,6 +9059,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6879,15 +9091,68 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "auth_tokens": [
+                     *         {
+                     *           "created_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "is_verified": true,
+                     *           "last_used_at": 1764000000,
+                     *           "refresh_expires_at": 1764000000,
+                     *           "user_agent": "Mozilla/5.0 (X11; Linux x86_64)"
+                     *         }
+                     *       ],
+                     *       "created_at": 1764000000,
+                     *       "email": "bob@example.com",
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "promo_usage": [
+                     *         {
+                     *           "promo_code_id": "text",
+                     *           "uses": 3
+                     *         }
+                     *       ],
+                     *       "status": "active",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "taxonomies": [
+                     *         {
+                     *           "fields": [
+                     *             {
+                     *               "key": "news",
+                     *               "type": "text",
+                     *               "value": [
+                     *                 "gold"
+                     *               ]
+                     *             }
+                     *           ],
+                     *           "taxonomy_id": "0192f4a1-9a01-7c55-8e2d-4b6a1f3c5d7e"
+                     *         }
+                     *       ],
+                     *       "updated_at": 1764000000,
+                     *       "verification_codes": [
+                     *         {
+                     *           "attempts": 3,
+                     *           "created_at": 1764000000,
+                     *           "expires_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "used": true
+                     *         }
+                     *       ],
+                     *       "verified": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["Profile"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6905,6 +9170,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6922,6 +9188,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6950,6 +9217,22 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "taxonomies": [
+                 *         {
+                 *           "fields": [
+                 *             {
+                 *               "key": "spend",
+                 *               "type": "number",
+                 *               "value": 120
+                 *             }
+                 *           ],
+                 *           "taxonomy_id": "0192f4a1-9a01-7c55-8e2d-4b6a1f3c5d7e"
+                 *         }
+                 *       ]
+                 *     }
+                 */
                 "application/json": components["schemas"]["UpdateProfile"];
             };
         };
@@ -6957,15 +9240,67 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "auth_tokens": [
+                     *         {
+                     *           "created_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "is_verified": true,
+                     *           "last_used_at": 1764000000,
+                     *           "refresh_expires_at": 1764000000,
+                     *           "user_agent": "Mozilla/5.0 (X11; Linux x86_64)"
+                     *         }
+                     *       ],
+                     *       "created_at": 1764000000,
+                     *       "email": "bob@example.com",
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "promo_usage": [
+                     *         {
+                     *           "promo_code_id": "text",
+                     *           "uses": 3
+                     *         }
+                     *       ],
+                     *       "status": "active",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "taxonomies": [
+                     *         {
+                     *           "fields": [
+                     *             {
+                     *               "key": "news",
+                     *               "type": "text",
+                     *               "value": [
+                     *                 "gold"
+                     *               ]
+                     *             }
+                     *           ],
+                     *           "taxonomy_id": "0192f4a1-9a01-7c55-8e2d-4b6a1f3c5d7e"
+                     *         }
+                     *       ],
+                     *       "updated_at": 1764000000,
+                     *       "verification_codes": [
+                     *         {
+                     *           "attempts": 3,
+                     *           "created_at": 1764000000,
+                     *           "expires_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "used": true
+                     *         }
+                     *       ],
+                     *       "verified": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["Profile"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6983,6 +9318,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7000,6 +9337,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7017,6 +9355,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7034,6 +9373,7 @@ export interface operations {
             /** @description the request conflicts with the stored state: email_taken */
             409: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7051,6 +9391,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7068,6 +9409,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7085,6 +9427,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7122,15 +9465,23 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "deleted": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["Deleted"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7148,6 +9499,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7165,6 +9517,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7181,7 +9534,7 @@ export interface operations {
             };
         };
     };
-    list_consents: {
+    profiles_getConsents: {
         parameters: {
             query?: {
                 /** @description 1–200, default 50. */
@@ -7201,15 +9554,39 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "cursor": null,
+                     *       "items": [
+                     *         {
+                     *           "action": "subscribe",
+                     *           "at": 1764000000,
+                     *           "audience_id": "0192f4a1-d8e9-7fa0-b1c2-d3e4f5a6b7c8",
+                     *           "confirm_mail_id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "ip": "text",
+                     *           "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d",
+                     *           "source": "text",
+                     *           "status_after": "pending",
+                     *           "subscription_id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "user_agent": "Mozilla/5.0 (X11; Linux x86_64)",
+                     *           "wording_hash": "text"
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Paged_Consent"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7227,6 +9604,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7244,6 +9622,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7261,6 +9640,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7298,15 +9678,127 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "consents": [
+                     *         {
+                     *           "action": "subscribe",
+                     *           "at": 1764000000,
+                     *           "audience_id": "0192f4a1-d8e9-7fa0-b1c2-d3e4f5a6b7c8",
+                     *           "confirm_mail_id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "ip": "text",
+                     *           "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d",
+                     *           "source": "text",
+                     *           "status_after": "pending",
+                     *           "subscription_id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "user_agent": "Mozilla/5.0 (X11; Linux x86_64)",
+                     *           "wording_hash": "text"
+                     *         }
+                     *       ],
+                     *       "exported_at": 1764000000,
+                     *       "orders": [
+                     *         {
+                     *           "created_at": 1764000000,
+                     *           "currency": "EUR",
+                     *           "metadata": {},
+                     *           "order_id": "A-1001",
+                     *           "placed_at": 1764000000,
+                     *           "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d",
+                     *           "status": "text",
+                     *           "total": 4990
+                     *         }
+                     *       ],
+                     *       "profile": {
+                     *         "auth_tokens": [
+                     *           {
+                     *             "created_at": 1764000000,
+                     *             "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *             "is_verified": true,
+                     *             "last_used_at": 1764000000,
+                     *             "refresh_expires_at": 1764000000,
+                     *             "user_agent": "Mozilla/5.0 (X11; Linux x86_64)"
+                     *           }
+                     *         ],
+                     *         "created_at": 1764000000,
+                     *         "email": "bob@example.com",
+                     *         "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *         "promo_usage": [
+                     *           {
+                     *             "promo_code_id": "text",
+                     *             "uses": 3
+                     *           }
+                     *         ],
+                     *         "status": "active",
+                     *         "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *         "taxonomies": [
+                     *           {
+                     *             "fields": [
+                     *               {
+                     *                 "key": "news",
+                     *                 "type": "text",
+                     *                 "value": [
+                     *                   "gold"
+                     *                 ]
+                     *               }
+                     *             ],
+                     *             "taxonomy_id": "0192f4a1-9a01-7c55-8e2d-4b6a1f3c5d7e"
+                     *           }
+                     *         ],
+                     *         "updated_at": 1764000000,
+                     *         "verification_codes": [
+                     *           {
+                     *             "attempts": 3,
+                     *             "created_at": 1764000000,
+                     *             "expires_at": 1764000000,
+                     *             "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *             "used": true
+                     *           }
+                     *         ],
+                     *         "verified": true
+                     *       },
+                     *       "sessions": [
+                     *         {
+                     *           "created_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "is_verified": true,
+                     *           "last_used_at": 1764000000,
+                     *           "refresh_expires_at": 1764000000,
+                     *           "user_agent": "Mozilla/5.0 (X11; Linux x86_64)"
+                     *         }
+                     *       ],
+                     *       "subscriptions": [
+                     *         {
+                     *           "audience_id": "0192f4a1-d8e9-7fa0-b1c2-d3e4f5a6b7c8",
+                     *           "cancelled_at": null,
+                     *           "confirmed_at": 1764000000,
+                     *           "created_at": 1764000000,
+                     *           "end_date": null,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "payment": null,
+                     *           "price_id": null,
+                     *           "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d",
+                     *           "source": "signup",
+                     *           "start_date": 1764000000,
+                     *           "status": "pending",
+                     *           "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *           "updated_at": 1764000000
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["ProfileExport"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7324,6 +9816,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7341,6 +9834,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7370,6 +9864,11 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "source_id": "0192f4a1-b4c5-7d66-8e77-9f8a0b1c2d3e"
+                 *     }
+                 */
                 "application/json": components["schemas"]["MergeRequest"];
             };
         };
@@ -7377,15 +9876,67 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "auth_tokens": [
+                     *         {
+                     *           "created_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "is_verified": true,
+                     *           "last_used_at": 1764000000,
+                     *           "refresh_expires_at": 1764000000,
+                     *           "user_agent": "Mozilla/5.0 (X11; Linux x86_64)"
+                     *         }
+                     *       ],
+                     *       "created_at": 1764000000,
+                     *       "email": "bob@example.com",
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "promo_usage": [
+                     *         {
+                     *           "promo_code_id": "text",
+                     *           "uses": 3
+                     *         }
+                     *       ],
+                     *       "status": "active",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "taxonomies": [
+                     *         {
+                     *           "fields": [
+                     *             {
+                     *               "key": "news",
+                     *               "type": "text",
+                     *               "value": [
+                     *                 "gold"
+                     *               ]
+                     *             }
+                     *           ],
+                     *           "taxonomy_id": "0192f4a1-9a01-7c55-8e2d-4b6a1f3c5d7e"
+                     *         }
+                     *       ],
+                     *       "updated_at": 1764000000,
+                     *       "verification_codes": [
+                     *         {
+                     *           "attempts": 3,
+                     *           "created_at": 1764000000,
+                     *           "expires_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "used": true
+                     *         }
+                     *       ],
+                     *       "verified": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["Profile"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7403,6 +9954,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7420,6 +9973,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7437,6 +9991,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7454,6 +10009,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7471,6 +10027,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7488,6 +10045,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each: source is the target */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7530,15 +10088,35 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "cursor": null,
+                     *       "items": [
+                     *         {
+                     *           "created_at": 1764000000,
+                     *           "currency": "EUR",
+                     *           "metadata": {},
+                     *           "order_id": "A-1001",
+                     *           "placed_at": 1764000000,
+                     *           "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d",
+                     *           "status": "text",
+                     *           "total": 4990
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Paged_Order"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7556,6 +10134,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7573,6 +10152,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7582,6 +10162,30 @@ export interface operations {
                      *       "message": "profile not found",
                      *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
                      *       "status_code": 404
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a field is missing, unknown or invalid; `validation_errors` names each */
+            422: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "validation_failed",
+                     *       "message": "email: invalid_email",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 422,
+                     *       "validation_errors": [
+                     *         {
+                     *           "error": "invalid_email",
+                     *           "field": "email"
+                     *         }
+                     *       ]
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorBody"];
@@ -7601,6 +10205,14 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "currency": "EUR",
+                 *       "order_id": "A-1001",
+                 *       "status": "paid",
+                 *       "total": 4990
+                 *     }
+                 */
                 "application/json": components["schemas"]["LinkOrder"];
             };
         };
@@ -7608,24 +10220,51 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "created_at": 1764000000,
+                     *       "currency": "EUR",
+                     *       "metadata": {},
+                     *       "order_id": "A-1001",
+                     *       "placed_at": 1764000000,
+                     *       "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d",
+                     *       "status": "text",
+                     *       "total": 4990
+                     *     }
+                     */
                     "application/json": components["schemas"]["Order"];
                 };
             };
             /** @description created */
             201: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "created_at": 1764000000,
+                     *       "currency": "EUR",
+                     *       "metadata": {},
+                     *       "order_id": "A-1001",
+                     *       "placed_at": 1764000000,
+                     *       "profile_id": "0192f4a1-8d20-7b61-a3c4-5e7f9a0b1c2d",
+                     *       "status": "text",
+                     *       "total": 4990
+                     *     }
+                     */
                     "application/json": components["schemas"]["Order"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7643,6 +10282,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7660,6 +10301,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7677,6 +10319,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7694,6 +10337,7 @@ export interface operations {
             /** @description the request conflicts with the stored state: order_linked_elsewhere */
             409: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7711,6 +10355,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7728,6 +10373,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7745,6 +10391,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7782,15 +10429,33 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "cursor": null,
+                     *       "items": [
+                     *         {
+                     *           "created_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "is_verified": true,
+                     *           "last_used_at": 1764000000,
+                     *           "refresh_expires_at": 1764000000,
+                     *           "user_agent": "Mozilla/5.0 (X11; Linux x86_64)"
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Paged_AuthTokenInfo"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7808,6 +10473,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address): verification_required */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7825,6 +10491,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7856,15 +10523,23 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "deleted": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["Deleted"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7882,6 +10557,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address): verification_required */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7899,6 +10575,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7931,15 +10608,23 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "deleted": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["Deleted"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7957,6 +10642,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address): verification_required */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7974,6 +10660,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7983,6 +10670,979 @@ export interface operations {
                      *       "message": "profile not found",
                      *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
                      *       "status_code": 404
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    segments_find: {
+        parameters: {
+            query?: {
+                /** @description 1–200, default 50. */
+                limit?: number;
+                /** @description The `cursor` of the previous page. */
+                cursor?: string;
+            };
+            header?: never;
+            path: {
+                storeId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "cursor": null,
+                     *       "items": [
+                     *         {
+                     *           "created_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "key": "news",
+                     *           "name": "Weekly news",
+                     *           "query": "text",
+                     *           "status": "active",
+                     *           "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *           "taxonomy_query": "text",
+                     *           "updated_at": 1764000000
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Paged_Segment"];
+                };
+            };
+            /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
+            401: {
+                headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unauthorized",
+                     *       "message": "the bearer token is invalid, expired or revoked",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 401
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
+            403: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "forbidden",
+                     *       "message": "this route needs an account token",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 403
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no such store or record (a record of another store is reported the same way) */
+            404: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "not_found",
+                     *       "message": "profile not found",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 404
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a field is missing, unknown or invalid; `validation_errors` names each */
+            422: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "validation_failed",
+                     *       "message": "email: invalid_email",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 422,
+                     *       "validation_errors": [
+                     *         {
+                     *           "error": "invalid_email",
+                     *           "field": "email"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    segments_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                storeId: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "key": "news",
+                 *       "name": "Weekly news"
+                 *     }
+                 */
+                "application/json": components["schemas"]["CreateSegment"];
+            };
+        };
+        responses: {
+            /** @description created */
+            201: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "created_at": 1764000000,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "key": "news",
+                     *       "name": "Weekly news",
+                     *       "query": "text",
+                     *       "status": "active",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "taxonomy_query": "text",
+                     *       "updated_at": 1764000000
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Segment"];
+                };
+            };
+            /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
+            400: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "invalid_json",
+                     *       "message": "the body is not valid JSON: expected value at line 1 column 1",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 400
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
+            401: {
+                headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unauthorized",
+                     *       "message": "the bearer token is invalid, expired or revoked",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 401
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
+            403: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "forbidden",
+                     *       "message": "this route needs an account token",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 403
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no such store or record (a record of another store is reported the same way) */
+            404: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "not_found",
+                     *       "message": "profile not found",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 404
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the request conflicts with the stored state: key_taken */
+            409: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "key_taken",
+                     *       "message": "another audience of this store has this key",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 409
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the body is larger than 1 MiB */
+            413: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "payload_too_large",
+                     *       "message": "the request body is larger than 1 MiB",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 413
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the body is not JSON (`content-type: application/json`) */
+            415: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unsupported_media_type",
+                     *       "message": "send a JSON body with content-type: application/json",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 415
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a field is missing, unknown or invalid; `validation_errors` names each */
+            422: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "validation_failed",
+                     *       "message": "email: invalid_email",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 422,
+                     *       "validation_errors": [
+                     *         {
+                     *           "error": "invalid_email",
+                     *           "field": "email"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    segments_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                storeId: string;
+                /** @description id or key */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "created_at": 1764000000,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "key": "news",
+                     *       "name": "Weekly news",
+                     *       "query": "text",
+                     *       "status": "active",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "taxonomy_query": "text",
+                     *       "updated_at": 1764000000
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Segment"];
+                };
+            };
+            /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
+            401: {
+                headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unauthorized",
+                     *       "message": "the bearer token is invalid, expired or revoked",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 401
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
+            403: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "forbidden",
+                     *       "message": "this route needs an account token",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 403
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no such store or record (a record of another store is reported the same way) */
+            404: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "not_found",
+                     *       "message": "profile not found",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 404
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    segments_update: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                storeId: string;
+                /** @description id or key */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "key": "news",
+                 *       "name": "Weekly news"
+                 *     }
+                 */
+                "application/json": components["schemas"]["UpdateSegment"];
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "created_at": 1764000000,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "key": "news",
+                     *       "name": "Weekly news",
+                     *       "query": "text",
+                     *       "status": "active",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "taxonomy_query": "text",
+                     *       "updated_at": 1764000000
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Segment"];
+                };
+            };
+            /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
+            400: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "invalid_json",
+                     *       "message": "the body is not valid JSON: expected value at line 1 column 1",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 400
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
+            401: {
+                headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unauthorized",
+                     *       "message": "the bearer token is invalid, expired or revoked",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 401
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
+            403: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "forbidden",
+                     *       "message": "this route needs an account token",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 403
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no such store or record (a record of another store is reported the same way) */
+            404: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "not_found",
+                     *       "message": "profile not found",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 404
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the request conflicts with the stored state: key_taken */
+            409: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "key_taken",
+                     *       "message": "another audience of this store has this key",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 409
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the body is larger than 1 MiB */
+            413: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "payload_too_large",
+                     *       "message": "the request body is larger than 1 MiB",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 413
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the body is not JSON (`content-type: application/json`) */
+            415: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unsupported_media_type",
+                     *       "message": "send a JSON body with content-type: application/json",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 415
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a field is missing, unknown or invalid; `validation_errors` names each */
+            422: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "validation_failed",
+                     *       "message": "email: invalid_email",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 422,
+                     *       "validation_errors": [
+                     *         {
+                     *           "error": "invalid_email",
+                     *           "field": "email"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    segments_delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                storeId: string;
+                /** @description id or key */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "deleted": true
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Deleted"];
+                };
+            };
+            /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
+            401: {
+                headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unauthorized",
+                     *       "message": "the bearer token is invalid, expired or revoked",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 401
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
+            403: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "forbidden",
+                     *       "message": "this route needs an account token",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 403
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no such store or record (a record of another store is reported the same way) */
+            404: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "not_found",
+                     *       "message": "profile not found",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 404
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    segments_count: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                storeId: string;
+                /** @description id or key */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "count": 1,
+                     *       "segment_id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["SegmentCount"];
+                };
+            };
+            /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
+            401: {
+                headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unauthorized",
+                     *       "message": "the bearer token is invalid, expired or revoked",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 401
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
+            403: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "forbidden",
+                     *       "message": "this route needs an account token",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 403
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no such store or record (a record of another store is reported the same way) */
+            404: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "not_found",
+                     *       "message": "profile not found",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 404
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a field is missing, unknown or invalid; `validation_errors` names each */
+            422: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "validation_failed",
+                     *       "message": "email: invalid_email",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 422,
+                     *       "validation_errors": [
+                     *         {
+                     *           "error": "invalid_email",
+                     *           "field": "email"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    segments_getProfiles: {
+        parameters: {
+            query?: {
+                limit?: number;
+                cursor?: string;
+                sort_field?: components["schemas"]["SortField"];
+                sort_direction?: components["schemas"]["SortDirection"];
+            };
+            header?: never;
+            path: {
+                storeId: string;
+                /** @description id or key */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "cursor": null,
+                     *       "items": [
+                     *         {
+                     *           "auth_tokens": [
+                     *             {
+                     *               "created_at": 1764000000,
+                     *               "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *               "is_verified": true,
+                     *               "last_used_at": 1764000000,
+                     *               "refresh_expires_at": 1764000000,
+                     *               "user_agent": "Mozilla/5.0 (X11; Linux x86_64)"
+                     *             }
+                     *           ],
+                     *           "created_at": 1764000000,
+                     *           "email": "bob@example.com",
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "promo_usage": [
+                     *             {
+                     *               "promo_code_id": "text",
+                     *               "uses": 3
+                     *             }
+                     *           ],
+                     *           "status": "active",
+                     *           "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *           "taxonomies": [
+                     *             {
+                     *               "fields": [
+                     *                 {
+                     *                   "key": "news",
+                     *                   "type": "text",
+                     *                   "value": [
+                     *                     "gold"
+                     *                   ]
+                     *                 }
+                     *               ],
+                     *               "taxonomy_id": "0192f4a1-9a01-7c55-8e2d-4b6a1f3c5d7e"
+                     *             }
+                     *           ],
+                     *           "updated_at": 1764000000,
+                     *           "verification_codes": [
+                     *             {
+                     *               "attempts": 3,
+                     *               "created_at": 1764000000,
+                     *               "expires_at": 1764000000,
+                     *               "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *               "used": true
+                     *             }
+                     *           ],
+                     *           "verified": true
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Paged_Profile"];
+                };
+            };
+            /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
+            401: {
+                headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "unauthorized",
+                     *       "message": "the bearer token is invalid, expired or revoked",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 401
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
+            403: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "forbidden",
+                     *       "message": "this route needs an account token",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 403
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no such store or record (a record of another store is reported the same way) */
+            404: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "not_found",
+                     *       "message": "profile not found",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 404
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a field is missing, unknown or invalid; `validation_errors` names each */
+            422: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "validation_failed",
+                     *       "message": "email: invalid_email",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 422,
+                     *       "validation_errors": [
+                     *         {
+                     *           "error": "invalid_email",
+                     *           "field": "email"
+                     *         }
+                     *       ]
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorBody"];
@@ -8009,15 +11669,40 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "cursor": null,
+                     *       "items": [
+                     *         {
+                     *           "created_at": 1764000000,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "key": "news",
+                     *           "parent_id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "schema": [
+                     *             {
+                     *               "key": "news",
+                     *               "type": "text"
+                     *             }
+                     *           ],
+                     *           "status": "active",
+                     *           "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *           "updated_at": 1764000000
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Paged_Taxonomy"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8035,6 +11720,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8052,6 +11738,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8061,6 +11748,30 @@ export interface operations {
                      *       "message": "profile not found",
                      *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
                      *       "status_code": 404
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a field is missing, unknown or invalid; `validation_errors` names each */
+            422: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "validation_failed",
+                     *       "message": "email: invalid_email",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 422,
+                     *       "validation_errors": [
+                     *         {
+                     *           "error": "invalid_email",
+                     *           "field": "email"
+                     *         }
+                     *       ]
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorBody"];
@@ -8079,6 +11790,26 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "key": "tier",
+                 *       "schema": [
+                 *         {
+                 *           "key": "level",
+                 *           "options": [
+                 *             "gold",
+                 *             "silver"
+                 *           ],
+                 *           "type": "text"
+                 *         },
+                 *         {
+                 *           "key": "spend",
+                 *           "min": 0,
+                 *           "type": "number"
+                 *         }
+                 *       ]
+                 *     }
+                 */
                 "application/json": components["schemas"]["CreateTaxonomy"];
             };
         };
@@ -8086,15 +11817,34 @@ export interface operations {
             /** @description created */
             201: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "created_at": 1764000000,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "key": "news",
+                     *       "parent_id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "schema": [
+                     *         {
+                     *           "key": "news",
+                     *           "type": "text"
+                     *         }
+                     *       ],
+                     *       "status": "active",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "updated_at": 1764000000
+                     *     }
+                     */
                     "application/json": components["schemas"]["Taxonomy"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8112,6 +11862,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8129,6 +11881,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8146,6 +11899,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8163,6 +11917,7 @@ export interface operations {
             /** @description the request conflicts with the stored state: key_taken */
             409: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8180,6 +11935,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8197,6 +11953,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8214,6 +11971,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8252,15 +12010,35 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "created_at": 1764000000,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "key": "news",
+                     *       "parent_id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "schema": [
+                     *         {
+                     *           "key": "news",
+                     *           "type": "text"
+                     *         }
+                     *       ],
+                     *       "status": "active",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "updated_at": 1764000000
+                     *     }
+                     */
                     "application/json": components["schemas"]["Taxonomy"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8278,6 +12056,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8295,6 +12074,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8324,6 +12104,30 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "schema": [
+                 *         {
+                 *           "key": "level",
+                 *           "options": [
+                 *             "gold",
+                 *             "silver",
+                 *             "bronze"
+                 *           ],
+                 *           "type": "text"
+                 *         },
+                 *         {
+                 *           "key": "spend",
+                 *           "min": 0,
+                 *           "type": "number"
+                 *         },
+                 *         {
+                 *           "key": "vip",
+                 *           "type": "boolean"
+                 *         }
+                 *       ]
+                 *     }
+                 */
                 "application/json": components["schemas"]["UpdateTaxonomy"];
             };
         };
@@ -8331,15 +12135,34 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "created_at": 1764000000,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "key": "news",
+                     *       "parent_id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "schema": [
+                     *         {
+                     *           "key": "news",
+                     *           "type": "text"
+                     *         }
+                     *       ],
+                     *       "status": "active",
+                     *       "store_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "updated_at": 1764000000
+                     *     }
+                     */
                     "application/json": components["schemas"]["Taxonomy"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8357,6 +12180,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8374,6 +12199,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8391,6 +12217,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8408,6 +12235,7 @@ export interface operations {
             /** @description the request conflicts with the stored state */
             409: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8425,6 +12253,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8442,6 +12271,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8459,6 +12289,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8497,15 +12328,23 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "deleted": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["Deleted"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8523,6 +12362,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8540,6 +12380,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8573,15 +12414,38 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "cursor": null,
+                     *       "items": [
+                     *         {
+                     *           "created_at": 1764000000,
+                     *           "description": "text",
+                     *           "events": [
+                     *             "text"
+                     *           ],
+                     *           "failing_since": null,
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "previous_secret_until": null,
+                     *           "status": "active",
+                     *           "updated_at": 1764000000,
+                     *           "url": "https://hooks.shop.example/storecrm"
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Paged_Webhook"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8599,6 +12463,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8616,6 +12481,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8625,6 +12491,30 @@ export interface operations {
                      *       "message": "profile not found",
                      *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
                      *       "status_code": 404
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a field is missing, unknown or invalid; `validation_errors` names each */
+            422: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "validation_failed",
+                     *       "message": "email: invalid_email",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 422,
+                     *       "validation_errors": [
+                     *         {
+                     *           "error": "invalid_email",
+                     *           "field": "email"
+                     *         }
+                     *       ]
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorBody"];
@@ -8643,6 +12533,16 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "description": "the shop's backend",
+                 *       "events": [
+                 *         "profile.created",
+                 *         "subscription.activated"
+                 *       ],
+                 *       "url": "https://hooks.shop.example/storecrm"
+                 *     }
+                 */
                 "application/json": components["schemas"]["CreateWebhook"];
             };
         };
@@ -8650,15 +12550,33 @@ export interface operations {
             /** @description created */
             201: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "created_at": 1764000000,
+                     *       "description": "text",
+                     *       "events": [
+                     *         "text"
+                     *       ],
+                     *       "failing_since": null,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "previous_secret_until": null,
+                     *       "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                     *       "status": "active",
+                     *       "updated_at": 1764000000,
+                     *       "url": "https://hooks.shop.example/storecrm"
+                     *     }
+                     */
                     "application/json": components["schemas"]["WebhookWithSecret"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8676,6 +12594,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8693,6 +12613,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8710,6 +12631,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8727,6 +12649,7 @@ export interface operations {
             /** @description the request conflicts with the stored state: too_many_webhooks */
             409: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8744,6 +12667,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8761,6 +12685,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8778,6 +12703,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each: url: invalid_url, https_required, unresolvable_host, private_address; events: invalid_value */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8815,15 +12741,33 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "created_at": 1764000000,
+                     *       "description": "text",
+                     *       "events": [
+                     *         "text"
+                     *       ],
+                     *       "failing_since": null,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "previous_secret_until": null,
+                     *       "status": "active",
+                     *       "updated_at": 1764000000,
+                     *       "url": "https://hooks.shop.example/storecrm"
+                     *     }
+                     */
                     "application/json": components["schemas"]["Webhook"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8841,6 +12785,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8858,6 +12803,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8886,6 +12832,13 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "events": [
+                 *         "*"
+                 *       ]
+                 *     }
+                 */
                 "application/json": components["schemas"]["UpdateWebhook"];
             };
         };
@@ -8893,15 +12846,32 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "created_at": 1764000000,
+                     *       "description": "text",
+                     *       "events": [
+                     *         "text"
+                     *       ],
+                     *       "failing_since": null,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "previous_secret_until": null,
+                     *       "status": "active",
+                     *       "updated_at": 1764000000,
+                     *       "url": "https://hooks.shop.example/storecrm"
+                     *     }
+                     */
                     "application/json": components["schemas"]["Webhook"];
                 };
             };
             /** @description bad request: the body is not valid JSON, or a token is unknown, used or expired */
             400: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8919,6 +12889,8 @@ export interface operations {
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8936,6 +12908,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8953,6 +12926,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8970,6 +12944,7 @@ export interface operations {
             /** @description the body is larger than 1 MiB */
             413: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8987,6 +12962,7 @@ export interface operations {
             /** @description the body is not JSON (`content-type: application/json`) */
             415: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9004,6 +12980,7 @@ export interface operations {
             /** @description a field is missing, unknown or invalid; `validation_errors` names each */
             422: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9041,15 +13018,23 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "deleted": true
+                     *     }
+                     */
                     "application/json": components["schemas"]["Deleted"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9067,6 +13052,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9084,6 +13070,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9118,15 +13105,43 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "cursor": null,
+                     *       "items": [
+                     *         {
+                     *           "attempts": [
+                     *             {
+                     *               "at": 1764000000,
+                     *               "attempt": 1,
+                     *               "duration_ms": 1,
+                     *               "error": "text",
+                     *               "status_code": 1
+                     *             }
+                     *           ],
+                     *           "created_at": 1764000000,
+                     *           "delivered_at": 1764000000,
+                     *           "event_id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "event_type": "profile.created",
+                     *           "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *           "next_attempt_at": 1764000000,
+                     *           "status": "pending"
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["Paged_Delivery"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9144,6 +13159,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9161,6 +13177,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9170,6 +13187,30 @@ export interface operations {
                      *       "message": "profile not found",
                      *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
                      *       "status_code": 404
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a field is missing, unknown or invalid; `validation_errors` names each */
+            422: {
+                headers: {
+                    "x-request-id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": "validation_failed",
+                     *       "message": "email: invalid_email",
+                     *       "request_id": "0192f4a1-7c3e-7d2a-9b1e-3f6c2d8e4a10",
+                     *       "status_code": 422,
+                     *       "validation_errors": [
+                     *         {
+                     *           "error": "invalid_email",
+                     *           "field": "email"
+                     *         }
+                     *       ]
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorBody"];
@@ -9193,15 +13234,38 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "attempts": [
+                     *         {
+                     *           "at": 1764000000,
+                     *           "attempt": 1,
+                     *           "duration_ms": 1,
+                     *           "error": "text",
+                     *           "status_code": 1
+                     *         }
+                     *       ],
+                     *       "created_at": 1764000000,
+                     *       "delivered_at": 1764000000,
+                     *       "event_id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "event_type": "profile.created",
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "next_attempt_at": 1764000000,
+                     *       "status": "pending"
+                     *     }
+                     */
                     "application/json": components["schemas"]["Delivery"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9219,6 +13283,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9236,6 +13301,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9253,6 +13319,7 @@ export interface operations {
             /** @description the request conflicts with the stored state: delivery_in_progress */
             409: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9284,15 +13351,34 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "created_at": 1764000000,
+                     *       "description": "text",
+                     *       "events": [
+                     *         "text"
+                     *       ],
+                     *       "failing_since": null,
+                     *       "id": "0192f4a1-c6d7-7e88-9f90-a1b2c3d4e5f6",
+                     *       "previous_secret_until": null,
+                     *       "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                     *       "status": "active",
+                     *       "updated_at": 1764000000,
+                     *       "url": "https://hooks.shop.example/storecrm"
+                     *     }
+                     */
                     "application/json": components["schemas"]["WebhookWithSecret"];
                 };
             };
             /** @description the bearer credential is missing, invalid, expired or revoked (`WWW-Authenticate: Bearer`) */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WwwAuthenticate"];
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9310,6 +13396,7 @@ export interface operations {
             /** @description the credential is valid but may not do this (`forbidden`, or `verification_required` for an unverified session that only named an address) */
             403: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9327,6 +13414,7 @@ export interface operations {
             /** @description no such store or record (a record of another store is reported the same way) */
             404: {
                 headers: {
+                    "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
                 content: {
