@@ -591,7 +591,8 @@ async fn check(args: Args) -> bool {
         .iter()
         .filter_map(|(mid, n)| Some((mid.trim_start_matches('<').split('@').next()?.to_string(), *n)))
         .collect();
-    let outbox_ids: HashSet<String> = outbox.iter().map(|u| u.to_string()).collect();
+    // The Message-ID is `<outbox id (simple form)@sender domain>` (mail::outbox::message_id).
+    let outbox_ids: HashSet<String> = outbox.iter().map(|u| u.simple().to_string()).collect();
     let missing = outbox_ids.iter().filter(|id| !by_outbox_id.contains_key(*id)).count();
     let duplicated: u64 =
         by_outbox_id.iter().filter(|(id, _)| outbox_ids.contains(*id)).map(|(_, n)| n.saturating_sub(1)).sum();

@@ -6,13 +6,17 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 ROOT="$PWD"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 PG="${FAULT_PG_URL:-postgres://postgres@127.0.0.1:5432}"
-BIN="${FAULT_BIN:-$CARGO_TARGET_DIR/release/storecrm}"
-LOAD="$CARGO_TARGET_DIR/release/examples/fault_load"
+# FAULT_PROFILE=debug uses the debug build (CI: no release build of every crate just for this;
+# the checks are the same, the load figures lower).
+PROFILE="${FAULT_PROFILE:-release}"
+PROFILE_FLAG=$([ "$PROFILE" = release ] && echo --release || true)
+BIN="${FAULT_BIN:-$CARGO_TARGET_DIR/$PROFILE/storecrm}"
+LOAD="$CARGO_TARGET_DIR/$PROFILE/examples/fault_load"
 SINK="$ROOT/scripts/faults/smtp_sink.py"
 BASE_PORT="${FAULT_PORT:-18300}"
 
 if [ -z "${FAULT_NO_BUILD:-}" ]; then
-  cargo build --release --quiet --bin storecrm --example fault_load
+  cargo build $PROFILE_FLAG --quiet --bin storecrm --example fault_load
 fi
 
 WORK="$(mktemp -d -t storecrm-fault.XXXXXX)"

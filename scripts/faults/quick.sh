@@ -7,7 +7,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
-cargo build --release --quiet --bin storecrm --example fault_load
+# FAULT_PROFILE=debug (scripts/test.sh) builds and uses the debug binaries instead.
+if [ "${FAULT_PROFILE:-release}" = release ]; then
+  cargo build --release --quiet --bin storecrm --example fault_load
+else
+  cargo build --quiet --bin storecrm --example fault_load
+fi
 export FAULT_NO_BUILD=1
 started=$(date +%s)
 OUTAGE_SECS="${OUTAGE_SECS:-15}" CODES="${CODES:-1000}" scripts/faults/smtp-outage.sh postgres
