@@ -93,6 +93,21 @@ impl Keyset {
         let next = rows.last().map(|last| Cursor { after: key(last) }.encode(&self.scope));
         (rows, next)
     }
+
+    /// For a feed that consumers poll: a cursor after the last row on the last page too, and the
+    /// cursor sent when nothing newer exists yet, so a poller resumes where it stopped instead of
+    /// reading the whole feed again.
+    pub fn feed_page<T>(&self, rows: Vec<T>, key: impl Fn(&T) -> Vec<Value>) -> (Vec<T>, Option<String>) {
+        let (rows, next) = self.page(rows, &key);
+        if next.is_some() {
+            return (rows, next);
+        }
+        let resume = match rows.last() {
+            Some(last) => Some(key(last)),
+            None => self.after.clone(),
+        };
+        (rows, resume.map(|after| Cursor { after }.encode(&self.scope)))
+    }
 }
 
 /// Page size: 50 by default, 1–200.
@@ -117,6 +132,25 @@ impl Page {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_feed_page_always_gives_a_cursor_to_resume_from() {
+        let key = |n: &i64| vec![Value::from(*n)];
+        let first = Keyset::parse(Some(2), None, "feed".into()).unwrap();
+        // More than a page: the usual next cursor.
+        let (rows, next) = first.feed_page(vec![1, 2, 3], key);
+        assert_eq!((rows, next.clone()), (vec![1, 2], first.page(vec![1, 2, 3], key).1));
+        // The last page: a cursor after its last row.
+        let (rows, last) = first.feed_page(vec![1], key);
+        assert_eq!(rows, vec![1]);
+        let resumed = Keyset::parse(Some(2), last.as_deref(), "feed".into()).unwrap();
+        assert_eq!(resumed.after, Some(vec![Value::from(1)]));
+        // Nothing newer: the cursor sent comes back; nothing at all: none.
+        let (rows, again) = resumed.feed_page(Vec::<i64>::new(), key);
+        assert!(rows.is_empty());
+        assert_eq!(Keyset::parse(Some(2), again.as_deref(), "feed".into()).unwrap().after, resumed.after);
+        assert_eq!(first.feed_page(Vec::<i64>::new(), key).1, None);
+    }
 
     #[test]
     fn cursor_round_trip_and_scope_check() {

@@ -139,6 +139,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// The store's events, oldest first (keyset; kept `EVENT_RETENTION_SECS`, 30 days). An event
 /// appears once it is `EVENT_FEED_DELAY_SECS` old, so a late commit never lands behind a cursor.
+/// Unlike other lists, `cursor` is there on the last page too (and an empty page gives back the
+/// cursor sent): poll with it to get only newer events; an empty `items` means caught up.
 #[utoipa::path(get, path = "/v1/stores/{storeId}/events", tag = "events", security(("bearer" = [])),
     params(("storeId" = Uuid, Path), EventsQuery),
     responses((status = 200, body = Paged<Event>), (status = 422, body = ErrorBody, description = "invalid_types")))]
@@ -150,7 +152,7 @@ pub async fn list_events(
     let scope = format!("events\n{}\n{}", auth.store_id, q.types.as_deref().unwrap_or_default());
     let keyset = Keyset::parse(q.limit, q.cursor.as_deref(), scope).map_err(AppError::validation)?;
     let rows = state.services.events.feed(auth.store_id, q.types.as_deref(), &keyset).await?;
-    let (rows, cursor) = keyset.page(rows, |e| vec![e.id.to_string().into()]);
+    let (rows, cursor) = keyset.feed_page(rows, |e| vec![e.id.to_string().into()]);
     Ok(Json(Paged { items: rows.into_iter().map(Event::from).collect(), cursor }))
 }
 

@@ -406,10 +406,11 @@ impl Tx {
 
     /// `" FOR UPDATE"` inside a Postgres transaction: the row lock for a read that a write of
     /// this transaction depends on. SQLite's write transaction already holds the whole database,
-    /// and outside a transaction a lock would end with the statement.
+    /// and outside a transaction a lock would end with the statement. A read-only snapshot
+    /// writes nothing, so it locks nothing (Postgres refuses `FOR UPDATE` there).
     pub fn for_update(&self) -> &'static str {
         match self.conn {
-            Conn::Postgres(_) => " FOR UPDATE",
+            Conn::Postgres(_) if !self.read_only => " FOR UPDATE",
             _ => "",
         }
     }

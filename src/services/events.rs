@@ -290,7 +290,9 @@ impl Events {
     /// The endpoint's deliveries, newest first, each with its attempts.
     pub async fn deliveries(&self, store_id: Uuid, endpoint_id: Uuid, keyset: &Keyset) -> AppResult<Vec<DeliveryLog>> {
         let before = keyset.after_id().map_err(|e| AppError::validation(vec![e]))?;
-        let mut db = self.db.auto();
+        // One snapshot: deliveries and their attempts read at the same moment, so an attempt
+        // finishing in between cannot show a delivery next to attempts it does not count.
+        let mut db = self.db.snapshot().await?;
         db.endpoint(store_id, endpoint_id).await?.ok_or(AppError::NotFound("webhook"))?;
         let rows = db.deliveries(store_id, endpoint_id, before, keyset.fetch()).await?;
         let ids: Vec<Uuid> = rows.iter().map(|d| d.id).collect();
@@ -319,6 +321,7 @@ impl Events {
             };
         }
         self.wake.notify_one();
+        let mut db = self.db.snapshot().await?;
         let row = db.delivery(store_id, endpoint_id, id).await?.ok_or(AppError::NotFound("delivery"))?;
         let attempts = db.attempts(store_id, &[id]).await?.into_iter().map(|(_, a)| a).collect();
         Ok((row, attempts))

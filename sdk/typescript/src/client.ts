@@ -207,7 +207,7 @@ export interface Imports {
 
 /** The store's event feed (CONTRACT §9.1). */
 export interface Events {
-  /** `GET /events` (admin): oldest first, keyset-paged, kept 30 days; `types` filters. */
+  /** `GET /events` (admin): oldest first, keyset-paged, kept 30 days; `types` filters. Every page carries a cursor (poll with it); empty `items` = caught up. */
   find(args?: FindEventsArgs): Promise<EventPage>;
 }
 
