@@ -37,7 +37,7 @@ pub struct ErrorBody {
     /// Present on 422 only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub validation_errors: Option<Vec<FieldError>>,
-    /// Seconds to wait; present on 429 only.
+    /// Seconds to wait: on 429, and on a 503 that clears by itself.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<u64>,
     pub request_id: String,
@@ -203,6 +203,24 @@ pub fn error_response(status: StatusCode, body: &ErrorBody) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
+/// How long a client should wait before a transient 503 is worth retrying: the pool reconnects
+/// and contention clears within about a second.
+pub const TRANSIENT_RETRY_AFTER_SECS: u64 = 1;
+
+impl AppError {
+    /// `Retry-After` (and `retry_after` in the body): the limit's wait on a 429; a short wait on a
+    /// 503 that goes away by itself (not on `payments_not_configured`, which waits for an operator).
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::TooManyRequests { retry_after } => Some(*retry_after),
+            Self::Unavailable { code: "database_unavailable" | "not_ready", .. } | Self::Contention => {
+                Some(TRANSIENT_RETRY_AFTER_SECS)
+            }
+            _ => None,
+        }
+    }
+}
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status();
@@ -214,10 +232,10 @@ impl IntoResponse for AppError {
             }
             other => other.to_string(),
         };
-        let (validation_errors, retry_after) = match &self {
-            Self::Validation { errors, .. } => (Some(errors.clone()), None),
-            Self::TooManyRequests { retry_after } => (None, Some(*retry_after)),
-            _ => (None, None),
+        let retry_after = self.retry_after();
+        let validation_errors = match &self {
+            Self::Validation { errors, .. } => Some(errors.clone()),
+            _ => None,
         };
         let body = ErrorBody {
             error: self.code().into(),
@@ -229,14 +247,11 @@ impl IntoResponse for AppError {
         };
         let mut response = error_response(status, &body);
         let headers = response.headers_mut();
-        match &self {
-            Self::Unauthorized { .. } => {
-                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            }
-            Self::TooManyRequests { retry_after } => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
-            }
-            _ => {}
+        if let Self::Unauthorized { .. } = &self {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(seconds) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

@@ -107,7 +107,8 @@ fn with_conventions(doc: utoipa::openapi::OpenApi) -> serde_json::Value {
 
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
     let (routes, openapi) = api();
-    let openapi = with_conventions(openapi);
+    let mut openapi = with_conventions(openapi);
+    openapi::serve_at(&mut openapi, &state.config.public_base_url);
     let layers = ServiceBuilder::new()
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::request_context))
         .layer(CatchPanicLayer::new())
@@ -174,7 +175,7 @@ pub struct ListQuery {
     pub cursor: Option<String>,
 }
 
-/// A page of a list; `cursor` is null on the last page.
+/// A page of a list; `cursor` is null on the last page (except the polled event feed: see there).
 #[derive(Serialize, ToSchema)]
 pub struct Paged<T: ToSchema> {
     pub items: Vec<T>,

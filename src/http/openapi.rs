@@ -9,6 +9,8 @@ mod codes;
 mod examples;
 mod schemas;
 
+use std::collections::HashMap;
+
 use serde_json::{Map, Value, json};
 
 /// The text and an example `error` code of each status the server answers with the error shape.
@@ -278,6 +280,85 @@ const OPERATION_IDS: &[(&str, &str)] = &[
     ("import_errors", "imports_getErrors"),
 ];
 
+/// Response links (OpenAPI `links`): what a client (and schemathesis' stateful phase) can call
+/// next with the `id` a create answered. Every path parameter of a target is filled: `storeId`
+/// from the request (or the answer, for a new store), the resource's `id` from the answer.
+const LINKS: &[(&str, &[&str])] = &[
+    ("stores_create", &["stores_get", "stores_update", "apiKeys_find"]),
+    ("taxonomies_create", &["taxonomies_get", "taxonomies_update", "taxonomies_delete"]),
+    (
+        "profiles_create",
+        &[
+            "profiles_get",
+            "profiles_update",
+            "profiles_export",
+            "profiles_getOrders",
+            "profiles_linkOrder",
+            "profiles_getConsents",
+            "profiles_getTokens",
+            "profiles_revokeAllTokens",
+            "profiles_erase",
+        ],
+    ),
+    (
+        "audiences_create",
+        &["audiences_get", "audiences_update", "audiences_getSubscribers", "audiences_exportSubscribers"],
+    ),
+    ("templates_create", &["templates_get", "templates_update", "templates_preview", "templates_delete"]),
+    (
+        "webhooks_create",
+        &["webhooks_get", "webhooks_update", "webhooks_getDeliveries", "webhooks_rotateSecret", "webhooks_delete"],
+    ),
+    (
+        "segments_create",
+        &["segments_get", "segments_update", "segments_getProfiles", "segments_count", "segments_delete"],
+    ),
+    ("imports_start", &["imports_get", "imports_getErrors"]),
+];
+
+/// Adds `LINKS` to the 2xx answers of their operations.
+fn add_links(doc: &mut Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else { return };
+    let path_of: HashMap<String, String> = paths
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .into_iter()
+                .flat_map(|ops| ops.values())
+                .filter_map(move |op| op["operationId"].as_str().map(|id| (id.to_string(), path.clone())))
+        })
+        .collect();
+    for (path, item) in paths.iter_mut() {
+        let Some(ops) = item.as_object_mut() else { continue };
+        for op in ops.values_mut() {
+            let Some((_, targets)) = LINKS.iter().find(|(from, _)| op["operationId"] == *from) else { continue };
+            let mut links = Map::new();
+            for target in *targets {
+                let Some(target_path) = path_of.get(*target) else { continue };
+                let parameters: Map<String, Value> = path_parameters(target_path)
+                    .map(|name| {
+                        let from = match name {
+                            "storeId" if path.contains("{storeId}") => "$request.path.storeId",
+                            _ => "$response.body#/id",
+                        };
+                        (name.to_string(), json!(from))
+                    })
+                    .collect();
+                links.insert(target.to_string(), json!({"operationId": target, "parameters": parameters}));
+            }
+            let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else { continue };
+            for (_, response) in responses.iter_mut().filter(|(status, _)| status.starts_with('2')) {
+                response["links"] = Value::Object(links.clone());
+            }
+        }
+    }
+}
+
+/// The `{names}` of a path template.
+fn path_parameters(path: &str) -> impl Iterator<Item = &str> {
+    path.split('{').skip(1).filter_map(|rest| rest.split_once('}').map(|(name, _)| name))
+}
+
 /// Resources in the order a reader meets them; operations last.
 const TAGS: &[(&str, &str)] = &[
     ("accounts", "Platform accounts: password login (account access tokens)."),
@@ -342,7 +423,7 @@ fn security_of(operation_id: &str) -> Value {
 }
 
 /// Headers of the answers: `x-request-id` on every one, `WWW-Authenticate` on 401, `Retry-After`
-/// on 429.
+/// on 429 and on a transient 503.
 fn add_headers(op: &mut Map<String, Value>) {
     let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else { return };
     for (status, response) in responses.iter_mut() {
@@ -351,6 +432,7 @@ fn add_headers(op: &mut Map<String, Value>) {
         match status.as_str() {
             "401" => headers["WWW-Authenticate"] = json!({"$ref": "#/components/headers/WwwAuthenticate"}),
             "429" => headers["Retry-After"] = json!({"$ref": "#/components/headers/RetryAfter"}),
+            "503" => headers["Retry-After"] = json!({"$ref": "#/components/headers/RetryAfterTransient"}),
             _ => {}
         }
     }
@@ -373,7 +455,19 @@ fn components_headers() -> Value {
             "required": true,
             "schema": {"type": "integer", "minimum": 0},
         },
+        "RetryAfterTransient": {
+            "description": "On a 503 that clears by itself (`database_unavailable`, `not_ready`, `contention`): seconds to wait before retrying (also `retry_after` in the body). Absent on `payments_not_configured`.",
+            "required": false,
+            "schema": {"type": "integer", "minimum": 0},
+        },
     })
+}
+
+/// The served document names this server: `baseUrl` defaults to `PUBLIC_BASE_URL`, so code
+/// generators and Postman reach it without editing (the committed snapshot keeps the
+/// development default).
+pub fn serve_at(doc: &mut Value, public_base_url: &str) {
+    doc["servers"][0]["variables"]["baseUrl"]["default"] = json!(public_base_url);
 }
 
 /// Applies the conventions to the generated document.
@@ -431,6 +525,7 @@ pub fn conventions(doc: &mut Value) {
     }
     schemas::apply(doc);
     examples::apply(doc);
+    add_links(doc);
 }
 
 #[cfg(test)]
@@ -452,6 +547,25 @@ mod tests {
         for (id, ..) in super::CREDENTIALS {
             assert!(ids.contains(id), "CREDENTIALS names {id}, which is not an operation");
         }
+        for (from, targets) in super::LINKS {
+            for id in std::iter::once(from).chain(targets.iter()) {
+                assert!(ids.contains(id), "LINKS names {id}, which is not an operation");
+            }
+        }
+    }
+
+    /// A create's answer links to the calls on what it created, every path parameter filled.
+    #[test]
+    fn creates_link_to_their_resource() {
+        let doc = crate::http::openapi();
+        let links = &doc["paths"]["/v1/stores/{storeId}/webhooks"]["post"]["responses"]["201"]["links"];
+        assert_eq!(
+            links["webhooks_getDeliveries"],
+            serde_json::json!({"operationId": "webhooks_getDeliveries",
+                "parameters": {"storeId": "$request.path.storeId", "id": "$response.body#/id"}})
+        );
+        let links = &doc["paths"]["/v1/stores"]["post"]["responses"]["201"]["links"];
+        assert_eq!(links["stores_get"]["parameters"], serde_json::json!({"storeId": "$response.body#/id"}));
     }
 
     /// The committed document is the one the code generates: a change to the API shows in review

@@ -439,6 +439,7 @@ async fn paid_audiences_need_payments(app: &TestApp) {
     for price in ["monthly", "price_m"] {
         let got = app.post(&path, Some(tok(&t)), body(json!({"priceId": price, "successUrl": "https://s.example/ok", "cancelUrl": "https://s.example/no"}))).await;
         expect_error(&got, 503, "payments_not_configured");
+        assert_eq!(got.1.get("retry_after"), None, "an operator must act: retrying soon will not help");
     }
     assert_eq!(app.scalar("SELECT COUNT(*) FROM subscriptions", &[]).await, 0, "nothing written");
 }

@@ -60,6 +60,15 @@ async fn openapi_lists_every_route_and_docs_work_offline(app: &TestApp) {
     let (status, spec) = app.get("/openapi.json", None).await;
     assert_eq!(status, StatusCode::OK);
     assert!(spec["openapi"].as_str().unwrap().starts_with("3.1"));
+    // The served document names this server (PUBLIC_BASE_URL), so generated clients reach it.
+    let named = TestApp::spawn_with(app.backend, &[("PUBLIC_BASE_URL", "https://crm.example.com/")]).await;
+    let (_, served) = named.get("/openapi.json", None).await;
+    assert_eq!(
+        served["servers"][0]["variables"]["baseUrl"]["default"], "https://crm.example.com",
+        "{}",
+        served["servers"]
+    );
+    assert_eq!(served["servers"][0]["url"], "{baseUrl}");
     let expected = [
         ("/healthz", "get"),
         ("/readyz", "get"),
@@ -343,6 +352,11 @@ async fn postgres_going_away_answers_503_and_the_server_recovers() {
         );
     }
     expect_error(&app.get("/readyz", None).await, 503, "not_ready");
+    // A 503 that clears by itself says when to retry, in the header and the body.
+    let answer = app.req(Method::GET, &admin.store("")).bearer_auth(&admin.token).send().await.unwrap();
+    assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(answer.headers()["retry-after"], "1");
+    assert_eq!(answer.json::<Value>().await.unwrap()["retry_after"], 1);
     sqlx::query(AssertSqlSafe(format!("ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS true")))
         .execute(&mut pg)
         .await

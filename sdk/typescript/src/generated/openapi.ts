@@ -494,6 +494,8 @@ export interface paths {
         /**
          * The store's events, oldest first (keyset; kept `EVENT_RETENTION_SECS`, 30 days). An event
          *     appears once it is `EVENT_FEED_DELAY_SECS` old, so a late commit never lands behind a cursor.
+         *     Unlike other lists, `cursor` is there on the last page too (and an empty page gives back the
+         *     cursor sent): poll with it to get only newer events; an empty `items` means caught up.
          */
         get: operations["events_find"];
         put?: never;
@@ -1478,7 +1480,7 @@ export interface components {
             request_id: string;
             /**
              * Format: int64
-             * @description Seconds to wait; present on 429 only.
+             * @description Seconds to wait: on 429, and on a 503 that clears by itself.
              */
             retry_after?: number;
             /** Format: int32 */
@@ -1789,82 +1791,82 @@ export interface components {
              */
             total: number | null;
         };
-        /** @description A page of a list; `cursor` is null on the last page. */
+        /** @description A page of a list; `cursor` is null on the last page (except the polled event feed: see there). */
         Paged_ApiKey: {
             cursor: string | null;
             items: components["schemas"]["ApiKey"][];
         };
-        /** @description A page of a list; `cursor` is null on the last page. */
+        /** @description A page of a list; `cursor` is null on the last page (except the polled event feed: see there). */
         Paged_Audience: {
             cursor: string | null;
             items: components["schemas"]["Audience"][];
         };
-        /** @description A page of a list; `cursor` is null on the last page. */
+        /** @description A page of a list; `cursor` is null on the last page (except the polled event feed: see there). */
         Paged_AuthTokenInfo: {
             cursor: string | null;
             items: components["schemas"]["AuthTokenInfo"][];
         };
-        /** @description A page of a list; `cursor` is null on the last page. */
+        /** @description A page of a list; `cursor` is null on the last page (except the polled event feed: see there). */
         Paged_Consent: {
             cursor: string | null;
             items: components["schemas"]["Consent"][];
         };
-        /** @description A page of a list; `cursor` is null on the last page. */
+        /** @description A page of a list; `cursor` is null on the last page (except the polled event feed: see there). */
         Paged_Delivery: {
             cursor: string | null;
             items: components["schemas"]["Delivery"][];
         };
-        /** @description A page of a list; `cursor` is null on the last page. */
+        /** @description A page of a list; `cursor` is null on the last page (except the polled event feed: see there). */
         Paged_EmailTemplate: {
             cursor: string | null;
             items: components["schemas"]["EmailTemplate"][];
         };
-        /** @description A page of a list; `cursor` is null on the last page. */
+        /** @description A page of a list; `cursor` is null on the last page (except the polled event feed: see there). */
         Paged_Event: {
             cursor: string | null;
             items: components["schemas"]["Event"][];
         };
-        /** @description A page of a list; `cursor` is null on the last page. */
+        /** @description A page of a list; `cursor` is null on the last page (except the polled event feed: see there). */
         Paged_Mail: {
             cursor: string | null;
             items: components["schemas"]["Mail"][];
         };
-        /** @description A page of a list; `cursor` is null on the last page. */
+        /** @description A page of a list; `cursor` is null on the last page (except the polled event feed: see there). */
         Paged_MemberStore: {
             cursor: string | null;
             items: components["schemas"]["MemberStore"][];
         };
-        /** @description A page of a list; `cursor` is null on the last page. */
+        /** @description A page of a list; `cursor` is null on the last page (except the polled event feed: see there). */
         Paged_Order: {
             cursor: string | null;
             items: components["schemas"]["Order"][];
         };
-        /** @description A page of a list; `cursor` is null on the last page. */
+        /** @description A page of a list; `cursor` is null on the last page (except the polled event feed: see there). */
         Paged_Profile: {
             cursor: string | null;
             items: components["schemas"]["Profile"][];
         };
-        /** @description A page of a list; `cursor` is null on the last page. */
+        /** @description A page of a list; `cursor` is null on the last page (except the polled event feed: see there). */
         Paged_RowError: {
             cursor: string | null;
             items: components["schemas"]["RowError"][];
         };
-        /** @description A page of a list; `cursor` is null on the last page. */
+        /** @description A page of a list; `cursor` is null on the last page (except the polled event feed: see there). */
         Paged_Segment: {
             cursor: string | null;
             items: components["schemas"]["Segment"][];
         };
-        /** @description A page of a list; `cursor` is null on the last page. */
+        /** @description A page of a list; `cursor` is null on the last page (except the polled event feed: see there). */
         Paged_SubscriberView: {
             cursor: string | null;
             items: components["schemas"]["SubscriberView"][];
         };
-        /** @description A page of a list; `cursor` is null on the last page. */
+        /** @description A page of a list; `cursor` is null on the last page (except the polled event feed: see there). */
         Paged_Taxonomy: {
             cursor: string | null;
             items: components["schemas"]["Taxonomy"][];
         };
-        /** @description A page of a list; `cursor` is null on the last page. */
+        /** @description A page of a list; `cursor` is null on the last page (except the polled event feed: see there). */
         Paged_Webhook: {
             cursor: string | null;
             items: components["schemas"]["Webhook"][];
@@ -2315,6 +2317,8 @@ export interface components {
         RequestId: string;
         /** @description Seconds to wait before trying again (also `retry_after` in the body). */
         RetryAfter: number;
+        /** @description On a 503 that clears by itself (`database_unavailable`, `not_ready`, `contention`): seconds to wait before retrying (also `retry_after` in the body). Absent on `payments_not_configured`. */
+        RetryAfterTransient: number;
         /** @description `Bearer`: the route wants a bearer credential. */
         WwwAuthenticate: "Bearer";
     };
@@ -2396,6 +2400,7 @@ export interface operations {
             /** @description not available now: the database is unreachable, or concurrent changes kept winning; retry: database unreachable */
             503: {
                 headers: {
+                    "Retry-After": components["headers"]["RetryAfterTransient"];
                     "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
@@ -2973,6 +2978,7 @@ export interface operations {
             /** @description not available now: the database is unreachable, or concurrent changes kept winning; retry: payments_not_configured */
             503: {
                 headers: {
+                    "Retry-After": components["headers"]["RetryAfterTransient"];
                     "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
@@ -5324,6 +5330,7 @@ export interface operations {
             /** @description not available now: the database is unreachable, or concurrent changes kept winning; retry: payments_not_configured */
             503: {
                 headers: {
+                    "Retry-After": components["headers"]["RetryAfterTransient"];
                     "x-request-id": components["headers"]["RequestId"];
                     [name: string]: unknown;
                 };
