@@ -542,7 +542,26 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 AppError::NotFound(_) => anyhow::anyhow!("the outbox has no mail {id} (storecrm mail list)"),
                 e => fail(e),
             })?;
-            print(json!({ "mail": Mail::from(summary), "message": message }));
+            let delivered = summary.status == MailStatus::Sent;
+            let mail = Mail::from(summary);
+            match message {
+                Some(message) => print(json!({ "mail": mail, "message": message })),
+                // A delivered mail keeps no body in the database (it may hold a sign-in code); the
+                // file transport's copy is read instead, decoded.
+                None if delivered && state.config.smtp_url.is_none() => {
+                    let dir = &state.config.mail_dir;
+                    match storecrm::mail::file::read_delivered(dir, id) {
+                        Ok(Some((path, message))) => {
+                            print(json!({ "mail": mail, "message": message, "file": path.display().to_string() }))
+                        }
+                        Ok(None) => print(json!({ "mail": mail, "message": null,
+                            "note": format!("no {id}.eml in MAIL_DIR {}: moved or deleted", dir.display()) })),
+                        Err(e) => anyhow::bail!("cannot read {id}.eml in MAIL_DIR {}: {e}", dir.display()),
+                    }
+                }
+                None => print(json!({ "mail": mail, "message": null,
+                    "note": "a delivered mail keeps no body in the database (it may hold a sign-in code); with SMTP, read it in the mailbox" })),
+            }
         }
     }
     Ok(())

@@ -253,9 +253,23 @@ pub fn message_id(id: uuid::Uuid, from: &str) -> String {
     format!("<{}@{}>", id.simple(), domain.unwrap_or("storecrm.invalid"))
 }
 
+/// The outbox id inside a Message-ID that [`message_id`] made.
+pub fn outbox_id(message_id: &str) -> Option<uuid::Uuid> {
+    let (local, _) = message_id.strip_prefix('<')?.split_once('@')?;
+    uuid::Uuid::try_parse(local).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_outbox_id_comes_back_out_of_its_message_id() {
+        let id = uuid::Uuid::now_v7();
+        assert_eq!(outbox_id(&message_id(id, "Shop <news@shop.example>")), Some(id));
+        assert_eq!(outbox_id("<random@elsewhere>"), None);
+        assert_eq!(outbox_id("no brackets"), None);
+    }
 
     #[test]
     fn backoff_doubles_then_caps_with_bounded_jitter() {

@@ -989,11 +989,22 @@ async fn the_cli_an_operator_lives_in(app: &TestApp) {
         (Some("sign_in_code"), Some("viewer@example.com")),
         "{listed}"
     );
-    let (ok, out, _) = cli(app, &["mail", "show", mail["id"].as_str().unwrap()], None);
-    assert!(ok);
-    let shown = one_json(&out);
+    // Delivered (the file transport): the viewer shows the mail decoded, read from its .eml.
+    let code = app.code_for("viewer@example.com", 1).await;
+    let mut shown = Value::Null;
+    for _ in 0..100 {
+        let (ok, out, err) = cli(app, &["mail", "show", mail["id"].as_str().unwrap()], None);
+        assert!(ok, "{err}");
+        shown = one_json(&out);
+        if shown["mail"]["status"] == "sent" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(shown["mail"]["id"], mail["id"]);
-    assert!(shown["message"].is_null() || shown["message"]["to"] == "viewer@example.com", "{shown}");
+    assert_eq!(shown["message"]["to"], "viewer@example.com", "{shown}");
+    assert!(shown["message"]["text"].as_str().unwrap().contains(&code), "{shown}");
+    assert!(shown["file"].as_str().unwrap().ends_with(&format!("{}.eml", mail["id"].as_str().unwrap())), "{shown}");
     let (ok, _, _) = cli(app, &["mail", "list", "--status", "lost"], None);
     assert!(!ok);
 
