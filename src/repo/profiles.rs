@@ -404,13 +404,31 @@ impl Tx {
         let sql = find_sql(search, self.backend()).unprepared();
         let rows = self.fetch_all(sql).await?.iter().map(profile).collect::<sqlx::Result<Vec<_>>>()?;
         let Some(store_id) = rows.first().map(|r| r.store_id) else { return Ok(vec![]) };
-        let index: HashMap<Uuid, usize> = rows.iter().enumerate().map(|(i, r)| (r.id, i)).collect();
-        let mut values_q = Sql::new(format!("SELECT {VALUE_COLUMNS} FROM profile_taxonomy_values WHERE store_id = "));
-        values_q.push_bind(store_id).push(" AND profile_id IN ").push_list(rows.iter().map(|r| r.id));
-        let mut out: Vec<(ProfileRow, Vec<TaxonomyValue>)> = rows.into_iter().map(|r| (r, vec![])).collect();
-        for r in self.fetch_all(values_q).await? {
-            let (pid, v) = value(&r)?;
-            out[index[&pid]].1.push(v);
+        let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+        let mut values = self.taxonomy_values(store_id, &ids).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let v = values.remove(&r.id).unwrap_or_default();
+                (r, v)
+            })
+            .collect())
+    }
+
+    /// The taxonomy values of some profiles (one query a batch of 1,000 ids), by profile.
+    pub async fn taxonomy_values(
+        &mut self,
+        store_id: Uuid,
+        ids: &[Uuid],
+    ) -> RepoResult<HashMap<Uuid, Vec<TaxonomyValue>>> {
+        let mut out: HashMap<Uuid, Vec<TaxonomyValue>> = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(1000) {
+            let mut sql = Sql::new(format!("SELECT {VALUE_COLUMNS} FROM profile_taxonomy_values WHERE store_id = "));
+            sql.push_bind(store_id).push(" AND profile_id IN ").push_list(chunk.iter().copied());
+            for r in self.fetch_all(sql).await? {
+                let (pid, v) = value(&r)?;
+                out.entry(pid).or_default().push(v);
+            }
         }
         Ok(out)
     }

@@ -603,9 +603,15 @@ impl Importer {
     /// Writes what is left and answers the summary.
     pub async fn finish(mut self) -> AppResult<ImportSummary> {
         self.settle().await?;
+        if self.summary.created + self.summary.updated >= BULK_LOAD_ROWS {
+            self.db.analyze_after_bulk_load().await?;
+        }
         Ok(self.summary)
     }
 }
+
+/// Rows written by an import past which the planner's statistics are refreshed at its end.
+const BULK_LOAD_ROWS: u64 = 10_000;
 
 /// What one written batch did.
 #[derive(Default)]
@@ -669,8 +675,8 @@ async fn write_batch(
     tx.insert_events(&created).await?;
 
     let ids: Vec<Uuid> = updates.iter().map(|(id, _)| *id).collect();
-    let current: HashMap<Uuid, Vec<TaxonomyValue>> =
-        tx.profiles(store_id, &ids).await?.into_iter().map(|d| (d.profile.id, d.values)).collect();
+    // Values only: the profiles' full details are read once, after the rewrite, for the events.
+    let current = tx.taxonomy_values(store_id, &ids).await?;
     let rewrites: Vec<ProfileRewrite> = updates
         .iter()
         .map(|(id, row)| {

@@ -104,6 +104,7 @@ impl Seeder {
                 None => break,
             }
         }
+        self.db.analyze_after_bulk_load().await?;
         let seconds = started.elapsed().as_secs_f64();
         Ok(SeedReport {
             store_id,
