@@ -19,7 +19,7 @@ use crate::http::pages;
 use crate::http::stores::Deleted;
 use crate::repo::{AudienceRow, SubscriberRow};
 use crate::services::audiences::{CreateAudience, SubscribeRequest, Subscriber, UpdateAudience};
-use crate::services::auth::{AdminAuth, ProfileAuth};
+use crate::services::auth::{AdminAuth, ProfileToken};
 pub use crate::views::Subscription;
 
 #[derive(Serialize, ToSchema)]
@@ -305,10 +305,10 @@ pub async fn subscribe(
     responses((status = 200, body = AccessResponse), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn check_access(
     State(state): State<AppState>,
-    auth: ProfileAuth,
+    token: ProfileToken,
     Path(path): Path<(Uuid, String)>,
 ) -> AppResult<Json<AccessResponse>> {
-    let access = state.services.audiences.check_access(&auth, &path.1).await?;
+    let access = state.services.audiences.check_access(&token, &path.1).await?;
     Ok(Json(AccessResponse {
         has_access: access.has_access,
         subscription: access.subscription.map(Subscription::from),

@@ -223,25 +223,38 @@ impl Tx {
         Ok(())
     }
 
-    /// The profile's `verified` flag and its subscription to the audience, in one query;
-    /// `None` when the profile does not exist.
-    pub async fn access_row(
+    /// `checkAccess` in one round trip: the session checked as live (None otherwise, like
+    /// [`Tx::live_profile_session`]), the audience found by id or key, and the subscription.
+    pub async fn access_check(
         &mut self,
         store_id: Uuid,
-        audience_id: Uuid,
+        session_id: Uuid,
         profile_id: Uuid,
-    ) -> RepoResult<Option<Option<SubscriptionRow>>> {
+        audience: (Option<Uuid>, &str),
+        now: i64,
+    ) -> RepoResult<Option<super::AccessCheck>> {
         let sql = Sql::new(format!(
-            "SELECT p.id AS pid, s.id AS sub_id, {SUBSCRIPTION_COLUMNS} FROM profiles p
-             LEFT JOIN subscriptions s ON s.store_id = p.store_id AND s.profile_id = p.id AND s.audience_id = $2
-             WHERE p.store_id = $1 AND p.id = $3"
+            "SELECT (ss.verified OR ss.attached_email OR p.email_key IS NULL) AS holds, a.status AS audience_status,
+                    s.id AS sub_id, {SUBSCRIPTION_COLUMNS}
+             FROM profile_sessions ss
+             JOIN profiles p ON p.store_id = ss.store_id AND p.id = ss.profile_id
+             LEFT JOIN audiences a ON a.store_id = ss.store_id AND (a.id = $4 OR a.key = $5)
+             LEFT JOIN subscriptions s ON s.store_id = ss.store_id AND s.audience_id = a.id AND s.profile_id = ss.profile_id
+             WHERE ss.store_id = $1 AND ss.id = $2 AND ss.profile_id = $3 AND ss.revoked_at IS NULL
+             AND ss.refresh_expires_at > $6
+             LIMIT 1"
         ))
         .bind(store_id)
-        .bind(audience_id)
-        .bind(profile_id);
+        .bind(session_id)
+        .bind(profile_id)
+        .bind(audience.0)
+        .bind(audience.1)
+        .bind(now);
         let Some(row) = self.fetch_optional(sql).await? else { return Ok(None) };
-        let sub = if row.opt_uuid("sub_id")?.is_some() { Some(subscription(&row)?) } else { None };
-        Ok(Some(sub))
+        let audience_status =
+            if row.opt_text("audience_status")?.is_some() { Some(row.parsed("audience_status")?) } else { None };
+        let subscription = if row.opt_uuid("sub_id")?.is_some() { Some(subscription(&row)?) } else { None };
+        Ok(Some(super::AccessCheck { holds: row.boolean("holds")?, audience_status, subscription }))
     }
 
     /// The profile's subscription to the audience; locked inside a transaction.

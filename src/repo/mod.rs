@@ -274,6 +274,16 @@ pub struct ProfileSessionRow {
     pub refresh_expires_at: i64,
 }
 
+/// What `checkAccess` reads in its one statement: whether the session holds its profile, the
+/// audience (when the store has one of that id or key) and the profile's subscription to it.
+#[derive(Debug, Clone)]
+pub struct AccessCheck {
+    pub holds: bool,
+    /// The audience's status; None when the store has no such audience.
+    pub audience_status: Option<crate::domain::Status>,
+    pub subscription: Option<SubscriptionRow>,
+}
+
 /// A live profile session, as an authenticated request sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct LiveSession {

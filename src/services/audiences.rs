@@ -20,7 +20,7 @@ use crate::mail::render::render;
 use crate::mail::{OutgoingMail, mailbox_display};
 use crate::payments::PaymentGateway;
 use crate::repo::{AudienceRow, AudienceSearch, Database, NewOutboxMail, StoreRow, SubscriberRow, SubscriptionRow, Tx};
-use crate::services::auth::ProfileAuth;
+use crate::services::auth::{ProfileAuth, ProfileToken};
 use crate::services::checkout::{self, PaidSubscribe};
 use crate::services::consents::{Consent, ConsentAction, Witness};
 use crate::services::limits::{self, Limit, email_bucket};
@@ -610,17 +610,23 @@ impl Audiences {
         })
     }
 
-    pub async fn check_access(&self, auth: &ProfileAuth, id_or_key: &str) -> AppResult<Access> {
-        let audience = self.get(auth.store_id, id_or_key, true).await?;
-        let subscription = self
+    /// One statement: the session (401 unless live), the audience (404 unless active) and the
+    /// subscription are read together.
+    pub async fn check_access(&self, token: &ProfileToken, id_or_key: &str) -> AppResult<Access> {
+        let now = crate::now();
+        let audience = (Uuid::parse_str(id_or_key).ok(), id_or_key);
+        let check = self
             .db
             .auto()
-            .access_row(auth.store_id, audience.id, auth.profile_id)
+            .access_check(token.store_id, token.session_id, token.profile_id, audience, now)
             .await?
-            .ok_or_else(|| AppError::unauthorized("profile is gone"))?;
-        let now = crate::now();
+            .ok_or_else(crate::services::auth::invalid_token)?;
+        if check.audience_status != Some(Status::Active) {
+            return Err(AppError::NotFound("audience"));
+        }
+        let subscription = check.subscription;
         let denied = match &subscription {
-            _ if !auth.holds => Some(AccessDenied::VerificationRequired),
+            _ if !check.holds => Some(AccessDenied::VerificationRequired),
             None => Some(AccessDenied::NotSubscribed),
             Some(s) => match s.status {
                 SubscriptionStatus::Active => None,
