@@ -1,4 +1,4 @@
-//! The yardstick of scripts/bench-me.sh: a bare axum + sqlx server with no auth, no middleware
+//! The yardstick of scripts/bench-hot.sh: a bare axum + sqlx server with no auth, no middleware
 //! and one statement per request, on the same Postgres database and pool size as storecrm.
 //!   DATABASE_URL=postgres://... bench_baseline 127.0.0.1:18090
 //! `GET  /profiles/{store}/{id}`: one point select on `profiles` by primary key, as JSON.
