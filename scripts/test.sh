@@ -20,7 +20,7 @@ echo "== API document checks (validators, schemathesis as each principal, newman
 TEST_DATABASE_URL="${TEST_DATABASE_URL:-}" API_CHECK_MAX_EXAMPLES="${API_CHECK_MAX_EXAMPLES:-15}" scripts/api/check.sh
 
 if [ -n "${TEST_DATABASE_URL:-}" ]; then
-  echo "== quick fault scripts (SMTP outage during 1,000 code requests; two instances on one Postgres)"
+  echo "== quick fault scripts (SMTP outage during 1,000 code requests; two instances on one Postgres; PgBouncer)"
   # On the debug build: the same checks (nothing lost, nothing doubled), without a release build.
   FAULT_PROFILE=debug scripts/faults/quick.sh
 fi

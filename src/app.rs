@@ -47,7 +47,7 @@ impl Deref for AppState {
 /// Connects to the database, applies pending migrations and builds the services.
 pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let max_connections = match config.database_url {
-        DatabaseUrl::Postgres(_) => config.limits.db_max_connections,
+        DatabaseUrl::Postgres { .. } => config.limits.db_max_connections,
         DatabaseUrl::Sqlite { .. } => config.limits.db_max_connections.min(8),
     };
     let db = Database::connect(&config.database_url, max_connections).await?;

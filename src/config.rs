@@ -25,14 +25,35 @@ impl fmt::Debug for Secret {
 /// Where the data lives. `Debug` hides a password in a Postgres URL.
 #[derive(Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
-    Sqlite { path: PathBuf },
-    Postgres(Secret),
+    Sqlite {
+        path: PathBuf,
+    },
+    /// `url` without the `pgbouncer` parameter, which is ours, not the driver's.
+    Postgres {
+        url: Secret,
+        /// `?pgbouncer=true`: the URL points at a pooler in transaction mode (PgBouncer's
+        /// `pool_mode = transaction`), where a connection is a different server session from one
+        /// transaction to the next; see `repo::db` for what the server does about it.
+        pgbouncer: bool,
+    },
 }
 
 impl DatabaseUrl {
     pub fn parse(url: &str) -> Result<Self, String> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return Ok(Self::Postgres(Secret::new(url)));
+            let (base, query) = url.split_once('?').unwrap_or((url, ""));
+            let mut pgbouncer = false;
+            let mut rest = vec![];
+            for pair in query.split('&').filter(|p| !p.is_empty()) {
+                match pair.split_once('=').unwrap_or((pair, "")) {
+                    ("pgbouncer", "true") => pgbouncer = true,
+                    ("pgbouncer", "false") => pgbouncer = false,
+                    ("pgbouncer", _) => return Err("pgbouncer= must be true or false".into()),
+                    _ => rest.push(pair),
+                }
+            }
+            let url = if rest.is_empty() { base.to_string() } else { format!("{base}?{}", rest.join("&")) };
+            return Ok(Self::Postgres { url: Secret::new(url), pgbouncer });
         }
         let rest = url
             .strip_prefix("sqlite://")
@@ -50,12 +71,16 @@ impl fmt::Debug for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Sqlite { path } => write!(f, "sqlite://{}", path.display()),
-            Self::Postgres(url) => {
+            Self::Postgres { url, pgbouncer } => {
                 let shown = match (url.0.find("://"), url.0.rfind('@')) {
                     (Some(s), Some(at)) if at > s => format!("{}://[redacted]@{}", &url.0[..s], &url.0[at + 1..]),
                     _ => url.0.clone(),
                 };
-                f.write_str(&shown)
+                f.write_str(&shown)?;
+                if *pgbouncer {
+                    f.write_str(if shown.contains('?') { "&pgbouncer=true" } else { "?pgbouncer=true" })?;
+                }
+                Ok(())
             }
         }
     }
@@ -468,5 +493,21 @@ mod tests {
             assert!(!shown.contains(secret), "{secret} leaked in {shown}");
         }
         assert!(shown.contains("db:5432/crm"));
+    }
+
+    #[test]
+    fn pgbouncer_is_read_from_the_url_and_not_passed_to_the_driver() {
+        let url = |v: &str| cfg(&[("DATABASE_URL", v)]).map(|c| c.database_url);
+        let pg = |u: &str, pgbouncer| DatabaseUrl::Postgres { url: Secret::new(u), pgbouncer };
+        assert_eq!(url("postgres://h:6432/crm").unwrap(), pg("postgres://h:6432/crm", false));
+        assert_eq!(url("postgres://h:6432/crm?pgbouncer=true").unwrap(), pg("postgres://h:6432/crm", true));
+        assert_eq!(
+            url("postgres://h:6432/crm?sslmode=require&pgbouncer=true&application_name=x").unwrap(),
+            pg("postgres://h:6432/crm?sslmode=require&application_name=x", true)
+        );
+        assert_eq!(url("postgres://h/crm?pgbouncer=false").unwrap(), pg("postgres://h/crm", false));
+        assert_eq!(url("postgres://h/crm?pgbouncer=1").unwrap_err().var, "DATABASE_URL");
+        let shown = format!("{:?}", url("postgres://u:secret@h:6432/crm?pgbouncer=true").unwrap());
+        assert_eq!(shown, "postgres://[redacted]@h:6432/crm?pgbouncer=true");
     }
 }

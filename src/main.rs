@@ -505,7 +505,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             // SQLite takes one writer at a time: a second batch would only wait for the lock.
             let parallel = match state.config.database_url {
                 DatabaseUrl::Sqlite { .. } => 1,
-                DatabaseUrl::Postgres(_) => parallel.clamp(1, 16),
+                DatabaseUrl::Postgres { .. } => parallel.clamp(1, 16),
             };
             let report = seeder.seed(store, profiles, batch.clamp(1, 10_000), parallel).await.map_err(fail)?;
             print(json!({ "seeded": report }));

@@ -13,6 +13,25 @@
 //! needs and commits; dropping an uncommitted `Tx` rolls it back. A one-statement read or write
 //! runs on [`Database::auto`] instead, where each statement commits on its own, so it costs no
 //! `BEGIN`/`COMMIT` round trips.
+//!
+//! Behind a pooler in transaction mode (`DATABASE_URL=...?pgbouncer=true`, PgBouncer's
+//! `pool_mode = transaction`), a pooled connection is a different Postgres session from one
+//! transaction to the next, and what sqlx does by default breaks there. A cached prepared
+//! statement is named (`sqlx_s_1`, `sqlx_s_2`, ... per connection) and lives in the session that
+//! prepared it: a later transaction finds it missing ("does not exist"), or finds another
+//! client's statement of that name ("already exists", or, worse, it runs that other statement if
+//! the parameters fit). Turning the cache off (`statement_cache_capacity(0)`) is not enough: sqlx
+//! still prepares each statement under a new name, and only never reuses or closes it. And a
+//! statement with parameters takes two round trips, Parse then Bind, each ended by a Sync, after
+//! which PgBouncer may hand the session to another client: even an unnamed statement sent on its
+//! own can be bound in another session, to whatever that session parsed last. So with the flag,
+//! [`Tx`] prepares nothing by name (every statement unnamed, as [`Sql::unprepared`]) and runs
+//! every statement inside a transaction, which keeps one session from its Parse to its Bind:
+//! those of [`Database::begin`] and [`Database::snapshot`] already are, and a statement of
+//! [`Database::auto`] gets a `BEGIN`/`COMMIT` of its own. The price is round trips (four for a
+//! one-statement unit instead of one). Nothing else depends on the session: no `SET` (only `SET
+//! TRANSACTION`), no session advisory lock (migrations take `pg_advisory_xact_lock`), no `LISTEN`,
+//! no temporary table. docs/scaling.md has the measurements.
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -38,6 +57,8 @@ pub enum Backend {
 #[derive(Clone, Debug)]
 pub struct Database {
     pool: Pool,
+    /// Behind a transaction pooler (see the module's documentation).
+    pgbouncer: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -52,6 +73,9 @@ pub struct Tx {
     conn: Conn,
     /// A snapshot: reads only, so no row locks are taken (Postgres refuses them read-only).
     read_only: bool,
+    /// Behind a transaction pooler: nothing prepared by name, and a statement on the pool runs in
+    /// a transaction of its own.
+    pgbouncer: bool,
 }
 
 enum Conn {
@@ -64,13 +88,13 @@ enum Conn {
 impl Database {
     /// Connects (creating a SQLite file if missing) without migrating.
     pub async fn connect(url: &DatabaseUrl, max_connections: u32) -> anyhow::Result<Self> {
-        let pool = match url {
-            DatabaseUrl::Postgres(url) => {
-                Pool::Postgres(super::postgres::connect(url.expose(), max_connections).await?)
+        let (pool, pgbouncer) = match url {
+            DatabaseUrl::Postgres { url, pgbouncer } => {
+                (Pool::Postgres(super::postgres::connect(url.expose(), max_connections).await?), *pgbouncer)
             }
-            DatabaseUrl::Sqlite { path } => Pool::Sqlite(super::sqlite::connect(path, max_connections).await?),
+            DatabaseUrl::Sqlite { path } => (Pool::Sqlite(super::sqlite::connect(path, max_connections).await?), false),
         };
-        Ok(Self { pool })
+        Ok(Self { pool, pgbouncer })
     }
 
     pub fn backend(&self) -> Backend {
@@ -85,7 +109,7 @@ impl Database {
     /// 100,000-profile store estimated at 489 rows sorted its export pages on disk.
     pub async fn analyze_after_bulk_load(&self) -> RepoResult<()> {
         if let Pool::Postgres(p) = &self.pool {
-            sqlx::query("ANALYZE profiles, profile_taxonomy_values, subscriptions, events").execute(p).await?;
+            sqlx::raw_sql("ANALYZE profiles, profile_taxonomy_values, subscriptions, events").execute(p).await?;
         }
         Ok(())
     }
@@ -98,7 +122,7 @@ impl Database {
             Pool::Postgres(p) => Conn::Postgres(p.begin().await?),
             Pool::Sqlite(p) => Conn::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
         };
-        Ok(Tx { conn, read_only: false })
+        Ok(Tx { conn, read_only: false, pgbouncer: self.pgbouncer })
     }
 
     /// A read-only transaction that sees one snapshot of the database for its whole life (an
@@ -109,12 +133,13 @@ impl Database {
         let conn = match &self.pool {
             Pool::Postgres(p) => {
                 let mut tx = p.begin().await?;
-                sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+                // The simple protocol: nothing to prepare.
+                sqlx::raw_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
                 Conn::Postgres(tx)
             }
             Pool::Sqlite(p) => Conn::Sqlite(p.begin_with("BEGIN DEFERRED").await?),
         };
-        Ok(Tx { conn, read_only: true })
+        Ok(Tx { conn, read_only: true, pgbouncer: self.pgbouncer })
     }
 
     /// For work that the repository does in one statement on Postgres but that needs several
@@ -134,7 +159,7 @@ impl Database {
             Pool::Postgres(p) => Conn::PostgresPool(p.clone()),
             Pool::Sqlite(p) => Conn::SqlitePool(p.clone()),
         };
-        Tx { conn, read_only: false }
+        Tx { conn, read_only: false, pgbouncer: self.pgbouncer }
     }
 
     /// The Postgres pool, for code that times one statement against it (examples/bench_baseline.rs).
@@ -353,7 +378,8 @@ impl Sql {
         &self.text
     }
 
-    fn postgres(self) -> Query<'static, Postgres, PgArguments> {
+    /// `prepared: false` sends it unnamed whatever `persistent` says (behind a transaction pooler).
+    fn postgres(self, prepared: bool) -> Query<'static, Postgres, PgArguments> {
         let mut q = match self.text {
             Cow::Borrowed(s) => sqlx::query(s),
             Cow::Owned(s) => sqlx::query(sqlx::AssertSqlSafe(s)),
@@ -374,7 +400,7 @@ impl Sql {
                 Arg::TextArray(v) => q.bind(v),
             };
         }
-        q.persistent(self.persistent)
+        q.persistent(self.persistent && prepared)
     }
 
     fn sqlite(self) -> Query<'static, Sqlite, SqliteArguments> {
@@ -447,27 +473,52 @@ impl Tx {
 
     /// Runs a statement; the number of rows it changed.
     pub async fn execute(&mut self, sql: Sql) -> RepoResult<u64> {
+        let prepared = !self.pgbouncer;
         Ok(match &mut self.conn {
-            Conn::PostgresPool(p) => sql.postgres().execute(&*p).await?.rows_affected(),
-            Conn::Postgres(tx) => sql.postgres().execute(&mut **tx).await?.rows_affected(),
+            Conn::PostgresPool(p) if self.pgbouncer => {
+                let mut tx = p.begin().await?;
+                let n = sql.postgres(false).execute(&mut *tx).await?.rows_affected();
+                tx.commit().await?;
+                n
+            }
+            Conn::PostgresPool(p) => sql.postgres(prepared).execute(&*p).await?.rows_affected(),
+            Conn::Postgres(tx) => sql.postgres(prepared).execute(&mut **tx).await?.rows_affected(),
             Conn::SqlitePool(p) => sql.sqlite().execute(&*p).await?.rows_affected(),
             Conn::Sqlite(tx) => sql.sqlite().execute(&mut **tx).await?.rows_affected(),
         })
     }
 
     pub async fn fetch_all(&mut self, sql: Sql) -> RepoResult<Vec<Row>> {
+        let prepared = !self.pgbouncer;
         Ok(match &mut self.conn {
-            Conn::PostgresPool(p) => sql.postgres().fetch_all(&*p).await?.into_iter().map(Row::Postgres).collect(),
-            Conn::Postgres(tx) => sql.postgres().fetch_all(&mut **tx).await?.into_iter().map(Row::Postgres).collect(),
+            Conn::PostgresPool(p) if self.pgbouncer => {
+                let mut tx = p.begin().await?;
+                let rows = sql.postgres(false).fetch_all(&mut *tx).await?;
+                tx.commit().await?;
+                rows.into_iter().map(Row::Postgres).collect()
+            }
+            Conn::PostgresPool(p) => {
+                sql.postgres(prepared).fetch_all(&*p).await?.into_iter().map(Row::Postgres).collect()
+            }
+            Conn::Postgres(tx) => {
+                sql.postgres(prepared).fetch_all(&mut **tx).await?.into_iter().map(Row::Postgres).collect()
+            }
             Conn::SqlitePool(p) => sql.sqlite().fetch_all(&*p).await?.into_iter().map(Row::Sqlite).collect(),
             Conn::Sqlite(tx) => sql.sqlite().fetch_all(&mut **tx).await?.into_iter().map(Row::Sqlite).collect(),
         })
     }
 
     pub async fn fetch_optional(&mut self, sql: Sql) -> RepoResult<Option<Row>> {
+        let prepared = !self.pgbouncer;
         Ok(match &mut self.conn {
-            Conn::PostgresPool(p) => sql.postgres().fetch_optional(&*p).await?.map(Row::Postgres),
-            Conn::Postgres(tx) => sql.postgres().fetch_optional(&mut **tx).await?.map(Row::Postgres),
+            Conn::PostgresPool(p) if self.pgbouncer => {
+                let mut tx = p.begin().await?;
+                let row = sql.postgres(false).fetch_optional(&mut *tx).await?;
+                tx.commit().await?;
+                row.map(Row::Postgres)
+            }
+            Conn::PostgresPool(p) => sql.postgres(prepared).fetch_optional(&*p).await?.map(Row::Postgres),
+            Conn::Postgres(tx) => sql.postgres(prepared).fetch_optional(&mut **tx).await?.map(Row::Postgres),
             Conn::SqlitePool(p) => sql.sqlite().fetch_optional(&*p).await?.map(Row::Sqlite),
             Conn::Sqlite(tx) => sql.sqlite().fetch_optional(&mut **tx).await?.map(Row::Sqlite),
         })

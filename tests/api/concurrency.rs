@@ -722,14 +722,14 @@ async fn with_row_held<T>(
     waiters: i64,
     racing: impl Future<Output = T>,
 ) -> T {
-    use sqlx::Connection;
     if app.backend != Backend::Postgres {
         return racing.await;
     }
-    let mut hold = sqlx::PgConnection::connect(&app.database_url).await.expect("connect");
-    let mut watch = sqlx::PgConnection::connect(&app.database_url).await.expect("connect");
-    sqlx::query("BEGIN").execute(&mut hold).await.expect("begin");
-    let mut q = sqlx::query(lock);
+    // Behind PgBouncer too (see common::pg_connect): unnamed, inside the transaction.
+    let mut hold = crate::common::pg_connect(&app.database_url).await;
+    let mut watch = crate::common::pg_connect(&app.database_url).await;
+    sqlx::raw_sql("BEGIN").execute(&mut hold).await.expect("begin");
+    let mut q = sqlx::query(lock).persistent(false);
     for b in binds {
         q = match b {
             Bind::U(v) => q.bind(*v),
@@ -741,18 +741,19 @@ async fn with_row_held<T>(
     assert_eq!(q.execute(&mut hold).await.expect("hold the row").rows_affected(), 1, "{lock}");
     let release = async {
         for _ in 0..100 {
-            let waiting: i64 = sqlx::query_scalar(
+            let waiting: i64 = sqlx::raw_sql(
                 "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
             )
             .fetch_one(&mut watch)
             .await
+            .map(|r| sqlx::Row::get(&r, 0))
             .expect("pg_stat_activity");
             if waiting >= waiters {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        sqlx::query("COMMIT").execute(&mut hold).await.expect("commit");
+        sqlx::raw_sql("COMMIT").execute(&mut hold).await.expect("commit");
     };
     let (out, ()) = tokio::join!(racing, release);
     out

@@ -238,9 +238,8 @@ async fn internal_errors_carry_no_internal_text(app: &TestApp) {
             sqlx::query("DROP TABLE api_keys").execute(&mut c).await.unwrap();
         }
         Backend::Postgres => {
-            use sqlx::Connection;
-            let mut c = sqlx::PgConnection::connect(&app.database_url).await.unwrap();
-            sqlx::query("DROP TABLE api_keys").execute(&mut c).await.unwrap();
+            let mut c = common::pg_connect(&app.database_url).await;
+            sqlx::raw_sql("DROP TABLE api_keys").execute(&mut c).await.unwrap();
         }
     }
     let got = app.get(&admin.store("/api-keys"), Some(&admin.token)).await;
@@ -323,26 +322,26 @@ async fn login_failures_do_not_reveal_accounts(app: &TestApp) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "Postgres half: set TEST_DATABASE_URL and pass -- --include-ignored"]
 async fn postgres_going_away_answers_503_and_the_server_recovers() {
-    use sqlx::{AssertSqlSafe, Connection};
+    use sqlx::AssertSqlSafe;
     let app = TestApp::spawn(Backend::Postgres).await;
     let admin = app.admin("away").await;
     let db = app.database_url.rsplit('/').next().unwrap().split('?').next().unwrap().to_string();
-    let mut pg = sqlx::PgConnection::connect(&std::env::var("TEST_DATABASE_URL").unwrap()).await.unwrap();
+    let mut pg = common::pg_connect(&std::env::var("TEST_DATABASE_URL").unwrap()).await;
     let terminate = format!(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{db}' AND pid <> pg_backend_pid()"
     );
     // Every session killed: each request answers, with a 503 or (on a fresh connection) a 200.
-    sqlx::query(AssertSqlSafe(terminate.clone())).execute(&mut pg).await.unwrap();
+    sqlx::raw_sql(AssertSqlSafe(terminate.clone())).execute(&mut pg).await.unwrap();
     for _ in 0..8 {
         let (status, body) = app.get(&admin.store(""), Some(&admin.token)).await;
         assert!(status == 200 || status == 503, "{status} {body}");
     }
     // New sessions refused.
-    sqlx::query(AssertSqlSafe(format!("ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS false")))
+    sqlx::raw_sql(AssertSqlSafe(format!("ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS false")))
         .execute(&mut pg)
         .await
         .unwrap();
-    sqlx::query(AssertSqlSafe(terminate)).execute(&mut pg).await.unwrap();
+    sqlx::raw_sql(AssertSqlSafe(terminate)).execute(&mut pg).await.unwrap();
     for _ in 0..3 {
         expect_error(&app.get(&admin.store(""), Some(&admin.token)).await, 503, "database_unavailable");
         expect_error(
@@ -357,7 +356,7 @@ async fn postgres_going_away_answers_503_and_the_server_recovers() {
     assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(answer.headers()["retry-after"], "1");
     assert_eq!(answer.json::<Value>().await.unwrap()["retry_after"], 1);
-    sqlx::query(AssertSqlSafe(format!("ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS true")))
+    sqlx::raw_sql(AssertSqlSafe(format!("ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS true")))
         .execute(&mut pg)
         .await
         .unwrap();
@@ -732,8 +731,10 @@ async fn dump_database(app: &TestApp) -> String {
     macro_rules! dump {
         ($conn:expr) => {
             for t in tables {
-                let rows =
-                    sqlx::query(sqlx::AssertSqlSafe(format!("SELECT * FROM {t}"))).fetch_all(&mut $conn).await.unwrap();
+                let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("SELECT * FROM {t}")))
+                    .fetch_all(&mut $conn)
+                    .await
+                    .unwrap();
                 for r in rows {
                     for (i, c) in r.columns().iter().enumerate() {
                         let ty = c.type_info().name().to_ascii_uppercase();
@@ -760,7 +761,7 @@ async fn dump_database(app: &TestApp) -> String {
             dump!(c);
         }
         Backend::Postgres => {
-            let mut c = sqlx::PgConnection::connect(&app.database_url).await.unwrap();
+            let mut c = common::pg_connect(&app.database_url).await;
             dump!(c);
         }
     }

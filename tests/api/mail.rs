@@ -87,8 +87,8 @@ async fn outbox_rows(app: &TestApp) -> Vec<OutboxRow> {
     const SQL: &str = "SELECT to_key, CAST(attempts AS BIGINT) AS attempts, failed_at, last_error FROM mail_outbox WHERE sent_at IS NULL";
     macro_rules! read {
         ($conn:expr) => {{
-            let mut conn = $conn.unwrap();
-            let rows = sqlx::query(SQL).fetch_all(&mut conn).await.unwrap();
+            let mut conn = $conn;
+            let rows = sqlx::raw_sql(SQL).fetch_all(&mut conn).await.unwrap();
             rows.iter()
                 .map(|r| OutboxRow {
                     to_key: r.get("to_key"),
@@ -100,8 +100,8 @@ async fn outbox_rows(app: &TestApp) -> Vec<OutboxRow> {
         }};
     }
     match app.backend {
-        Backend::Postgres => read!(sqlx::PgConnection::connect(&app.database_url).await),
-        Backend::Sqlite => read!(sqlx::SqliteConnection::connect(&app.database_url).await),
+        Backend::Postgres => read!(crate::common::pg_connect(&app.database_url).await),
+        Backend::Sqlite => read!(sqlx::SqliteConnection::connect(&app.database_url).await.unwrap()),
     }
 }
 

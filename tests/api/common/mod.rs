@@ -40,6 +40,21 @@ fn pg_admin_url() -> Option<String> {
     std::env::var("TEST_DATABASE_URL").ok().filter(|v| !v.is_empty())
 }
 
+/// A connection of the test's own (raw SQL, creating databases) to a Postgres URL of the harness.
+/// TEST_DATABASE_URL may point at PgBouncer in transaction mode (`...?pgbouncer=true`, which the
+/// server reads and the driver does not, so it is left out here): then a connection is a
+/// different server session from one transaction to the next, so the harness and the tests send
+/// SQL without parameters with the simple protocol (`sqlx::raw_sql`) and SQL with parameters
+/// unnamed (`persistent(false)`) inside a transaction, never as sqlx's default named statements
+/// (`src/repo/db.rs` says why).
+pub async fn pg_connect(url: &str) -> sqlx::PgConnection {
+    let url = match storecrm::config::DatabaseUrl::parse(url) {
+        Ok(storecrm::config::DatabaseUrl::Postgres { url, .. }) => url.expose().to_string(),
+        _ => url.to_string(),
+    };
+    sqlx::PgConnection::connect(&url).await.expect("connect to TEST_DATABASE_URL")
+}
+
 fn with_database(url: &str, db: &str) -> String {
     let (base, query) = url.split_once('?').map(|(b, q)| (b, Some(q))).unwrap_or((url, None));
     let root = &base[..base.rfind('/').expect("TEST_DATABASE_URL has a database path")];
@@ -51,12 +66,15 @@ fn with_database(url: &str, db: &str) -> String {
 
 /// Creates a fresh database, after dropping ones that earlier runs left behind an hour ago.
 async fn fresh_pg_database(admin_url: &str) -> String {
-    let mut conn = sqlx::PgConnection::connect(admin_url).await.expect("connect to TEST_DATABASE_URL");
+    let mut conn = pg_connect(admin_url).await;
     let now = storecrm::now();
-    let names: Vec<String> = sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'sc\\_test\\_%'")
+    let names: Vec<String> = sqlx::raw_sql("SELECT datname FROM pg_database WHERE datname LIKE 'sc\\_test\\_%'")
         .fetch_all(&mut conn)
         .await
-        .expect("list test databases");
+        .expect("list test databases")
+        .iter()
+        .map(|r| sqlx::Row::get(r, 0))
+        .collect();
     for name in names {
         let stamp = name.split('_').nth(2).and_then(|t| t.parse::<i64>().ok()).unwrap_or(0);
         if now - stamp > 3600 {
@@ -152,9 +170,8 @@ impl TestApp {
         if let Some(server) = self.server.take() {
             let _ = server.await;
         }
-        if let Some((admin, db)) = self.pg.take()
-            && let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await
-        {
+        if let Some((admin, db)) = self.pg.take() {
+            let mut conn = pg_connect(&admin).await;
             let _ = conn.execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))).await;
         }
         if !self.dir.as_os_str().is_empty() {
@@ -347,7 +364,8 @@ macro_rules! bind_all {
 }
 
 impl TestApp {
-    /// Runs raw SQL against the app's database on a separate connection (`$n` placeholders).
+    /// Runs raw SQL against the app's database on a separate connection (`$n` placeholders); on
+    /// Postgres unnamed and in a transaction of its own (see [`pg_connect`]).
     pub async fn exec(&self, sql: &str, binds: &[Bind]) {
         use sqlx::Connection;
         let sql = sqlx::AssertSqlSafe(sql.to_string());
@@ -357,8 +375,10 @@ impl TestApp {
                 bind_all!(sqlx::query(sql), binds).execute(&mut c).await.unwrap();
             }
             Backend::Postgres => {
-                let mut c = sqlx::PgConnection::connect(&self.database_url).await.unwrap();
-                bind_all!(sqlx::query(sql), binds).execute(&mut c).await.unwrap();
+                let mut c = pg_connect(&self.database_url).await;
+                let mut tx = c.begin().await.unwrap();
+                bind_all!(sqlx::query(sql), binds).persistent(false).execute(&mut *tx).await.unwrap();
+                tx.commit().await.unwrap();
             }
         }
     }
@@ -373,8 +393,15 @@ impl TestApp {
                 bind_all!(sqlx::query_scalar::<_, i64>(sql), binds).fetch_one(&mut c).await.unwrap()
             }
             Backend::Postgres => {
-                let mut c = sqlx::PgConnection::connect(&self.database_url).await.unwrap();
-                bind_all!(sqlx::query_scalar::<_, i64>(sql), binds).fetch_one(&mut c).await.unwrap()
+                let mut c = pg_connect(&self.database_url).await;
+                let mut tx = c.begin().await.unwrap();
+                let n = bind_all!(sqlx::query_scalar::<_, i64>(sql), binds)
+                    .persistent(false)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .unwrap();
+                tx.commit().await.unwrap();
+                n
             }
         }
     }
