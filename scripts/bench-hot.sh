@@ -147,7 +147,7 @@ measure storecrm_access GET "$api/audiences/news/access" "Bearer $token"
 measure storecrm_initialize POST "$api/profiles/initialize" ""
 measure storecrm_request_code POST "$api/profiles/auth/code" "" emails
 rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$server/status")
-kill "$server"; wait "$server" 2>/dev/null || true; server="
+kill "$server"; wait "$server" 2>/dev/null || true; server=""
 
 "$baseline" "127.0.0.1:$base_port" 2>>"$work/server.log" & server=$!
 wait_up "127.0.0.1:$base_port"
