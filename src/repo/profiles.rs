@@ -369,14 +369,6 @@ impl Tx {
         Ok(self.lock_profiles(store_id, &[id]).await?.pop())
     }
 
-    pub async fn profile(&mut self, store_id: Uuid, id: Uuid) -> RepoResult<Option<ProfileDetails>> {
-        let sql = Sql::new(format!("SELECT {PROFILE_COLUMNS} FROM profiles p WHERE p.store_id = $1 AND p.id = $2"))
-            .bind(store_id)
-            .bind(id);
-        let Some(row) = self.fetch_optional(sql).await? else { return Ok(None) };
-        Ok(self.details(vec![profile(&row)?]).await?.pop())
-    }
-
     /// Several profiles of a store, with their details, in id order (a batch of ids at a time).
     pub async fn profiles(&mut self, store_id: Uuid, ids: &[Uuid]) -> RepoResult<Vec<ProfileDetails>> {
         let mut out = Vec::with_capacity(ids.len());

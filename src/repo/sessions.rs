@@ -34,12 +34,14 @@ pub struct LiveCode {
     pub code_hash: Vec<u8>,
 }
 
-/// `getMe` as one statement: the WHERE clause is the liveness check (a revoked or expired session
-/// yields no row), and each collection of `details()` comes back as one JSON array of tuples.
-/// Keep the two dialects and `details()` in step. Public so that examples/bench_baseline.rs can
-/// time the statement alone. Parameters: store, session, profile, now, codes shown.
-pub const ME_POSTGRES: &str = "SELECT (s.verified OR s.attached_email OR p.email_key IS NULL) AS session_holds,
-        p.store_id, p.id, p.email, p.verified, p.status, p.created_at, p.updated_at,
+/// The full profile `p` as getMe and the admin API answer it, in one statement: its values, promo
+/// usage, live sessions (`$now`) and last codes (`$codes`) as four JSON arrays. The SQLite
+/// variant writes UUID blobs as hex and REALs through `quote()`, because `json_array` prints them
+/// with 15 digits and would not give back the stored value.
+macro_rules! profile_columns_postgres {
+    ($now:literal, $codes:literal) => {
+        concat!(
+            "p.store_id, p.id, p.email, p.verified, p.status, p.created_at, p.updated_at,
         (SELECT COALESCE(json_agg(json_build_array(v.taxonomy_id, v.field_key, v.value_pos, v.field_pos, v.field_type,
                  v.text_value, v.num_value, v.bool_value, v.lat, v.lon, v.label)), '[]')
            FROM profile_taxonomy_values v WHERE v.store_id = p.store_id AND v.profile_id = p.id) AS taxonomy_values,
@@ -48,19 +50,20 @@ pub const ME_POSTGRES: &str = "SELECT (s.verified OR s.attached_email OR p.email
         (SELECT COALESCE(json_agg(json_build_array(o.id, o.created_at, o.last_used_at, o.refresh_expires_at,
                  o.verified, o.user_agent) ORDER BY o.id), '[]')
            FROM profile_sessions o WHERE o.store_id = p.store_id AND o.profile_id = p.id
-           AND o.revoked_at IS NULL AND o.refresh_expires_at > $4) AS sessions,
+           AND o.revoked_at IS NULL AND o.refresh_expires_at > ", $now, ") AS sessions,
         (SELECT COALESCE(json_agg(json_build_array(c.id, c.created_at, c.expires_at, c.used_at IS NOT NULL,
                  c.attempts) ORDER BY c.created_at DESC, c.id DESC), '[]')
            FROM (SELECT id, created_at, expires_at, used_at, attempts FROM magic_codes
                  WHERE store_id = p.store_id AND email_key = p.email_key
-                 ORDER BY created_at DESC, id DESC LIMIT $5) c) AS codes
-    FROM profile_sessions s JOIN profiles p ON p.store_id = s.store_id AND p.id = s.profile_id
-    WHERE s.store_id = $1 AND s.id = $2 AND s.profile_id = $3 AND s.revoked_at IS NULL AND s.refresh_expires_at > $4";
+                 ORDER BY created_at DESC, id DESC LIMIT ", $codes, ") c) AS codes"
+        )
+    };
+}
 
-/// [`ME_POSTGRES`] in SQLite's dialect: UUID blobs as hex, and REALs through `quote()`, because
-/// `json_array` prints them with 15 digits and would not give back the stored value.
-const ME_SQLITE: &str = "SELECT (s.verified OR s.attached_email OR p.email_key IS NULL) AS session_holds,
-        p.store_id, p.id, p.email, p.verified, p.status, p.created_at, p.updated_at,
+macro_rules! profile_columns_sqlite {
+    ($now:literal, $codes:literal) => {
+        concat!(
+            "p.store_id, p.id, p.email, p.verified, p.status, p.created_at, p.updated_at,
         (SELECT json_group_array(json_array(lower(hex(v.taxonomy_id)), v.field_key, v.value_pos, v.field_pos,
                  v.field_type, v.text_value, nullif(quote(v.num_value), 'NULL'), v.bool_value,
                  nullif(quote(v.lat), 'NULL'), nullif(quote(v.lon), 'NULL'), v.label))
@@ -70,14 +73,50 @@ const ME_SQLITE: &str = "SELECT (s.verified OR s.attached_email OR p.email_key I
         (SELECT json_group_array(json_array(lower(hex(o.id)), o.created_at, o.last_used_at, o.refresh_expires_at,
                  o.verified, o.user_agent) ORDER BY o.id)
            FROM profile_sessions o WHERE o.store_id = p.store_id AND o.profile_id = p.id
-           AND o.revoked_at IS NULL AND o.refresh_expires_at > $4) AS sessions,
+           AND o.revoked_at IS NULL AND o.refresh_expires_at > ",
+            $now,
+            ") AS sessions,
         (SELECT json_group_array(json_array(lower(hex(c.id)), c.created_at, c.expires_at, c.used_at IS NOT NULL,
                  c.attempts) ORDER BY c.created_at DESC, c.id DESC)
            FROM (SELECT id, created_at, expires_at, used_at, attempts FROM magic_codes
                  WHERE store_id = p.store_id AND email_key = p.email_key
-                 ORDER BY created_at DESC, id DESC LIMIT $5) c) AS codes
-    FROM profile_sessions s JOIN profiles p ON p.store_id = s.store_id AND p.id = s.profile_id
-    WHERE s.store_id = $1 AND s.id = $2 AND s.profile_id = $3 AND s.revoked_at IS NULL AND s.refresh_expires_at > $4";
+                 ORDER BY created_at DESC, id DESC LIMIT ",
+            $codes,
+            ") c) AS codes"
+        )
+    };
+}
+
+/// getMe as one statement: the WHERE clause is the liveness check (a revoked or expired session
+/// yields no row), then whether the session holds the profile and the full profile. Public so
+/// that examples/bench_baseline.rs can time the statement alone. Parameters: store, session,
+/// profile, now, codes shown.
+pub const ME_POSTGRES: &str = concat!(
+    "SELECT (s.verified OR s.attached_email OR p.email_key IS NULL) AS session_holds, ",
+    profile_columns_postgres!("$4", "$5"),
+    " FROM profile_sessions s JOIN profiles p ON p.store_id = s.store_id AND p.id = s.profile_id
+    WHERE s.store_id = $1 AND s.id = $2 AND s.profile_id = $3 AND s.revoked_at IS NULL AND s.refresh_expires_at > $4"
+);
+
+const ME_SQLITE: &str = concat!(
+    "SELECT (s.verified OR s.attached_email OR p.email_key IS NULL) AS session_holds, ",
+    profile_columns_sqlite!("$4", "$5"),
+    " FROM profile_sessions s JOIN profiles p ON p.store_id = s.store_id AND p.id = s.profile_id
+    WHERE s.store_id = $1 AND s.id = $2 AND s.profile_id = $3 AND s.revoked_at IS NULL AND s.refresh_expires_at > $4"
+);
+
+/// One profile in full, by id (the admin API, and the `data.object` of its events).
+const PROFILE_POSTGRES: &str = concat!(
+    "SELECT TRUE AS session_holds, ",
+    profile_columns_postgres!("$3", "$4"),
+    " FROM profiles p WHERE p.store_id = $1 AND p.id = $2"
+);
+
+const PROFILE_SQLITE: &str = concat!(
+    "SELECT 1 AS session_holds, ",
+    profile_columns_sqlite!("$3", "$4"),
+    " FROM profiles p WHERE p.store_id = $1 AND p.id = $2"
+);
 
 /// A JSON boolean, or SQLite's 0 / 1.
 fn flex_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
@@ -290,6 +329,16 @@ impl Tx {
         };
         let sql = Sql::new(text).bind(store_id).bind(session_id).bind(profile_id).bind(now).bind(CODES_SHOWN as i64);
         Ok(self.fetch_optional(sql).await?.map(|r| me_details(&r)).transpose()?)
+    }
+
+    /// A profile in full in one round trip (the four detail lists as JSON aggregates).
+    pub async fn profile(&mut self, store_id: Uuid, id: Uuid) -> RepoResult<Option<ProfileDetails>> {
+        let text = match self.backend() {
+            Backend::Postgres => PROFILE_POSTGRES,
+            Backend::Sqlite => PROFILE_SQLITE,
+        };
+        let sql = Sql::new(text).bind(store_id).bind(id).bind(crate::now()).bind(CODES_SHOWN as i64);
+        Ok(self.fetch_optional(sql).await?.map(|r| me_details(&r).map(|(_, details)| details)).transpose()?)
     }
 
     pub async fn profile_sessions(
