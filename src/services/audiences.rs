@@ -450,7 +450,10 @@ impl Audiences {
                 source,
                 success_url,
                 cancel_url,
-                consent: Consent::new(ConsentAction::Checkout).witnessed(witness).wording(wording),
+                consent: Consent::new(ConsentAction::Checkout)
+                    .witnessed(witness)
+                    .wording(wording)
+                    .store_setting(store.consent_full_ip),
             };
             return checkout::start(&self.db, gateway, paid).await.map(|done| Subscribed { claim, ..done });
         }
@@ -503,7 +506,10 @@ impl Audiences {
             SubscriptionSource::Admin => ConsentAction::AdminAdd,
             _ => ConsentAction::Subscribe,
         };
-        let consent = Consent::new(action).witnessed(plan.witness.clone()).wording(plan.wording_hash.clone());
+        let consent = Consent::new(action)
+            .witnessed(plan.witness.clone())
+            .wording(plan.wording_hash.clone())
+            .store_setting(plan.store.consent_full_ip);
         let (Some(template_id), Some(confirm_url)) = (audience.confirm_template_id, plan.confirm_url) else {
             let stored = tx.upsert_subscription(&row).await?;
             events::subscription_written(&mut tx, store.id, existing.as_ref(), &stored, &consent).await?;

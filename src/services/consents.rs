@@ -35,15 +35,31 @@ pub struct Consent {
     pub wording_hash: Option<String>,
     /// When the consent was given, if earlier than the change (an import's evidence).
     pub at: Option<i64>,
+    /// The store's `consent_full_ip`, when the caller has the store at hand (saves a read).
+    pub full_ip: Option<bool>,
 }
 
 impl Consent {
     pub fn new(action: ConsentAction) -> Self {
-        Self { action, source: None, witness: Witness::default(), confirm_mail_id: None, wording_hash: None, at: None }
+        Self {
+            action,
+            source: None,
+            witness: Witness::default(),
+            confirm_mail_id: None,
+            wording_hash: None,
+            at: None,
+            full_ip: None,
+        }
     }
 
     pub fn witnessed(mut self, witness: Witness) -> Self {
         self.witness = witness;
+        self
+    }
+
+    /// The store's `consent_full_ip` setting, known to the caller.
+    pub fn store_setting(mut self, consent_full_ip: bool) -> Self {
+        self.full_ip = Some(consent_full_ip);
         self
     }
 
@@ -83,7 +99,13 @@ pub fn ledger_ip(ip: IpAddr, full: bool) -> String {
 /// Appends the record of `after` (just written) to the ledger.
 pub async fn append(tx: &mut Tx, after: &SubscriptionRow, consent: &Consent) -> AppResult<()> {
     let ip = match consent.witness.ip {
-        Some(ip) => Some(ledger_ip(ip, tx.consent_full_ip(after.store_id).await?)),
+        Some(ip) => {
+            let full = match consent.full_ip {
+                Some(full) => full,
+                None => tx.consent_full_ip(after.store_id).await?,
+            };
+            Some(ledger_ip(ip, full))
+        }
         None => None,
     };
     let (confirm_mail_id, wording_hash) = match (consent.action, consent.confirm_mail_id) {
