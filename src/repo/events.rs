@@ -206,16 +206,31 @@ impl Tx {
     }
 
     /// Leases events not fanned out yet (Postgres: rows another dispatcher holds are skipped).
+    /// Their `data` is not read (`Null`): fanning out needs the type and time only, and a
+    /// delivery reads the stored event when it is sent.
     pub async fn undispatched_events(&mut self, limit: u32) -> RepoResult<Vec<EventRow>> {
         let lock = match self.backend() {
             Backend::Postgres if !self.for_update().is_empty() => " FOR UPDATE SKIP LOCKED",
             _ => "",
         };
         let sql = Sql::new(format!(
-            "SELECT {EVENT_COLUMNS} FROM events e WHERE e.dispatched_at IS NULL ORDER BY e.created_at, e.id LIMIT $1{lock}"
+            "SELECT e.store_id, e.id, e.type, e.created_at FROM events e WHERE e.dispatched_at IS NULL
+             ORDER BY e.created_at, e.id LIMIT $1{lock}"
         ))
         .bind(limit);
-        Ok(self.fetch_all(sql).await?.iter().map(event).collect::<sqlx::Result<_>>()?)
+        let rows = self.fetch_all(sql).await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                Ok(EventRow {
+                    store_id: r.uuid("store_id")?,
+                    id: r.uuid("id")?,
+                    kind: r.parsed("type")?,
+                    data: Value::Null,
+                    created_at: r.int("created_at")?,
+                })
+            })
+            .collect::<sqlx::Result<_>>()?)
     }
 
     /// The store's events `ids` have their deliveries.
