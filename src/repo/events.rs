@@ -134,6 +134,30 @@ impl Tx {
 
     /// Several events in one statement (a seeded batch, a janitor pass).
     pub async fn insert_events(&mut self, events: &[NewEvent]) -> RepoResult<()> {
+        if events.len() > 1 && self.backend() == Backend::Postgres {
+            // One statement with array parameters: planned once, whatever the batch's size
+            // (a multi-row VALUES is a new statement, parsed and planned, per batch).
+            let store_ids: Vec<Uuid> = events.iter().map(|e| e.store_id).collect();
+            let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+            let kinds: Vec<Option<String>> = events.iter().map(|e| Some(e.kind.as_str().to_string())).collect();
+            let subjects: Vec<Option<String>> = events.iter().map(|e| e.subject_id.map(|s| s.to_string())).collect();
+            let data: Vec<Option<String>> = events.iter().map(|e| Some(e.data.to_string())).collect();
+            let created: Vec<i64> = events.iter().map(|e| e.created_at).collect();
+            let sql = Sql::new(
+                "INSERT INTO events (store_id, id, type, subject_id, data, created_at)
+                 SELECT store_id, id, type, subject_id::uuid, data::jsonb, created_at
+                 FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::int8[])
+                      AS t (store_id, id, type, subject_id, data, created_at)",
+            )
+            .bind(store_ids)
+            .bind(ids)
+            .bind(kinds)
+            .bind(subjects)
+            .bind(data)
+            .bind(created);
+            self.execute(sql).await?;
+            return Ok(());
+        }
         for chunk in events.chunks(500) {
             let mut sql = Sql::new("INSERT INTO events (store_id, id, type, subject_id, data, created_at) VALUES ");
             for (i, e) in chunk.iter().enumerate() {

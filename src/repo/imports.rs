@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use uuid::Uuid;
 
-use super::{RepoResult, Row, Sql, Tx};
+use super::{Backend, RepoResult, Row, Sql, Tx};
 
 /// An import job as stored: counts so far, updated after every batch.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,6 +72,17 @@ impl Tx {
         keys: &[String],
     ) -> RepoResult<HashMap<String, Uuid>> {
         let mut out = HashMap::new();
+        if self.backend() == Backend::Postgres {
+            // One array parameter: one plan, however many keys (an IN list is planned per call).
+            let mut sql =
+                Sql::new("SELECT email_key, id FROM profiles WHERE store_id = $1 AND email_key = ANY($2::text[])");
+            sql.push(" ORDER BY id").push(self.for_update());
+            let sql = sql.bind(store_id).bind(keys.iter().map(|k| Some(k.clone())).collect::<Vec<_>>());
+            for r in self.fetch_all(sql).await? {
+                out.insert(r.text("email_key")?, r.uuid("id")?);
+            }
+            return Ok(out);
+        }
         for chunk in keys.chunks(500) {
             let mut sql = Sql::new("SELECT email_key, id FROM profiles WHERE store_id = ");
             sql.push_bind(store_id).push(" AND email_key IN ").push_list(chunk.iter().cloned());
