@@ -135,8 +135,7 @@ pub async fn request_code(
     ClientIp(ip): ClientIp,
     Json(body): Json<EmailRequest>,
 ) -> AppResult<(StatusCode, Json<CodeSent>)> {
-    let store = state.services.stores.get(store_id).await?;
-    state.services.sessions.request_code(&store, &body.email, ip).await?;
+    state.services.sessions.request_code(store_id, &body.email, ip).await?;
     Ok((StatusCode::ACCEPTED, Json(CodeSent { sent: true })))
 }
 

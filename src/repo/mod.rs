@@ -35,7 +35,7 @@ pub use outbox::{ClaimedMail, MailSummary, NewOutboxMail};
 pub use profiles::{LockedProfile, ProfileRewrite};
 pub use refresh::{PresentedToken, RefreshTable};
 pub use segments::{ConsentRow, SegmentRow};
-pub use sessions::{LiveCode, ME_POSTGRES};
+pub use sessions::{CodeLimits, CodeRequest, LimitHit, LiveCode, ME_POSTGRES};
 pub use stores::SessionMembership;
 pub use templates::TemplateRow;
 

@@ -8,8 +8,8 @@ use uuid::Uuid;
 
 use super::profiles::{CODES_SHOWN, ValueColumns, profile};
 use super::{
-    Backend, CodeSummary, LiveSession, NewCode, ProfileDetails, ProfileSessionRow, RepoResult, Row, SessionSummary,
-    Sql, Tx,
+    Arg, Backend, CodeSummary, LiveSession, NewCode, NewOutboxMail, ProfileDetails, ProfileSessionRow, RepoResult, Row,
+    SessionSummary, Sql, Tx,
 };
 use crate::domain::Status;
 use crate::domain::taxonomy::TaxonomyValue;
@@ -202,32 +202,71 @@ fn me_details(r: &Row) -> sqlx::Result<(bool, ProfileDetails)> {
     Ok((r.boolean("session_holds")?, details))
 }
 
+/// The two limits a code request counts against, in one window.
+pub struct CodeLimits<'a> {
+    /// `None` when the client's address is unknown.
+    pub address_bucket: Option<&'a str>,
+    pub address_max: i64,
+    pub email_bucket: &'a str,
+    pub email_max: i64,
+    pub window_start: i64,
+}
+
+/// A hit on a rate-limit bucket that a write counts and obeys.
+pub struct LimitHit<'a> {
+    pub bucket: &'a str,
+    pub window_start: i64,
+    /// Hits allowed in the window.
+    pub max: i64,
+}
+
+/// What [`Tx::request_code_postgres`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeRequest {
+    Sent,
+    /// The address was over its limit: nothing else was counted or written.
+    AddressLimited,
+    /// The email was over its limit: no code, no mail.
+    EmailLimited,
+}
+
 impl Tx {
-    /// A new guest profile (no email), its session and refresh token: one statement on Postgres
-    /// (run it on [`Database::atomic`](super::Database::atomic)), three on SQLite. An unknown
-    /// store is `MissingReference`.
-    /// The guest, its session, its first refresh token and its `profile.created` event.
+    /// A new guest profile, its session, first refresh token and `profile.created` event; with
+    /// `limit`, only if the hit it counts on its bucket is within the limit (`Ok(false)` when not:
+    /// the hit still counts, nothing else is written). One statement on Postgres (run it on
+    /// [`Database::atomic`](super::Database::atomic)); on SQLite commit it even when refused.
+    /// An unknown store is `MissingReference`.
     pub async fn insert_guest(
         &mut self,
         session: &ProfileSessionRow,
         refresh_hash: &[u8; 32],
         created: &super::NewEvent,
-    ) -> RepoResult<()> {
+        limit: Option<&LimitHit<'_>>,
+    ) -> RepoResult<bool> {
         let s = session;
         if self.backend() == Backend::Postgres {
             let sql = Sql::new(
-                "WITH profile AS (
+                "WITH hit AS (
+                     INSERT INTO rate_limits (store_id, bucket, window_start, hits)
+                     SELECT $1::uuid, $12::text, $13::int8, 1 WHERE $12::text IS NOT NULL
+                     ON CONFLICT (store_id, bucket, window_start) DO UPDATE SET hits = rate_limits.hits + 1
+                     RETURNING hits),
+                 go AS (SELECT COALESCE((SELECT hits FROM hit), 0) <= $14::int8 AS ok),
+                 profile AS (
                      INSERT INTO profiles (store_id, id, email, email_key, verified, status, search_text, created_at, updated_at)
-                     VALUES ($1, $2, NULL, NULL, FALSE, $8, '', $3, $3) RETURNING store_id, id),
+                     SELECT $1::uuid, $2::uuid, NULL, NULL, FALSE, $8::text, '', $3::int8, $3::int8 FROM go WHERE go.ok
+                     RETURNING store_id, id),
                  event AS (
                      INSERT INTO events (store_id, id, type, subject_id, data, created_at)
                      SELECT store_id, $9, $10, id, $11, $3 FROM profile),
                  session AS (
                      INSERT INTO profile_sessions (store_id, id, profile_id, verified, user_agent, created_at, last_used_at,
                          refresh_expires_at)
-                     SELECT store_id, $4, id, FALSE, $5, $3, $3, $6 FROM profile RETURNING store_id, id)
-                 INSERT INTO profile_refresh_tokens (store_id, token_hash, session_id, created_at)
-                 SELECT store_id, $7, id, $3 FROM session",
+                     SELECT store_id, $4, id, FALSE, $5, $3, $3, $6 FROM profile RETURNING store_id, id),
+                 token AS (
+                     INSERT INTO profile_refresh_tokens (store_id, token_hash, session_id, created_at)
+                     SELECT store_id, $7, id, $3 FROM session)
+                 SELECT ok FROM go",
             )
             .bind(s.store_id)
             .bind(s.profile_id)
@@ -239,9 +278,16 @@ impl Tx {
             .bind(Status::Active.as_str())
             .bind(created.id)
             .bind(created.kind.as_str())
-            .bind(super::Arg::Json(Some(created.data.clone())));
-            self.execute(sql).await?;
-            return Ok(());
+            .bind(super::Arg::Json(Some(created.data.clone())))
+            .bind(limit.map(|l| l.bucket))
+            .bind(limit.map_or(0, |l| l.window_start))
+            .bind(limit.map_or(0, |l| l.max));
+            return Ok(self.fetch_one(sql).await?.boolean("ok")?);
+        }
+        if let Some(l) = limit
+            && self.hit_rate_limit(s.store_id, l.bucket, l.window_start).await? > l.max
+        {
+            return Ok(false);
         }
         let sql = Sql::new(
             "INSERT INTO profiles (store_id, id, email, email_key, verified, status, search_text, created_at, updated_at)
@@ -253,7 +299,8 @@ impl Tx {
         .bind(s.created_at);
         self.execute(sql).await?;
         self.insert_profile_session(s, false, refresh_hash).await?;
-        self.insert_event(created).await
+        self.insert_event(created).await?;
+        Ok(true)
     }
 
     /// A session of an existing profile and its first refresh token. `attached_email`: this
@@ -410,6 +457,69 @@ impl Tx {
         .bind(now);
         self.execute(sql).await?;
         Ok(())
+    }
+
+    /// Postgres only: a code request in one statement. Counts a hit on the address bucket (when
+    /// there is one), then, if the address is within its limit, on the email bucket; if both are
+    /// within their limits, voids the address's live codes and inserts the new code and its mail.
+    /// The hits count whatever the outcome (a refused request still counts), as separate
+    /// statements would. A statement is atomic: no code without its mail, no mail without its code.
+    pub async fn request_code_postgres(
+        &mut self,
+        limits: &CodeLimits<'_>,
+        code: &NewCode,
+        mail: &NewOutboxMail,
+    ) -> RepoResult<CodeRequest> {
+        let sql = Sql::new(
+            "WITH address_hit AS (
+                 INSERT INTO rate_limits (store_id, bucket, window_start, hits)
+                 SELECT $1::uuid, $2::text, $3::int8, 1 WHERE $2::text IS NOT NULL
+                 ON CONFLICT (store_id, bucket, window_start) DO UPDATE SET hits = rate_limits.hits + 1
+                 RETURNING hits),
+             address AS (SELECT COALESCE((SELECT hits FROM address_hit), 0) <= $4::int8 AS ok),
+             email_hit AS (
+                 INSERT INTO rate_limits (store_id, bucket, window_start, hits)
+                 SELECT $1::uuid, $5::text, $3::int8, 1 FROM address WHERE address.ok
+                 ON CONFLICT (store_id, bucket, window_start) DO UPDATE SET hits = rate_limits.hits + 1
+                 RETURNING hits),
+             go AS (SELECT address.ok AND COALESCE((SELECT hits FROM email_hit), $6::int8 + 1) <= $6::int8 AS ok
+                    FROM address),
+             voided AS (
+                 UPDATE magic_codes SET voided_at = $9::int8
+                 WHERE store_id = $1::uuid AND email_key = $7::text AND used_at IS NULL AND voided_at IS NULL
+                   AND (SELECT ok FROM go)),
+             code AS (
+                 INSERT INTO magic_codes (store_id, id, email_key, code_hash, attempts, created_at, expires_at)
+                 SELECT $1::uuid, $8::uuid, $7::text, $10::bytea, 0, $9::int8, $11::int8 FROM go WHERE go.ok),
+             mail AS (
+                 INSERT INTO mail_outbox (store_id, id, to_key, message, attempts, next_attempt_at, created_at,
+                                          kind, subject)
+                 SELECT $1::uuid, $12::uuid, $13::text, $14::jsonb, 0, $9::int8, $9::int8, $15::text, $16::text
+                 FROM go WHERE go.ok)
+             SELECT address.ok AS address_ok, go.ok AS sent FROM address, go",
+        )
+        .bind(code.store_id)
+        .bind(limits.address_bucket)
+        .bind(limits.window_start)
+        .bind(limits.address_max)
+        .bind(limits.email_bucket)
+        .bind(limits.email_max)
+        .bind(&code.email_key)
+        .bind(code.id)
+        .bind(code.created_at)
+        .bind(&code.code_hash[..])
+        .bind(code.expires_at)
+        .bind(mail.id)
+        .bind(&mail.to_key)
+        .bind(Arg::json(&mail.message))
+        .bind(mail.kind.as_str())
+        .bind(&mail.subject);
+        let r = self.fetch_one(sql).await?;
+        Ok(match (r.boolean("address_ok")?, r.boolean("sent")?) {
+            (false, _) => CodeRequest::AddressLimited,
+            (true, false) => CodeRequest::EmailLimited,
+            (true, true) => CodeRequest::Sent,
+        })
     }
 
     pub async fn insert_code(&mut self, c: &NewCode) -> RepoResult<()> {

@@ -2,7 +2,7 @@
 
 use uuid::Uuid;
 
-use super::{Arg, RepoResult, Row, Sql, StoreRow, Tx};
+use super::{Arg, RepoResult, Row, Sql, StoreRow, TemplateRow, Tx};
 use crate::domain::Role;
 
 fn store(r: &Row) -> sqlx::Result<StoreRow> {
@@ -63,6 +63,27 @@ impl Tx {
     pub async fn store(&mut self, id: Uuid) -> RepoResult<Option<StoreRow>> {
         let sql = Sql::new(format!("SELECT {STORE_COLUMNS} FROM stores s WHERE s.id = $1")).bind(id);
         Ok(self.fetch_optional(sql).await?.map(|r| store(&r)).transpose()?)
+    }
+
+    /// The store and its template with key `template_key` (any status), in one statement.
+    pub async fn store_with_template(
+        &mut self,
+        id: Uuid,
+        template_key: &str,
+    ) -> RepoResult<Option<(StoreRow, Option<TemplateRow>)>> {
+        let sql = Sql::new(format!(
+            "SELECT {STORE_COLUMNS}, {} FROM stores s
+             LEFT JOIN email_templates t ON t.store_id = s.id AND t.key = $2 WHERE s.id = $1",
+            super::templates::prefixed_columns()
+        ))
+        .bind(id)
+        .bind(template_key);
+        let Some(r) = self.fetch_optional(sql).await? else { return Ok(None) };
+        let template = match r.opt_uuid("t_id")? {
+            Some(_) => Some(super::templates::template_at(&r, "t_")?),
+            None => None,
+        };
+        Ok(Some((store(&r)?, template)))
     }
 
     /// The store, locked against concurrent settings changes.

@@ -28,21 +28,32 @@ const COLUMNS: &str = "store_id, id, key, subject, body, text_body, from_name, f
                        status, created_at, updated_at";
 
 fn template(r: &Row) -> sqlx::Result<TemplateRow> {
+    template_at(r, "")
+}
+
+/// A template whose columns carry `prefix` (`t_id`, `t_key`, ...), as a join names them.
+pub(super) fn template_at(r: &Row, prefix: &str) -> sqlx::Result<TemplateRow> {
+    let c = |name: &str| format!("{prefix}{name}");
     Ok(TemplateRow {
-        store_id: r.uuid("store_id")?,
-        id: r.uuid("id")?,
-        key: r.text("key")?,
-        subject: r.text("subject")?,
-        body: r.text("body")?,
-        text_body: r.opt_text("text_body")?,
-        from_name: r.opt_text("from_name")?,
-        from_email: r.opt_text("from_email")?,
-        reply_to: r.opt_text("reply_to")?,
-        preheader: r.opt_text("preheader")?,
-        status: r.parsed("status")?,
-        created_at: r.int("created_at")?,
-        updated_at: r.int("updated_at")?,
+        store_id: r.uuid(&c("store_id"))?,
+        id: r.uuid(&c("id"))?,
+        key: r.text(&c("key"))?,
+        subject: r.text(&c("subject"))?,
+        body: r.text(&c("body"))?,
+        text_body: r.opt_text(&c("text_body"))?,
+        from_name: r.opt_text(&c("from_name"))?,
+        from_email: r.opt_text(&c("from_email"))?,
+        reply_to: r.opt_text(&c("reply_to"))?,
+        preheader: r.opt_text(&c("preheader"))?,
+        status: r.parsed(&c("status"))?,
+        created_at: r.int(&c("created_at"))?,
+        updated_at: r.int(&c("updated_at"))?,
     })
+}
+
+/// The template columns of `t`, each named `t_<column>`.
+pub(super) fn prefixed_columns() -> String {
+    COLUMNS.split(", ").map(|c| format!("t.{c} AS t_{c}")).collect::<Vec<_>>().join(", ")
 }
 
 impl Tx {

@@ -26,7 +26,7 @@ impl Window {
         Self { start, retry_after: (start + len - now).max(1) as u64 }
     }
 
-    fn exceeded(self) -> AppError {
+    pub fn exceeded(self) -> AppError {
         AppError::TooManyRequests { retry_after: self.retry_after }
     }
 }

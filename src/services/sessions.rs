@@ -13,14 +13,14 @@ use crate::domain::{ClientAddr, Email, EventType, MailKind, Status, Subscription
 use crate::error::{AppError, AppResult};
 use crate::mail::{OutgoingMail, mailbox_display};
 use crate::repo::{
-    Database, NewCode, NewOutboxMail, NewProfile, ProfileDetails, ProfileSessionRow, RefreshTable, RepoError,
-    SessionSummary, StoreRow, SubscriptionRow, SweepReport,
+    Backend, CodeLimits, CodeRequest, Database, LimitHit, NewCode, NewOutboxMail, NewProfile, ProfileDetails,
+    ProfileSessionRow, RefreshTable, RepoError, SessionSummary, StoreRow, SubscriptionRow, SweepReport,
 };
 use crate::services::auth::{ProfileAuth, ProfileToken, Rotation, invalid_token, rotate_refresh};
 use crate::services::consents::{Consent, ConsentAction};
 use crate::services::limits::{self, Limit, address_bucket, email_bucket};
 use crate::services::profiles::merge_into;
-use crate::services::templates::profile_code_mail;
+use crate::services::templates::{PROFILE_CODE_KEY, profile_code_mail};
 use crate::services::{events, retrying};
 use crate::views;
 
@@ -279,15 +279,22 @@ impl Sessions {
         limits::hit(&mut self.db.auto(), store_id, &address_bucket("session", addr), limit).await
     }
 
-    /// A new anonymous guest profile with an unverified session: one statement on Postgres.
+    /// A new anonymous guest profile with an unverified session: one statement on Postgres,
+    /// the per-address limit included.
     pub async fn initialize(
         &self,
         store_id: Uuid,
         user_agent: Option<String>,
         client: Option<ClientAddr>,
     ) -> AppResult<IssuedProfileTokens> {
-        self.limit_opening(store_id, client).await?;
         let now = crate::now();
+        let window = limits::Window::at(now, self.limits.session_limit_window);
+        let bucket = client.map(|addr| address_bucket("session", addr));
+        let limit = bucket.as_deref().map(|bucket| LimitHit {
+            bucket,
+            window_start: window.start,
+            max: i64::from(self.limits.session_limit_per_address),
+        });
         let session = self.new_session(store_id, Uuid::now_v7(), false, user_agent, now);
         let refresh_token = random_token();
         let created = events::new_event(
@@ -297,11 +304,16 @@ impl Sessions {
             views::Profile::guest(&session),
         );
         let mut tx = self.db.atomic().await?;
-        match tx.insert_guest(&session, &sha256(refresh_token.as_bytes()), &created).await {
+        let within = match tx.insert_guest(&session, &sha256(refresh_token.as_bytes()), &created, limit.as_ref()).await
+        {
             Err(RepoError::MissingReference) => return Err(AppError::NotFound("store")),
             other => other?,
-        }
+        };
+        // Refused, the hit still counts.
         tx.commit().await?;
+        if !within {
+            return Err(window.exceeded());
+        }
         Ok(self.issue(session, refresh_token, now))
     }
 
@@ -320,18 +332,15 @@ impl Sessions {
     }
 
     /// Sends a code to any valid address, known or not; the answer is the same either way.
-    pub async fn request_code(&self, store: &StoreRow, email: &str, client: Option<ClientAddr>) -> AppResult<()> {
+    /// On Postgres it costs two round trips: the store with its code template, then one
+    /// statement that counts both limits and, within them, voids the old codes and writes the
+    /// new code and its mail.
+    pub async fn request_code(&self, store_id: Uuid, email: &str, client: Option<ClientAddr>) -> AppResult<()> {
+        let (store, template) =
+            self.db.auto().store_with_template(store_id, PROFILE_CODE_KEY).await?.ok_or(AppError::NotFound("store"))?;
         let email = Email::parse(email).map_err(|e| AppError::invalid("email", e))?;
         let key = email.key();
         let now = crate::now();
-        let window = self.limits.code_limit_window;
-        // The address first: a client over its limit never spends the victim's per-email quota.
-        if let Some(addr) = client {
-            let limit = Limit { max: self.limits.code_limit_per_ip, window };
-            limits::hit(&mut self.db.auto(), store.id, &address_bucket("code", addr), limit).await?;
-        }
-        let limit = Limit { max: self.limits.code_limit_per_email, window };
-        limits::hit(&mut self.db.auto(), store.id, &email_bucket("code", &key), limit).await?;
         let code = new_code();
         let new = NewCode {
             store_id: store.id,
@@ -342,15 +351,42 @@ impl Sessions {
             expires_at: now + self.limits.code_ttl.as_secs() as i64,
         };
         let minutes = self.limits.code_ttl.as_secs().div_ceil(60);
-        let builtin = code_mail(store, &self.mail_from, &email, &code, minutes);
-        // The code and its mail in one transaction: no code without its mail, no mail without its code.
-        let mut tx = self.db.begin().await?;
-        let mail = profile_code_mail(&mut tx, store, builtin, &code, minutes).await?;
-        tx.void_codes(store.id, &new.email_key, now).await?;
-        tx.insert_code(&new).await?;
-        tx.insert_mail(&NewOutboxMail::new(Some(store.id), mail, now).kind(MailKind::SignInCode).masking(&code))
-            .await?;
-        tx.commit().await?;
+        let builtin = code_mail(&store, &self.mail_from, &email, &code, minutes);
+        let mail = profile_code_mail(&store, template, builtin, &code, minutes);
+        let mail = NewOutboxMail::new(Some(store.id), mail, now).kind(MailKind::SignInCode).masking(&code);
+        let window = self.limits.code_limit_window;
+        let address = client.map(|addr| address_bucket("code", addr));
+        let email_limit = email_bucket("code", &new.email_key);
+        let address_limit = Limit { max: self.limits.code_limit_per_ip, window };
+        let per_email = Limit { max: self.limits.code_limit_per_email, window };
+        if self.db.backend() == Backend::Postgres {
+            let span = limits::Window::at(now, window);
+            let counted = CodeLimits {
+                address_bucket: address.as_deref(),
+                address_max: i64::from(address_limit.max),
+                email_bucket: &email_limit,
+                email_max: i64::from(per_email.max),
+                window_start: span.start,
+            };
+            match self.db.auto().request_code_postgres(&counted, &new, &mail).await {
+                Ok(CodeRequest::Sent) => {}
+                Ok(_) => return Err(span.exceeded()),
+                Err(RepoError::MissingReference) => return Err(AppError::NotFound("store")),
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            // The address first: a client over its limit never spends the victim's per-email quota.
+            if let Some(bucket) = &address {
+                limits::hit(&mut self.db.auto(), store.id, bucket, address_limit).await?;
+            }
+            limits::hit(&mut self.db.auto(), store.id, &email_limit, per_email).await?;
+            // The code and its mail in one transaction: no code without its mail, no mail without its code.
+            let mut tx = self.db.begin().await?;
+            tx.void_codes(store.id, &new.email_key, now).await?;
+            tx.insert_code(&new).await?;
+            tx.insert_mail(&mail).await?;
+            tx.commit().await?;
+        }
         self.mail_wake.notify_one();
         Ok(())
     }

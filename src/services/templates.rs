@@ -9,9 +9,9 @@ use uuid::Uuid;
 use crate::domain::taxonomy::valid_key;
 use crate::domain::{Email, Name, Status, double_option};
 use crate::error::{AppError, AppResult, FieldError};
-use crate::mail::render::{self, RenderError, Rendered, TemplateSource};
+use crate::mail::render::{self, Rendered, TemplateSource};
 use crate::mail::{OutgoingMail, address_key, mailbox_display};
-use crate::repo::{Database, RepoResult, StoreRow, TemplateRow, Tx};
+use crate::repo::{Database, StoreRow, TemplateRow, Tx};
 use crate::services::retrying;
 
 /// The key of the template that replaces the built-in magic-code mail.
@@ -80,41 +80,25 @@ pub fn source(row: &TemplateRow) -> TemplateSource {
     }
 }
 
-/// The store's ACTIVE template with this id or key, and the outcome of rendering it.
-/// `None` when there is no such active template.
-pub async fn render_stored(
-    tx: &mut Tx,
-    store_id: Uuid,
-    id_or_key: &str,
-    vars: &Value,
-) -> RepoResult<Option<(TemplateRow, Result<Rendered, RenderError>)>> {
-    let id = Uuid::parse_str(id_or_key).ok();
-    let Some(row) = tx.template(store_id, id, id_or_key).await?.filter(|t| t.status == Status::Active) else {
-        return Ok(None);
-    };
-    let rendered = render::render(&source(&row), vars);
-    Ok(Some((row, rendered)))
-}
-
 /// The sign-in code mail from the store's active `profile_code` template, sent from its sender
 /// when it names one; `builtin` when there is no such template or it fails to render (a broken
 /// template must not lock shoppers out).
-pub async fn profile_code_mail(
-    tx: &mut Tx,
+pub fn profile_code_mail(
     store: &StoreRow,
+    template: Option<TemplateRow>,
     builtin: OutgoingMail,
     code: &str,
     minutes: u64,
-) -> RepoResult<OutgoingMail> {
+) -> OutgoingMail {
+    let Some(template) = template.filter(|t| t.status == Status::Active) else { return builtin };
     let vars = json!({"code": code, "store_name": store.name, "email": builtin.to, "expires_minutes": minutes});
-    let (template, rendered) = match render_stored(tx, store.id, PROFILE_CODE_KEY, &vars).await? {
-        None => return Ok(builtin),
-        Some((template, Err(e))) => {
+    let rendered = match render::render(&source(&template), &vars) {
+        Ok(rendered) => rendered,
+        Err(e) => {
             tracing::warn!(store_id = %store.id, template_id = %template.id, error = %e,
                 "the profile_code template failed to render: the built-in code mail is sent instead");
-            return Ok(builtin);
+            return builtin;
         }
-        Some((template, Ok(rendered))) => (template, rendered),
     };
     let from = if template.from_email.is_none() && template.from_name.is_none() {
         builtin.from
@@ -124,7 +108,7 @@ pub async fn profile_code_mail(
             template.from_email.or_else(|| store.from_email.clone()).unwrap_or_else(|| address_key(&builtin.from));
         mailbox_display(name, &email)
     };
-    Ok(OutgoingMail {
+    OutgoingMail {
         message_id: None,
         from,
         to: builtin.to,
@@ -133,7 +117,7 @@ pub async fn profile_code_mail(
         html: rendered.html,
         text: rendered.text,
         headers: vec![],
-    })
+    }
 }
 
 /// By id, or by key when the path segment is not a UUID (or no template has it as id); locked

@@ -274,6 +274,15 @@ async fn code_requests_are_rate_limited_per_email_and_ip(app: &TestApp) {
         assert_eq!(send(&format!("ip{i}@example.com"), "10.9.9.9").await.unwrap().status(), StatusCode::ACCEPTED);
     }
     expect_error(&common::read(send("ip5@example.com", "10.9.9.9").await.unwrap()).await, 429, "rate_limited");
+    // A client over its address limit spends nothing of another address's per-email quota.
+    for _ in 0..3 {
+        expect_error(&common::read(send("victim@example.com", "10.9.9.9").await.unwrap()).await, 429, "rate_limited");
+    }
+    for ip in ["10.1.1.1", "10.1.1.2"] {
+        assert_eq!(send("victim@example.com", ip).await.unwrap().status(), StatusCode::ACCEPTED, "victim from {ip}");
+    }
+    expect_error(&common::read(send("victim@example.com", "10.1.1.3").await.unwrap()).await, 429, "rate_limited");
+    app.code_for("victim@example.com", 2).await;
     assert_eq!(
         send("ip5@example.com", "10.9.9.8").await.unwrap().status(),
         StatusCode::ACCEPTED,
