@@ -7,6 +7,11 @@ use uuid::Uuid;
 use super::{Arg, Backend, RepoResult, Row, Sql, Tx};
 use crate::domain::{DeliveryStatus, EndpointStatus, EventType};
 
+/// Whether events are written: always, except in a build with the `bench-without-events`
+/// feature, which exists only so that `scripts/bench-events.sh` can measure what recording
+/// costs the writes that record them. Never ship such a build: its feed and webhooks stay empty.
+pub const RECORDING: bool = !cfg!(feature = "bench-without-events");
+
 /// An event to record in the transaction of the change that causes it.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
@@ -134,6 +139,9 @@ impl Tx {
 
     /// Several events in one statement (a seeded batch, a janitor pass).
     pub async fn insert_events(&mut self, events: &[NewEvent]) -> RepoResult<()> {
+        if !RECORDING {
+            return Ok(());
+        }
         if events.len() > 1 && self.backend() == Backend::Postgres {
             // One statement with array parameters: planned once, whatever the batch's size
             // (a multi-row VALUES is a new statement, parsed and planned, per batch).

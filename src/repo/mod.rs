@@ -28,7 +28,9 @@ mod templates;
 pub use api_keys::LiveKey;
 pub use audiences::{AudienceRow, AudienceSearch, SubscriberRow, SubscriptionRow};
 pub use db::{Arg, Backend, Database, Row, Sql, Tx};
-pub use events::{AttemptRow, DeliveryRow, DueDelivery, EndpointRow, EventRow, NewEvent};
+pub use events::{
+    AttemptRow, DeliveryRow, DueDelivery, EndpointRow, EventRow, NewEvent, RECORDING as RECORDING_EVENTS,
+};
 pub use imports::{ImportErrorRow, ImportJobRow};
 pub use migrate::MigrationReport;
 pub use outbox::{ClaimedMail, MailSummary, NewOutboxMail};

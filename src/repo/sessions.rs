@@ -245,7 +245,9 @@ impl Tx {
     ) -> RepoResult<bool> {
         let s = session;
         if self.backend() == Backend::Postgres {
-            let sql = Sql::new(
+            // The event's insert is written only when events are recorded (see `RECORDING`).
+            let event_if = if super::events::RECORDING { "" } else { " WHERE FALSE" };
+            let sql = Sql::new(format!(
                 "WITH hit AS (
                      INSERT INTO rate_limits (store_id, bucket, window_start, hits)
                      SELECT $1::uuid, $12::text, $13::int8, 1 WHERE $12::text IS NOT NULL
@@ -258,7 +260,7 @@ impl Tx {
                      RETURNING store_id, id),
                  event AS (
                      INSERT INTO events (store_id, id, type, subject_id, data, created_at)
-                     SELECT store_id, $9, $10, id, $11, $3 FROM profile),
+                     SELECT store_id, $9, $10, id, $11, $3 FROM profile{event_if}),
                  session AS (
                      INSERT INTO profile_sessions (store_id, id, profile_id, verified, user_agent, created_at, last_used_at,
                          refresh_expires_at)
@@ -266,8 +268,8 @@ impl Tx {
                  token AS (
                      INSERT INTO profile_refresh_tokens (store_id, token_hash, session_id, created_at)
                      SELECT store_id, $7, id, $3 FROM session)
-                 SELECT ok FROM go",
-            )
+                 SELECT ok FROM go"
+            ))
             .bind(s.store_id)
             .bind(s.profile_id)
             .bind(s.created_at)

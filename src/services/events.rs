@@ -13,7 +13,10 @@ use uuid::Uuid;
 use crate::crypto::Keys;
 use crate::domain::{EndpointStatus, EventType, Keyset, double_option};
 use crate::error::{AppError, AppResult, FieldError};
-use crate::repo::{AttemptRow, Database, DeliveryRow, EndpointRow, EventRow, NewEvent, SubscriptionRow, Tx};
+use crate::repo::{
+    AttemptRow, Database, DeliveryRow, EndpointRow, EventRow, NewEvent, RECORDING_EVENTS as RECORDING, SubscriptionRow,
+    Tx,
+};
 use crate::services::consents::{self, Consent};
 use crate::views;
 use crate::webhooks::{check_url, secret_text};
@@ -49,12 +52,18 @@ pub async fn record(
 
 /// A `profile.*` event carrying the profile as it is now in `tx`.
 pub async fn profile(tx: &mut Tx, store_id: Uuid, kind: EventType, id: Uuid) -> AppResult<()> {
+    if !RECORDING {
+        return Ok(());
+    }
     let details = tx.profile(store_id, id).await?.ok_or(AppError::NotFound("profile"))?;
     record(tx, store_id, kind, Some(id), views::Profile::from(details)).await
 }
 
 /// Several `profile.*` events carrying the profile as it is now, read once.
 pub async fn profile_events(tx: &mut Tx, store_id: Uuid, id: Uuid, kinds: &[EventType]) -> AppResult<()> {
+    if !RECORDING {
+        return Ok(());
+    }
     if kinds.is_empty() {
         return Ok(());
     }
@@ -67,6 +76,9 @@ pub async fn profile_events(tx: &mut Tx, store_id: Uuid, id: Uuid, kinds: &[Even
 
 /// `profile.updated` of many profiles (a taxonomy change dropped their values), read in batches.
 pub async fn profiles_updated(tx: &mut Tx, store_id: Uuid, ids: &[Uuid]) -> AppResult<()> {
+    if !RECORDING {
+        return Ok(());
+    }
     for chunk in ids.chunks(500) {
         let events: Vec<NewEvent> = tx
             .profiles(store_id, chunk)
