@@ -233,8 +233,9 @@ impl Tx {
         audience: (Option<Uuid>, &str),
         now: i64,
     ) -> RepoResult<Option<super::AccessCheck>> {
+        let holds = session_holds!("ss");
         let sql = Sql::new(format!(
-            "SELECT (ss.verified OR ss.attached_email OR p.email_key IS NULL) AS holds, a.status AS audience_status,
+            "SELECT {holds} AS holds, a.status AS audience_status,
                     s.id AS sub_id, {SUBSCRIPTION_COLUMNS}
              FROM profile_sessions ss
              JOIN profiles p ON p.store_id = ss.store_id AND p.id = ss.profile_id

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use uuid::Uuid;
 
-use super::{Backend, RepoResult, Row, Sql, Tx};
+use super::{Arg, Backend, RepoResult, Row, Sql, Tx};
 
 /// An import job as stored: counts so far, updated after every batch.
 #[derive(Debug, Clone, PartialEq)]
@@ -157,17 +157,24 @@ impl Tx {
         import_id: Uuid,
         errors: &[ImportErrorRow],
     ) -> RepoResult<()> {
-        for e in errors {
-            let sql = Sql::new(
-                "INSERT INTO import_errors (store_id, import_id, row_number, column_name, error) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(store_id)
-            .bind(import_id)
-            .bind(e.row)
-            .bind(e.column.clone())
-            .bind(e.error.as_str());
-            self.execute(sql).await?;
+        // A batch's errors in a few statements (a file of bad rows has a thousand a batch).
+        for chunk in errors.chunks(200) {
+            let mut sql =
+                Sql::new("INSERT INTO import_errors (store_id, import_id, row_number, column_name, error) VALUES ");
+            for (i, e) in chunk.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.push_list([
+                    Arg::from(store_id),
+                    Arg::from(import_id),
+                    Arg::from(e.row),
+                    Arg::from(e.column.clone()),
+                    Arg::from(e.error.as_str()),
+                ]);
+            }
+            sql.push(" ON CONFLICT DO NOTHING");
+            self.execute(sql.unprepared()).await?;
         }
         Ok(())
     }

@@ -7,6 +7,16 @@ use uuid::Uuid;
 use crate::domain::taxonomy::{FieldDef, Filter, TaxonomyValue};
 use crate::domain::{Email, SortField, Status};
 
+/// SQL: whether session `$s` holds its profile `p` (§4): a verified session, the session that
+/// gave the profile its email, or any session of a guest without email. Any other session of
+/// the profile is a claim, which sees the profile redacted. One definition for every statement
+/// that decides it (getMe, the live-session check, checkAccess).
+macro_rules! session_holds {
+    ($s:literal) => {
+        concat!("(", $s, ".verified OR ", $s, ".attached_email OR p.email_key IS NULL)")
+    };
+}
+
 mod accounts;
 mod api_keys;
 mod audiences;

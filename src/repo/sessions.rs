@@ -92,14 +92,18 @@ macro_rules! profile_columns_sqlite {
 /// that examples/bench_baseline.rs can time the statement alone. Parameters: store, session,
 /// profile, now, codes shown.
 pub const ME_POSTGRES: &str = concat!(
-    "SELECT (s.verified OR s.attached_email OR p.email_key IS NULL) AS session_holds, ",
+    "SELECT ",
+    session_holds!("s"),
+    " AS session_holds, ",
     profile_columns_postgres!("$4", "$5"),
     " FROM profile_sessions s JOIN profiles p ON p.store_id = s.store_id AND p.id = s.profile_id
     WHERE s.store_id = $1 AND s.id = $2 AND s.profile_id = $3 AND s.revoked_at IS NULL AND s.refresh_expires_at > $4"
 );
 
 const ME_SQLITE: &str = concat!(
-    "SELECT (s.verified OR s.attached_email OR p.email_key IS NULL) AS session_holds, ",
+    "SELECT ",
+    session_holds!("s"),
+    " AS session_holds, ",
     profile_columns_sqlite!("$4", "$5"),
     " FROM profile_sessions s JOIN profiles p ON p.store_id = s.store_id AND p.id = s.profile_id
     WHERE s.store_id = $1 AND s.id = $2 AND s.profile_id = $3 AND s.revoked_at IS NULL AND s.refresh_expires_at > $4"
@@ -116,6 +120,19 @@ const PROFILE_SQLITE: &str = concat!(
     "SELECT 1 AS session_holds, ",
     profile_columns_sqlite!("$3", "$4"),
     " FROM profiles p WHERE p.store_id = $1 AND p.id = $2"
+);
+
+/// Profiles in full by id ([`Tx::profiles`]): `$1` store, `$2` now, `$3` codes shown, then the ids.
+const PROFILES_POSTGRES: &str = concat!(
+    "SELECT TRUE AS session_holds, ",
+    profile_columns_postgres!("$2", "$3"),
+    " FROM profiles p WHERE p.store_id = $1 AND p.id = ANY($4::uuid[]) ORDER BY p.id"
+);
+
+const PROFILES_SQLITE: &str = concat!(
+    "SELECT 1 AS session_holds, ",
+    profile_columns_sqlite!("$2", "$3"),
+    " FROM profiles p WHERE p.store_id = $1 AND p.id IN "
 );
 
 /// A JSON boolean, or SQLite's 0 / 1.
@@ -349,12 +366,14 @@ impl Tx {
         profile_id: Uuid,
         now: i64,
     ) -> RepoResult<Option<LiveSession>> {
-        let sql = Sql::new(
-            "SELECT s.verified, (s.verified OR s.attached_email OR p.email_key IS NULL) AS holds
+        let sql = Sql::new(concat!(
+            "SELECT s.verified, ",
+            session_holds!("s"),
+            " AS holds
              FROM profile_sessions s JOIN profiles p ON p.store_id = s.store_id AND p.id = s.profile_id
              WHERE s.store_id = $1 AND s.id = $2 AND s.profile_id = $3 AND s.revoked_at IS NULL
-             AND s.refresh_expires_at > $4",
-        )
+             AND s.refresh_expires_at > $4"
+        ))
         .bind(store_id)
         .bind(session_id)
         .bind(profile_id)
@@ -388,6 +407,29 @@ impl Tx {
         };
         let sql = Sql::new(text).bind(store_id).bind(id).bind(crate::now()).bind(CODES_SHOWN as i64);
         Ok(self.fetch_optional(sql).await?.map(|r| me_details(&r).map(|(_, details)| details)).transpose()?)
+    }
+
+    /// Profiles in full, in id order, the same statement as [`Tx::profile`] for many ids
+    /// (unknown ids are left out).
+    pub async fn profiles(&mut self, store_id: Uuid, ids: &[Uuid]) -> RepoResult<Vec<ProfileDetails>> {
+        let mut out = Vec::with_capacity(ids.len());
+        let now = crate::now();
+        for chunk in ids.chunks(500) {
+            let sql = match self.backend() {
+                Backend::Postgres => {
+                    Sql::new(PROFILES_POSTGRES).bind(store_id).bind(now).bind(CODES_SHOWN as i64).bind(chunk.to_vec())
+                }
+                Backend::Sqlite => {
+                    let mut sql = Sql::new(PROFILES_SQLITE).bind(store_id).bind(now).bind(CODES_SHOWN as i64);
+                    sql.push_list(chunk.iter().copied()).push(" ORDER BY p.id");
+                    sql.unprepared()
+                }
+            };
+            for r in self.fetch_all(sql).await? {
+                out.push(me_details(&r)?.1);
+            }
+        }
+        Ok(out)
     }
 
     pub async fn profile_sessions(

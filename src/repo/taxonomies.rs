@@ -53,6 +53,12 @@ impl Tx {
         Ok(self.fetch_optional(sql).await?.map(|r| taxonomy(&r)).transpose()?)
     }
 
+    /// Every taxonomy of the store, in id order (a store has a handful: definitions, not data).
+    pub async fn all_taxonomies(&mut self, store_id: Uuid) -> RepoResult<Vec<TaxonomyRow>> {
+        let sql = Sql::new(format!("SELECT {COLUMNS} FROM taxonomies WHERE store_id = $1 ORDER BY id")).bind(store_id);
+        Ok(self.fetch_all(sql).await?.iter().map(taxonomy).collect::<sqlx::Result<_>>()?)
+    }
+
     pub async fn taxonomies(
         &mut self,
         store_id: Uuid,

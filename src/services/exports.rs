@@ -178,7 +178,7 @@ impl Exports {
             .await?
             .map_err(AppError::validation)?,
         };
-        let taxonomies = all_taxonomies(&mut tx, store_id).await?;
+        let taxonomies = tx.all_taxonomies(store_id).await?;
         let (send, chunks) = mpsc::channel(BUFFERED_PAGES);
         tokio::spawn(async move {
             if let Err(e) = stream_profiles(tx, search, taxonomies, format, &send).await {
@@ -208,20 +208,6 @@ impl Exports {
             }
         });
         Ok(ExportStream { chunks })
-    }
-}
-
-async fn all_taxonomies(tx: &mut Tx, store_id: Uuid) -> AppResult<Vec<TaxonomyRow>> {
-    let mut out = vec![];
-    let mut after = None;
-    loop {
-        let page = tx.taxonomies(store_id, after, 200).await?;
-        let done = page.len() < 200;
-        after = page.last().map(|t| t.id);
-        out.extend(page);
-        if done {
-            return Ok(out);
-        }
     }
 }
 

@@ -244,17 +244,8 @@ impl Importer {
     /// Reads the store's active taxonomies and audiences.
     pub async fn new(db: Database, store_id: Uuid, options: ImportOptions) -> AppResult<Self> {
         let mut conn = db.auto();
-        let mut taxonomies: Vec<TaxonomyRow> = vec![];
-        let mut after = None;
-        loop {
-            let page = conn.taxonomies(store_id, after, 200).await?;
-            let done = page.len() < 200;
-            after = page.last().map(|t| t.id);
-            taxonomies.extend(page.into_iter().filter(|t| t.status == Status::Active));
-            if done {
-                break;
-            }
-        }
+        let taxonomies: Vec<TaxonomyRow> =
+            conn.all_taxonomies(store_id).await?.into_iter().filter(|t| t.status == Status::Active).collect();
         let mut audiences = HashMap::new();
         let mut after = None;
         loop {
@@ -818,13 +809,8 @@ pub async fn drive<R: std::io::Read + Send>(
 ) -> AppResult<()> {
     match format {
         ImportFormat::Csv => {
-            let mut csv = csv::ReaderBuilder::new().flexible(true).from_reader(reader);
-            let header: Vec<String> = csv
-                .headers()
-                .map_err(|e| AppError::invalid("file", csv_code(&e)))?
-                .iter()
-                .map(|h| h.trim().trim_start_matches('\u{feff}').to_string())
-                .collect();
+            let mut csv = csv_reader(reader);
+            let header = csv_header(&mut csv)?;
             if importer.plan.is_empty() {
                 importer.csv_header(&header)?;
             }
@@ -881,6 +867,21 @@ pub async fn drive<R: std::io::Read + Send>(
             progress.batch(importer, bytes).await
         }
     }
+}
+
+/// A CSV reader that tolerates rows of another length (each is refused with its row number).
+fn csv_reader<R: std::io::Read>(reader: R) -> csv::Reader<R> {
+    csv::ReaderBuilder::new().flexible(true).from_reader(reader)
+}
+
+/// The header row, trimmed, without a byte-order mark.
+fn csv_header<R: std::io::Read>(csv: &mut csv::Reader<R>) -> AppResult<Vec<String>> {
+    Ok(csv
+        .headers()
+        .map_err(|e| AppError::invalid("file", csv_code(&e)))?
+        .iter()
+        .map(|h| h.trim().trim_start_matches('\u{feff}').to_string())
+        .collect())
 }
 
 fn csv_code(e: &csv::Error) -> &'static str {
@@ -971,14 +972,7 @@ impl Imports {
         let mut importer = Importer::new(self.db.clone(), store_id, options.clone()).await?;
         if format == ImportFormat::Csv {
             let file = std::fs::File::open(path).map_err(AppError::internal)?;
-            let mut csv = csv::ReaderBuilder::new().flexible(true).from_reader(file);
-            let header: Vec<String> = csv
-                .headers()
-                .map_err(|e| AppError::invalid("file", csv_code(&e)))?
-                .iter()
-                .map(|h| h.trim().trim_start_matches('\u{feff}').to_string())
-                .collect();
-            importer.csv_header(&header)?;
+            importer.csv_header(&csv_header(&mut csv_reader(file))?)?;
         }
         let now = crate::now();
         let mut job = crate::repo::ImportJobRow {
