@@ -5,9 +5,12 @@
 # 1. Throughput of `initialize`, `connect` (a new address each time) and an admin `subscribe` (a
 #    new subscriber each time) on Postgres, for this tree built twice: as shipped, and with the
 #    `bench-without-events` feature, which writes no event (and skips the reads that only build
-#    events) and changes nothing else. The two builds run BENCH_ROUNDS times each, interleaved
-#    (without, with, with, without, ...) so that drift of the machine cancels; the ratio is of
-#    the summed rates. BENCH_BIN_BEFORE names another binary to use as "without" instead.
+#    events) and changes nothing else. Three servers: "without" (that build), "recording" (this
+#    build with WEBHOOK_WORKER=false: events written, none fanned out here) and "with" (this build
+#    with its webhook worker, which marks every event dispatched, on the same 2 cores). Each runs
+#    BENCH_ROUNDS times, interleaved (without, recording, with, then the reverse, ...) so that
+#    drift of the machine cancels; ratios are of the summed rates. BENCH_BIN_BEFORE names another
+#    binary to use as "without".
 # 2. One instance delivering BENCH_DELIVERIES webhooks (`storecrm seed` records a profile.created
 #    per profile) to a local receiver (examples/bench_receiver.rs): deliveries per second.
 #
@@ -129,11 +132,15 @@ echo
 echo "| run | requests/s | p50 | p99 |"
 echo "| --- | ---: | ---: | ---: |"
 for round in $(seq 1 "$rounds"); do
-  order="without with"; [ $((round % 2)) = 0 ] && order="with without"
+  order="without recording with"; [ $((round % 2)) = 0 ] && order="with recording without"
   for build in $order; do
-    bin="$before"; [ "$build" = with ] && bin="$after"
+    bin="$after"; [ "$build" = without ] && bin="$before"
+    # "recording": events written, but this instance runs no webhook worker (as API instances
+    # may, with the worker elsewhere), so the figure is the cost of recording alone; "with":
+    # the worker fans the events out on the same 2 cores besides.
+    worker=true; [ "$build" = recording ] && worker=false
     setup "$bin"
-    "$bin" serve 2>>"$work/server.log" & server=$!
+    WEBHOOK_WORKER=$worker "$bin" serve 2>>"$work/server.log" & server=$!
     wait_up "127.0.0.1:$port/healthz"
     curl -sf "$api/audiences" -H "authorization: Bearer $key" -H 'content-type: application/json' \
       -d '{"key": "news"}' >/dev/null
@@ -147,8 +154,9 @@ done
 total() { cat "$work/$1"_*.rps | python3 -c "import sys; print(sum(float(l) for l in sys.stdin))"; }
 echo
 for op in initialize connect subscribe; do
-  with=$(total "with_$op") without=$(total "without_$op")
-  echo "$op with events / without: $(python3 -c "print(f'{$with / $without:.2f}')")  (target >= 0.90)"
+  with=$(total "with_$op") recording=$(total "recording_$op") without=$(total "without_$op")
+  echo "$op recording events / without: $(python3 -c "print(f'{$recording / $without:.2f}')")  (target >= 0.90);" \
+    "with the webhook worker on the same instance: $(python3 -c "print(f'{$with / $without:.2f}')")"
 done
 
 # Deliveries: an endpoint, then a seed whose profile.created events the worker delivers.
