@@ -4,13 +4,55 @@
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{Arg, Backend, RepoResult, Row, Sql, Tx};
+use super::{Arg, Backend, ConsentRow, RepoResult, Row, Sql, Tx};
 use crate::domain::{DeliveryStatus, EndpointStatus, EventType};
 
 /// Whether events are written: always, except in a build with the `bench-without-events`
 /// feature, which exists only so that `scripts/bench-events.sh` can measure what recording
 /// costs the writes that record them. Never ship such a build: its feed and webhooks stay empty.
 pub const RECORDING: bool = !cfg!(feature = "bench-without-events");
+
+/// SQL: the `dispatched_at` of a new event of store `store` at time `at`: already dispatched
+/// (at its own time) when the store has no active webhook endpoint, so the dispatcher has
+/// nothing to fan out and no row to update; NULL, to be fanned out, otherwise. An endpoint thus
+/// receives the events of changes written after it was created.
+pub(super) fn dispatched_at(store: &str, at: &str) -> String {
+    format!(
+        "CASE WHEN EXISTS (SELECT 1 FROM webhook_endpoints w WHERE w.store_id = {store} AND w.status = 'active') \
+         THEN NULL ELSE {at} END"
+    )
+}
+
+/// Postgres: inserts events given as six arrays, placeholders `$first` to `$first + 5`
+/// ([`bind_events`] binds them).
+fn events_unnest(first: usize) -> String {
+    let p = |i: usize| first + i;
+    format!(
+        "INSERT INTO events (store_id, id, type, subject_id, data, created_at, dispatched_at)
+         SELECT t.store_id, t.id, t.type, t.subject_id::uuid, t.data::jsonb, t.created_at, {}
+         FROM UNNEST(${}::uuid[], ${}::uuid[], ${}::text[], ${}::text[], ${}::text[], ${}::int8[])
+              AS t (store_id, id, type, subject_id, data, created_at)",
+        dispatched_at("t.store_id", "t.created_at"),
+        p(0),
+        p(1),
+        p(2),
+        p(3),
+        p(4),
+        p(5)
+    )
+}
+
+fn bind_events(sql: Sql, events: &[NewEvent]) -> Sql {
+    let kinds: Vec<Option<String>> = events.iter().map(|e| Some(e.kind.as_str().to_string())).collect();
+    let subjects: Vec<Option<String>> = events.iter().map(|e| e.subject_id.map(|s| s.to_string())).collect();
+    let data: Vec<Option<String>> = events.iter().map(|e| Some(e.data.to_string())).collect();
+    sql.bind(events.iter().map(|e| e.store_id).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.id).collect::<Vec<_>>())
+        .bind(kinds)
+        .bind(subjects)
+        .bind(data)
+        .bind(events.iter().map(|e| e.created_at).collect::<Vec<_>>())
+}
 
 /// An event to record in the transaction of the change that causes it.
 #[derive(Debug, Clone)]
@@ -139,35 +181,21 @@ impl Tx {
 
     /// Several events in one statement (a seeded batch, a janitor pass).
     pub async fn insert_events(&mut self, events: &[NewEvent]) -> RepoResult<()> {
-        if !RECORDING {
+        if !RECORDING || events.is_empty() {
             return Ok(());
         }
-        if events.len() > 1 && self.backend() == Backend::Postgres {
+        if self.backend() == Backend::Postgres {
             // One statement with array parameters: planned once, whatever the batch's size
             // (a multi-row VALUES is a new statement, parsed and planned, per batch).
-            let store_ids: Vec<Uuid> = events.iter().map(|e| e.store_id).collect();
-            let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
-            let kinds: Vec<Option<String>> = events.iter().map(|e| Some(e.kind.as_str().to_string())).collect();
-            let subjects: Vec<Option<String>> = events.iter().map(|e| e.subject_id.map(|s| s.to_string())).collect();
-            let data: Vec<Option<String>> = events.iter().map(|e| Some(e.data.to_string())).collect();
-            let created: Vec<i64> = events.iter().map(|e| e.created_at).collect();
-            let sql = Sql::new(
-                "INSERT INTO events (store_id, id, type, subject_id, data, created_at)
-                 SELECT store_id, id, type, subject_id::uuid, data::jsonb, created_at
-                 FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::int8[])
-                      AS t (store_id, id, type, subject_id, data, created_at)",
-            )
-            .bind(store_ids)
-            .bind(ids)
-            .bind(kinds)
-            .bind(subjects)
-            .bind(data)
-            .bind(created);
-            self.execute(sql).await?;
+            self.execute(bind_events(Sql::new(events_unnest(1)), events)).await?;
             return Ok(());
         }
+        let dispatched = dispatched_at("v.column1", "v.column6");
         for chunk in events.chunks(500) {
-            let mut sql = Sql::new("INSERT INTO events (store_id, id, type, subject_id, data, created_at) VALUES ");
+            let mut sql = Sql::new(format!(
+                "INSERT INTO events (store_id, id, type, subject_id, data, created_at, dispatched_at)
+                 SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, {dispatched} FROM (VALUES "
+            ));
             for (i, e) in chunk.iter().enumerate() {
                 if i > 0 {
                     sql.push(", ");
@@ -181,8 +209,25 @@ impl Tx {
                     Arg::from(e.created_at),
                 ]);
             }
+            sql.push(") AS v");
             self.execute(sql).await?;
         }
+        Ok(())
+    }
+
+    /// A consent record and the events of the same change: one statement on Postgres.
+    pub async fn insert_consent_with_events(&mut self, record: &ConsentRow, events: &[NewEvent]) -> RepoResult<()> {
+        if self.backend() != Backend::Postgres || events.is_empty() || !RECORDING {
+            self.insert_consents(std::slice::from_ref(record)).await?;
+            return self.insert_events(events).await;
+        }
+        let sql = Sql::new(format!(
+            "WITH consent AS ({}) {}",
+            super::segments::INSERT_CONSENT,
+            events_unnest(super::segments::INSERT_CONSENT_PARAMS + 1)
+        ));
+        let sql = super::segments::bind_consent(sql, record);
+        self.execute(bind_events(sql, events)).await?;
         Ok(())
     }
 

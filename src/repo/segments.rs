@@ -76,6 +76,28 @@ fn consent(r: &Row) -> sqlx::Result<ConsentRow> {
     })
 }
 
+/// Inserts one consent record, placeholders `$1` to `$13` ([`bind_consent`] binds them).
+pub(super) const INSERT_CONSENT: &str = "INSERT INTO consents (store_id, id, subscription_id, profile_id, audience_id, \
+     action, status_after, at, source, ip, user_agent, confirm_mail_id, wording_hash) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+pub(super) const INSERT_CONSENT_PARAMS: usize = 13;
+
+pub(super) fn bind_consent(sql: Sql, c: &ConsentRow) -> Sql {
+    sql.bind(c.store_id)
+        .bind(c.id)
+        .bind(c.subscription_id)
+        .bind(c.profile_id)
+        .bind(c.audience_id)
+        .bind(c.action.as_str())
+        .bind(c.status_after.as_str())
+        .bind(c.at)
+        .bind(&c.source)
+        .bind(&c.ip)
+        .bind(&c.user_agent)
+        .bind(c.confirm_mail_id)
+        .bind(&c.wording_hash)
+}
+
 impl Tx {
     pub async fn insert_segment(&mut self, s: &SegmentRow) -> RepoResult<()> {
         let sql =
@@ -140,23 +162,7 @@ impl Tx {
 
     pub async fn insert_consents(&mut self, records: &[ConsentRow]) -> RepoResult<()> {
         for c in records {
-            let sql = Sql::new(format!(
-                "INSERT INTO consents ({CONSENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
-            ))
-            .bind(c.store_id)
-            .bind(c.id)
-            .bind(c.subscription_id)
-            .bind(c.profile_id)
-            .bind(c.audience_id)
-            .bind(c.action.as_str())
-            .bind(c.status_after.as_str())
-            .bind(c.at)
-            .bind(&c.source)
-            .bind(&c.ip)
-            .bind(&c.user_agent)
-            .bind(c.confirm_mail_id)
-            .bind(&c.wording_hash);
-            self.execute(sql).await?;
+            self.execute(bind_consent(Sql::new(INSERT_CONSENT), c)).await?;
         }
         Ok(())
     }

@@ -109,20 +109,8 @@ const ME_SQLITE: &str = concat!(
     WHERE s.store_id = $1 AND s.id = $2 AND s.profile_id = $3 AND s.revoked_at IS NULL AND s.refresh_expires_at > $4"
 );
 
-/// One profile in full, by id (the admin API, and the `data.object` of its events).
-const PROFILE_POSTGRES: &str = concat!(
-    "SELECT TRUE AS session_holds, ",
-    profile_columns_postgres!("$3", "$4"),
-    " FROM profiles p WHERE p.store_id = $1 AND p.id = $2"
-);
-
-const PROFILE_SQLITE: &str = concat!(
-    "SELECT 1 AS session_holds, ",
-    profile_columns_sqlite!("$3", "$4"),
-    " FROM profiles p WHERE p.store_id = $1 AND p.id = $2"
-);
-
-/// Profiles in full by id ([`Tx::profiles`]): `$1` store, `$2` now, `$3` codes shown, then the ids.
+/// Profiles in full by id (the admin API, find, and the `data.object` of profile events): `$1`
+/// store, `$2` now, `$3` codes shown, then the ids.
 const PROFILES_POSTGRES: &str = concat!(
     "SELECT TRUE AS session_holds, ",
     profile_columns_postgres!("$2", "$3"),
@@ -264,6 +252,7 @@ impl Tx {
         if self.backend() == Backend::Postgres {
             // The event's insert is written only when events are recorded (see `RECORDING`).
             let event_if = if super::events::RECORDING { "" } else { " WHERE FALSE" };
+            let dispatched = super::events::dispatched_at("profile.store_id", "$3::int8");
             let sql = Sql::new(format!(
                 "WITH hit AS (
                      INSERT INTO rate_limits (store_id, bucket, window_start, hits)
@@ -276,8 +265,8 @@ impl Tx {
                      SELECT $1::uuid, $2::uuid, NULL, NULL, FALSE, $8::text, '', $3::int8, $3::int8 FROM go WHERE go.ok
                      RETURNING store_id, id),
                  event AS (
-                     INSERT INTO events (store_id, id, type, subject_id, data, created_at)
-                     SELECT store_id, $9, $10, id, $11, $3 FROM profile{event_if}),
+                     INSERT INTO events (store_id, id, type, subject_id, data, created_at, dispatched_at)
+                     SELECT store_id, $9, $10, id, $11, $3, {dispatched} FROM profile{event_if}),
                  session AS (
                      INSERT INTO profile_sessions (store_id, id, profile_id, verified, user_agent, created_at, last_used_at,
                          refresh_expires_at)
@@ -401,16 +390,10 @@ impl Tx {
 
     /// A profile in full in one round trip (the four detail lists as JSON aggregates).
     pub async fn profile(&mut self, store_id: Uuid, id: Uuid) -> RepoResult<Option<ProfileDetails>> {
-        let text = match self.backend() {
-            Backend::Postgres => PROFILE_POSTGRES,
-            Backend::Sqlite => PROFILE_SQLITE,
-        };
-        let sql = Sql::new(text).bind(store_id).bind(id).bind(crate::now()).bind(CODES_SHOWN as i64);
-        Ok(self.fetch_optional(sql).await?.map(|r| me_details(&r).map(|(_, details)| details)).transpose()?)
+        Ok(self.profiles(store_id, &[id]).await?.pop())
     }
 
-    /// Profiles in full, in id order, the same statement as [`Tx::profile`] for many ids
-    /// (unknown ids are left out).
+    /// Profiles in full, in id order (unknown ids are left out): one statement per 500 ids.
     pub async fn profiles(&mut self, store_id: Uuid, ids: &[Uuid]) -> RepoResult<Vec<ProfileDetails>> {
         let mut out = Vec::with_capacity(ids.len());
         let now = crate::now();
@@ -422,7 +405,8 @@ impl Tx {
                 Backend::Sqlite => {
                     let mut sql = Sql::new(PROFILES_SQLITE).bind(store_id).bind(now).bind(CODES_SHOWN as i64);
                     sql.push_list(chunk.iter().copied()).push(" ORDER BY p.id");
-                    sql.unprepared()
+                    // One id (the common case) is one text, worth keeping prepared; lists vary.
+                    if chunk.len() == 1 { sql } else { sql.unprepared() }
                 }
             };
             for r in self.fetch_all(sql).await? {

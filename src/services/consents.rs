@@ -98,6 +98,13 @@ pub fn ledger_ip(ip: IpAddr, full: bool) -> String {
 
 /// Appends the record of `after` (just written) to the ledger.
 pub async fn append(tx: &mut Tx, after: &SubscriptionRow, consent: &Consent) -> AppResult<()> {
+    let record = record(tx, after, consent).await?;
+    tx.insert_consents(std::slice::from_ref(&record)).await?;
+    Ok(())
+}
+
+/// The ledger record of `after` (just written), to insert.
+pub async fn record(tx: &mut Tx, after: &SubscriptionRow, consent: &Consent) -> AppResult<ConsentRow> {
     let ip = match consent.witness.ip {
         Some(ip) => {
             let full = match consent.full_ip {
@@ -131,8 +138,7 @@ pub async fn append(tx: &mut Tx, after: &SubscriptionRow, consent: &Consent) -> 
         confirm_mail_id,
         wording_hash,
     };
-    tx.insert_consents(std::slice::from_ref(&record)).await?;
-    Ok(())
+    Ok(record)
 }
 
 pub struct Consents {

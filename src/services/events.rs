@@ -119,7 +119,7 @@ pub async fn subscription_written(
     after: &SubscriptionRow,
     consent: &Consent,
 ) -> AppResult<()> {
-    consents::append(tx, after, consent).await?;
+    let record = consents::record(tx, after, consent).await?;
     let starts_over = before.is_none_or(|b| b.status.is_ended());
     let mut kinds = vec![];
     if starts_over {
@@ -128,13 +128,11 @@ pub async fn subscription_written(
     if starts_over || before.is_some_and(|b| b.status != after.status) {
         kinds.extend(EventType::of_subscription_status(after.status));
     }
-    if kinds.is_empty() {
-        return Ok(());
-    }
     let object = views::object(views::Subscription::from(after.clone()));
     let events: Vec<NewEvent> =
         kinds.iter().map(|k| new_event(store_id, *k, Some(after.profile_id), &object)).collect();
-    tx.insert_events(&events).await?;
+    // The ledger's record and the events in one statement (Postgres).
+    tx.insert_consent_with_events(&record, &events).await?;
     Ok(())
 }
 

@@ -21,6 +21,7 @@ backend_tests!(
     run = with_private;
     every_event_type_arrives_signed,
     failed_changes_send_nothing,
+    endpoints_get_the_changes_written_after_them,
     retries_after_500_and_when_down_then_manual_retry,
     endpoint_disabled_after_failing_too_long,
     rotated_secret_signs_alongside_the_old_one,
@@ -341,6 +342,29 @@ async fn failed_changes_send_nothing(app: &TestApp) {
     assert_eq!(of_type(&got, "profile.updated")[0].json()["data"]["object"]["id"], a["id"]);
     let events = feed(app, &admin, "").await;
     assert_eq!(events.len(), 3, "{events:?}");
+}
+
+/// An event written while its store has no active endpoint is in the feed but fanned out to
+/// nobody, also to an endpoint created within the same second (it is written dispatched, so the
+/// worker has nothing to do for stores without webhooks); the next change reaches the endpoint.
+async fn endpoints_get_the_changes_written_after_them(app: &TestApp) {
+    let receiver = Receiver::start().await;
+    let admin = app.shop_admin("after").await;
+    let (status, before) =
+        app.post(&admin.store("/profiles"), Some(&admin.token), json!({"email": "before@example.com"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{before}");
+    let ep = endpoint(app, &admin, &receiver.url, json!(["profile.created"])).await;
+    let (_, after) =
+        app.post(&admin.store("/profiles"), Some(&admin.token), json!({"email": "after@example.com"})).await;
+    let got = receiver.wait_types(&["profile.created"]).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let got = if receiver.got().len() > got.len() { receiver.got() } else { got };
+    let ids: Vec<Value> = got.iter().map(|r| r.json()["data"]["object"]["id"].clone()).collect();
+    assert_eq!(ids, vec![after["id"].clone()], "only the change after the endpoint");
+    assert_eq!(deliveries(app, &admin, ep["id"].as_str().unwrap()).await.len(), 1);
+    let created: Vec<Value> =
+        feed(app, &admin, "?types=profile.created").await.iter().map(|e| e["data"]["object"]["id"].clone()).collect();
+    assert_eq!(created, vec![before["id"].clone(), after["id"].clone()], "both are in the feed");
 }
 
 async fn retries_after_500_and_when_down_then_manual_retry(app: &TestApp) {
