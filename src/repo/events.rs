@@ -315,32 +315,67 @@ impl Tx {
         if ids.is_empty() {
             return Ok(());
         }
+        if self.backend() == Backend::Postgres {
+            let sql = Sql::new("UPDATE events SET dispatched_at = $1 WHERE store_id = $2 AND id = ANY($3::uuid[])")
+                .bind(now)
+                .bind(store_id)
+                .bind(ids.to_vec());
+            self.execute(sql).await?;
+            return Ok(());
+        }
         let mut sql = Sql::new("UPDATE events SET dispatched_at = ");
         sql.push_bind(now).push(" WHERE store_id = ").push_bind(store_id);
         sql.push(" AND id IN ").push_list(ids.iter().copied());
-        self.execute(sql).await?;
+        self.execute(sql.unprepared()).await?;
         Ok(())
     }
 
-    /// A delivery of the event to the endpoint, due now; none twice.
-    pub async fn insert_delivery(
-        &mut self,
-        store_id: Uuid,
-        endpoint_id: Uuid,
-        event_id: Uuid,
-        now: i64,
-    ) -> RepoResult<()> {
-        let sql = Sql::new(
-            "INSERT INTO webhook_deliveries (store_id, id, endpoint_id, event_id, status, attempts, next_attempt_at, created_at)
-             VALUES ($1, $2, $3, $4, $5, 0, $6, $6) ON CONFLICT DO NOTHING",
-        )
-        .bind(store_id)
-        .bind(Uuid::now_v7())
-        .bind(endpoint_id)
-        .bind(event_id)
-        .bind(DeliveryStatus::Pending.as_str())
-        .bind(now);
-        self.execute(sql).await?;
+    /// Deliveries due now of a store's events to its endpoints, `(endpoint_id, event_id)` pairs;
+    /// a pair that has its delivery already is left alone. One statement on Postgres, one per
+    /// 200 pairs on SQLite.
+    pub async fn insert_deliveries(&mut self, store_id: Uuid, pairs: &[(Uuid, Uuid)], now: i64) -> RepoResult<()> {
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        let pending = DeliveryStatus::Pending.as_str();
+        if self.backend() == Backend::Postgres {
+            let sql = Sql::new(
+                "INSERT INTO webhook_deliveries (store_id, id, endpoint_id, event_id, status, attempts, next_attempt_at, created_at)
+                 SELECT $1, t.id, t.endpoint_id, t.event_id, $2, 0, $3, $3
+                 FROM UNNEST($4::uuid[], $5::uuid[], $6::uuid[]) AS t (id, endpoint_id, event_id)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(store_id)
+            .bind(pending)
+            .bind(now)
+            .bind(pairs.iter().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
+            .bind(pairs.iter().map(|p| p.0).collect::<Vec<_>>())
+            .bind(pairs.iter().map(|p| p.1).collect::<Vec<_>>());
+            self.execute(sql).await?;
+            return Ok(());
+        }
+        for chunk in pairs.chunks(200) {
+            let mut sql = Sql::new(
+                "INSERT INTO webhook_deliveries (store_id, id, endpoint_id, event_id, status, attempts, next_attempt_at, created_at) VALUES ",
+            );
+            for (i, (endpoint_id, event_id)) in chunk.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.push_list([
+                    Arg::from(store_id),
+                    Arg::from(Uuid::now_v7()),
+                    Arg::from(*endpoint_id),
+                    Arg::from(*event_id),
+                    Arg::from(pending),
+                    Arg::from(0i64),
+                    Arg::from(now),
+                    Arg::from(now),
+                ]);
+            }
+            sql.push(" ON CONFLICT DO NOTHING");
+            self.execute(sql.unprepared()).await?;
+        }
         Ok(())
     }
 

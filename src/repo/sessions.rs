@@ -110,7 +110,16 @@ const ME_SQLITE: &str = concat!(
 );
 
 /// Profiles in full by id (the admin API, find, and the `data.object` of profile events): `$1`
-/// store, `$2` now, `$3` codes shown, then the ids.
+/// store, `$2` now, `$3` codes shown, then the ids. One id has its own text: with `= ANY($4)`
+/// Postgres would plan every execution anew (its generic plan expects ten rows, the custom one
+/// one, so it never settles on the generic one), and planning this statement costs more than
+/// running it.
+const PROFILE_POSTGRES: &str = concat!(
+    "SELECT TRUE AS session_holds, ",
+    profile_columns_postgres!("$2", "$3"),
+    " FROM profiles p WHERE p.store_id = $1 AND p.id = $4"
+);
+
 const PROFILES_POSTGRES: &str = concat!(
     "SELECT TRUE AS session_holds, ",
     profile_columns_postgres!("$2", "$3"),
@@ -399,6 +408,9 @@ impl Tx {
         let now = crate::now();
         for chunk in ids.chunks(500) {
             let sql = match self.backend() {
+                Backend::Postgres if chunk.len() == 1 => {
+                    Sql::new(PROFILE_POSTGRES).bind(store_id).bind(now).bind(CODES_SHOWN as i64).bind(chunk[0])
+                }
                 Backend::Postgres => {
                     Sql::new(PROFILES_POSTGRES).bind(store_id).bind(now).bind(CODES_SHOWN as i64).bind(chunk.to_vec())
                 }

@@ -94,11 +94,16 @@ impl WebhookWorker {
         }
         for (store_id, events) in by_store {
             let endpoints: Vec<EndpointRow> = tx.active_endpoints(store_id).await?;
-            for e in &events {
-                for ep in endpoints.iter().filter(|ep| ep.created_at <= e.created_at && wants(&ep.events, e.kind)) {
-                    tx.insert_delivery(store_id, ep.id, e.id, now).await?;
-                }
-            }
+            let pairs: Vec<(Uuid, Uuid)> = events
+                .iter()
+                .flat_map(|e| {
+                    endpoints
+                        .iter()
+                        .filter(|ep| ep.created_at <= e.created_at && wants(&ep.events, e.kind))
+                        .map(|ep| (ep.id, e.id))
+                })
+                .collect();
+            tx.insert_deliveries(store_id, &pairs, now).await?;
             let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
             tx.mark_dispatched(store_id, &ids, now).await?;
         }
