@@ -23,23 +23,43 @@ pub(super) fn dispatched_at(store: &str, at: &str) -> String {
     )
 }
 
-/// Postgres: inserts events given as six arrays, placeholders `$first` to `$first + 5`
-/// ([`bind_events`] binds them).
-fn events_unnest(first: usize) -> String {
-    let p = |i: usize| first + i;
+/// Postgres: inserts events given as six arrays, `$1` to `$6` ([`bind_events`] binds them).
+fn events_unnest() -> String {
     format!(
         "INSERT INTO events (store_id, id, type, subject_id, data, created_at, dispatched_at)
          SELECT t.store_id, t.id, t.type, t.subject_id::uuid, t.data::jsonb, t.created_at, {}
-         FROM UNNEST(${}::uuid[], ${}::uuid[], ${}::text[], ${}::text[], ${}::text[], ${}::int8[])
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::int8[])
               AS t (store_id, id, type, subject_id, data, created_at)",
-        dispatched_at("t.store_id", "t.created_at"),
-        p(0),
-        p(1),
-        p(2),
-        p(3),
-        p(4),
-        p(5)
+        dispatched_at("t.store_id", "t.created_at")
     )
+}
+
+/// Batches up to this size are written as a multi-row `VALUES`: one text per size, which
+/// Postgres plans once and keeps. With `UNNEST` of array parameters it would plan every execution
+/// (the custom plan counts the rows of the actual arrays, the generic plan cannot, so the generic
+/// one never looks as cheap), which costs a small insert more than the insert itself.
+const SMALL_BATCH: usize = 16;
+
+/// Appends an insert of `events` as a multi-row `VALUES`, its placeholders after those already in
+/// `sql`.
+fn push_event_values(sql: &mut Sql, events: &[NewEvent]) {
+    sql.push("INSERT INTO events (store_id, id, type, subject_id, data, created_at, dispatched_at) ");
+    sql.push("SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, ");
+    sql.push(&dispatched_at("v.column1", "v.column6")).push(" FROM (VALUES ");
+    for (i, e) in events.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.push_list([
+            Arg::from(e.store_id),
+            Arg::from(e.id),
+            Arg::from(e.kind.as_str()),
+            Arg::from(e.subject_id),
+            Arg::Json(Some(e.data.clone())),
+            Arg::from(e.created_at),
+        ]);
+    }
+    sql.push(") AS v");
 }
 
 fn bind_events(sql: Sql, events: &[NewEvent]) -> Sql {
@@ -184,32 +204,15 @@ impl Tx {
         if !RECORDING || events.is_empty() {
             return Ok(());
         }
-        if self.backend() == Backend::Postgres {
-            // One statement with array parameters: planned once, whatever the batch's size
-            // (a multi-row VALUES is a new statement, parsed and planned, per batch).
-            self.execute(bind_events(Sql::new(events_unnest(1)), events)).await?;
+        if self.backend() == Backend::Postgres && events.len() > SMALL_BATCH {
+            // One statement with array parameters: planned once per batch, whatever its size
+            // (a multi-row VALUES of a thousand rows is a new statement, parsed and planned).
+            self.execute(bind_events(Sql::new(events_unnest()), events)).await?;
             return Ok(());
         }
-        let dispatched = dispatched_at("v.column1", "v.column6");
         for chunk in events.chunks(500) {
-            let mut sql = Sql::new(format!(
-                "INSERT INTO events (store_id, id, type, subject_id, data, created_at, dispatched_at)
-                 SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, {dispatched} FROM (VALUES "
-            ));
-            for (i, e) in chunk.iter().enumerate() {
-                if i > 0 {
-                    sql.push(", ");
-                }
-                sql.push_list([
-                    Arg::from(e.store_id),
-                    Arg::from(e.id),
-                    Arg::from(e.kind.as_str()),
-                    Arg::from(e.subject_id),
-                    Arg::Json(Some(e.data.clone())),
-                    Arg::from(e.created_at),
-                ]);
-            }
-            sql.push(") AS v");
+            let mut sql = Sql::new("");
+            push_event_values(&mut sql, chunk);
             self.execute(sql).await?;
         }
         Ok(())
@@ -217,17 +220,16 @@ impl Tx {
 
     /// A consent record and the events of the same change: one statement on Postgres.
     pub async fn insert_consent_with_events(&mut self, record: &ConsentRow, events: &[NewEvent]) -> RepoResult<()> {
-        if self.backend() != Backend::Postgres || events.is_empty() || !RECORDING {
+        if self.backend() != Backend::Postgres || events.is_empty() || events.len() > SMALL_BATCH || !RECORDING {
             self.insert_consents(std::slice::from_ref(record)).await?;
             return self.insert_events(events).await;
         }
-        let sql = Sql::new(format!(
-            "WITH consent AS ({}) {}",
-            super::segments::INSERT_CONSENT,
-            events_unnest(super::segments::INSERT_CONSENT_PARAMS + 1)
-        ));
-        let sql = super::segments::bind_consent(sql, record);
-        self.execute(bind_events(sql, events)).await?;
+        let mut sql = super::segments::bind_consent(
+            Sql::new(format!("WITH consent AS ({}) ", super::segments::INSERT_CONSENT)),
+            record,
+        );
+        push_event_values(&mut sql, events);
+        self.execute(sql).await?;
         Ok(())
     }
 

@@ -80,7 +80,6 @@ fn consent(r: &Row) -> sqlx::Result<ConsentRow> {
 pub(super) const INSERT_CONSENT: &str = "INSERT INTO consents (store_id, id, subscription_id, profile_id, audience_id, \
      action, status_after, at, source, ip, user_agent, confirm_mail_id, wording_hash) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
-pub(super) const INSERT_CONSENT_PARAMS: usize = 13;
 
 pub(super) fn bind_consent(sql: Sql, c: &ConsentRow) -> Sql {
     sql.bind(c.store_id)
