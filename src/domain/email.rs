@@ -9,7 +9,7 @@ impl Email {
     pub const MAX_LEN: usize = 254;
 
     pub fn parse(input: &str) -> Result<Self, &'static str> {
-        let s = input.trim();
+        let s = super::text::trimmed_within(input, Self::MAX_LEN)?;
         if s.is_empty() {
             return Err("required");
         }

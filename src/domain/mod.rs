@@ -18,4 +18,4 @@ pub use status::{
     AccessDenied, AudienceKind, ConsentAction, DeliveryStatus, EndpointStatus, EventType, MailKind, MailStatus,
     ProviderKind, Role, SortDirection, SortField, Status, SubscriptionSource, SubscriptionStatus,
 };
-pub use text::{Name, Password, double_option};
+pub use text::{Name, Password, double_option, trimmed_within};

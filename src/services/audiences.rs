@@ -11,6 +11,7 @@ use uuid::Uuid;
 use crate::config::Limits;
 use crate::crypto::{Keys, b64, random_token, sha256, to_hex, unb64};
 use crate::domain::audience::{AudienceType, Price, key_error, validate_prices};
+use crate::domain::trimmed_within;
 use crate::domain::{
     AccessDenied, AudienceKind, Keyset, LinkError, MailKind, OriginPattern, Status, SubscriptionSource,
     SubscriptionStatus, double_option, link_target,
@@ -233,10 +234,15 @@ impl Audiences {
         if let Some(error) = key_error(&input.key) {
             errors.push(FieldError::new("key", error));
         }
-        let name = input.name.map(|n| n.trim().to_string()).filter(|n| !n.is_empty());
-        if name.as_ref().is_some_and(|n| n.chars().count() > 200) {
-            errors.push(FieldError::new("name", "too_long"));
-        }
+        let name = input.name.filter(|n| !n.trim().is_empty());
+        let name = match name.as_deref().map(|n| trimmed_within(n, 200)) {
+            Some(Err(e)) => {
+                errors.push(FieldError::new("name", e));
+                None
+            }
+            Some(Ok(n)) => Some(n.to_string()),
+            None => None,
+        };
         let (kind, prices) = match input.ty.unwrap_or(AudienceType::Standard) {
             AudienceType::Standard => (AudienceKind::Standard, vec![]),
             AudienceType::Paid { mut prices } => {
@@ -336,9 +342,10 @@ impl Audiences {
             }
         }
         if let Some(name) = patch.name {
-            row.name = name.map(|n| n.trim().to_string()).filter(|n| !n.is_empty());
-            if row.name.as_ref().is_some_and(|n| n.chars().count() > 200) {
-                errors.push(FieldError::new("name", "too_long"));
+            match name.filter(|n| !n.trim().is_empty()).as_deref().map(|n| trimmed_within(n, 200)) {
+                Some(Err(e)) => errors.push(FieldError::new("name", e)),
+                Some(Ok(n)) => row.name = Some(n.to_string()),
+                None => row.name = None,
             }
         }
         if let Some(status) = patch.status {

@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::crypto::Keys;
+use crate::domain::trimmed_within;
 use crate::domain::{EndpointStatus, EventType, Keyset, double_option};
 use crate::error::{AppError, AppResult, FieldError};
 use crate::repo::{
@@ -371,11 +372,14 @@ fn event_filter(raw: &[String], errors: &mut Vec<FieldError>) -> Vec<String> {
 }
 
 fn description(raw: Option<String>, errors: &mut Vec<FieldError>) -> Option<String> {
-    let d = raw.map(|d| d.trim().to_string()).filter(|d| !d.is_empty());
-    if d.as_ref().is_some_and(|d| d.chars().count() > 500) {
-        errors.push(FieldError::new("description", "too_long"));
+    match raw.filter(|d| !d.trim().is_empty()).as_deref().map(|d| trimmed_within(d, 500)) {
+        Some(Err(e)) => {
+            errors.push(FieldError::new("description", e));
+            None
+        }
+        Some(Ok(d)) => Some(d.to_string()),
+        None => None,
     }
-    d
 }
 
 /// `types`: a JSON array or a comma-separated list of event types.
