@@ -226,6 +226,18 @@ pub struct CodeLimits<'a> {
     pub window_start: i64,
 }
 
+/// Postgres, a `WITH` part: counts one hit on a rate-limit bucket and returns its `hits`, with
+/// `source` saying when it counts (`WHERE ...`, or `FROM <part> WHERE ...` to depend on another
+/// part). The same upsert as [`Tx::hit_rate_limit`], inside the statement of the write it guards.
+fn limit_hit(store: &str, bucket: &str, window: &str, source: &str) -> String {
+    format!(
+        "INSERT INTO rate_limits (store_id, bucket, window_start, hits)
+         SELECT {store}, {bucket}, {window}, 1 {source}
+         ON CONFLICT (store_id, bucket, window_start) DO UPDATE SET hits = rate_limits.hits + 1
+         RETURNING hits"
+    )
+}
+
 /// A hit on a rate-limit bucket that a write counts and obeys.
 pub struct LimitHit<'a> {
     pub bucket: &'a str,
@@ -262,12 +274,9 @@ impl Tx {
             // The event's insert is written only when events are recorded (see `RECORDING`).
             let event_if = if super::events::RECORDING { "" } else { " WHERE FALSE" };
             let dispatched = super::events::dispatched_at("profile.store_id", "$3::int8");
+            let hit = limit_hit("$1::uuid", "$12::text", "$13::int8", "WHERE $12::text IS NOT NULL");
             let sql = Sql::new(format!(
-                "WITH hit AS (
-                     INSERT INTO rate_limits (store_id, bucket, window_start, hits)
-                     SELECT $1::uuid, $12::text, $13::int8, 1 WHERE $12::text IS NOT NULL
-                     ON CONFLICT (store_id, bucket, window_start) DO UPDATE SET hits = rate_limits.hits + 1
-                     RETURNING hits),
+                "WITH hit AS ({hit}),
                  go AS (SELECT COALESCE((SELECT hits FROM hit), 0) <= $14::int8 AS ok),
                  profile AS (
                      INSERT INTO profiles (store_id, id, email, email_key, verified, status, search_text, created_at, updated_at)
@@ -510,18 +519,12 @@ impl Tx {
         code: &NewCode,
         mail: &NewOutboxMail,
     ) -> RepoResult<CodeRequest> {
-        let sql = Sql::new(
-            "WITH address_hit AS (
-                 INSERT INTO rate_limits (store_id, bucket, window_start, hits)
-                 SELECT $1::uuid, $2::text, $3::int8, 1 WHERE $2::text IS NOT NULL
-                 ON CONFLICT (store_id, bucket, window_start) DO UPDATE SET hits = rate_limits.hits + 1
-                 RETURNING hits),
+        let address_hit = limit_hit("$1::uuid", "$2::text", "$3::int8", "WHERE $2::text IS NOT NULL");
+        let email_hit = limit_hit("$1::uuid", "$5::text", "$3::int8", "FROM address WHERE address.ok");
+        let sql = Sql::new(format!(
+            "WITH address_hit AS ({address_hit}),
              address AS (SELECT COALESCE((SELECT hits FROM address_hit), 0) <= $4::int8 AS ok),
-             email_hit AS (
-                 INSERT INTO rate_limits (store_id, bucket, window_start, hits)
-                 SELECT $1::uuid, $5::text, $3::int8, 1 FROM address WHERE address.ok
-                 ON CONFLICT (store_id, bucket, window_start) DO UPDATE SET hits = rate_limits.hits + 1
-                 RETURNING hits),
+             email_hit AS ({email_hit}),
              go AS (SELECT address.ok AND COALESCE((SELECT hits FROM email_hit), $6::int8 + 1) <= $6::int8 AS ok
                     FROM address),
              voided AS (
@@ -536,8 +539,8 @@ impl Tx {
                                           kind, subject)
                  SELECT $1::uuid, $12::uuid, $13::text, $14::jsonb, 0, $9::int8, $9::int8, $15::text, $16::text
                  FROM go WHERE go.ok)
-             SELECT address.ok AS address_ok, go.ok AS sent FROM address, go",
-        )
+             SELECT address.ok AS address_ok, go.ok AS sent FROM address, go"
+        ))
         .bind(code.store_id)
         .bind(limits.address_bucket)
         .bind(limits.window_start)
