@@ -281,7 +281,7 @@ impl Tx {
 
     /// Events older than the retention; their deliveries and attempts go with them.
     pub async fn delete_old_events(&mut self, before: i64) -> RepoResult<u64> {
-        self.execute(Sql::new("DELETE FROM events WHERE created_at < $1").bind(before)).await
+        self.delete_in_batches("events", "store_id, id", "created_at < $1", before).await
     }
 
     /// Leases events not fanned out yet (Postgres: rows another dispatcher holds are skipped).

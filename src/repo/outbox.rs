@@ -239,7 +239,7 @@ impl Tx {
 
     /// The summaries of mail sent before `before`.
     pub async fn delete_sent_mail(&mut self, before: i64) -> RepoResult<u64> {
-        self.execute(Sql::new("DELETE FROM mail_outbox WHERE sent_at IS NOT NULL AND sent_at < $1").bind(before)).await
+        self.delete_in_batches("mail_outbox", "id", "sent_at IS NOT NULL AND sent_at < $1", before).await
     }
 
     /// Records a failed attempt and releases the lease. With `give_up`, the row stays for

@@ -238,6 +238,9 @@ fn limit_hit(store: &str, bucket: &str, window: &str, source: &str) -> String {
     )
 }
 
+/// Rows a janitor sweep deletes per statement.
+const SWEEP_BATCH: u64 = 1000;
+
 /// A hit on a rate-limit bucket that a write counts and obeys.
 pub struct LimitHit<'a> {
     pub bucket: &'a str,
@@ -659,23 +662,38 @@ impl Tx {
 
     /// Sessions past their refresh expiry, or revoked a day ago (kept that long for reuse detection).
     pub async fn delete_ended_sessions(&mut self, now: i64) -> RepoResult<u64> {
-        let sql = Sql::new(
-            "DELETE FROM profile_sessions WHERE refresh_expires_at < $1 OR (revoked_at IS NOT NULL AND revoked_at < $1 - 86400)",
-        )
-        .bind(now);
-        self.execute(sql).await
+        let due = "refresh_expires_at < $1 OR (revoked_at IS NOT NULL AND revoked_at < $1 - 86400)";
+        self.delete_in_batches("profile_sessions", "store_id, id", due, now).await
     }
 
     pub async fn delete_old_codes(&mut self, now: i64) -> RepoResult<u64> {
-        self.execute(Sql::new("DELETE FROM magic_codes WHERE expires_at < $1 - 86400").bind(now)).await
+        self.delete_in_batches("magic_codes", "store_id, id", "expires_at < $1 - 86400", now).await
     }
 
     /// Windows older than two days (the longest limit counts per day).
     pub async fn delete_old_rate_limits(&mut self, now: i64) -> RepoResult<u64> {
         let stores =
-            self.execute(Sql::new("DELETE FROM rate_limits WHERE window_start < $1 - 172800").bind(now)).await?;
+            self.delete_in_batches("rate_limits", "store_id, bucket, window_start", "window_start < $1 - 172800", now);
+        let stores = stores.await?;
         let accounts =
-            self.execute(Sql::new("DELETE FROM account_rate_limits WHERE window_start < $1 - 86400").bind(now)).await?;
-        Ok(stores + accounts)
+            self.delete_in_batches("account_rate_limits", "bucket, window_start", "window_start < $1 - 86400", now);
+        Ok(stores + accounts.await?)
+    }
+
+    /// Deletes the rows of `table` matching `condition` (on `$1` = `at`), [`SWEEP_BATCH`] rows a
+    /// statement, each committing on its own (on [`Database::auto`](super::Database::auto)): a
+    /// backlog never becomes one long transaction holding its locks. `key`: the primary key.
+    pub async fn delete_in_batches(&mut self, table: &str, key: &str, condition: &str, at: i64) -> RepoResult<u64> {
+        let text = format!(
+            "DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table} WHERE {condition} LIMIT {SWEEP_BATCH})"
+        );
+        let mut total = 0;
+        loop {
+            let gone = self.execute(Sql::new(text.clone()).bind(at)).await?;
+            total += gone;
+            if gone < SWEEP_BATCH {
+                return Ok(total);
+            }
+        }
     }
 }

@@ -22,6 +22,7 @@ backend_tests!(
     revocation_holds_across_instances,
     bad_input_is_refused_and_writes_nothing,
     guests_without_email_are_swept,
+    janitor_sweeps_a_backlog_in_batches,
     code_mail_is_complete,
     codes_requested_during_an_smtp_outage_arrive_once_after_it,
 );
@@ -572,6 +573,23 @@ async fn bad_input_is_refused_and_writes_nothing(app: &TestApp) {
         "unauthorized",
     );
     assert_eq!(count().await, before, "nothing written");
+}
+
+/// A backlog larger than one sweep statement (1,000 rows) is swept whole: the loop goes on until
+/// a statement deletes less than a batch.
+async fn janitor_sweeps_a_backlog_in_batches(app: &TestApp) {
+    app.exec(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2500)
+         INSERT INTO account_rate_limits (bucket, window_start, hits) SELECT 'old-' || i, 0, 1 FROM n",
+        &[],
+    )
+    .await;
+    app.exec("INSERT INTO account_rate_limits (bucket, window_start, hits) VALUES ('current', 2000000000, 1)", &[])
+        .await;
+    let report = app.state.services.sessions.sweep(storecrm::now()).await.unwrap();
+    assert!(report.rate_limits >= 2500, "{report:?}");
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM account_rate_limits WHERE window_start = 0", &[]).await, 0);
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM account_rate_limits", &[]).await, 1, "the current window stays");
 }
 
 async fn guests_without_email_are_swept(app: &TestApp) {
