@@ -1,6 +1,8 @@
 //! Profile sessions, magic codes, store rate limits and the janitor's sweeps. The §4 rules that
 //! combine them (identity resolution, code checks, proof) are in `services::sessions`.
 
+use std::sync::LazyLock;
+
 use serde::Deserialize;
 use serde::de::{Deserializer, Error as _};
 use serde_json::Value;
@@ -274,11 +276,13 @@ impl Tx {
     ) -> RepoResult<bool> {
         let s = session;
         if self.backend() == Backend::Postgres {
-            // The event's insert is written only when events are recorded (see `RECORDING`).
-            let event_if = if super::events::RECORDING { "" } else { " WHERE FALSE" };
-            let dispatched = super::events::dispatched_at("profile.store_id", "$3::int8");
-            let hit = limit_hit("$1::uuid", "$12::text", "$13::int8", "WHERE $12::text IS NOT NULL");
-            let sql = Sql::new(format!(
+            // Built once: the text is the same for every call.
+            static GUEST: LazyLock<String> = LazyLock::new(|| {
+                // The event's insert is written only when events are recorded (see `RECORDING`).
+                let event_if = if super::events::RECORDING { "" } else { " WHERE FALSE" };
+                let dispatched = super::events::dispatched_at("profile.store_id", "$3::int8");
+                let hit = limit_hit("$1::uuid", "$12::text", "$13::int8", "WHERE $12::text IS NOT NULL");
+                format!(
                 "WITH hit AS ({hit}),
                  go AS (SELECT COALESCE((SELECT hits FROM hit), 0) <= $14::int8 AS ok),
                  profile AS (
@@ -296,21 +300,23 @@ impl Tx {
                      INSERT INTO profile_refresh_tokens (store_id, token_hash, session_id, created_at)
                      SELECT store_id, $7, id, $3 FROM session)
                  SELECT ok FROM go"
-            ))
-            .bind(s.store_id)
-            .bind(s.profile_id)
-            .bind(s.created_at)
-            .bind(s.id)
-            .bind(&s.user_agent)
-            .bind(s.refresh_expires_at)
-            .bind(&refresh_hash[..])
-            .bind(Status::Active.as_str())
-            .bind(created.id)
-            .bind(created.kind.as_str())
-            .bind(super::Arg::Json(Some(created.data.clone())))
-            .bind(limit.map(|l| l.bucket))
-            .bind(limit.map_or(0, |l| l.window_start))
-            .bind(limit.map_or(0, |l| l.max));
+            )
+            });
+            let sql = Sql::new(GUEST.as_str())
+                .bind(s.store_id)
+                .bind(s.profile_id)
+                .bind(s.created_at)
+                .bind(s.id)
+                .bind(&s.user_agent)
+                .bind(s.refresh_expires_at)
+                .bind(&refresh_hash[..])
+                .bind(Status::Active.as_str())
+                .bind(created.id)
+                .bind(created.kind.as_str())
+                .bind(super::Arg::Json(Some(created.data.clone())))
+                .bind(limit.map(|l| l.bucket))
+                .bind(limit.map_or(0, |l| l.window_start))
+                .bind(limit.map_or(0, |l| l.max));
             return Ok(self.fetch_one(sql).await?.boolean("ok")?);
         }
         if let Some(l) = limit
@@ -522,10 +528,11 @@ impl Tx {
         code: &NewCode,
         mail: &NewOutboxMail,
     ) -> RepoResult<CodeRequest> {
-        let address_hit = limit_hit("$1::uuid", "$2::text", "$3::int8", "WHERE $2::text IS NOT NULL");
-        let email_hit = limit_hit("$1::uuid", "$5::text", "$3::int8", "FROM address WHERE address.ok");
-        let sql = Sql::new(format!(
-            "WITH address_hit AS ({address_hit}),
+        static REQUEST: LazyLock<String> = LazyLock::new(|| {
+            let address_hit = limit_hit("$1::uuid", "$2::text", "$3::int8", "WHERE $2::text IS NOT NULL");
+            let email_hit = limit_hit("$1::uuid", "$5::text", "$3::int8", "FROM address WHERE address.ok");
+            format!(
+                "WITH address_hit AS ({address_hit}),
              address AS (SELECT COALESCE((SELECT hits FROM address_hit), 0) <= $4::int8 AS ok),
              email_hit AS ({email_hit}),
              go AS (SELECT address.ok AND COALESCE((SELECT hits FROM email_hit), $6::int8 + 1) <= $6::int8 AS ok
@@ -543,23 +550,25 @@ impl Tx {
                  SELECT $1::uuid, $12::uuid, $13::text, $14::jsonb, 0, $9::int8, $9::int8, $15::text, $16::text
                  FROM go WHERE go.ok)
              SELECT address.ok AS address_ok, go.ok AS sent FROM address, go"
-        ))
-        .bind(code.store_id)
-        .bind(limits.address_bucket)
-        .bind(limits.window_start)
-        .bind(limits.address_max)
-        .bind(limits.email_bucket)
-        .bind(limits.email_max)
-        .bind(&code.email_key)
-        .bind(code.id)
-        .bind(code.created_at)
-        .bind(&code.code_hash[..])
-        .bind(code.expires_at)
-        .bind(mail.id)
-        .bind(&mail.to_key)
-        .bind(Arg::json(&mail.message))
-        .bind(mail.kind.as_str())
-        .bind(&mail.subject);
+            )
+        });
+        let sql = Sql::new(REQUEST.as_str())
+            .bind(code.store_id)
+            .bind(limits.address_bucket)
+            .bind(limits.window_start)
+            .bind(limits.address_max)
+            .bind(limits.email_bucket)
+            .bind(limits.email_max)
+            .bind(&code.email_key)
+            .bind(code.id)
+            .bind(code.created_at)
+            .bind(&code.code_hash[..])
+            .bind(code.expires_at)
+            .bind(mail.id)
+            .bind(&mail.to_key)
+            .bind(Arg::json(&mail.message))
+            .bind(mail.kind.as_str())
+            .bind(&mail.subject);
         let r = self.fetch_one(sql).await?;
         Ok(match (r.boolean("address_ok")?, r.boolean("sent")?) {
             (false, _) => CodeRequest::AddressLimited,

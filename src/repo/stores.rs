@@ -71,13 +71,14 @@ impl Tx {
         id: Uuid,
         template_key: &str,
     ) -> RepoResult<Option<(StoreRow, Option<TemplateRow>)>> {
-        let sql = Sql::new(format!(
-            "SELECT {STORE_COLUMNS}, {} FROM stores s
-             LEFT JOIN email_templates t ON t.store_id = s.id AND t.key = $2 WHERE s.id = $1",
-            super::templates::prefixed_columns()
-        ))
-        .bind(id)
-        .bind(template_key);
+        static TEXT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "SELECT {STORE_COLUMNS}, {} FROM stores s
+                 LEFT JOIN email_templates t ON t.store_id = s.id AND t.key = $2 WHERE s.id = $1",
+                super::templates::prefixed_columns()
+            )
+        });
+        let sql = Sql::new(TEXT.as_str()).bind(id).bind(template_key);
         let Some(r) = self.fetch_optional(sql).await? else { return Ok(None) };
         let template = match r.opt_uuid("t_id")? {
             Some(_) => Some(super::templates::template_at(&r, "t_")?),
