@@ -142,6 +142,9 @@ pub struct Limits {
     pub event_retention: Duration,
     /// The feed lists events at least this old (a late commit cannot land behind a cursor).
     pub event_feed_delay: Duration,
+    /// getMe answers an instance keeps in memory (Postgres; 0: none), each served again only
+    /// after a one-row check that the profile's version has not moved.
+    pub me_cache_entries: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -343,6 +346,14 @@ impl Config {
             webhook_disable_after: secs("WEBHOOK_DISABLE_AFTER_SECS", 5 * 24 * 3600)?,
             event_retention: secs("EVENT_RETENTION_SECS", 30 * 24 * 3600)?,
             event_feed_delay: secs_from("EVENT_FEED_DELAY_SECS", 2, 0)?,
+            me_cache_entries: match get("ME_CACHE_ENTRIES") {
+                None => 4096,
+                Some(v) => v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| *n <= 10_000_000)
+                    .ok_or_else(|| bad("ME_CACHE_ENTRIES", "must be a whole number from 0 to 10000000"))?,
+            },
         };
         let flag = |var: &'static str, default: bool| match get(var).as_deref() {
             None => Ok(default),

@@ -1,14 +1,15 @@
 //! The storefront side of profiles: guest, connect, magic-code login, refresh, me, sessions.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::error::{AppResult, ErrorBody};
+use crate::error::{AppError, AppResult, ErrorBody};
 use crate::http::extract::{ClientIp, Json, MaybeProfile, Path, UserAgent};
 use crate::http::profiles::{AuthTokenInfo, Profile};
 use crate::http::stores::Deleted;
@@ -181,8 +182,18 @@ pub async fn logout(State(state): State<AppState>, auth: ProfileAuth) -> AppResu
 #[utoipa::path(get, path = "/v1/stores/{storeId}/profiles/me", tag = "profile sessions",
     params(("storeId" = Uuid, Path)), security(("bearer" = [])),
     responses((status = 200, body = Profile), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn get_me(State(state): State<AppState>, token: ProfileToken) -> AppResult<Json<Profile>> {
-    Ok(Json(state.services.sessions.me(&token).await?.details.into()))
+pub async fn get_me(State(state): State<AppState>, token: ProfileToken) -> AppResult<Response> {
+    let me = state.services.sessions.me(&token).await?;
+    let body = match me.rendered.get() {
+        Some(body) => body.clone(),
+        None => {
+            let body = serde_json::to_vec(&Profile::from(me.details.clone()))
+                .map_err(|e| AppError::Internal(anyhow::Error::new(e)))?;
+            let _ = me.rendered.set(body.clone());
+            body
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// The profile's live sessions (no secrets). Admin, or the profile itself with proof (a claim is

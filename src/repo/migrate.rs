@@ -63,6 +63,11 @@ const POSTGRES: &[Migration] = &[
         sql: include_str!("../../migrations/postgres/0014_segments_consents.sql"),
     },
     Migration { version: 15, name: "0015_imports", sql: include_str!("../../migrations/postgres/0015_imports.sql") },
+    Migration {
+        version: 16,
+        name: "0016_profile_versions",
+        sql: include_str!("../../migrations/postgres/0016_profile_versions.sql"),
+    },
 ];
 const SQLITE: &[Migration] = &[
     Migration { version: 1, name: "0001_foundation", sql: include_str!("../../migrations/sqlite/0001_foundation.sql") },

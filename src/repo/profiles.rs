@@ -619,31 +619,14 @@ impl Tx {
         Ok(self.fetch_all(sql).await?.iter().map(order).collect::<sqlx::Result<_>>()?)
     }
 
-    /// Inserts many profiles (their values too); emails already taken are skipped. Returns how
-    /// many were inserted.
-    /// Inserts the profiles whose email is free; the ids of those inserted.
     /// Rewrites many profiles at once (an import's updates): every value of each is replaced by
     /// `values`, its status set when given, its search text recomputed and `updated_at` set, in a
-    /// few statements per batch rather than several per profile.
+    /// few statements per batch rather than several per profile. The profile rows first, their
+    /// versions moved by the statement itself: the value triggers then find them written by this
+    /// transaction and leave them be (one update of each profile, not two).
     pub async fn bulk_rewrite_profiles(&mut self, store_id: Uuid, rows: &[ProfileRewrite], now: i64) -> RepoResult<()> {
         if rows.is_empty() {
             return Ok(());
-        }
-        for chunk in rows.chunks(INSERT_CHUNK) {
-            let mut sql = Sql::new("DELETE FROM profile_taxonomy_values WHERE store_id = ");
-            sql.push_bind(store_id).push(" AND profile_id IN ").push_list(chunk.iter().map(|r| r.id));
-            self.execute(sql.unprepared()).await?;
-        }
-        let values: Vec<(Uuid, Uuid, &TaxonomyValue)> =
-            rows.iter().flat_map(|r| r.values.iter().map(move |v| (store_id, r.id, v))).collect();
-        match self.backend() {
-            Backend::Postgres if !values.is_empty() => self.execute(values_unnest(&values)).await.map(drop)?,
-            Backend::Postgres => {}
-            Backend::Sqlite => {
-                for sql in value_inserts(values) {
-                    self.execute(sql).await?;
-                }
-            }
         }
         let text = |r: &ProfileRewrite| search_text(Some(&r.email_key), text_values(&r.values));
         match self.backend() {
@@ -653,7 +636,8 @@ impl Tx {
                 let statuses: Vec<Option<String>> =
                     rows.iter().map(|r| r.status.map(|s| s.as_str().to_string())).collect();
                 let sql = Sql::new(
-                    "UPDATE profiles p SET search_text = t.search_text, status = COALESCE(t.status, p.status), updated_at = $5
+                    "UPDATE profiles p SET search_text = t.search_text, status = COALESCE(t.status, p.status), updated_at = $5,
+                         version = p.version + 1
                      FROM UNNEST($2::uuid[], $3::text[], $4::text[]) AS t (id, search_text, status)
                      WHERE p.store_id = $1 AND p.id = t.id",
                 )
@@ -675,6 +659,22 @@ impl Tx {
                     .bind(text(r))
                     .bind(r.status.map(|s| s.as_str()))
                     .bind(now);
+                    self.execute(sql).await?;
+                }
+            }
+        }
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let mut sql = Sql::new("DELETE FROM profile_taxonomy_values WHERE store_id = ");
+            sql.push_bind(store_id).push(" AND profile_id IN ").push_list(chunk.iter().map(|r| r.id));
+            self.execute(sql.unprepared()).await?;
+        }
+        let values: Vec<(Uuid, Uuid, &TaxonomyValue)> =
+            rows.iter().flat_map(|r| r.values.iter().map(move |v| (store_id, r.id, v))).collect();
+        match self.backend() {
+            Backend::Postgres if !values.is_empty() => self.execute(values_unnest(&values)).await.map(drop)?,
+            Backend::Postgres => {}
+            Backend::Sqlite => {
+                for sql in value_inserts(values) {
                     self.execute(sql).await?;
                 }
             }

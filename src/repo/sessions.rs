@@ -96,7 +96,7 @@ macro_rules! profile_columns_sqlite {
 pub const ME_POSTGRES: &str = concat!(
     "SELECT ",
     session_holds!("s"),
-    " AS session_holds, ",
+    " AS session_holds, p.version, ",
     profile_columns_postgres!("$4", "$5"),
     " FROM profile_sessions s JOIN profiles p ON p.store_id = s.store_id AND p.id = s.profile_id
     WHERE s.store_id = $1 AND s.id = $2 AND s.profile_id = $3 AND s.revoked_at IS NULL AND s.refresh_expires_at > $4"
@@ -216,6 +216,15 @@ fn me_details(r: &Row) -> sqlx::Result<(bool, ProfileDetails)> {
         .collect();
     let details = ProfileDetails { profile: profile(r)?, values, promo_usage: r.json("promo_usage")?, sessions, codes };
     Ok((r.boolean("session_holds")?, details))
+}
+
+/// What getMe's statement answers for a live session.
+pub struct MeRow {
+    /// Whether the session holds the profile (§4); a claim does not.
+    pub holds: bool,
+    pub details: ProfileDetails,
+    /// The profile's version when it was read (Postgres only).
+    pub version: Option<i64>,
 }
 
 /// The two limits a code request counts against, in one window.
@@ -346,19 +355,32 @@ impl Tx {
         attached_email: bool,
         refresh_hash: &[u8; 32],
     ) -> RepoResult<()> {
-        let sql = Sql::new(
-            "INSERT INTO profile_sessions (store_id, id, profile_id, verified, user_agent, created_at, last_used_at,
-                 refresh_expires_at, attached_email)
-             VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8)",
-        )
-        .bind(s.store_id)
-        .bind(s.id)
-        .bind(s.profile_id)
-        .bind(s.verified)
-        .bind(&s.user_agent)
-        .bind(s.created_at)
-        .bind(s.refresh_expires_at)
-        .bind(attached_email);
+        // Postgres: a new session changes what getMe shows, and session inserts fire no trigger
+        // (migrations/postgres/0016_profile_versions.sql), so this statement moves the version,
+        // as the triggers do: not for a profile this transaction wrote already (its version is new).
+        let text = match self.backend() {
+            Backend::Postgres => {
+                "WITH moved AS (UPDATE profiles SET version = version + 1
+                     WHERE store_id = $1 AND id = $3 AND xmin <> pg_current_xact_id()::xid)
+                 INSERT INTO profile_sessions (store_id, id, profile_id, verified, user_agent, created_at, last_used_at,
+                     refresh_expires_at, attached_email)
+                 VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8)"
+            }
+            Backend::Sqlite => {
+                "INSERT INTO profile_sessions (store_id, id, profile_id, verified, user_agent, created_at, last_used_at,
+                     refresh_expires_at, attached_email)
+                 VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8)"
+            }
+        };
+        let sql = Sql::new(text)
+            .bind(s.store_id)
+            .bind(s.id)
+            .bind(s.profile_id)
+            .bind(s.verified)
+            .bind(&s.user_agent)
+            .bind(s.created_at)
+            .bind(s.refresh_expires_at)
+            .bind(attached_email);
         self.execute(sql).await?;
         let table = super::RefreshTable::Profiles { store_id: s.store_id };
         self.insert_refresh_token(table, s.id, refresh_hash, s.created_at).await
@@ -406,13 +428,27 @@ impl Tx {
         session_id: Uuid,
         profile_id: Uuid,
         now: i64,
-    ) -> RepoResult<Option<(bool, ProfileDetails)>> {
+    ) -> RepoResult<Option<MeRow>> {
         let text = match self.backend() {
             Backend::Postgres => ME_POSTGRES,
             Backend::Sqlite => ME_SQLITE,
         };
         let sql = Sql::new(text).bind(store_id).bind(session_id).bind(profile_id).bind(now).bind(CODES_SHOWN as i64);
-        Ok(self.fetch_optional(sql).await?.map(|r| me_details(&r)).transpose()?)
+        let Some(r) = self.fetch_optional(sql).await? else { return Ok(None) };
+        let (holds, details) = me_details(&r)?;
+        let version = match self.backend() {
+            Backend::Postgres => Some(r.int("version")?),
+            Backend::Sqlite => None,
+        };
+        Ok(Some(MeRow { holds, details, version }))
+    }
+
+    /// The profile's version (Postgres: migrations/postgres/0016_profile_versions.sql), `None` for
+    /// a profile the store does not have: the one-row check before a remembered getMe is served.
+    pub async fn profile_version(&mut self, store_id: Uuid, profile_id: Uuid) -> RepoResult<Option<i64>> {
+        let sql =
+            Sql::new("SELECT version FROM profiles WHERE store_id = $1 AND id = $2").bind(store_id).bind(profile_id);
+        Ok(self.fetch_optional(sql).await?.map(|r| r.int("version")).transpose()?)
     }
 
     /// A profile in full in one round trip (the four detail lists as JSON aggregates).

@@ -11,6 +11,7 @@ pub mod events;
 pub mod exports;
 pub mod imports;
 pub mod limits;
+pub mod me_cache;
 pub mod outbox;
 pub mod payments;
 pub mod profiles;

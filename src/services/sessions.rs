@@ -19,6 +19,7 @@ use crate::repo::{
 use crate::services::auth::{ProfileAuth, ProfileToken, Rotation, invalid_token, rotate_refresh};
 use crate::services::consents::{Consent, ConsentAction};
 use crate::services::limits::{self, Limit, address_bucket, email_bucket};
+use crate::services::me_cache::MeCache;
 use crate::services::profiles::merge_into;
 use crate::services::templates::{PROFILE_CODE_KEY, profile_code_mail};
 use crate::services::{events, retrying};
@@ -37,6 +38,15 @@ pub struct IssuedProfileTokens {
 pub struct Me {
     pub details: ProfileDetails,
     pub redacted: bool,
+    /// The answer's body, rendered by the first request that sends it: a remembered answer
+    /// (`me_cache`) is sent again without building it anew.
+    pub rendered: std::sync::OnceLock<Vec<u8>>,
+}
+
+impl Me {
+    pub fn new(details: ProfileDetails, redacted: bool) -> Self {
+        Self { details, redacted, rendered: std::sync::OnceLock::new() }
+    }
 }
 
 pub struct Sessions {
@@ -45,6 +55,9 @@ pub struct Sessions {
     limits: Limits,
     mail_from: String,
     mail_wake: Arc<Notify>,
+    /// Postgres only: SQLite answers getMe in-process, where the version check would cost about
+    /// what it saves.
+    me_cache: Option<MeCache>,
 }
 
 /// A magic code to check while opening a session.
@@ -115,7 +128,11 @@ pub fn code_mail(store: &StoreRow, default_from: &str, to: &Email, code: &str, m
 
 impl Sessions {
     pub fn new(db: Database, keys: Keys, limits: Limits, mail_from: String, mail_wake: Arc<Notify>) -> Self {
-        Self { db, keys, limits, mail_from, mail_wake }
+        let me_cache = match db.backend() {
+            Backend::Postgres => MeCache::new(limits.me_cache_entries),
+            Backend::Sqlite => None,
+        };
+        Self { db, keys, limits, mail_from, mail_wake, me_cache }
     }
 
     fn issue(&self, session: ProfileSessionRow, refresh_token: String, now: i64) -> IssuedProfileTokens {
@@ -456,28 +473,52 @@ impl Sessions {
 
     /// §4: a claim (an unverified session that reached an existing address) sees only the
     /// top-level fields. The session check and the profile are one query, so a revoked session is
-    /// refused right here.
-    pub async fn me(&self, token: &ProfileToken) -> AppResult<Me> {
-        let (holds, details) = self
-            .db
-            .auto()
-            .profile_me(token.store_id, token.session_id, token.profile_id, crate::now())
-            .await?
-            .ok_or_else(invalid_token)?;
-        if !holds {
-            let profile = details.profile;
-            return Ok(Me {
-                details: ProfileDetails {
-                    profile,
-                    values: vec![],
-                    promo_usage: vec![],
-                    sessions: vec![],
-                    codes: vec![],
-                },
-                redacted: true,
-            });
+    /// refused right here. On Postgres a remembered answer (`me_cache`) is served after one read
+    /// of the profile's version instead.
+    pub async fn me(&self, token: &ProfileToken) -> AppResult<Arc<Me>> {
+        let now = crate::now();
+        let mut db = self.db.auto();
+        if let Some(cache) = &self.me_cache
+            && let Some(remembered) = cache.get(token, now)
+        {
+            match db.profile_version(token.store_id, token.profile_id).await? {
+                Some(version) if version == remembered.version => {
+                    cache.count_hit();
+                    return Ok(remembered.me);
+                }
+                None => {
+                    cache.forget(token.session_id);
+                    return Err(invalid_token());
+                }
+                Some(_) => {}
+            }
         }
-        Ok(Me { details, redacted: false })
+        let Some(row) = db.profile_me(token.store_id, token.session_id, token.profile_id, now).await? else {
+            if let Some(cache) = &self.me_cache {
+                cache.forget(token.session_id);
+            }
+            return Err(invalid_token());
+        };
+        // The answer changes by itself when the first of its sessions ends (the caller's too).
+        let valid_until = row.details.sessions.iter().map(|s| s.refresh_expires_at).min().unwrap_or(now);
+        let me = Arc::new(if row.holds {
+            Me::new(row.details, false)
+        } else {
+            let profile = row.details.profile;
+            let details =
+                ProfileDetails { profile, values: vec![], promo_usage: vec![], sessions: vec![], codes: vec![] };
+            Me::new(details, true)
+        });
+        if let (Some(cache), Some(version)) = (&self.me_cache, row.version) {
+            cache.count_miss();
+            cache.put(token, version, valid_until, me.clone());
+        }
+        Ok(me)
+    }
+
+    /// The getMe cache's answers from memory and read in full since start (`None`: no cache).
+    pub fn me_cache_counts(&self) -> Option<(u64, u64)> {
+        self.me_cache.as_ref().map(MeCache::counts)
     }
 
     /// The profile's live sessions; 404 for a profile the store does not have.

@@ -20,6 +20,8 @@ backend_tests!(
     refresh_rotates_detects_reuse_and_tolerates_concurrent_tabs,
     sessions_are_listed_and_revoked_by_admin_or_self,
     revocation_holds_across_instances,
+    me_is_never_stale_whichever_instance_writes,
+    me_drops_a_session_when_it_ends,
     bad_input_is_refused_and_writes_nothing,
     guests_without_email_are_swept,
     janitor_sweeps_a_backlog_in_batches,
@@ -528,6 +530,135 @@ async fn revocation_holds_across_instances(app: &TestApp) {
     app.delete(&store_path(s, &format!("/profiles/{pid}/sessions")), Some(&admin.token)).await;
     expect_error(&other.get(&store_path(s, "/profiles/me"), Some(tok(&t))).await, 401, "unauthorized");
     other.stop().await;
+}
+
+/// getMe may answer from memory (Postgres: a per-profile version checked on every call, see
+/// `services::me_cache`): whatever changes what it shows, through another instance or in SQL by
+/// hand, the next call shows it. Each step compares getMe on this instance with the admin view
+/// read through the other one.
+async fn me_is_never_stale_whichever_instance_writes(app: &TestApp) {
+    let other = app.sibling().await;
+    let admin = app.admin("fresh").await;
+    let s = admin.store_id.as_str();
+    let email = "fresh@example.com";
+    let (_, tax) = app
+        .post(
+            &admin.store("/taxonomies"),
+            Some(&admin.token),
+            json!({"key": "t", "schema": [{"key": "n", "type": "number"}]}),
+        )
+        .await;
+    let t = sign_in(app, s, email, 1).await;
+    let pid = t["profile_id"].as_str().unwrap().to_string();
+    let me_path = store_path(s, "/profiles/me");
+    let admin_view = admin.store(&format!("/profiles/{pid}"));
+    let counts = || app.state.services.sessions.me_cache_counts();
+    let ids = || [Bind::U(s.parse().unwrap()), Bind::U(pid.parse().unwrap())];
+    let check = |step: &'static str| {
+        let (me_path, admin_view, other, admin_token, t) = (&me_path, &admin_view, &other, &admin.token, &t);
+        async move {
+            let (status, me) = app.get(me_path, Some(tok(t))).await;
+            assert_eq!(status, StatusCode::OK, "{step}: {me}");
+            let (_, fresh) = other.get(admin_view, Some(admin_token)).await;
+            assert_eq!(me, fresh, "{step}: getMe shows what was committed");
+            me
+        }
+    };
+    check("first").await;
+    let before = counts();
+    check("unchanged").await;
+    if let (Some((hits0, _)), Some((hits1, _))) = (before, counts()) {
+        assert_eq!(hits1, hits0 + 1, "an unchanged profile is answered from memory");
+    }
+    assert_eq!(before.is_some(), app.backend == common::Backend::Postgres, "the cache runs on Postgres only");
+
+    let set = |n: f64| json!({"taxonomies": [{"taxonomy_id": tax["id"], "fields": [{"key": "n", "type": "number", "value": n}]}]});
+    assert_eq!(other.put(&admin_view, Some(&admin.token), set(1.5)).await.0, StatusCode::OK);
+    assert_eq!(check("values set through the other instance").await["taxonomies"][0]["fields"][0]["value"], 1.5);
+    app.exec("UPDATE profile_taxonomy_values SET num_value = 2.5 WHERE store_id = $1 AND profile_id = $2", &ids())
+        .await;
+    assert_eq!(check("a value changed in SQL").await["taxonomies"][0]["fields"][0]["value"], 2.5);
+    app.exec(
+        "INSERT INTO profile_promo_usage (store_id, profile_id, promo_code_id, uses) VALUES ($1, $2, 'SPRING', 1)",
+        &ids(),
+    )
+    .await;
+    check("promo usage written in SQL").await;
+    app.exec("UPDATE profile_promo_usage SET uses = 2 WHERE store_id = $1", &[Bind::U(s.parse().unwrap())]).await;
+    check("promo usage counted in SQL").await;
+
+    let codes = |me: &Value| me["verification_codes"].as_array().unwrap().len();
+    let shown = codes(&check("codes").await);
+    let got = other.post(&store_path(s, "/profiles/auth/code"), None, json!({"email": email})).await;
+    assert_eq!(got.0, StatusCode::ACCEPTED);
+    assert_eq!(codes(&check("a code requested through the other instance").await), shown + 1);
+    let wrong = if app.code_for(email, 2).await == "000000" { "111111" } else { "000000" };
+    let (status, _) =
+        other.post(&store_path(s, "/profiles/auth/verify"), None, json!({"email": email, "code": wrong})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(check("a wrong code counted").await["verification_codes"][0]["attempts"], 1);
+
+    // A claim: connect names the address through the other instance, which opens a session on
+    // the profile and changes nothing else.
+    let (status, claim) = other.post(&store_path(s, "/profiles/connect"), None, json!({"email": email})).await;
+    assert_eq!(status, StatusCode::OK, "{claim}");
+    assert_eq!(check("a claim's session").await["auth_tokens"].as_array().unwrap().len(), 2);
+    let path = store_path(s, &format!("/profiles/{pid}/sessions/{}", claim["id"].as_str().unwrap()));
+    assert_eq!(other.delete(&path, Some(&admin.token)).await.0, StatusCode::OK);
+
+    // A second session, signed in through the other instance, then revoked there.
+    let code = {
+        other.post(&store_path(s, "/profiles/auth/code"), None, json!({"email": email})).await;
+        app.code_for(email, 3).await
+    };
+    let (status, second) =
+        other.post(&store_path(s, "/profiles/auth/verify"), None, json!({"email": email, "code": code})).await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    assert_eq!(check("a new session").await["auth_tokens"].as_array().unwrap().len(), 2);
+    let (status, _) = other
+        .post(&store_path(s, "/profiles/auth/refresh"), None, json!({"refresh_token": second["refresh_token"]}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    check("the other session refreshed").await;
+    let sid = second["id"].as_str().unwrap();
+    let path = store_path(s, &format!("/profiles/{pid}/sessions/{sid}"));
+    assert_eq!(other.delete(&path, Some(&admin.token)).await.0, StatusCode::OK);
+    assert_eq!(check("the other session revoked").await["auth_tokens"].as_array().unwrap().len(), 1);
+
+    app.exec("UPDATE profiles SET status = 'archived' WHERE store_id = $1 AND id = $2", &ids()).await;
+    check("the profile row changed in SQL").await;
+
+    // Revocation through the other instance: refused here at once.
+    other.delete(&store_path(s, &format!("/profiles/{pid}/sessions")), Some(&admin.token)).await;
+    expect_error(&app.get(&me_path, Some(tok(&t))).await, 401, "unauthorized");
+    other.stop().await;
+}
+
+/// A remembered getMe lists another session only while it lives: sessions end by time too.
+async fn me_drops_a_session_when_it_ends(default_app: &TestApp) {
+    let short = TestApp::spawn_with(default_app.backend, &[("REFRESH_TOKEN_TTL_SECS", "4")]).await;
+    let app = &short;
+    let admin = app.admin("ends").await;
+    let s = admin.store_id.as_str();
+    sign_in(app, s, "ends@example.com", 1).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let second = sign_in(app, s, "ends@example.com", 2).await;
+    let me_path = store_path(s, "/profiles/me");
+    let (_, me) = app.get(&me_path, Some(tok(&second))).await;
+    let ends: Vec<i64> =
+        me["auth_tokens"].as_array().unwrap().iter().map(|t| t["refresh_expires_at"].as_i64().unwrap()).collect();
+    assert_eq!(ends.len(), 2, "{me}");
+    let (first_ends, second_ends) = (ends.iter().min().copied().unwrap(), ends.iter().max().copied().unwrap());
+    assert!(second_ends > first_ends, "{me}");
+    let (_, again) = app.get(&me_path, Some(tok(&second))).await;
+    assert_eq!(again, me);
+    // Past the first session's end (a second apart from the second's, at least).
+    let now_ms = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    tokio::time::sleep(std::time::Duration::from_millis((first_ends * 1000 + 100 - now_ms()).max(0) as u64)).await;
+    let (status, me) = app.get(&me_path, Some(tok(&second))).await;
+    assert_eq!(status, StatusCode::OK, "{me}");
+    assert_eq!(me["auth_tokens"].as_array().unwrap().len(), 1, "an ended session is no longer listed: {me}");
+    short.stop().await;
 }
 
 async fn bad_input_is_refused_and_writes_nothing(app: &TestApp) {
