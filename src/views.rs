@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::domain::taxonomy::{TaxonomyEntry, entries_from_values};
 use crate::domain::{Status, SubscriptionSource, SubscriptionStatus};
-use crate::repo::{OrderRow, ProfileDetails, SubscriptionRow};
+use crate::repo::{CodeSummary, OrderRow, ProfileDetails, SubscriptionRow};
 
 #[derive(Serialize, ToSchema)]
 pub struct PromoUsage {
@@ -65,6 +65,12 @@ pub struct Profile {
     pub updated_at: i64,
 }
 
+impl From<CodeSummary> for VerificationCodeInfo {
+    fn from(c: CodeSummary) -> Self {
+        Self { id: c.id, created_at: c.created_at, expires_at: c.expires_at, used: c.used, attempts: c.attempts }
+    }
+}
+
 impl From<ProfileDetails> for Profile {
     fn from(d: ProfileDetails) -> Self {
         let p = d.profile;
@@ -81,17 +87,7 @@ impl From<ProfileDetails> for Profile {
                 .map(|(promo_code_id, uses)| PromoUsage { promo_code_id, uses })
                 .collect(),
             auth_tokens: d.sessions.into_iter().map(AuthTokenInfo::from).collect(),
-            verification_codes: d
-                .codes
-                .into_iter()
-                .map(|c| VerificationCodeInfo {
-                    id: c.id,
-                    created_at: c.created_at,
-                    expires_at: c.expires_at,
-                    used: c.used,
-                    attempts: c.attempts,
-                })
-                .collect(),
+            verification_codes: d.codes.into_iter().map(VerificationCodeInfo::from).collect(),
             created_at: p.created_at,
             updated_at: p.updated_at,
         }
@@ -114,6 +110,16 @@ impl Profile {
             created_at: p.created_at,
             updated_at: p.created_at,
         }
+    }
+
+    /// A profile as `connect` creates it for a new address: its one session and the codes the
+    /// address already had (read with its id), nothing else yet (no read needed).
+    pub fn opened(p: crate::repo::NewProfile, s: &crate::repo::ProfileSessionRow, codes: Vec<CodeSummary>) -> Self {
+        let mut view = Self::new_profile(p);
+        view.auth_tokens = Self::guest(s).auth_tokens;
+        view.auth_tokens[0].is_verified = s.verified;
+        view.verification_codes = codes.into_iter().map(VerificationCodeInfo::from).collect();
+        view
     }
 
     /// A guest profile as `initialize` creates it: no email, one session (no read needed).

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 use super::{
-    Arg, Backend, NewProfile, OrderRow, ProfileDetails, ProfileRow, ProfileSearch, RepoResult, Row, SortField,
-    SortValue, Sql, Tx,
+    Arg, Backend, CodeSummary, NewProfile, OrderRow, ProfileDetails, ProfileRow, ProfileSearch, RepoResult, Row,
+    SortField, SortValue, Sql, Tx,
 };
 use crate::domain::taxonomy::{Condition, NumOp, StoredValue, TaxonomyValue};
 use crate::domain::{Email, Status};
@@ -338,6 +338,22 @@ impl Tx {
             .bind(profile_id);
         self.execute(sql).await?;
         Ok(())
+    }
+
+    /// The id of the store's profile with this email, locked inside a transaction, and the last
+    /// codes of the address (as getMe lists them): what a profile created for the address shows.
+    pub async fn profile_id_and_codes_by_email(
+        &mut self,
+        store_id: Uuid,
+        email_key: &str,
+    ) -> RepoResult<(Option<Uuid>, Vec<CodeSummary>)> {
+        let text = match self.backend() {
+            Backend::Postgres => super::sessions::ID_AND_CODES_POSTGRES,
+            Backend::Sqlite => super::sessions::ID_AND_CODES_SQLITE,
+        };
+        let sql = Sql::new(text).bind(store_id).bind(email_key).bind(CODES_SHOWN as i64);
+        let r = self.fetch_one(sql).await?;
+        Ok((r.opt_uuid("id")?, super::sessions::code_summaries(&r)?))
     }
 
     /// The id of the store's profile with this email, locked inside a transaction.

@@ -36,6 +36,36 @@ pub struct LiveCode {
     pub code_hash: Vec<u8>,
 }
 
+/// The last `$codes` codes of the address of `p` (its `store_id` and `email_key`), newest first, as
+/// one JSON array (see [`profile_columns_postgres`] for the SQLite differences).
+macro_rules! codes_postgres {
+    ($codes:literal) => {
+        concat!(
+            "(SELECT COALESCE(json_agg(json_build_array(c.id, c.created_at, c.expires_at, c.used_at IS NOT NULL,
+                 c.attempts) ORDER BY c.created_at DESC, c.id DESC), '[]')
+           FROM (SELECT id, created_at, expires_at, used_at, attempts FROM magic_codes
+                 WHERE store_id = p.store_id AND email_key = p.email_key
+                 ORDER BY created_at DESC, id DESC LIMIT ",
+            $codes,
+            ") c)"
+        )
+    };
+}
+
+macro_rules! codes_sqlite {
+    ($codes:literal) => {
+        concat!(
+            "(SELECT json_group_array(json_array(lower(hex(c.id)), c.created_at, c.expires_at, c.used_at IS NOT NULL,
+                 c.attempts) ORDER BY c.created_at DESC, c.id DESC)
+           FROM (SELECT id, created_at, expires_at, used_at, attempts FROM magic_codes
+                 WHERE store_id = p.store_id AND email_key = p.email_key
+                 ORDER BY created_at DESC, id DESC LIMIT ",
+            $codes,
+            ") c)"
+        )
+    };
+}
+
 /// The full profile `p` as getMe and the admin API answer it, in one statement: its values, promo
 /// usage, live sessions (`$now`) and last codes (`$codes`) as four JSON arrays. The SQLite
 /// variant writes UUID blobs as hex and REALs through `quote()`, because `json_array` prints them
@@ -52,12 +82,9 @@ macro_rules! profile_columns_postgres {
         (SELECT COALESCE(json_agg(json_build_array(o.id, o.created_at, o.last_used_at, o.refresh_expires_at,
                  o.verified, o.user_agent) ORDER BY o.id), '[]')
            FROM profile_sessions o WHERE o.store_id = p.store_id AND o.profile_id = p.id
-           AND o.revoked_at IS NULL AND o.refresh_expires_at > ", $now, ") AS sessions,
-        (SELECT COALESCE(json_agg(json_build_array(c.id, c.created_at, c.expires_at, c.used_at IS NOT NULL,
-                 c.attempts) ORDER BY c.created_at DESC, c.id DESC), '[]')
-           FROM (SELECT id, created_at, expires_at, used_at, attempts FROM magic_codes
-                 WHERE store_id = p.store_id AND email_key = p.email_key
-                 ORDER BY created_at DESC, id DESC LIMIT ", $codes, ") c) AS codes"
+           AND o.revoked_at IS NULL AND o.refresh_expires_at > ", $now, ") AS sessions, ",
+            codes_postgres!($codes),
+            " AS codes"
         )
     };
 }
@@ -77,14 +104,9 @@ macro_rules! profile_columns_sqlite {
            FROM profile_sessions o WHERE o.store_id = p.store_id AND o.profile_id = p.id
            AND o.revoked_at IS NULL AND o.refresh_expires_at > ",
             $now,
-            ") AS sessions,
-        (SELECT json_group_array(json_array(lower(hex(c.id)), c.created_at, c.expires_at, c.used_at IS NOT NULL,
-                 c.attempts) ORDER BY c.created_at DESC, c.id DESC)
-           FROM (SELECT id, created_at, expires_at, used_at, attempts FROM magic_codes
-                 WHERE store_id = p.store_id AND email_key = p.email_key
-                 ORDER BY created_at DESC, id DESC LIMIT ",
-            $codes,
-            ") c) AS codes"
+            ") AS sessions, ",
+            codes_sqlite!($codes),
+            " AS codes"
         )
     };
 }
@@ -132,6 +154,21 @@ const PROFILES_SQLITE: &str = concat!(
     "SELECT 1 AS session_holds, ",
     profile_columns_sqlite!("$2", "$3"),
     " FROM profiles p WHERE p.store_id = $1 AND p.id IN "
+);
+
+/// The id of the profile holding an address (locked, on Postgres) and the address's last codes:
+/// `$1` store, `$2` email key, `$3` codes shown.
+pub(super) const ID_AND_CODES_POSTGRES: &str = concat!(
+    "WITH found AS (SELECT id FROM profiles WHERE store_id = $1 AND email_key = $2 FOR UPDATE)
+     SELECT (SELECT id FROM found) AS id, ",
+    codes_postgres!("$3"),
+    " AS codes FROM (SELECT $1::uuid AS store_id, $2::text AS email_key) p"
+);
+
+pub(super) const ID_AND_CODES_SQLITE: &str = concat!(
+    "SELECT (SELECT id FROM profiles WHERE store_id = $1 AND email_key = $2) AS id, ",
+    codes_sqlite!("$3"),
+    " AS codes FROM (SELECT $1 AS store_id, $2 AS email_key) p"
 );
 
 /// A JSON boolean, or SQLite's 0 / 1.
@@ -209,13 +246,17 @@ fn me_details(r: &Row) -> sqlx::Result<(bool, ProfileDetails)> {
             user_agent: s.5,
         })
         .collect();
-    let codes = r
-        .json::<Vec<MeCode>>("codes")?
-        .into_iter()
-        .map(|c| CodeSummary { id: c.0, created_at: c.1, expires_at: c.2, used: c.3, attempts: c.4 })
-        .collect();
+    let codes = code_summaries(r)?;
     let details = ProfileDetails { profile: profile(r)?, values, promo_usage: r.json("promo_usage")?, sessions, codes };
     Ok((r.boolean("session_holds")?, details))
+}
+
+/// The `codes` column: a JSON array of the address's last codes.
+pub(super) fn code_summaries(r: &Row) -> sqlx::Result<Vec<CodeSummary>> {
+    Ok(r.json::<Vec<MeCode>>("codes")?
+        .into_iter()
+        .map(|c| CodeSummary { id: c.0, created_at: c.1, expires_at: c.2, used: c.3, attempts: c.4 })
+        .collect())
 }
 
 /// What getMe's statement answers for a live session.
@@ -342,37 +383,50 @@ impl Tx {
         .bind(Status::Active.as_str())
         .bind(s.created_at);
         self.execute(sql).await?;
-        self.insert_profile_session(s, false, refresh_hash).await?;
+        self.insert_profile_session(s, false, refresh_hash, None).await?;
         self.insert_event(created).await?;
         Ok(true)
     }
 
     /// A session of an existing profile and its first refresh token. `attached_email`: this
-    /// session gave the profile its email (§4: it holds the profile).
+    /// session gave the profile its email (§4: it holds the profile). `event`: one to record with
+    /// it (of this store; on Postgres part of the session's statement).
     pub async fn insert_profile_session(
         &mut self,
         s: &ProfileSessionRow,
         attached_email: bool,
         refresh_hash: &[u8; 32],
+        event: Option<&super::NewEvent>,
     ) -> RepoResult<()> {
-        // Postgres: a new session changes what getMe shows, and session inserts fire no trigger
-        // (migrations/postgres/0016_profile_versions.sql), so this statement moves the version,
-        // as the triggers do: not for a profile this transaction wrote already (its version is new).
-        let text = match self.backend() {
+        let event = event.filter(|_| super::events::RECORDING);
+        let sql = match self.backend() {
             Backend::Postgres => {
-                "WITH moved AS (UPDATE profiles SET version = version + 1
-                     WHERE store_id = $1 AND id = $3 AND xmin <> pg_current_xact_id()::xid)
-                 INSERT INTO profile_sessions (store_id, id, profile_id, verified, user_agent, created_at, last_used_at,
-                     refresh_expires_at, attached_email)
-                 VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8)"
+                // A new session changes what getMe shows, and session inserts fire no trigger
+                // (migrations/postgres/0016_profile_versions.sql), so this statement moves the
+                // version, as the triggers do: not for a profile this transaction wrote already
+                // (its version is new anyway).
+                static TEXT: LazyLock<String> = LazyLock::new(|| {
+                    let dispatched = super::events::dispatched_at("$1::uuid", "$6::int8");
+                    format!(
+                        "WITH moved AS (UPDATE profiles SET version = version + 1
+                             WHERE store_id = $1 AND id = $3 AND xmin <> pg_current_xact_id()::xid),
+                         event AS (INSERT INTO events (store_id, id, type, subject_id, data, created_at, dispatched_at)
+                             SELECT $1, $9::uuid, $10::text, $3, $11::jsonb, $12::int8, {dispatched}
+                             WHERE $9::uuid IS NOT NULL)
+                         INSERT INTO profile_sessions (store_id, id, profile_id, verified, user_agent, created_at,
+                             last_used_at, refresh_expires_at, attached_email)
+                         VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8)"
+                    )
+                });
+                Sql::new(TEXT.as_str())
             }
-            Backend::Sqlite => {
+            Backend::Sqlite => Sql::new(
                 "INSERT INTO profile_sessions (store_id, id, profile_id, verified, user_agent, created_at, last_used_at,
                      refresh_expires_at, attached_email)
-                 VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8)"
-            }
+                 VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8)",
+            ),
         };
-        let sql = Sql::new(text)
+        let sql = sql
             .bind(s.store_id)
             .bind(s.id)
             .bind(s.profile_id)
@@ -381,7 +435,20 @@ impl Tx {
             .bind(s.created_at)
             .bind(s.refresh_expires_at)
             .bind(attached_email);
+        let sql = match self.backend() {
+            Backend::Postgres => sql
+                .bind(event.map(|e| e.id))
+                .bind(event.map(|e| e.kind.as_str()))
+                .bind(Arg::Json(event.map(|e| e.data.clone())))
+                .bind(event.map(|e| e.created_at)),
+            Backend::Sqlite => sql,
+        };
         self.execute(sql).await?;
+        if let Some(e) = event
+            && self.backend() == Backend::Sqlite
+        {
+            self.insert_event(e).await?;
+        }
         let table = super::RefreshTable::Profiles { store_id: s.store_id };
         self.insert_refresh_token(table, s.id, refresh_hash, s.created_at).await
     }

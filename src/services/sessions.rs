@@ -219,13 +219,15 @@ impl Sessions {
         }
         // The caller and the profile that has the email, locked together in id order, then
         // checked again: a concurrent connect may have given the caller an email meanwhile.
-        let existing = tx.profile_id_by_email(store_id, &key).await?;
+        let (existing, codes) = tx.profile_id_and_codes_by_email(store_id, &key).await?;
         let locked = tx.lock_profiles(store_id, &[caller, existing].into_iter().flatten().collect::<Vec<_>>()).await?;
         let caller_is_guest = caller.is_some_and(|c| locked.iter().any(|p| p.row.id == c && p.email_key.is_none()));
         let existing =
             existing.filter(|id| locked.iter().any(|p| p.row.id == *id && p.email_key.as_deref() == Some(&key)));
         let mut attached_email = false;
         let mut change = Change::None;
+        // A profile created here: its `profile.created` object is built, not read back.
+        let mut created_view = None;
         let profile_id = match (existing, caller) {
             (Some(found), Some(guest)) if caller_is_guest && guest != found => {
                 // The guest's cart, subscriptions and orders carry over into the known profile.
@@ -260,18 +262,34 @@ impl Sessions {
                 };
                 attached_email = true;
                 change = Change::Created;
-                new.id
+                let id = new.id;
+                created_view = Some(new);
+                id
             }
         };
         let verified = code.is_some();
         let newly_verified = verified && tx.set_verified(store_id, profile_id, now).await?;
         let session = self.new_session(store_id, profile_id, verified, user_agent, now);
         let refresh_token = random_token();
-        tx.insert_profile_session(&session, attached_email, &sha256(refresh_token.as_bytes())).await?;
+        // A new profile with no code to check (connect): nothing was written to it but the
+        // session, so its event is built from what this transaction wrote and the address's
+        // codes, and goes in with the session.
+        let created = match created_view {
+            Some(new) if code.is_none() && crate::repo::RECORDING_EVENTS => Some(events::new_event(
+                store_id,
+                EventType::ProfileCreated,
+                Some(profile_id),
+                views::Profile::opened(new, &session, codes),
+            )),
+            _ => None,
+        };
+        tx.insert_profile_session(&session, attached_email, &sha256(refresh_token.as_bytes()), created.as_ref())
+            .await?;
         // The events of what changed, with the profile as it is now (one read for all of them).
         let mut kinds = vec![];
         match change {
             Change::None => {}
+            Change::Created if created.is_some() => {}
             Change::Created => kinds.push(EventType::ProfileCreated),
             Change::Updated => kinds.push(EventType::ProfileUpdated),
             Change::Merged(guest) => {

@@ -20,6 +20,7 @@ use crate::common::{Admin, Backend, TestApp, expect_error};
 backend_tests!(
     run = with_private;
     every_event_type_arrives_signed,
+    a_profile_connect_creates_is_recorded_as_the_api_answers_it,
     failed_changes_send_nothing,
     endpoints_get_the_changes_written_after_them,
     retries_after_500_and_when_down_then_manual_retry,
@@ -196,6 +197,33 @@ async fn feed(app: &TestApp, admin: &Admin, query: &str) -> Vec<Value> {
     let (status, body) = app.get(&admin.store(&format!("/events{query}")), Some(&admin.token)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body["items"].as_array().unwrap().clone()
+}
+
+/// `connect` builds its new profile's `profile.created` object instead of reading it back: it
+/// must be what the API answers, the codes the address had before it had a profile included.
+async fn a_profile_connect_creates_is_recorded_as_the_api_answers_it(app: &TestApp) {
+    let admin = app.shop_admin("opened").await;
+    let path = |rest: &str| format!("/v1/stores/{}/profiles{rest}", admin.store_id);
+    for _ in 0..2 {
+        let (status, _) = app.post(&path("/auth/code"), None, json!({"email": "Opened@Example.com"})).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+    }
+    let response = app
+        .req(reqwest::Method::POST, &path("/connect"))
+        .header("user-agent", "Shop/1.0")
+        .json(&json!({"email": "Opened@Example.com"}))
+        .send()
+        .await
+        .expect("connect sent");
+    assert_eq!(response.status(), StatusCode::OK);
+    let created = feed(app, &admin, "?types=profile.created").await;
+    assert_eq!(created.len(), 1, "{created:?}");
+    let object = &created[0]["data"]["object"];
+    let (_, view) =
+        app.get(&admin.store(&format!("/profiles/{}", object["id"].as_str().unwrap())), Some(&admin.token)).await;
+    assert_eq!(object, &view, "the event carries the profile as the API answers it");
+    assert_eq!(view["verification_codes"].as_array().unwrap().len(), 2, "{view}");
+    assert_eq!(view["auth_tokens"][0]["user_agent"], "Shop/1.0", "{view}");
 }
 
 fn of_type<'a>(got: &'a [Received], t: &str) -> Vec<&'a Received> {
