@@ -686,6 +686,12 @@ impl Tx {
         }
         let values: Vec<(Uuid, Uuid, &TaxonomyValue)> =
             rows.iter().flat_map(|r| r.values.iter().map(move |v| (store_id, r.id, v))).collect();
+        self.insert_value_rows(values).await?;
+        Ok(())
+    }
+
+    /// Value rows of many profiles: one UNNEST statement on Postgres, multi-row inserts on SQLite.
+    async fn insert_value_rows(&mut self, values: Vec<(Uuid, Uuid, &TaxonomyValue)>) -> RepoResult<()> {
         match self.backend() {
             Backend::Postgres if !values.is_empty() => self.execute(values_unnest(&values)).await.map(drop)?,
             Backend::Postgres => {}
@@ -714,15 +720,7 @@ impl Tx {
                 n.values.iter().map(move |v| (n.store_id, n.id, v))
             })
             .collect();
-        match self.backend() {
-            Backend::Postgres if !values.is_empty() => self.execute(values_unnest(&values)).await.map(drop)?,
-            Backend::Postgres => {}
-            Backend::Sqlite => {
-                for sql in value_inserts(values) {
-                    self.execute(sql).await?;
-                }
-            }
-        }
+        self.insert_value_rows(values).await?;
         Ok(inserted)
     }
 
