@@ -42,11 +42,20 @@ pub struct MailMetrics {
     failed_kept: Gauge,
 }
 
+/// The getMe cache of this instance (`services::me_cache`), brought up to date when scraped.
+#[derive(Clone, Default)]
+struct MeCacheMetrics {
+    hits: Counter,
+    misses: Counter,
+    entries: Gauge,
+}
+
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     durations: Family<RequestLabels, Histogram, fn() -> Histogram>,
     pub mail: MailMetrics,
+    me_cache: MeCacheMetrics,
 }
 
 impl Default for Metrics {
@@ -74,7 +83,15 @@ impl Default for Metrics {
             "Given-up mails kept in the outbox (all instances)",
             mail.failed_kept.clone(),
         );
-        Self { registry, requests, durations, mail }
+        let me_cache = MeCacheMetrics::default();
+        registry.register(
+            "me_cache_hits",
+            "getMe answers served from memory after a version check",
+            me_cache.hits.clone(),
+        );
+        registry.register("me_cache_misses", "getMe answers read in full and remembered", me_cache.misses.clone());
+        registry.register("me_cache_entries", "getMe answers held in memory", me_cache.entries.clone());
+        Self { registry, requests, durations, mail, me_cache }
     }
 }
 
@@ -89,6 +106,14 @@ impl Metrics {
     pub fn set_mail_queue(&self, queued: i64, failed: i64) {
         self.mail.queued.set(queued);
         self.mail.failed_kept.set(failed);
+    }
+
+    /// The getMe cache's totals since start and its size, read from it by the caller.
+    pub fn set_me_cache(&self, hits: u64, misses: u64, entries: usize) {
+        let m = &self.me_cache;
+        m.hits.inc_by(hits.saturating_sub(m.hits.get()));
+        m.misses.inc_by(misses.saturating_sub(m.misses.get()));
+        m.entries.set(entries as i64);
     }
 
     /// The OpenMetrics text exposition.

@@ -50,6 +50,10 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         Ok((queued, failed)) => state.metrics.set_mail_queue(queued, failed),
         Err(e) => tracing::warn!(error = %e, "metrics: cannot read the outbox's size"),
     }
+    // The getMe cache's hits, misses and entries (Postgres), also brought up to date here.
+    if let Some((hits, misses, entries)) = state.services.sessions.me_cache_stats() {
+        state.metrics.set_me_cache(hits, misses, entries);
+    }
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],

@@ -539,6 +539,14 @@ impl Sessions {
         self.me_cache.as_ref().map(MeCache::counts)
     }
 
+    /// [`Self::me_cache_counts`] and the entries held.
+    pub fn me_cache_stats(&self) -> Option<(u64, u64, usize)> {
+        self.me_cache.as_ref().map(|c| {
+            let (hits, misses) = c.counts();
+            (hits, misses, c.entries())
+        })
+    }
+
     /// The profile's live sessions; 404 for a profile the store does not have.
     pub async fn list(&self, store_id: Uuid, profile_id: Uuid) -> AppResult<Vec<SessionSummary>> {
         let mut db = self.db.auto();

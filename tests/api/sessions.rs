@@ -571,6 +571,14 @@ async fn me_is_never_stale_whichever_instance_writes(app: &TestApp) {
         assert_eq!(hits1, hits0 + 1, "an unchanged profile is answered from memory");
     }
     assert_eq!(before.is_some(), app.backend == common::Backend::Postgres, "the cache runs on Postgres only");
+    let metrics = app.req(Method::GET, "/metrics").send().await.unwrap().text().await.unwrap();
+    if let Some((hits, misses)) = counts() {
+        assert!(metrics.contains(&format!("storecrm_me_cache_hits_total {hits}\n")), "{metrics}");
+        assert!(metrics.contains(&format!("storecrm_me_cache_misses_total {misses}\n")), "{metrics}");
+        assert!(metrics.contains("storecrm_me_cache_entries 1\n"), "{metrics}");
+    } else {
+        assert!(!metrics.contains("storecrm_me_cache_hits_total 1"), "{metrics}");
+    }
 
     let set = |n: f64| json!({"taxonomies": [{"taxonomy_id": tax["id"], "fields": [{"key": "n", "type": "number", "value": n}]}]});
     assert_eq!(other.put(&admin_view, Some(&admin.token), set(1.5)).await.0, StatusCode::OK);
