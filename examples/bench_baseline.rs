@@ -5,6 +5,8 @@
 //! `POST /profiles/{store}`: one single-row INSERT of a guest profile, its id as JSON.
 //! `GET  /me-statement/{store}/{session}/{profile}`: storecrm's getMe statement (no auth, no
 //! decoding: its columns passed through as JSON), to tell the statement's cost from the server's.
+//! `POST /initialize-statement/{store}`: storecrm's initialize statement (limit bucket, guest
+//! profile, its event, session and refresh token) with fresh ids and the client's own bucket.
 //! BASELINE_PING_EVERY_ACQUIRE=1 restores sqlx's default ping before every pool checkout.
 
 use axum::extract::{Path, State};
@@ -81,6 +83,37 @@ async fn single_insert(State(pool): State<PgPool>, Path(store): Path<Uuid>) -> A
     Ok(Json(json!({ "id": id })))
 }
 
+async fn initialize_statement(State(pool): State<PgPool>, Path(store): Path<Uuid>) -> Answer {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let (profile, session, event) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let data = json!({"object": {"id": profile, "email": null, "verified": false, "status": "active"}});
+    // A bucket per request, as the benchmark's random client addresses give.
+    let bucket = format!("session:ip:{}", Uuid::now_v7());
+    let hash: [u8; 32] = rand::random();
+    let ok: bool = sqlx::query_scalar(sqlx::AssertSqlSafe(storecrm::repo::GUEST_POSTGRES.as_str()))
+        .bind(store)
+        .bind(profile)
+        .bind(now)
+        .bind(session)
+        .bind(None::<String>)
+        .bind(now + 30 * 86_400)
+        .bind(&hash[..])
+        .bind("active")
+        .bind(event)
+        .bind("profile.created")
+        .bind(sqlx::types::Json(data))
+        .bind(bucket)
+        .bind(now - now % 3600)
+        .bind(100_000_000_i64)
+        .fetch_one(&pool)
+        .await
+        .map_err(|e| {
+            eprintln!("initialize statement: {e}");
+            StatusCode::INTERNAL_SERVER_ERROR
+        })?;
+    Ok(Json(json!({ "ok": ok, "id": profile })))
+}
+
 #[tokio::main]
 async fn main() {
     let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:18090".into());
@@ -105,6 +138,7 @@ async fn main() {
         .route("/profiles/{store}/{id}", get(point_select))
         .route("/profiles/{store}", post(single_insert))
         .route("/me-statement/{store}/{session}/{profile}", get(me_statement))
+        .route("/initialize-statement/{store}", post(initialize_statement))
         .with_state(pool);
     let listener = tokio::net::TcpListener::bind(&addr).await.expect("bind");
     axum::serve(listener, app).await.expect("serve");

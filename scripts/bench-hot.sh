@@ -162,6 +162,7 @@ wait_up "127.0.0.1:$base_port"
 measure baseline_select GET "http://127.0.0.1:$base_port/profiles/$store/$profile" ""
 measure baseline_insert POST "http://127.0.0.1:$base_port/profiles/$store" ""
 measure baseline_me_statement GET "http://127.0.0.1:$base_port/me-statement/$store/$session/$profile" ""
+measure baseline_initialize_statement POST "http://127.0.0.1:$base_port/initialize-statement/$store" ""
 kill "$server"; wait "$server" 2>/dev/null || true; server=""
 
 ratio() { python3 -c "print(f'{float(open(\"$work/$1.rps\").read()) / float(open(\"$work/$2.rps\").read()):.2f}')"; }
@@ -171,4 +172,5 @@ echo "checkAccess / point select:     $(ratio storecrm_access baseline_select)  
 echo "initialize / single insert:     $(ratio storecrm_initialize baseline_insert)  (target >= 0.6)"
 echo "requestCode / single insert:    $(ratio storecrm_request_code baseline_insert)  (target >= 0.3)"
 echo "getMe's statement alone, bare server / point select: $(ratio baseline_me_statement baseline_select)"
+echo "initialize's statement alone, bare server / single insert: $(ratio baseline_initialize_statement baseline_insert)"
 echo "storecrm peak RSS over the runs: $((rss_kib / 1024)) MiB"

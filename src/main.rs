@@ -592,6 +592,11 @@ async fn ready() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// mimalloc instead of glibc's malloc: a request allocates many small, short-lived objects
+/// (headers, JSON, rows), which glibc served at about 8 % of the server's CPU under load.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();

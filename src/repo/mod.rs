@@ -47,7 +47,7 @@ pub use outbox::{ClaimedMail, MailSummary, NewOutboxMail};
 pub use profiles::{LockedProfile, ProfileRewrite};
 pub use refresh::{PresentedToken, RefreshTable};
 pub use segments::{ConsentRow, SegmentRow};
-pub use sessions::{CodeLimits, CodeRequest, LimitHit, LiveCode, ME_POSTGRES, MeRow};
+pub use sessions::{CodeLimits, CodeRequest, GUEST_POSTGRES, LimitHit, LiveCode, ME_POSTGRES, MeRow};
 pub use stores::SessionMembership;
 pub use templates::TemplateRow;
 

@@ -290,6 +290,35 @@ fn limit_hit(store: &str, bucket: &str, window: &str, source: &str) -> String {
     )
 }
 
+/// `initialize`'s one statement on Postgres (built once: the text is the same for every call):
+/// the per-address limit, the guest profile, its `profile.created` event, its session and
+/// refresh token. Public for examples/bench_baseline.rs, which times it on a bare server.
+pub static GUEST_POSTGRES: LazyLock<String> = LazyLock::new(|| {
+    // The event's insert is written only when events are recorded (see `RECORDING`).
+    let event_if = if super::events::RECORDING { "" } else { " WHERE FALSE" };
+    let dispatched = super::events::dispatched_at("profile.store_id", "$3::int8");
+    let hit = limit_hit("$1::uuid", "$12::text", "$13::int8", "WHERE $12::text IS NOT NULL");
+    format!(
+        "WITH hit AS ({hit}),
+         go AS (SELECT COALESCE((SELECT hits FROM hit), 0) <= $14::int8 AS ok),
+         profile AS (
+             INSERT INTO profiles (store_id, id, email, email_key, verified, status, search_text, created_at, updated_at)
+             SELECT $1::uuid, $2::uuid, NULL, NULL, FALSE, $8::text, '', $3::int8, $3::int8 FROM go WHERE go.ok
+             RETURNING store_id, id),
+         event AS (
+             INSERT INTO events (store_id, id, type, subject_id, data, created_at, dispatched_at)
+             SELECT store_id, $9, $10, id, $11, $3, {dispatched} FROM profile{event_if}),
+         session AS (
+             INSERT INTO profile_sessions (store_id, id, profile_id, verified, user_agent, created_at, last_used_at,
+                 refresh_expires_at)
+             SELECT store_id, $4, id, FALSE, $5, $3, $3, $6 FROM profile RETURNING store_id, id),
+         token AS (
+             INSERT INTO profile_refresh_tokens (store_id, token_hash, session_id, created_at)
+             SELECT store_id, $7, id, $3 FROM session)
+         SELECT ok FROM go"
+    )
+});
+
 /// Rows a janitor sweep deletes per statement.
 const SWEEP_BATCH: u64 = 1000;
 
@@ -326,33 +355,7 @@ impl Tx {
     ) -> RepoResult<bool> {
         let s = session;
         if self.backend() == Backend::Postgres {
-            // Built once: the text is the same for every call.
-            static GUEST: LazyLock<String> = LazyLock::new(|| {
-                // The event's insert is written only when events are recorded (see `RECORDING`).
-                let event_if = if super::events::RECORDING { "" } else { " WHERE FALSE" };
-                let dispatched = super::events::dispatched_at("profile.store_id", "$3::int8");
-                let hit = limit_hit("$1::uuid", "$12::text", "$13::int8", "WHERE $12::text IS NOT NULL");
-                format!(
-                "WITH hit AS ({hit}),
-                 go AS (SELECT COALESCE((SELECT hits FROM hit), 0) <= $14::int8 AS ok),
-                 profile AS (
-                     INSERT INTO profiles (store_id, id, email, email_key, verified, status, search_text, created_at, updated_at)
-                     SELECT $1::uuid, $2::uuid, NULL, NULL, FALSE, $8::text, '', $3::int8, $3::int8 FROM go WHERE go.ok
-                     RETURNING store_id, id),
-                 event AS (
-                     INSERT INTO events (store_id, id, type, subject_id, data, created_at, dispatched_at)
-                     SELECT store_id, $9, $10, id, $11, $3, {dispatched} FROM profile{event_if}),
-                 session AS (
-                     INSERT INTO profile_sessions (store_id, id, profile_id, verified, user_agent, created_at, last_used_at,
-                         refresh_expires_at)
-                     SELECT store_id, $4, id, FALSE, $5, $3, $3, $6 FROM profile RETURNING store_id, id),
-                 token AS (
-                     INSERT INTO profile_refresh_tokens (store_id, token_hash, session_id, created_at)
-                     SELECT store_id, $7, id, $3 FROM session)
-                 SELECT ok FROM go"
-            )
-            });
-            let sql = Sql::new(GUEST.as_str())
+            let sql = Sql::new(GUEST_POSTGRES.as_str())
                 .bind(s.store_id)
                 .bind(s.profile_id)
                 .bind(s.created_at)

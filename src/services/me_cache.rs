@@ -118,7 +118,7 @@ mod tests {
             updated_at: 0,
         };
         let details = ProfileDetails { profile, values: vec![], promo_usage: vec![], sessions: vec![], codes: vec![] };
-        Arc::new(Me::new(details, false))
+        Arc::new(Me::new(details))
     }
 
     #[test]

@@ -37,15 +37,14 @@ pub struct IssuedProfileTokens {
 /// `getMe`: the profile, or only its top-level fields when the session is a claim, not proof.
 pub struct Me {
     pub details: ProfileDetails,
-    pub redacted: bool,
     /// The answer's body, rendered by the first request that sends it: a remembered answer
     /// (`me_cache`) is sent again without building it anew.
     pub rendered: std::sync::OnceLock<Vec<u8>>,
 }
 
 impl Me {
-    pub fn new(details: ProfileDetails, redacted: bool) -> Self {
-        Self { details, redacted, rendered: std::sync::OnceLock::new() }
+    pub fn new(details: ProfileDetails) -> Self {
+        Self { details, rendered: std::sync::OnceLock::new() }
     }
 }
 
@@ -219,7 +218,12 @@ impl Sessions {
         }
         // The caller and the profile that has the email, locked together in id order, then
         // checked again: a concurrent connect may have given the caller an email meanwhile.
-        let (existing, codes) = tx.profile_id_and_codes_by_email(store_id, &key).await?;
+        // `connect` also reads the address's codes: a profile it creates shows them in its event.
+        let (existing, codes) = if code.is_none() && crate::repo::RECORDING_EVENTS {
+            tx.profile_id_and_codes_by_email(store_id, &key).await?
+        } else {
+            (tx.profile_id_by_email(store_id, &key).await?, vec![])
+        };
         let locked = tx.lock_profiles(store_id, &[caller, existing].into_iter().flatten().collect::<Vec<_>>()).await?;
         let caller_is_guest = caller.is_some_and(|c| locked.iter().any(|p| p.row.id == c && p.email_key.is_none()));
         let existing =
@@ -520,12 +524,12 @@ impl Sessions {
         // The answer changes by itself when the first of its sessions ends (the caller's too).
         let valid_until = row.details.sessions.iter().map(|s| s.refresh_expires_at).min().unwrap_or(now);
         let me = Arc::new(if row.holds {
-            Me::new(row.details, false)
+            Me::new(row.details)
         } else {
             let profile = row.details.profile;
             let details =
                 ProfileDetails { profile, values: vec![], promo_usage: vec![], sessions: vec![], codes: vec![] };
-            Me::new(details, true)
+            Me::new(details)
         });
         if let (Some(cache), Some(version)) = (&self.me_cache, row.version) {
             cache.count_miss();
