@@ -219,9 +219,9 @@ impl From<SubscriptionRow> for Subscription {
     }
 }
 
-/// The object of an event, as JSON.
-pub fn object(view: impl Serialize) -> Value {
-    serde_json::to_value(view).expect("views serialize")
+/// The object of an event, as JSON text: serialized once for all the events that carry it.
+pub fn object(view: impl Serialize) -> Box<serde_json::value::RawValue> {
+    serde_json::value::to_raw_value(&view).expect("views serialize")
 }
 
 /// Something that happened in a store (CONTRACT §9.1): what the feed lists and a webhook carries.

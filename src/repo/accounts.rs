@@ -63,17 +63,20 @@ impl Tx {
         Ok(self.execute(sql).await? == 1)
     }
 
-    pub async fn insert_account_session(&mut self, s: &AccountSessionRow) -> RepoResult<()> {
+    /// A session, holding its first refresh token's hash.
+    pub async fn insert_account_session(&mut self, s: &AccountSessionRow, refresh_hash: &[u8; 32]) -> RepoResult<()> {
         let sql = Sql::new(
-            "INSERT INTO account_sessions (id, account_id, user_agent, created_at, last_used_at, refresh_expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO account_sessions (id, account_id, user_agent, created_at, last_used_at, refresh_expires_at,
+                 refresh_hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(s.id)
         .bind(s.account_id)
         .bind(&s.user_agent)
         .bind(s.created_at)
         .bind(s.last_used_at)
-        .bind(s.refresh_expires_at);
+        .bind(s.refresh_expires_at)
+        .bind(&refresh_hash[..]);
         self.execute(sql).await?;
         Ok(())
     }

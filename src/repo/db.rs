@@ -188,7 +188,8 @@ pub enum Arg {
     Bool(Option<bool>),
     Text(Option<String>),
     Bytes(Option<Vec<u8>>),
-    Json(Option<serde_json::Value>),
+    /// JSON text, serialized once where the value was made (bound as `JSONB` on Postgres).
+    Json(Option<Box<serde_json::value::RawValue>>),
     /// Array parameters exist on Postgres only (`UNNEST($1::uuid[])`).
     UuidArray(Vec<Uuid>),
     IntArray(Vec<i64>),
@@ -311,7 +312,7 @@ impl From<Vec<Option<String>>> for Arg {
 impl Arg {
     /// A value stored as JSON (`JSONB` on Postgres, `TEXT` on SQLite).
     pub fn json(v: &impl Serialize) -> Self {
-        Arg::Json(Some(serde_json::to_value(v).expect("values of the repository serialize to JSON")))
+        Arg::Json(Some(serde_json::value::to_raw_value(v).expect("values of the repository serialize to JSON")))
     }
 
     pub fn opt_json(v: Option<&impl Serialize>) -> Self {

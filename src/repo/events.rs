@@ -65,7 +65,7 @@ fn push_event_values(sql: &mut Sql, events: &[NewEvent]) {
 fn bind_events(sql: Sql, events: &[NewEvent]) -> Sql {
     let kinds: Vec<Option<String>> = events.iter().map(|e| Some(e.kind.as_str().to_string())).collect();
     let subjects: Vec<Option<String>> = events.iter().map(|e| e.subject_id.map(|s| s.to_string())).collect();
-    let data: Vec<Option<String>> = events.iter().map(|e| Some(e.data.to_string())).collect();
+    let data: Vec<Option<String>> = events.iter().map(|e| Some(e.data.get().to_string())).collect();
     sql.bind(events.iter().map(|e| e.store_id).collect::<Vec<_>>())
         .bind(events.iter().map(|e| e.id).collect::<Vec<_>>())
         .bind(kinds)
@@ -82,8 +82,8 @@ pub struct NewEvent {
     pub kind: EventType,
     /// The profile the event concerns: its erasure scrubs the event.
     pub subject_id: Option<Uuid>,
-    /// `{"object": ...}`.
-    pub data: Value,
+    /// `{"object": ...}`, as JSON text: serialized once, from the view, when the event is made.
+    pub data: Box<serde_json::value::RawValue>,
     pub created_at: i64,
 }
 

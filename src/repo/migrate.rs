@@ -68,6 +68,11 @@ const POSTGRES: &[Migration] = &[
         name: "0016_profile_versions",
         sql: include_str!("../../migrations/postgres/0016_profile_versions.sql"),
     },
+    Migration {
+        version: 17,
+        name: "0017_session_refresh_hash",
+        sql: include_str!("../../migrations/postgres/0017_session_refresh_hash.sql"),
+    },
 ];
 const SQLITE: &[Migration] = &[
     Migration { version: 1, name: "0001_foundation", sql: include_str!("../../migrations/sqlite/0001_foundation.sql") },
@@ -116,6 +121,11 @@ const SQLITE: &[Migration] = &[
         sql: include_str!("../../migrations/sqlite/0014_segments_consents.sql"),
     },
     Migration { version: 15, name: "0015_imports", sql: include_str!("../../migrations/sqlite/0015_imports.sql") },
+    Migration {
+        version: 17,
+        name: "0017_session_refresh_hash",
+        sql: include_str!("../../migrations/sqlite/0017_session_refresh_hash.sql"),
+    },
 ];
 
 #[derive(Debug, Serialize)]

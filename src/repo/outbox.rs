@@ -167,7 +167,7 @@ impl Tx {
         )
         .bind(id)
         .bind(now)
-        .bind(Arg::Json(Some(serde_json::Value::Null)));
+        .bind(Arg::json(&serde_json::Value::Null));
         self.execute(sql).await?;
         Ok(())
     }

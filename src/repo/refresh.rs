@@ -48,8 +48,9 @@ pub struct PresentedToken {
 }
 
 impl Tx {
-    /// The token and its session, the session locked first (then the token), in the order every
-    /// other writer of these rows takes them.
+    /// The token and its session, the session locked (the first row every other writer of these
+    /// rows takes too): a session's current token is in the session's own row, exchanged ones in
+    /// the token table.
     pub async fn presented_refresh_token(
         &mut self,
         table: RefreshTable,
@@ -57,66 +58,81 @@ impl Tx {
         now: i64,
     ) -> RepoResult<Option<PresentedToken>> {
         let (sessions, tokens) = table.tables();
-        let lock = match self.backend() {
-            super::Backend::Postgres => " FOR UPDATE OF s",
-            super::Backend::Sqlite => "",
-        };
-        let join = if matches!(table, RefreshTable::Profiles { .. }) { " AND s.store_id = t.store_id" } else { "" };
-        let sql = Sql::new(format!(
-            "SELECT s.id, s.revoked_at IS NULL AND s.refresh_expires_at > $2 AS live, t.rotated_at
-             FROM {tokens} t JOIN {sessions} s ON s.id = t.session_id{join}
-             WHERE t.token_hash = $1{}{lock}",
-            table.scope("t.", 3)
+        let postgres = self.backend() == super::Backend::Postgres;
+        let current = Sql::new(format!(
+            "SELECT id, revoked_at IS NULL AND refresh_expires_at > $2 AS live FROM {sessions}
+             WHERE refresh_hash = $1{}{}",
+            table.scope("", 3),
+            if postgres { " FOR UPDATE" } else { "" }
         ))
         .bind(&token_hash[..])
         .bind(now);
-        let Some(row) = self.fetch_optional(table.bind_scope(sql)).await? else { return Ok(None) };
+        if let Some(row) = self.fetch_optional(table.bind_scope(current)).await? {
+            return Ok(Some(PresentedToken {
+                session_id: row.uuid("id")?,
+                session_live: row.boolean("live")?,
+                rotated_at: None,
+            }));
+        }
+        let join = if matches!(table, RefreshTable::Profiles { .. }) { " AND s.store_id = t.store_id" } else { "" };
+        let exchanged = Sql::new(format!(
+            "SELECT s.id, s.revoked_at IS NULL AND s.refresh_expires_at > $2 AS live, t.rotated_at
+             FROM {tokens} t JOIN {sessions} s ON s.id = t.session_id{join}
+             WHERE t.token_hash = $1{}{}",
+            table.scope("t.", 3),
+            if postgres { " FOR UPDATE OF s" } else { "" }
+        ))
+        .bind(&token_hash[..])
+        .bind(now);
+        let Some(row) = self.fetch_optional(table.bind_scope(exchanged)).await? else { return Ok(None) };
         Ok(Some(PresentedToken {
             session_id: row.uuid("id")?,
             session_live: row.boolean("live")?,
-            rotated_at: row.opt_int("rotated_at")?,
+            // Every row of the token table was exchanged; one written otherwise counts as such.
+            rotated_at: Some(row.opt_int("rotated_at")?.unwrap_or(0)),
         }))
     }
 
-    /// Marks the token exchanged; false when another request did so first.
-    pub async fn claim_refresh_token(
-        &mut self,
-        table: RefreshTable,
-        token_hash: &[u8; 32],
-        now: i64,
-    ) -> RepoResult<bool> {
-        let (_, tokens) = table.tables();
-        let sql = Sql::new(format!(
-            "UPDATE {tokens} SET rotated_at = $2 WHERE token_hash = $1 AND rotated_at IS NULL{}",
-            table.scope("", 3)
-        ))
-        .bind(&token_hash[..])
-        .bind(now);
-        Ok(self.execute(table.bind_scope(sql)).await? == 1)
-    }
-
-    /// Stores a token of the session; a token already stored (the same successor, derived again
-    /// inside the grace window) is left as it is.
-    pub async fn insert_refresh_token(
+    /// Exchanges the session's current token for its successor: the session holds the
+    /// successor's hash and lives another refresh lifetime, and the presented token is kept as
+    /// exchanged. False, with nothing written, when the presented token is not the session's
+    /// current one (another request exchanged it first).
+    pub async fn exchange_refresh_token(
         &mut self,
         table: RefreshTable,
         session_id: Uuid,
-        token_hash: &[u8; 32],
+        presented: &[u8; 32],
+        successor: &[u8; 32],
         now: i64,
-    ) -> RepoResult<()> {
+        refresh_expires_at: i64,
+    ) -> RepoResult<bool> {
+        let (sessions, _) = table.tables();
+        let sql = Sql::new(format!(
+            "UPDATE {sessions} SET refresh_hash = $3, last_used_at = $4, refresh_expires_at = $5
+             WHERE id = $1 AND refresh_hash = $2{}",
+            table.scope("", 6)
+        ))
+        .bind(session_id)
+        .bind(&presented[..])
+        .bind(&successor[..])
+        .bind(now)
+        .bind(refresh_expires_at);
+        if self.execute(table.bind_scope(sql)).await? != 1 {
+            return Ok(false);
+        }
         let sql = match table {
             RefreshTable::Accounts => Sql::new(
-                "INSERT INTO account_refresh_tokens (token_hash, session_id, created_at) VALUES ($1, $2, $3)
-                 ON CONFLICT DO NOTHING",
+                "INSERT INTO account_refresh_tokens (token_hash, session_id, created_at, rotated_at)
+                 VALUES ($1, $2, $3, $3) ON CONFLICT DO NOTHING",
             ),
             RefreshTable::Profiles { .. } => Sql::new(
-                "INSERT INTO profile_refresh_tokens (token_hash, session_id, created_at, store_id) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT DO NOTHING",
+                "INSERT INTO profile_refresh_tokens (token_hash, session_id, created_at, rotated_at, store_id)
+                 VALUES ($1, $2, $3, $3, $4) ON CONFLICT DO NOTHING",
             ),
         };
-        let sql = sql.bind(&token_hash[..]).bind(session_id).bind(now);
+        let sql = sql.bind(&presented[..]).bind(session_id).bind(now);
         self.execute(table.bind_scope(sql)).await?;
-        Ok(())
+        Ok(true)
     }
 
     /// A used session stays alive for another refresh lifetime.

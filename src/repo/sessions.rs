@@ -291,8 +291,8 @@ fn limit_hit(store: &str, bucket: &str, window: &str, source: &str) -> String {
 }
 
 /// `initialize`'s one statement on Postgres (built once: the text is the same for every call):
-/// the per-address limit, the guest profile, its `profile.created` event, its session and
-/// refresh token. Public for examples/bench_baseline.rs, which times it on a bare server.
+/// the per-address limit, the guest profile, its `profile.created` event, and its session, which
+/// holds the hash of its first refresh token. Public for examples/bench_baseline.rs, which times it on a bare server.
 pub static GUEST_POSTGRES: LazyLock<String> = LazyLock::new(|| {
     // The event's insert is written only when events are recorded (see `RECORDING`).
     let event_if = if super::events::RECORDING { "" } else { " WHERE FALSE" };
@@ -310,11 +310,8 @@ pub static GUEST_POSTGRES: LazyLock<String> = LazyLock::new(|| {
              SELECT store_id, $9, $10, id, $11, $3, {dispatched} FROM profile{event_if}),
          session AS (
              INSERT INTO profile_sessions (store_id, id, profile_id, verified, user_agent, created_at, last_used_at,
-                 refresh_expires_at)
-             SELECT store_id, $4, id, FALSE, $5, $3, $3, $6 FROM profile RETURNING store_id, id),
-         token AS (
-             INSERT INTO profile_refresh_tokens (store_id, token_hash, session_id, created_at)
-             SELECT store_id, $7, id, $3 FROM session)
+                 refresh_expires_at, refresh_hash)
+             SELECT store_id, $4, id, FALSE, $5, $3, $3, $6, $7 FROM profile)
          SELECT ok FROM go"
     )
 });
@@ -341,7 +338,8 @@ pub enum CodeRequest {
 }
 
 impl Tx {
-    /// A new guest profile, its session, first refresh token and `profile.created` event; with
+    /// A new guest profile, its session (holding its first refresh token's hash) and
+    /// `profile.created` event; with
     /// `limit`, only if the hit it counts on its bucket is within the limit (`Ok(false)` when not:
     /// the hit still counts, nothing else is written). One statement on Postgres (run it on
     /// [`Database::atomic`](super::Database::atomic)); on SQLite commit it even when refused.
@@ -391,7 +389,7 @@ impl Tx {
         Ok(true)
     }
 
-    /// A session of an existing profile and its first refresh token. `attached_email`: this
+    /// A session of an existing profile, holding its first refresh token's hash. `attached_email`: this
     /// session gave the profile its email (§4: it holds the profile). `event`: one to record with
     /// it (of this store; on Postgres part of the session's statement).
     pub async fn insert_profile_session(
@@ -414,19 +412,19 @@ impl Tx {
                         "WITH moved AS (UPDATE profiles SET version = version + 1
                              WHERE store_id = $1 AND id = $3 AND xmin <> pg_current_xact_id()::xid),
                          event AS (INSERT INTO events (store_id, id, type, subject_id, data, created_at, dispatched_at)
-                             SELECT $1, $9::uuid, $10::text, $3, $11::jsonb, $12::int8, {dispatched}
-                             WHERE $9::uuid IS NOT NULL)
+                             SELECT $1, $10::uuid, $11::text, $3, $12::jsonb, $13::int8, {dispatched}
+                             WHERE $10::uuid IS NOT NULL)
                          INSERT INTO profile_sessions (store_id, id, profile_id, verified, user_agent, created_at,
-                             last_used_at, refresh_expires_at, attached_email)
-                         VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8)"
+                             last_used_at, refresh_expires_at, attached_email, refresh_hash)
+                         VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9)"
                     )
                 });
                 Sql::new(TEXT.as_str())
             }
             Backend::Sqlite => Sql::new(
                 "INSERT INTO profile_sessions (store_id, id, profile_id, verified, user_agent, created_at, last_used_at,
-                     refresh_expires_at, attached_email)
-                 VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8)",
+                     refresh_expires_at, attached_email, refresh_hash)
+                 VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9)",
             ),
         };
         let sql = sql
@@ -437,7 +435,8 @@ impl Tx {
             .bind(&s.user_agent)
             .bind(s.created_at)
             .bind(s.refresh_expires_at)
-            .bind(attached_email);
+            .bind(attached_email)
+            .bind(&refresh_hash[..]);
         let sql = match self.backend() {
             Backend::Postgres => sql
                 .bind(event.map(|e| e.id))
@@ -452,8 +451,7 @@ impl Tx {
         {
             self.insert_event(e).await?;
         }
-        let table = super::RefreshTable::Profiles { store_id: s.store_id };
-        self.insert_refresh_token(table, s.id, refresh_hash, s.created_at).await
+        Ok(())
     }
 
     pub async fn profile_session(&mut self, store_id: Uuid, id: Uuid) -> RepoResult<Option<ProfileSessionRow>> {

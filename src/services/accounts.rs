@@ -179,10 +179,7 @@ impl Accounts {
             refresh_expires_at: now + self.limits.refresh_token_ttl.as_secs() as i64,
             revoked_at: None,
         };
-        let mut tx = self.db.begin().await?;
-        tx.insert_account_session(&session).await?;
-        tx.insert_refresh_token(RefreshTable::Accounts, session.id, &sha256(refresh_token.as_bytes()), now).await?;
-        tx.commit().await?;
+        self.db.auto().insert_account_session(&session, &sha256(refresh_token.as_bytes())).await?;
         Ok(self.issue(&session, refresh_token, now))
     }
 

@@ -244,13 +244,27 @@ pub(crate) async fn rotate_refresh(
     if !token.session_live {
         return Ok(Rotation::Invalid);
     }
-    let first_use = token.rotated_at.is_none() && tx.claim_refresh_token(table, &presented_hash, now).await?;
-    if !first_use && now - token.rotated_at.unwrap_or(now) > grace_secs {
-        tx.revoke_session(table, token.session_id, now).await?;
+    let successor = keys.refresh_successor(presented);
+    let session_id = token.session_id;
+    if token.rotated_at.is_none()
+        && tx
+            .exchange_refresh_token(
+                table,
+                session_id,
+                &presented_hash,
+                &sha256(successor.as_bytes()),
+                now,
+                refresh_expires_at,
+            )
+            .await?
+    {
+        return Ok(Rotation::Rotated { session_id, successor });
+    }
+    if now - token.rotated_at.unwrap_or(now) > grace_secs {
+        tx.revoke_session(table, session_id, now).await?;
         return Ok(Rotation::Reused);
     }
-    let successor = keys.refresh_successor(presented);
-    tx.insert_refresh_token(table, token.session_id, &sha256(successor.as_bytes()), now).await?;
-    tx.slide_session(table, token.session_id, now, refresh_expires_at).await?;
-    Ok(Rotation::Rotated { session_id: token.session_id, successor })
+    // Within the grace window: the same successor again (stored when the token was exchanged).
+    tx.slide_session(table, session_id, now, refresh_expires_at).await?;
+    Ok(Rotation::Rotated { session_id, successor })
 }

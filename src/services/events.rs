@@ -27,6 +27,12 @@ pub const ROTATION_OVERLAP_SECS: i64 = 24 * 3600;
 /// Endpoints per store.
 const MAX_ENDPOINTS: usize = 20;
 
+/// An event's `data`.
+#[derive(Serialize)]
+struct Data<T> {
+    object: T,
+}
+
 /// An event of `kind` about `object`, for the transaction at hand.
 pub fn new_event(store_id: Uuid, kind: EventType, subject: Option<Uuid>, object: impl Serialize) -> NewEvent {
     NewEvent {
@@ -34,7 +40,7 @@ pub fn new_event(store_id: Uuid, kind: EventType, subject: Option<Uuid>, object:
         id: Uuid::now_v7(),
         kind,
         subject_id: subject,
-        data: json!({ "object": views::object(object) }),
+        data: serde_json::value::to_raw_value(&Data { object }).expect("views serialize"),
         created_at: crate::now(),
     }
 }

@@ -18,6 +18,7 @@ backend_tests!(
     me_shows_what_the_admin_view_shows,
     profile_tokens_are_checked,
     refresh_rotates_detects_reuse_and_tolerates_concurrent_tabs,
+    tokens_issued_before_sessions_held_them_keep_working,
     sessions_are_listed_and_revoked_by_admin_or_self,
     revocation_holds_across_instances,
     me_is_never_stale_whichever_instance_writes,
@@ -477,6 +478,61 @@ async fn refresh_rotates_detects_reuse_and_tolerates_concurrent_tabs(app: &TestA
         401,
         "invalid_refresh_token",
     );
+    strict.stop().await;
+}
+
+/// Migration 0017 moved each session's current refresh token from the token tables into the
+/// session's row. Data written in the old shape (put back here: the hashes returned to the token
+/// tables, the column and index dropped, the migration unrecorded) is migrated by the next
+/// instance's start: current tokens refresh, exchanged ones still count as reuse.
+async fn tokens_issued_before_sessions_held_them_keep_working(app: &TestApp) {
+    let strict = TestApp::spawn_with(app.backend, &[("REFRESH_REUSE_GRACE_SECS", "0")]).await;
+    let admin = strict.admin("old").await;
+    let s = admin.store_id.as_str();
+    let path = store_path(s, "/profiles/auth/refresh");
+    let exchanged = initialize(&strict, s).await;
+    let (status, current) = strict.post(&path, None, json!({"refresh_token": exchanged["refresh_token"]})).await;
+    assert_eq!(status, StatusCode::OK, "{current}");
+    let untouched = initialize(&strict, s).await;
+
+    for (sessions, tokens, columns) in [
+        ("profile_sessions", "profile_refresh_tokens", "store_id, refresh_hash, id, created_at"),
+        ("account_sessions", "account_refresh_tokens", "refresh_hash, id, created_at"),
+    ] {
+        let into = columns.replace("refresh_hash, id", "token_hash, session_id");
+        strict
+            .exec(
+                &format!(
+                    "INSERT INTO {tokens} ({into}) SELECT {columns} FROM {sessions} WHERE refresh_hash IS NOT NULL"
+                ),
+                &[],
+            )
+            .await;
+        strict.exec(&format!("DROP INDEX {sessions}_by_refresh"), &[]).await;
+        strict.exec(&format!("ALTER TABLE {sessions} DROP COLUMN refresh_hash"), &[]).await;
+    }
+    strict.exec("DELETE FROM schema_migrations WHERE version = 17", &[]).await;
+    let migrated = strict.sibling().await;
+    assert_eq!(migrated.scalar("SELECT COUNT(*) FROM schema_migrations WHERE version = 17", &[]).await, 1);
+    for table in ["profile_refresh_tokens", "account_refresh_tokens"] {
+        let live = migrated.scalar(&format!("SELECT COUNT(*) FROM {table} WHERE rotated_at IS NULL"), &[]).await;
+        assert_eq!(live, 0, "{table}");
+    }
+
+    let (status, account) =
+        migrated.post("/v1/auth/refresh", None, json!({"refresh_token": admin.refresh_token})).await;
+    assert_eq!(status, StatusCode::OK, "{account}");
+    let (status, guest) = migrated.post(&path, None, json!({"refresh_token": untouched["refresh_token"]})).await;
+    assert_eq!(status, StatusCode::OK, "{guest}");
+    assert_eq!(guest["id"], untouched["id"]);
+    let (status, next) = migrated.post(&path, None, json!({"refresh_token": current["refresh_token"]})).await;
+    assert_eq!(status, StatusCode::OK, "{next}");
+    assert_eq!(migrated.get(&store_path(s, "/profiles/me"), Some(tok(&next))).await.0, StatusCode::OK);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let reuse = migrated.post(&path, None, json!({"refresh_token": exchanged["refresh_token"]})).await;
+    expect_error(&reuse, 401, "refresh_token_reused");
+    expect_error(&migrated.get(&store_path(s, "/profiles/me"), Some(tok(&next))).await, 401, "unauthorized");
+    migrated.stop().await;
     strict.stop().await;
 }
 
