@@ -292,7 +292,8 @@ fn limit_hit(store: &str, bucket: &str, window: &str, source: &str) -> String {
 
 /// `initialize`'s one statement on Postgres (built once: the text is the same for every call):
 /// the per-address limit, the guest profile, its `profile.created` event, and its session, which
-/// holds the hash of its first refresh token. Public for examples/bench_baseline.rs, which times it on a bare server.
+/// holds the hash of its first refresh token. Public for examples/bench_baseline.rs, which times
+/// it on a bare server.
 pub static GUEST_POSTGRES: LazyLock<String> = LazyLock::new(|| {
     // The event's insert is written only when events are recorded (see `RECORDING`).
     let event_if = if super::events::RECORDING { "" } else { " WHERE FALSE" };
@@ -339,9 +340,8 @@ pub enum CodeRequest {
 
 impl Tx {
     /// A new guest profile, its session (holding its first refresh token's hash) and
-    /// `profile.created` event; with
-    /// `limit`, only if the hit it counts on its bucket is within the limit (`Ok(false)` when not:
-    /// the hit still counts, nothing else is written). One statement on Postgres (run it on
+    /// `profile.created` event; with `limit`, only if the hit it counts on its bucket is within
+    /// the limit (`Ok(false)` when not: the hit still counts, nothing else is written). One statement on Postgres (run it on
     /// [`Database::atomic`](super::Database::atomic)); on SQLite commit it even when refused.
     /// An unknown store is `MissingReference`.
     pub async fn insert_guest(
@@ -389,8 +389,8 @@ impl Tx {
         Ok(true)
     }
 
-    /// A session of an existing profile, holding its first refresh token's hash. `attached_email`: this
-    /// session gave the profile its email (§4: it holds the profile). `event`: one to record with
+    /// A session of an existing profile, holding its first refresh token's hash. `attached_email`:
+    /// this session gave the profile its email (§4: it holds the profile). `event`: one to record with
     /// it (of this store; on Postgres part of the session's statement).
     pub async fn insert_profile_session(
         &mut self,
