@@ -4,6 +4,7 @@
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::sessions::SWEEP_BATCH;
 use super::{Arg, Backend, ConsentRow, RepoResult, Row, Sql, Tx};
 use crate::domain::{DeliveryStatus, EndpointStatus, EventType};
 
@@ -27,12 +28,15 @@ pub(super) fn dispatched_at(store: &str, at: &str) -> String {
 fn events_unnest() -> String {
     format!(
         "INSERT INTO events (store_id, id, type, subject_id, data, created_at, dispatched_at)
-         SELECT t.store_id, t.id, t.type, t.subject_id::uuid, t.data::jsonb, t.created_at, {}
+         SELECT t.store_id, t.id, t.type, t.subject_id::uuid, t.data::json, t.created_at, {}
          FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::int8[])
               AS t (store_id, id, type, subject_id, data, created_at)",
         dispatched_at("t.store_id", "t.created_at")
     )
 }
+
+/// Stores the retention sweep reads at a time.
+const STORES_PAGE: i64 = 500;
 
 /// Batches up to this size are written as a multi-row `VALUES`: one text per size, which
 /// Postgres plans once and keeps. With `UNNEST` of array parameters it would plan every execution
@@ -42,9 +46,14 @@ const SMALL_BATCH: usize = 16;
 
 /// Appends an insert of `events` as a multi-row `VALUES`, its placeholders after those already in
 /// `sql`.
-fn push_event_values(sql: &mut Sql, events: &[NewEvent]) {
+fn push_event_values(sql: &mut Sql, backend: Backend, events: &[NewEvent]) {
     sql.push("INSERT INTO events (store_id, id, type, subject_id, data, created_at, dispatched_at) ");
-    sql.push("SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, ");
+    sql.push("SELECT v.column1, v.column2, v.column3, v.column4, ");
+    sql.push(match backend {
+        Backend::Postgres => "v.column5::json, ",
+        Backend::Sqlite => "v.column5, ",
+    });
+    sql.push("v.column6, ");
     sql.push(&dispatched_at("v.column1", "v.column6")).push(" FROM (VALUES ");
     for (i, e) in events.iter().enumerate() {
         if i > 0 {
@@ -55,11 +64,17 @@ fn push_event_values(sql: &mut Sql, events: &[NewEvent]) {
             Arg::from(e.id),
             Arg::from(e.kind.as_str()),
             Arg::from(e.subject_id),
-            Arg::Json(Some(e.data.clone())),
+            data_text(e),
             Arg::from(e.created_at),
         ]);
     }
     sql.push(") AS v");
+}
+
+/// An event's `data` as a text parameter: Postgres stores it as `json` (`$n::json` checks it and
+/// keeps the text), where a `jsonb` parameter would be parsed into `jsonb` and printed back.
+pub(super) fn data_text(e: &NewEvent) -> Arg {
+    Arg::Text(Some(e.data.get().to_owned()))
 }
 
 fn bind_events(sql: Sql, events: &[NewEvent]) -> Sql {
@@ -212,7 +227,7 @@ impl Tx {
         }
         for chunk in events.chunks(500) {
             let mut sql = Sql::new("");
-            push_event_values(&mut sql, chunk);
+            push_event_values(&mut sql, self.backend(), chunk);
             self.execute(sql).await?;
         }
         Ok(())
@@ -228,7 +243,7 @@ impl Tx {
             Sql::new(format!("WITH consent AS ({}) ", super::segments::INSERT_CONSENT)),
             record,
         );
-        push_event_values(&mut sql, events);
+        push_event_values(&mut sql, Backend::Postgres, events);
         self.execute(sql).await?;
         Ok(())
     }
@@ -259,7 +274,7 @@ impl Tx {
     pub async fn scrub_events(&mut self, store_id: Uuid, subject_ids: &[Uuid]) -> RepoResult<u64> {
         let scrubbed = match self.backend() {
             Backend::Postgres => {
-                "jsonb_build_object('object', jsonb_build_object('id', data->'object'->'id', 'profile_id', CAST($3 AS TEXT)), 'redacted', true)"
+                "json_build_object('object', json_build_object('id', data->'object'->'id', 'profile_id', CAST($3 AS TEXT)), 'redacted', true)"
             }
             Backend::Sqlite => {
                 "json_object('object', json_object('id', json_extract(data, '$.object.id'), 'profile_id', $3), 'redacted', json('true'))"
@@ -279,9 +294,34 @@ impl Tx {
         Ok(n)
     }
 
-    /// Events older than the retention; their deliveries and attempts go with them.
+    /// Events older than the retention (made before `before`); their deliveries and attempts go
+    /// with them. Event ids are UUIDv7, whose first 48 bits are the time in milliseconds, so the
+    /// sweep walks each store's part of the primary key below the first id of `before` (no index
+    /// on the time, which every event would pay for): one short statement per store and batch.
     pub async fn delete_old_events(&mut self, before: i64) -> RepoResult<u64> {
-        self.delete_in_batches("events", "store_id, id", "created_at < $1", before).await
+        let below = Uuid::from_u128((u128::from(before.max(0).unsigned_abs()) * 1000) << 80);
+        let delete = "DELETE FROM events WHERE (store_id, id) IN \
+             (SELECT store_id, id FROM events WHERE store_id = $1 AND id < $2 LIMIT $3)";
+        let (mut total, mut after) = (0, None::<Uuid>);
+        loop {
+            let page = Sql::new("SELECT id FROM stores WHERE ($1 IS NULL OR id > $1) ORDER BY id LIMIT $2")
+                .bind(after)
+                .bind(STORES_PAGE);
+            let stores = self.fetch_all(page).await?.iter().map(|r| r.uuid("id")).collect::<sqlx::Result<Vec<_>>>()?;
+            for store in &stores {
+                loop {
+                    let gone = self.execute(Sql::new(delete).bind(*store).bind(below).bind(SWEEP_BATCH as i64)).await?;
+                    total += gone;
+                    if gone < SWEEP_BATCH {
+                        break;
+                    }
+                }
+            }
+            match stores.last() {
+                Some(last) if stores.len() as i64 == STORES_PAGE => after = Some(*last),
+                _ => return Ok(total),
+            }
+        }
     }
 
     /// Leases events not fanned out yet (Postgres: rows another dispatcher holds are skipped).

@@ -73,6 +73,11 @@ const POSTGRES: &[Migration] = &[
         name: "0017_session_refresh_hash",
         sql: include_str!("../../migrations/postgres/0017_session_refresh_hash.sql"),
     },
+    Migration {
+        version: 18,
+        name: "0018_lean_events",
+        sql: include_str!("../../migrations/postgres/0018_lean_events.sql"),
+    },
 ];
 const SQLITE: &[Migration] = &[
     Migration { version: 1, name: "0001_foundation", sql: include_str!("../../migrations/sqlite/0001_foundation.sql") },
@@ -125,6 +130,11 @@ const SQLITE: &[Migration] = &[
         version: 17,
         name: "0017_session_refresh_hash",
         sql: include_str!("../../migrations/sqlite/0017_session_refresh_hash.sql"),
+    },
+    Migration {
+        version: 18,
+        name: "0018_lean_events",
+        sql: include_str!("../../migrations/sqlite/0018_lean_events.sql"),
     },
 ];
 

@@ -308,7 +308,7 @@ pub static GUEST_POSTGRES: LazyLock<String> = LazyLock::new(|| {
              RETURNING store_id, id),
          event AS (
              INSERT INTO events (store_id, id, type, subject_id, data, created_at, dispatched_at)
-             SELECT store_id, $9, $10, id, $11, $3, {dispatched} FROM profile{event_if}),
+             SELECT store_id, $9, $10, id, $11::json, $3, {dispatched} FROM profile{event_if}),
          session AS (
              INSERT INTO profile_sessions (store_id, id, profile_id, verified, user_agent, created_at, last_used_at,
                  refresh_expires_at, refresh_hash)
@@ -318,7 +318,7 @@ pub static GUEST_POSTGRES: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// Rows a janitor sweep deletes per statement.
-const SWEEP_BATCH: u64 = 1000;
+pub(super) const SWEEP_BATCH: u64 = 1000;
 
 /// A hit on a rate-limit bucket that a write counts and obeys.
 pub struct LimitHit<'a> {
@@ -364,7 +364,7 @@ impl Tx {
                 .bind(Status::Active.as_str())
                 .bind(created.id)
                 .bind(created.kind.as_str())
-                .bind(super::Arg::Json(Some(created.data.clone())))
+                .bind(super::events::data_text(created))
                 .bind(limit.map(|l| l.bucket))
                 .bind(limit.map_or(0, |l| l.window_start))
                 .bind(limit.map_or(0, |l| l.max));
@@ -412,7 +412,7 @@ impl Tx {
                         "WITH moved AS (UPDATE profiles SET version = version + 1
                              WHERE store_id = $1 AND id = $3 AND xmin <> pg_current_xact_id()::xid),
                          event AS (INSERT INTO events (store_id, id, type, subject_id, data, created_at, dispatched_at)
-                             SELECT $1, $10::uuid, $11::text, $3, $12::jsonb, $13::int8, {dispatched}
+                             SELECT $1, $10::uuid, $11::text, $3, $12::json, $13::int8, {dispatched}
                              WHERE $10::uuid IS NOT NULL)
                          INSERT INTO profile_sessions (store_id, id, profile_id, verified, user_agent, created_at,
                              last_used_at, refresh_expires_at, attached_email, refresh_hash)
@@ -441,7 +441,7 @@ impl Tx {
             Backend::Postgres => sql
                 .bind(event.map(|e| e.id))
                 .bind(event.map(|e| e.kind.as_str()))
-                .bind(Arg::Json(event.map(|e| e.data.clone())))
+                .bind(event.map_or(Arg::Text(None), super::events::data_text))
                 .bind(event.map(|e| e.created_at)),
             Backend::Sqlite => sql,
         };

@@ -762,6 +762,11 @@ async fn bad_input_is_refused_and_writes_nothing(app: &TestApp) {
         "not_found",
     );
     expect_error(&app.post(&store_path("nope", "/profiles/initialize"), None, json!({})).await, 404, "not_found");
+    // Nothing of the unknown store anywhere: not even its rate-limit hits or events.
+    for table in ["profiles", "rate_limits", "events", "profile_sessions"] {
+        let sql = format!("SELECT COUNT(*) FROM {table} WHERE store_id = $1");
+        assert_eq!(app.scalar(&sql, &[Bind::U(missing.parse().unwrap())]).await, 0, "{table}");
+    }
     expect_error(
         &app.post(&store_path(s, "/profiles/connect"), Some("garbage"), json!({"email": "a@example.com"})).await,
         401,

@@ -15,7 +15,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use crate::common::{Admin, Backend, TestApp, expect_error};
+use crate::common::{Admin, Backend, Bind, TestApp, expect_error};
 
 backend_tests!(
     run = with_private;
@@ -32,6 +32,7 @@ backend_tests!(
     private_addresses_are_refused,
     janitor_sweeps_are_events_too,
     a_worker_dying_mid_delivery_loses_nothing,
+    a_store_deleted_by_hand_takes_its_events,
 );
 
 /// An app that may call the loopback receiver, retrying after 1 s.
@@ -688,11 +689,42 @@ async fn janitor_sweeps_are_events_too(app: &TestApp) {
     assert_eq!(kinds, ["profile.created", "profile.erased"]);
     assert_eq!(events[1]["data"]["object"], json!({"id": guest_id}));
     assert_eq!(events[0]["data"]["redacted"], true, "the guest's user agent is gone too: {}", events[0]);
-    // Retention: the janitor deletes events older than EVENT_RETENTION_SECS (30 days).
+    // Retention: the janitor deletes events older than EVENT_RETENTION_SECS (30 days), of every
+    // store (it walks each store's events by id), and none younger.
+    let other = app.shop_admin("janitor-other").await;
+    app.post(&other.store("/profiles"), Some(&other.token), json!({"email": "kept@example.com"})).await;
+    let report = app.state.services.sessions.sweep(storecrm::now() + 29 * 86_400).await.unwrap();
+    assert_eq!(report.events, 0, "{report:?}");
+    assert_eq!(feed(app, &admin, "").await.len(), 2);
     let report = app.state.services.sessions.sweep(storecrm::now() + 31 * 86_400).await.unwrap();
-    assert_eq!(report.events, 2, "{report:?}");
+    assert_eq!(report.events, 3, "{report:?}");
     assert!(feed(app, &admin, "").await.is_empty());
+    assert!(feed(app, &other, "").await.is_empty());
     owned.stop().await;
+}
+
+/// The application never deletes a store; one deleted by hand takes its events and their
+/// deliveries with it (a trigger on Postgres, whose events have no foreign key to `stores`).
+async fn a_store_deleted_by_hand_takes_its_events(app: &TestApp) {
+    let receiver = Receiver::start().await;
+    let gone = app.shop_admin("deleted-by-hand").await;
+    let kept = app.shop_admin("kept-by-hand").await;
+    for admin in [&gone, &kept] {
+        endpoint(app, admin, &receiver.url, json!(["profile.created"])).await;
+        app.post(&admin.store("/profiles"), Some(&admin.token), json!({"email": "d@example.com"})).await;
+    }
+    receiver.wait_for("both deliveries", |g| g.len() == 2).await;
+    let count = |table: &'static str, store: uuid::Uuid| async move {
+        app.scalar(&format!("SELECT COUNT(*) FROM {table} WHERE store_id = $1"), &[Bind::U(store)]).await
+    };
+    let (gone_id, kept_id) = (gone.store_id.parse().unwrap(), kept.store_id.parse().unwrap());
+    assert_eq!(count("events", gone_id).await, 1);
+    assert_eq!(count("webhook_deliveries", gone_id).await, 1);
+    app.exec("DELETE FROM stores WHERE id = $1", &[Bind::U(gone_id)]).await;
+    assert_eq!(count("events", gone_id).await, 0);
+    assert_eq!(count("webhook_deliveries", gone_id).await, 0);
+    assert_eq!(count("events", kept_id).await, 1);
+    assert_eq!(count("webhook_deliveries", kept_id).await, 1);
 }
 
 async fn a_worker_dying_mid_delivery_loses_nothing(app: &TestApp) {
