@@ -90,7 +90,7 @@ async fn initialize_statement(State(pool): State<PgPool>, Path(store): Path<Uuid
     // A bucket per request, as the benchmark's random client addresses give.
     let bucket = format!("session:ip:{}", Uuid::now_v7());
     let hash: [u8; 32] = rand::random();
-    let ok: bool = sqlx::query_scalar(sqlx::AssertSqlSafe(storecrm::repo::GUEST_POSTGRES.as_str()))
+    let (store_ok, ok): (bool, bool) = sqlx::query_as(sqlx::AssertSqlSafe(storecrm::repo::GUEST_POSTGRES.as_str()))
         .bind(store)
         .bind(profile)
         .bind(now)
@@ -101,7 +101,7 @@ async fn initialize_statement(State(pool): State<PgPool>, Path(store): Path<Uuid
         .bind("active")
         .bind(event)
         .bind("profile.created")
-        .bind(sqlx::types::Json(data))
+        .bind(data.to_string())
         .bind(bucket)
         .bind(now - now % 3600)
         .bind(100_000_000_i64)
@@ -111,7 +111,7 @@ async fn initialize_statement(State(pool): State<PgPool>, Path(store): Path<Uuid
             eprintln!("initialize statement: {e}");
             StatusCode::INTERNAL_SERVER_ERROR
         })?;
-    Ok(Json(json!({ "ok": ok, "id": profile })))
+    Ok(Json(json!({ "ok": store_ok && ok, "id": profile })))
 }
 
 #[tokio::main]

@@ -78,6 +78,11 @@ const POSTGRES: &[Migration] = &[
         name: "0018_lean_events",
         sql: include_str!("../../migrations/postgres/0018_lean_events.sql"),
     },
+    Migration {
+        version: 19,
+        name: "0019_store_keys",
+        sql: include_str!("../../migrations/postgres/0019_store_keys.sql"),
+    },
 ];
 const SQLITE: &[Migration] = &[
     Migration { version: 1, name: "0001_foundation", sql: include_str!("../../migrations/sqlite/0001_foundation.sql") },

@@ -297,13 +297,15 @@ pub struct LockedProfile {
 
 impl Tx {
     /// Inserts the profile (with its values) unless a profile of the store has its email; true
-    /// when inserted.
+    /// when inserted. An unknown store is `MissingReference` (checked here, not by a foreign
+    /// key: migration 0019 says why).
     pub async fn insert_profile(&mut self, n: &NewProfile) -> RepoResult<bool> {
         let email_key = n.email.as_ref().map(Email::key);
         let text = search_text(email_key.as_deref(), text_values(&n.values));
         let sql = Sql::new(
             "INSERT INTO profiles (store_id, id, email, email_key, verified, status, search_text, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) ON CONFLICT (store_id, email_key) DO NOTHING",
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $8 WHERE EXISTS (SELECT 1 FROM stores WHERE id = $1)
+             ON CONFLICT (store_id, email_key) DO NOTHING",
         )
         .bind(n.store_id)
         .bind(n.id)
@@ -313,11 +315,15 @@ impl Tx {
         .bind(n.status.as_str())
         .bind(text)
         .bind(n.created_at);
-        let inserted = self.execute(sql).await? == 1;
-        if inserted {
-            self.insert_values(n.store_id, n.id, &n.values).await?;
+        if self.execute(sql).await? == 0 {
+            let store = Sql::new("SELECT COUNT(*) AS n FROM stores WHERE id = $1").bind(n.store_id);
+            return match self.fetch_one(store).await?.int("n")? {
+                0 => Err(super::RepoError::MissingReference),
+                _ => Ok(false),
+            };
         }
-        Ok(inserted)
+        self.insert_values(n.store_id, n.id, &n.values).await?;
+        Ok(true)
     }
 
     pub async fn insert_values(

@@ -298,10 +298,11 @@ pub static GUEST_POSTGRES: LazyLock<String> = LazyLock::new(|| {
     // The event's insert is written only when events are recorded (see `RECORDING`).
     let event_if = if super::events::RECORDING { "" } else { " WHERE FALSE" };
     let dispatched = super::events::dispatched_at("profile.store_id", "$3::int8");
-    let hit = limit_hit("$1::uuid", "$12::text", "$13::int8", "WHERE $12::text IS NOT NULL");
+    let hit = limit_hit("$1::uuid", "$12::text", "$13::int8", "FROM store WHERE store.ok AND $12::text IS NOT NULL");
     format!(
-        "WITH hit AS ({hit}),
-         go AS (SELECT COALESCE((SELECT hits FROM hit), 0) <= $14::int8 AS ok),
+        "WITH store AS (SELECT EXISTS (SELECT 1 FROM stores WHERE id = $1::uuid) AS ok),
+         hit AS ({hit}),
+         go AS (SELECT store.ok AND COALESCE((SELECT hits FROM hit), 0) <= $14::int8 AS ok FROM store),
          profile AS (
              INSERT INTO profiles (store_id, id, email, email_key, verified, status, search_text, created_at, updated_at)
              SELECT $1::uuid, $2::uuid, NULL, NULL, FALSE, $8::text, '', $3::int8, $3::int8 FROM go WHERE go.ok
@@ -313,7 +314,7 @@ pub static GUEST_POSTGRES: LazyLock<String> = LazyLock::new(|| {
              INSERT INTO profile_sessions (store_id, id, profile_id, verified, user_agent, created_at, last_used_at,
                  refresh_expires_at, refresh_hash)
              SELECT store_id, $4, id, FALSE, $5, $3, $3, $6, $7 FROM profile)
-         SELECT ok FROM go"
+         SELECT store.ok AS store_ok, go.ok FROM store, go"
     )
 });
 
@@ -368,7 +369,11 @@ impl Tx {
                 .bind(limit.map(|l| l.bucket))
                 .bind(limit.map_or(0, |l| l.window_start))
                 .bind(limit.map_or(0, |l| l.max));
-            return Ok(self.fetch_one(sql).await?.boolean("ok")?);
+            let row = self.fetch_one(sql).await?;
+            if !row.boolean("store_ok")? {
+                return Err(super::RepoError::MissingReference);
+            }
+            return Ok(row.boolean("ok")?);
         }
         if let Some(l) = limit
             && self.hit_rate_limit(s.store_id, l.bucket, l.window_start).await? > l.max
@@ -745,15 +750,20 @@ impl Tx {
     /// Counts a hit in the store's fixed window starting at `window_start`; returns the hits so
     /// far. An unknown store is `MissingReference`.
     pub async fn hit_rate_limit(&mut self, store_id: Uuid, bucket: &str, window_start: i64) -> RepoResult<i64> {
+        // The store is checked here, not by a foreign key (migration 0019 says why).
         let sql = Sql::new(
-            "INSERT INTO rate_limits (store_id, bucket, window_start, hits) VALUES ($1, $2, $3, 1)
+            "INSERT INTO rate_limits (store_id, bucket, window_start, hits)
+             SELECT $1, $2, $3, 1 WHERE EXISTS (SELECT 1 FROM stores WHERE id = $1)
              ON CONFLICT (store_id, bucket, window_start) DO UPDATE SET hits = rate_limits.hits + 1
              RETURNING hits",
         )
         .bind(store_id)
         .bind(bucket)
         .bind(window_start);
-        Ok(self.fetch_one(sql).await?.int("hits")?)
+        match self.fetch_optional(sql).await? {
+            Some(row) => Ok(row.int("hits")?),
+            None => Err(super::RepoError::MissingReference),
+        }
     }
 
     /// Deletes up to `batch` guests without email created before `cutoff` and unused since.

@@ -32,7 +32,7 @@ backend_tests!(
     private_addresses_are_refused,
     janitor_sweeps_are_events_too,
     a_worker_dying_mid_delivery_loses_nothing,
-    a_store_deleted_by_hand_takes_its_events,
+    a_store_deleted_by_hand_takes_its_rows,
 );
 
 /// An app that may call the loopback receiver, retrying after 1 s.
@@ -703,28 +703,38 @@ async fn janitor_sweeps_are_events_too(app: &TestApp) {
     owned.stop().await;
 }
 
-/// The application never deletes a store; one deleted by hand takes its events and their
-/// deliveries with it (a trigger on Postgres, whose events have no foreign key to `stores`).
-async fn a_store_deleted_by_hand_takes_its_events(app: &TestApp) {
+/// The application never deletes a store; one deleted by hand takes its events (with their
+/// deliveries), profiles and rate-limit hits with it (a trigger on Postgres, where these have no
+/// foreign key to `stores`; the foreign keys on SQLite).
+async fn a_store_deleted_by_hand_takes_its_rows(app: &TestApp) {
     let receiver = Receiver::start().await;
     let gone = app.shop_admin("deleted-by-hand").await;
     let kept = app.shop_admin("kept-by-hand").await;
     for admin in [&gone, &kept] {
         endpoint(app, admin, &receiver.url, json!(["profile.created"])).await;
         app.post(&admin.store("/profiles"), Some(&admin.token), json!({"email": "d@example.com"})).await;
+        app.post(&admin.store("/profiles/initialize"), None, json!({})).await;
     }
-    receiver.wait_for("both deliveries", |g| g.len() == 2).await;
+    receiver.wait_for("four deliveries", |g| g.len() == 4).await;
     let count = |table: &'static str, store: uuid::Uuid| async move {
         app.scalar(&format!("SELECT COUNT(*) FROM {table} WHERE store_id = $1"), &[Bind::U(store)]).await
     };
     let (gone_id, kept_id) = (gone.store_id.parse().unwrap(), kept.store_id.parse().unwrap());
-    assert_eq!(count("events", gone_id).await, 1);
-    assert_eq!(count("webhook_deliveries", gone_id).await, 1);
+    let tables = ["events", "webhook_deliveries", "profiles", "rate_limits"];
+    for table in tables {
+        assert!(count(table, gone_id).await > 0, "{table}");
+    }
+    let mut kept_rows = vec![];
+    for table in tables {
+        kept_rows.push(count(table, kept_id).await);
+    }
     app.exec("DELETE FROM stores WHERE id = $1", &[Bind::U(gone_id)]).await;
-    assert_eq!(count("events", gone_id).await, 0);
-    assert_eq!(count("webhook_deliveries", gone_id).await, 0);
-    assert_eq!(count("events", kept_id).await, 1);
-    assert_eq!(count("webhook_deliveries", kept_id).await, 1);
+    for table in tables {
+        assert_eq!(count(table, gone_id).await, 0, "{table}");
+    }
+    for (table, rows) in tables.into_iter().zip(kept_rows) {
+        assert_eq!(count(table, kept_id).await, rows, "{table}");
+    }
 }
 
 async fn a_worker_dying_mid_delivery_loses_nothing(app: &TestApp) {
