@@ -36,7 +36,7 @@ fn events_unnest() -> String {
 }
 
 /// Stores the retention sweep reads at a time.
-const STORES_PAGE: i64 = 500;
+const STORES_PAGE: u32 = 500;
 
 /// Batches up to this size are written as a multi-row `VALUES`: one text per size, which
 /// Postgres plans once and keeps. With `UNNEST` of array parameters it would plan every execution
@@ -302,23 +302,15 @@ impl Tx {
         let below = Uuid::from_u128((u128::from(before.max(0).unsigned_abs()) * 1000) << 80);
         let delete = "DELETE FROM events WHERE (store_id, id) IN \
              (SELECT store_id, id FROM events WHERE store_id = $1 AND id < $2 LIMIT $3)";
-        let (mut total, mut after) = (0, None::<Uuid>);
+        let (mut total, mut after) = (0, None);
         loop {
-            let page = Sql::new("SELECT id FROM stores WHERE ($1 IS NULL OR id > $1) ORDER BY id LIMIT $2")
-                .bind(after)
-                .bind(STORES_PAGE);
-            let stores = self.fetch_all(page).await?.iter().map(|r| r.uuid("id")).collect::<sqlx::Result<Vec<_>>>()?;
+            let stores = self.stores(after, STORES_PAGE).await?;
             for store in &stores {
-                loop {
-                    let gone = self.execute(Sql::new(delete).bind(*store).bind(below).bind(SWEEP_BATCH as i64)).await?;
-                    total += gone;
-                    if gone < SWEEP_BATCH {
-                        break;
-                    }
-                }
+                let batch = || Sql::new(delete).bind(store.id).bind(below).bind(SWEEP_BATCH as i64);
+                total += self.delete_until_short(batch).await?;
             }
             match stores.last() {
-                Some(last) if stores.len() as i64 == STORES_PAGE => after = Some(*last),
+                Some(last) if stores.len() == STORES_PAGE as usize => after = Some(last.id),
                 _ => return Ok(total),
             }
         }

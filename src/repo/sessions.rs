@@ -342,8 +342,9 @@ pub enum CodeRequest {
 impl Tx {
     /// A new guest profile, its session (holding its first refresh token's hash) and
     /// `profile.created` event; with `limit`, only if the hit it counts on its bucket is within
-    /// the limit (`Ok(false)` when not: the hit still counts, nothing else is written). One statement on Postgres (run it on
-    /// [`Database::atomic`](super::Database::atomic)); on SQLite commit it even when refused.
+    /// the limit (`Ok(false)` when not: the hit still counts, nothing else is written). One
+    /// statement on Postgres (run it on [`Database::atomic`](super::Database::atomic)); on SQLite
+    /// commit it even when refused.
     /// An unknown store is `MissingReference`.
     pub async fn insert_guest(
         &mut self,
@@ -810,9 +811,15 @@ impl Tx {
         let text = format!(
             "DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table} WHERE {condition} LIMIT {SWEEP_BATCH})"
         );
+        self.delete_until_short(|| Sql::new(text.clone()).bind(at)).await
+    }
+
+    /// Runs the delete `batch` makes (of at most [`SWEEP_BATCH`] rows) until one deletes fewer;
+    /// the rows deleted.
+    pub(super) async fn delete_until_short(&mut self, batch: impl Fn() -> Sql) -> RepoResult<u64> {
         let mut total = 0;
         loop {
-            let gone = self.execute(Sql::new(text.clone()).bind(at)).await?;
+            let gone = self.execute(batch()).await?;
             total += gone;
             if gone < SWEEP_BATCH {
                 return Ok(total);
