@@ -34,6 +34,7 @@
 //! no temporary table. docs/scaling.md has the measurements.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -44,6 +45,7 @@ use sqlx::types::Json;
 use sqlx::{Postgres, Sqlite, Transaction};
 use uuid::Uuid;
 
+use super::kept::Kept;
 use super::{RepoError, RepoResult};
 use crate::config::DatabaseUrl;
 
@@ -63,7 +65,7 @@ pub struct Database {
 
 #[derive(Clone, Debug)]
 enum Pool {
-    Postgres(PgPool),
+    Postgres(Arc<Kept>),
     Sqlite(SqlitePool),
 }
 
@@ -79,7 +81,8 @@ pub struct Tx {
 }
 
 enum Conn {
-    PostgresPool(PgPool),
+    /// Each statement on a connection of its own, kept between statements (see [`Kept`]).
+    PostgresPool(Arc<Kept>),
     SqlitePool(SqlitePool),
     Postgres(Transaction<'static, Postgres>),
     Sqlite(Transaction<'static, Sqlite>),
@@ -90,7 +93,8 @@ impl Database {
     pub async fn connect(url: &DatabaseUrl, max_connections: u32) -> anyhow::Result<Self> {
         let (pool, pgbouncer) = match url {
             DatabaseUrl::Postgres { url, pgbouncer } => {
-                (Pool::Postgres(super::postgres::connect(url.expose(), max_connections).await?), *pgbouncer)
+                let pool = super::postgres::connect(url.expose(), max_connections).await?;
+                (Pool::Postgres(Kept::new(pool)), *pgbouncer)
             }
             DatabaseUrl::Sqlite { path } => (Pool::Sqlite(super::sqlite::connect(path, max_connections).await?), false),
         };
@@ -109,7 +113,7 @@ impl Database {
     /// 100,000-profile store estimated at 489 rows sorted its export pages on disk.
     pub async fn analyze_after_bulk_load(&self) -> RepoResult<()> {
         if let Pool::Postgres(p) = &self.pool {
-            sqlx::raw_sql("ANALYZE profiles, profile_taxonomy_values, subscriptions, events").execute(p).await?;
+            sqlx::raw_sql("ANALYZE profiles, profile_taxonomy_values, subscriptions, events").execute(p.pool()).await?;
         }
         Ok(())
     }
@@ -165,7 +169,7 @@ impl Database {
     /// The Postgres pool, for code that times one statement against it (examples/bench_baseline.rs).
     pub fn postgres_pool(&self) -> Option<&PgPool> {
         match &self.pool {
-            Pool::Postgres(p) => Some(p),
+            Pool::Postgres(p) => Some(p.pool()),
             Pool::Sqlite(_) => None,
         }
     }
@@ -173,7 +177,7 @@ impl Database {
     /// Time allowed to wait for a pooled connection.
     pub fn acquire_timeout(&self) -> Duration {
         match &self.pool {
-            Pool::Postgres(p) => p.options().get_acquire_timeout(),
+            Pool::Postgres(p) => p.pool().options().get_acquire_timeout(),
             Pool::Sqlite(p) => p.options().get_acquire_timeout(),
         }
     }
@@ -482,7 +486,12 @@ impl Tx {
                 tx.commit().await?;
                 n
             }
-            Conn::PostgresPool(p) => sql.postgres(prepared).execute(&*p).await?.rows_affected(),
+            Conn::PostgresPool(p) => {
+                let mut conn = p.take().await?;
+                let done = sql.postgres(prepared).execute(&mut *conn).await;
+                p.give_back(conn, &done);
+                done?.rows_affected()
+            }
             Conn::Postgres(tx) => sql.postgres(prepared).execute(&mut **tx).await?.rows_affected(),
             Conn::SqlitePool(p) => sql.sqlite().execute(&*p).await?.rows_affected(),
             Conn::Sqlite(tx) => sql.sqlite().execute(&mut **tx).await?.rows_affected(),
@@ -499,7 +508,10 @@ impl Tx {
                 rows.into_iter().map(Row::Postgres).collect()
             }
             Conn::PostgresPool(p) => {
-                sql.postgres(prepared).fetch_all(&*p).await?.into_iter().map(Row::Postgres).collect()
+                let mut conn = p.take().await?;
+                let done = sql.postgres(prepared).fetch_all(&mut *conn).await;
+                p.give_back(conn, &done);
+                done?.into_iter().map(Row::Postgres).collect()
             }
             Conn::Postgres(tx) => {
                 sql.postgres(prepared).fetch_all(&mut **tx).await?.into_iter().map(Row::Postgres).collect()
@@ -518,7 +530,12 @@ impl Tx {
                 tx.commit().await?;
                 row.map(Row::Postgres)
             }
-            Conn::PostgresPool(p) => sql.postgres(prepared).fetch_optional(&*p).await?.map(Row::Postgres),
+            Conn::PostgresPool(p) => {
+                let mut conn = p.take().await?;
+                let done = sql.postgres(prepared).fetch_optional(&mut *conn).await;
+                p.give_back(conn, &done);
+                done?.map(Row::Postgres)
+            }
             Conn::Postgres(tx) => sql.postgres(prepared).fetch_optional(&mut **tx).await?.map(Row::Postgres),
             Conn::SqlitePool(p) => sql.sqlite().fetch_optional(&*p).await?.map(Row::Sqlite),
             Conn::Sqlite(tx) => sql.sqlite().fetch_optional(&mut **tx).await?.map(Row::Sqlite),
@@ -528,7 +545,7 @@ impl Tx {
     /// Runs a script of several statements without parameters (a migration).
     pub async fn execute_script(&mut self, script: &'static str) -> RepoResult<()> {
         match &mut self.conn {
-            Conn::PostgresPool(p) => sqlx::raw_sql(script).execute(&*p).await.map(drop)?,
+            Conn::PostgresPool(p) => sqlx::raw_sql(script).execute(p.pool()).await.map(drop)?,
             Conn::Postgres(tx) => sqlx::raw_sql(script).execute(&mut **tx).await.map(drop)?,
             Conn::SqlitePool(p) => sqlx::raw_sql(script).execute(&*p).await.map(drop)?,
             Conn::Sqlite(tx) => sqlx::raw_sql(script).execute(&mut **tx).await.map(drop)?,

@@ -23,6 +23,7 @@ mod audiences;
 pub mod db;
 mod events;
 mod imports;
+mod kept;
 mod migrate;
 mod outbox;
 pub mod postgres;

@@ -5,7 +5,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 
 /// Only a connection idle this long is pinged before use. sqlx pings every one by default, which
 /// doubles the round trips of a one-query request; a connection in steady use is known to be alive.
-const PING_IF_IDLE: Duration = Duration::from_secs(30);
+pub(super) const PING_IF_IDLE: Duration = Duration::from_secs(30);
 
 pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
     let pool = PgPoolOptions::new()

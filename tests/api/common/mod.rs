@@ -244,6 +244,23 @@ impl TestApp {
     }
 }
 
+/// A test that ends without [`TestApp::stop`] (it returned early, or failed) still removes its
+/// database: on a thread of its own, since `Drop` cannot wait on the test's runtime.
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let Some((admin, db)) = self.pg.take() else { return };
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(async {
+                let mut conn = pg_connect(&admin).await;
+                let _ =
+                    conn.execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))).await;
+            });
+        })
+        .join();
+    }
+}
+
 /// The origins `shop_admin` stores allow, so that subscribe links to them pass (§6).
 pub const SHOP_ORIGINS: [&str; 2] = ["https://shop.example", "https://s.example"];
 
