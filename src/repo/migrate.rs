@@ -83,6 +83,11 @@ const POSTGRES: &[Migration] = &[
         name: "0019_store_keys",
         sql: include_str!("../../migrations/postgres/0019_store_keys.sql"),
     },
+    Migration {
+        version: 20,
+        name: "0020_session_profile_check",
+        sql: include_str!("../../migrations/postgres/0020_session_profile_check.sql"),
+    },
 ];
 const SQLITE: &[Migration] = &[
     Migration { version: 1, name: "0001_foundation", sql: include_str!("../../migrations/sqlite/0001_foundation.sql") },

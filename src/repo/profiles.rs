@@ -589,10 +589,19 @@ impl Tx {
     }
 
     /// Deletes the row; values, promo usage, order links, subscriptions, sessions and refresh
-    /// tokens go with it by cascade.
+    /// tokens go with it by cascade, and on Postgres, where sessions have no foreign key to their
+    /// profile (migrations/postgres/0020_session_profile_check.sql), by a statement of its own
+    /// after it: one that sees a session committed while the profile's row was locked.
     pub async fn delete_profile(&mut self, store_id: Uuid, id: Uuid) -> RepoResult<bool> {
         let sql = Sql::new("DELETE FROM profiles WHERE store_id = $1 AND id = $2").bind(store_id).bind(id);
-        Ok(self.execute(sql).await? > 0)
+        let deleted = self.execute(sql).await? > 0;
+        if self.backend() == Backend::Postgres {
+            let sql = Sql::new("DELETE FROM profile_sessions WHERE store_id = $1 AND profile_id = $2")
+                .bind(store_id)
+                .bind(id);
+            self.execute(sql).await?;
+        }
+        Ok(deleted)
     }
 
     /// Links an order unless the store has linked it already; true when inserted.

@@ -408,21 +408,25 @@ impl Tx {
         let event = event.filter(|_| super::events::RECORDING);
         let sql = match self.backend() {
             Backend::Postgres => {
-                // A new session changes what getMe shows, and session inserts fire no trigger
-                // (migrations/postgres/0016_profile_versions.sql), so this statement moves the
-                // version, as the triggers do: not for a profile this transaction wrote already
-                // (its version is new anyway).
+                // The profile is locked as a foreign key's check would lock it (there is none on
+                // Postgres: migrations/postgres/0020_session_profile_check.sql): a profile deleted
+                // meanwhile (merge, erasure) leaves nothing written. A new session changes what
+                // getMe shows, and session inserts fire no trigger (0016_profile_versions.sql), so
+                // this statement moves the version, as the triggers do: not for a profile this
+                // transaction wrote already (its version is new anyway).
                 static TEXT: LazyLock<String> = LazyLock::new(|| {
                     let dispatched = super::events::dispatched_at("$1::uuid", "$6::int8");
                     format!(
-                        "WITH moved AS (UPDATE profiles SET version = version + 1
-                             WHERE store_id = $1 AND id = $3 AND xmin <> pg_current_xact_id()::xid),
+                        "WITH profile AS (SELECT id FROM profiles WHERE store_id = $1 AND id = $3 FOR KEY SHARE),
+                         moved AS (UPDATE profiles SET version = version + 1
+                             WHERE store_id = $1 AND id = $3 AND xmin <> pg_current_xact_id()::xid
+                             AND EXISTS (SELECT 1 FROM profile)),
                          event AS (INSERT INTO events (store_id, id, type, subject_id, data, created_at, dispatched_at)
                              SELECT $1, $10::uuid, $11::text, $3, $12::json, $13::int8, {dispatched}
-                             WHERE $10::uuid IS NOT NULL)
+                             FROM profile WHERE $10::uuid IS NOT NULL)
                          INSERT INTO profile_sessions (store_id, id, profile_id, verified, user_agent, created_at,
                              last_used_at, refresh_expires_at, attached_email, refresh_hash)
-                         VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9)"
+                         SELECT $1, $2, $3, $4, $5, $6, $6, $7, $8, $9 FROM profile"
                     )
                 });
                 Sql::new(TEXT.as_str())
@@ -451,7 +455,10 @@ impl Tx {
                 .bind(event.map(|e| e.created_at)),
             Backend::Sqlite => sql,
         };
-        self.execute(sql).await?;
+        if self.execute(sql).await? == 0 {
+            // Postgres: the profile is gone (SQLite's foreign key says so itself).
+            return Err(super::RepoError::MissingReference);
+        }
         if let Some(e) = event
             && self.backend() == Backend::Sqlite
         {
@@ -781,7 +788,20 @@ impl Tx {
         .bind(cutoff)
         .bind(batch);
         let rows = self.fetch_all(sql).await?;
-        Ok(rows.iter().map(|r| Ok((r.uuid("store_id")?, r.uuid("id")?))).collect::<sqlx::Result<_>>()?)
+        let gone: Vec<(Uuid, Uuid)> =
+            rows.iter().map(|r| Ok((r.uuid("store_id")?, r.uuid("id")?))).collect::<sqlx::Result<_>>()?;
+        if self.backend() == Backend::Postgres && !gone.is_empty() {
+            // No foreign key takes their sessions on Postgres (0020_session_profile_check.sql). A
+            // statement of its own, to see a session committed while a guest's row was locked.
+            let sql = Sql::new(
+                "DELETE FROM profile_sessions s USING UNNEST($1::uuid[], $2::uuid[]) AS g(store_id, id)
+                 WHERE s.store_id = g.store_id AND s.profile_id = g.id",
+            )
+            .bind(gone.iter().map(|g| g.0).collect::<Vec<_>>())
+            .bind(gone.iter().map(|g| g.1).collect::<Vec<_>>());
+            self.execute(sql).await?;
+        }
+        Ok(gone)
     }
 
     /// Sessions past their refresh expiry, or revoked a day ago (kept that long for reuse detection).

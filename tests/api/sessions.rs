@@ -25,6 +25,7 @@ backend_tests!(
     me_drops_a_session_when_it_ends,
     bad_input_is_refused_and_writes_nothing,
     guests_without_email_are_swept,
+    a_session_is_written_only_for_a_live_profile,
     janitor_sweeps_a_backlog_in_batches,
     code_mail_is_complete,
     codes_requested_during_an_smtp_outage_arrive_once_after_it,
@@ -840,7 +841,77 @@ async fn guests_without_email_are_swept(app: &TestApp) {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(gone, "the janitor removed the idle guest");
+    // Its session, far from its refresh expiry, went with it (no foreign key does it on Postgres).
+    let g_id = uuid(&g["profile_id"]);
+    assert_eq!(quick.scalar("SELECT COUNT(*) FROM profile_sessions WHERE profile_id = $1", &[Bind::U(g_id)]).await, 0);
     quick.stop().await;
+}
+
+/// A session is written only for a profile that exists, whichever of a new session and the
+/// deletion of its profile (a merge, an erasure, the guest sweep) comes first: a foreign key on
+/// SQLite; on Postgres, where there is none, the session's statement locks the profile and a
+/// deletion deletes the profile's sessions after it. Both interleavings, by hand, on the repository.
+async fn a_session_is_written_only_for_a_live_profile(app: &TestApp) {
+    use storecrm::repo::{ProfileSessionRow, RepoError};
+    let admin = app.admin("orphans").await;
+    let store = uuid(&json!(admin.store_id));
+    let admin = &admin;
+    let new_profile = |email: &'static str| async move {
+        let (status, p) = app.post(&admin.store("/profiles"), Some(&admin.token), json!({"email": email})).await;
+        assert_eq!(status, StatusCode::CREATED, "{p}");
+        uuid(&p["id"])
+    };
+    let session = |profile_id| ProfileSessionRow {
+        store_id: store,
+        id: uuid::Uuid::now_v7(),
+        profile_id,
+        verified: false,
+        user_agent: None,
+        created_at: storecrm::now(),
+        last_used_at: storecrm::now(),
+        refresh_expires_at: storecrm::now() + 86400,
+    };
+    let sessions_of = |id| async move {
+        app.scalar(
+            "SELECT COUNT(*) FROM profile_sessions WHERE store_id = $1 AND profile_id = $2",
+            &[Bind::U(store), Bind::U(id)],
+        )
+        .await
+    };
+
+    // The deletion first: the session waits for it, then finds no profile and writes nothing.
+    let first = new_profile("deleted-first@example.com").await;
+    let mut deleting = app.state.db.begin().await.unwrap();
+    assert!(deleting.delete_profile(store, first).await.unwrap());
+    let db = app.state.db.clone();
+    let row = session(first);
+    let writer = tokio::spawn(async move {
+        let mut tx = db.begin().await?;
+        tx.insert_profile_session(&row, false, &[7; 32], None).await?;
+        tx.commit().await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!writer.is_finished(), "the session's statement waits for the deletion");
+    deleting.commit().await.unwrap();
+    let refused = writer.await.unwrap();
+    assert!(matches!(refused, Err(RepoError::MissingReference)), "{refused:?}");
+    assert_eq!(sessions_of(first).await, 0);
+
+    // The session first: the deletion waits for it, then deletes it with the profile.
+    let second = new_profile("session-first@example.com").await;
+    let mut writing = app.state.db.begin().await.unwrap();
+    writing.insert_profile_session(&session(second), false, &[8; 32], None).await.unwrap();
+    let db = app.state.db.clone();
+    let deleter = tokio::spawn(async move {
+        let mut tx = db.begin().await?;
+        let deleted = tx.delete_profile(store, second).await?;
+        tx.commit().await.map(|()| deleted)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!deleter.is_finished(), "the deletion waits for the session's transaction");
+    writing.commit().await.unwrap();
+    assert!(deleter.await.unwrap().unwrap(), "the profile was deleted");
+    assert_eq!(sessions_of(second).await, 0, "no session outlives its profile");
 }
 
 async fn code_mail_is_complete(app: &TestApp) {

@@ -704,8 +704,8 @@ async fn janitor_sweeps_are_events_too(app: &TestApp) {
 }
 
 /// The application never deletes a store; one deleted by hand takes its events (with their
-/// deliveries), profiles and rate-limit hits with it (a trigger on Postgres, where these have no
-/// foreign key to `stores`; the foreign keys on SQLite).
+/// deliveries), profiles, sessions and rate-limit hits with it (a trigger on Postgres, where these
+/// have no foreign key to `stores` or to their profile; the foreign keys on SQLite).
 async fn a_store_deleted_by_hand_takes_its_rows(app: &TestApp) {
     let receiver = Receiver::start().await;
     let gone = app.shop_admin("deleted-by-hand").await;
@@ -720,7 +720,7 @@ async fn a_store_deleted_by_hand_takes_its_rows(app: &TestApp) {
         app.scalar(&format!("SELECT COUNT(*) FROM {table} WHERE store_id = $1"), &[Bind::U(store)]).await
     };
     let (gone_id, kept_id) = (gone.store_id.parse().unwrap(), kept.store_id.parse().unwrap());
-    let tables = ["events", "webhook_deliveries", "profiles", "rate_limits"];
+    let tables = ["events", "webhook_deliveries", "profiles", "profile_sessions", "rate_limits"];
     for table in tables {
         assert!(count(table, gone_id).await > 0, "{table}");
     }
