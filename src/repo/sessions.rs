@@ -329,7 +329,7 @@ pub struct LimitHit<'a> {
     pub max: i64,
 }
 
-/// What [`Tx::request_code_postgres`] did.
+/// What [`Tx::request_code`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CodeRequest {
     Sent,
@@ -634,17 +634,33 @@ impl Tx {
         Ok(())
     }
 
-    /// Postgres only: a code request in one statement. Counts a hit on the address bucket (when
-    /// there is one), then, if the address is within its limit, on the email bucket; if both are
-    /// within their limits, voids the address's live codes and inserts the new code and its mail.
-    /// The hits count whatever the outcome (a refused request still counts), as separate
-    /// statements would. A statement is atomic: no code without its mail, no mail without its code.
-    pub async fn request_code_postgres(
+    /// A code request: counts a hit on the address bucket (when there is one), then, if the
+    /// address is within its limit, on the email bucket; if both are within their limits, voids
+    /// the address's live codes and inserts the new code and its mail. Run it on
+    /// [`Database::atomic`](super::Database::atomic) and commit it whatever the outcome: a refused
+    /// request still counts. One statement on Postgres; SQLite's write transaction holds the
+    /// rest. Either way no code without its mail, no mail without its code.
+    pub async fn request_code(
         &mut self,
         limits: &CodeLimits<'_>,
         code: &NewCode,
         mail: &NewOutboxMail,
     ) -> RepoResult<CodeRequest> {
+        if self.backend() == Backend::Sqlite {
+            // The address first: a client over its limit never spends the victim's per-email quota.
+            if let Some(bucket) = limits.address_bucket
+                && self.hit_rate_limit(code.store_id, bucket, limits.window_start).await? > limits.address_max
+            {
+                return Ok(CodeRequest::AddressLimited);
+            }
+            if self.hit_rate_limit(code.store_id, limits.email_bucket, limits.window_start).await? > limits.email_max {
+                return Ok(CodeRequest::EmailLimited);
+            }
+            self.void_codes(code.store_id, &code.email_key, code.created_at).await?;
+            self.insert_code(code).await?;
+            self.insert_mail(mail).await?;
+            return Ok(CodeRequest::Sent);
+        }
         static REQUEST: LazyLock<String> = LazyLock::new(|| {
             let address_hit = limit_hit("$1::uuid", "$2::text", "$3::int8", "WHERE $2::text IS NOT NULL");
             let email_hit = limit_hit("$1::uuid", "$5::text", "$3::int8", "FROM address WHERE address.ok");

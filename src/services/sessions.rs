@@ -393,38 +393,24 @@ impl Sessions {
         let builtin = code_mail(&store, &self.mail_from, &email, &code, minutes);
         let mail = profile_code_mail(&store, template, builtin, &code, minutes);
         let mail = NewOutboxMail::new(Some(store.id), mail, now).kind(MailKind::SignInCode).masking(&code);
-        let window = self.limits.code_limit_window;
+        let span = limits::Window::at(now, self.limits.code_limit_window);
         let address = client.map(|addr| address_bucket("code", addr));
-        let email_limit = email_bucket("code", &new.email_key);
-        let address_limit = Limit { max: self.limits.code_limit_per_ip, window };
-        let per_email = Limit { max: self.limits.code_limit_per_email, window };
-        if self.db.backend() == Backend::Postgres {
-            let span = limits::Window::at(now, window);
-            let counted = CodeLimits {
-                address_bucket: address.as_deref(),
-                address_max: i64::from(address_limit.max),
-                email_bucket: &email_limit,
-                email_max: i64::from(per_email.max),
-                window_start: span.start,
-            };
-            match self.db.auto().request_code_postgres(&counted, &new, &mail).await {
-                Ok(CodeRequest::Sent) => {}
-                Ok(_) => return Err(span.exceeded()),
-                Err(RepoError::MissingReference) => return Err(AppError::NotFound("store")),
-                Err(e) => return Err(e.into()),
-            }
-        } else {
-            // The address first: a client over its limit never spends the victim's per-email quota.
-            if let Some(bucket) = &address {
-                limits::hit(&mut self.db.auto(), store.id, bucket, address_limit).await?;
-            }
-            limits::hit(&mut self.db.auto(), store.id, &email_limit, per_email).await?;
-            // The code and its mail in one transaction: no code without its mail, no mail without its code.
-            let mut tx = self.db.begin().await?;
-            tx.void_codes(store.id, &new.email_key, now).await?;
-            tx.insert_code(&new).await?;
-            tx.insert_mail(&mail).await?;
-            tx.commit().await?;
+        let counted = CodeLimits {
+            address_bucket: address.as_deref(),
+            address_max: i64::from(self.limits.code_limit_per_ip),
+            email_bucket: &email_bucket("code", &new.email_key),
+            email_max: i64::from(self.limits.code_limit_per_email),
+            window_start: span.start,
+        };
+        let mut tx = self.db.atomic().await?;
+        let outcome = match tx.request_code(&counted, &new, &mail).await {
+            Err(RepoError::MissingReference) => return Err(AppError::NotFound("store")),
+            other => other?,
+        };
+        // Refused, the hits still count.
+        tx.commit().await?;
+        if outcome != CodeRequest::Sent {
+            return Err(span.exceeded());
         }
         self.mail_wake.notify_one();
         Ok(())
