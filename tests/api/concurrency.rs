@@ -35,6 +35,7 @@ backend_tests!(
     erasure_racing_double_opt_in_subscribe_leaves_no_mail_to_the_erased_address,
     erasures_of_profiles_sharing_audiences_never_deadlock,
     erasure_racing_refresh_never_deadlocks_and_completes,
+    merge_racing_refresh_never_deadlocks_and_completes,
     concurrent_double_opt_in_subscribes_create_once_and_queue_one_mail,
 );
 
@@ -920,6 +921,86 @@ async fn erasure_racing_refresh_never_deadlocks_and_completes(backend: Backend) 
             }
             401 | 500.. => {}
             other => broke.push(format!("the refresh answered {other}")),
+        }
+        if !broke.is_empty() {
+            failures.push(format!("repetition {rep}: {} — {seen}", broke.join("; ")));
+        }
+    }
+    verdict(REPS, &failures);
+    app.stop().await;
+}
+
+/// Scenario 5b (merge vs refresh): `merge A←B` racing the refresh of B's session, the refresh sent
+/// 0, 1 or 2 ms after the merge (a different offset each repetition). A merge deletes the source
+/// with its sessions (on Postgres by a statement of its own since migration 0020, not by a foreign
+/// key), so this is the erasure race with a second profile locked besides.
+///
+/// Invariant: no 500; the merge answers 200, B is gone and A stays; the refresh answers 200 (ran
+/// first) or 401 (the session went with B); a refreshed access token is refused afterwards.
+async fn merge_racing_refresh_never_deadlocks_and_completes(backend: Backend) {
+    const REPS: usize = 30;
+    let app = spawn(backend, &[]).await;
+    let admin = app.admin("merge-refresh").await;
+    let mut failures = vec![];
+    for rep in 0..REPS {
+        let a = profile(&app, &admin, &format!("a{rep}@race.example")).await;
+        let (status, session) =
+            app.post(&admin.store("/profiles/connect"), None, json!({"email": format!("b{rep}@race.example")})).await;
+        assert_eq!(status, 200, "{session}");
+        let b = session["profile_id"].as_str().unwrap().to_string();
+        let answers = race(
+            &app,
+            vec![
+                call(
+                    Method::POST,
+                    admin.store(&format!("/profiles/{a}/merge")),
+                    Some(&admin.token),
+                    Some(json!({"source_id": b})),
+                ),
+                call(
+                    Method::POST,
+                    admin.store("/profiles/auth/refresh"),
+                    None,
+                    Some(json!({"refresh_token": session["refresh_token"]})),
+                )
+                .after(Duration::from_millis(rep as u64 % 3)),
+            ],
+        )
+        .await;
+        let seen = briefs(&["merge", "refresh"], &answers);
+        let (merge, refresh) = (&answers[0], &answers[1]);
+        let mut broke = vec![];
+        if answers.iter().any(|a| a.0 >= 500) {
+            broke.push("a 5xx answer".to_string());
+        }
+        if merge.0 != 200 {
+            broke.push("the merge did not answer 200".into());
+        }
+        if profile_status(&app, &admin, &b).await != 404 {
+            broke.push("the merged source is still there".into());
+        }
+        if profile_status(&app, &admin, &a).await != 200 {
+            broke.push("the merge target is gone".into());
+        }
+        match refresh.0 {
+            200 => {
+                let me = app.get(&admin.store("/profiles/me"), refresh.1["access_token"].as_str()).await.0;
+                if me != 401 {
+                    broke.push(format!("the refreshed token of the merged source still reads a profile ({me})"));
+                }
+            }
+            401 | 500.. => {}
+            other => broke.push(format!("the refresh answered {other}")),
+        }
+        let orphans = app
+            .scalar(
+                "SELECT COUNT(*) FROM profile_sessions s WHERE s.store_id = $1 AND NOT EXISTS
+                 (SELECT 1 FROM profiles p WHERE p.store_id = s.store_id AND p.id = s.profile_id)",
+                &[Bind::U(uuid(&json!(admin.store_id)))],
+            )
+            .await;
+        if orphans != 0 {
+            broke.push(format!("{orphans} session(s) outlive their profile"));
         }
         if !broke.is_empty() {
             failures.push(format!("repetition {rep}: {} — {seen}", broke.join("; ")));
