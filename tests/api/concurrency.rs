@@ -864,6 +864,20 @@ async fn erasures_of_profiles_sharing_audiences_never_deadlock(backend: Backend)
     app.stop().await;
 }
 
+/// What broke in the answer of a refresh that raced the deletion of its session's profile (`what`):
+/// it may answer 200 (it ran first: then its new access token must be refused now) or 401 (the
+/// session went with the profile); a 5xx is reported by the caller.
+async fn refresh_of_a_deleted_profile(app: &TestApp, admin: &Admin, refresh: &Answer, what: &str) -> Option<String> {
+    match refresh.0 {
+        200 => {
+            let me = app.get(&admin.store("/profiles/me"), refresh.1["access_token"].as_str()).await.0;
+            (me != 401).then(|| format!("the refreshed token still reads {what} ({me})"))
+        }
+        401 | 500.. => None,
+        other => Some(format!("the refresh answered {other}")),
+    }
+}
+
 /// Scenario 5 (erase vs refresh): the erasure of a profile racing the refresh of its session, the
 /// refresh sent 0, 1 or 2 ms after the erase (a different offset each repetition).
 ///
@@ -912,16 +926,7 @@ async fn erasure_racing_refresh_never_deadlocks_and_completes(backend: Backend) 
         if profile_status(&app, &admin, &p).await != 404 {
             broke.push("the erased profile is still there".into());
         }
-        match refresh.0 {
-            200 => {
-                let me = app.get(&admin.store("/profiles/me"), refresh.1["access_token"].as_str()).await.0;
-                if me != 401 {
-                    broke.push(format!("the refreshed token still reads the erased profile ({me})"));
-                }
-            }
-            401 | 500.. => {}
-            other => broke.push(format!("the refresh answered {other}")),
-        }
+        broke.extend(refresh_of_a_deleted_profile(&app, &admin, refresh, "the erased profile").await);
         if !broke.is_empty() {
             failures.push(format!("repetition {rep}: {} — {seen}", broke.join("; ")));
         }
@@ -982,16 +987,7 @@ async fn merge_racing_refresh_never_deadlocks_and_completes(backend: Backend) {
         if profile_status(&app, &admin, &a).await != 200 {
             broke.push("the merge target is gone".into());
         }
-        match refresh.0 {
-            200 => {
-                let me = app.get(&admin.store("/profiles/me"), refresh.1["access_token"].as_str()).await.0;
-                if me != 401 {
-                    broke.push(format!("the refreshed token of the merged source still reads a profile ({me})"));
-                }
-            }
-            401 | 500.. => {}
-            other => broke.push(format!("the refresh answered {other}")),
-        }
+        broke.extend(refresh_of_a_deleted_profile(&app, &admin, refresh, "the merged source").await);
         let orphans = app
             .scalar(
                 "SELECT COUNT(*) FROM profile_sessions s WHERE s.store_id = $1 AND NOT EXISTS
